@@ -1,0 +1,396 @@
+//! Domain types: what a project and a deployment are, who acts on them, and
+//! what the audit trail records. No storage or wire concerns live here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, DeployConfig};
+use crate::status::Status;
+
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+pub fn now() -> Timestamp {
+    // Millisecond precision: what SQLite and Firestore both keep exactly.
+    let t = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// A project: one app, fed from one git repository (or from uploads).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: String,
+    /// DNS label, unique; the app's URL is `<name>.<domain>`.
+    pub name: String,
+    /// Git URL or local path; `None` for upload-only projects.
+    pub repo: Option<String>,
+    /// Pushes to this branch deploy.
+    pub branch: String,
+    /// HMAC key for GitHub webhooks. Never serialized to API clients except
+    /// once, on creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    pub created_at: Timestamp,
+    /// The deployment currently serving traffic, if any.
+    pub live_deployment_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewProject {
+    pub name: String,
+    pub repo: Option<String>,
+    pub branch: String,
+    pub webhook_secret: Option<String>,
+}
+
+/// Where a deployment's source comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Source {
+    /// A commit of the project's git repository.
+    Git {
+        repo: String,
+        #[serde(rename = "ref")]
+        git_ref: String,
+        commit: String,
+    },
+    /// An uploaded archive (tar.gz), stored by the platform.
+    Archive { uri: String, sha256: String },
+}
+
+impl Source {
+    /// A short human label: the commit or the archive digest.
+    pub fn short(&self) -> String {
+        match self {
+            Source::Git { git_ref, commit, .. } => {
+                format!("{}@{}", git_ref, &commit[..commit.len().min(10)])
+            }
+            Source::Archive { sha256, .. } => format!("upload:{}", &sha256[..sha256.len().min(10)]),
+        }
+    }
+}
+
+/// A deployment: one attempt to run one version of a project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub project_id: String,
+    pub project: String,
+    pub status: Status,
+    /// Bumped on every write; the compare-and-set token.
+    pub version: u64,
+    /// 1 for the first run, +1 per retry.
+    pub attempt: u32,
+    pub source: Source,
+    /// The validated deploy.toml, snapshotted when validation passes.
+    pub config: Option<ConfigSnapshot>,
+    /// Structured deploy.toml errors when validation fails.
+    pub config_errors: Vec<ConfigError>,
+    /// Why it is in its current state (the last transition's reason).
+    pub reason: Option<String>,
+    /// What the build produced (runtime-specific; opaque to the store).
+    pub artifact: Option<serde_json::Value>,
+    /// Set when this deployment rolls back to an earlier one's artifact.
+    pub rollback_of: Option<String>,
+    pub created_by: Actor,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A valid deploy.toml as it was at the deployment's commit: the source text
+/// (so the dashboard can show it) and the typed config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigSnapshot {
+    pub source: String,
+    pub config: DeployConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewDeployment {
+    pub project: String,
+    pub source: Source,
+    pub actor: Actor,
+    /// A webhook delivery id: creating twice with the same id yields the first.
+    pub dedupe_key: Option<String>,
+    pub rollback_of: Option<String>,
+    pub artifact: Option<serde_json::Value>,
+}
+
+/// Who did something. Rendered as `kind:name`, e.g. `token:alice`,
+/// `function:validate`, `github:octocat`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ActorKind {
+    /// A person or automation holding an API token.
+    Token,
+    /// One of the platform's functions.
+    Function,
+    /// A GitHub webhook (name is the pusher's login).
+    Github,
+    /// The platform itself (start-up repair, supervisors).
+    System,
+}
+
+impl Actor {
+    pub fn function(name: &str) -> Self {
+        Actor { kind: ActorKind::Function, name: name.to_string() }
+    }
+    pub fn token(name: &str) -> Self {
+        Actor { kind: ActorKind::Token, name: name.to_string() }
+    }
+    pub fn github(login: &str) -> Self {
+        Actor { kind: ActorKind::Github, name: login.to_string() }
+    }
+    pub fn system(name: &str) -> Self {
+        Actor { kind: ActorKind::System, name: name.to_string() }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ActorKind::Token => "token",
+            ActorKind::Function => "function",
+            ActorKind::Github => "github",
+            ActorKind::System => "system",
+        };
+        write!(f, "{kind}:{}", self.name)
+    }
+}
+
+impl From<Actor> for String {
+    fn from(a: Actor) -> String {
+        a.to_string()
+    }
+}
+
+impl TryFrom<String> for Actor {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl FromStr for Actor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, name) = s
+            .split_once(':')
+            .ok_or_else(|| format!("actor {s:?} must look like kind:name"))?;
+        let kind = match kind {
+            "token" => ActorKind::Token,
+            "function" => ActorKind::Function,
+            "github" => ActorKind::Github,
+            "system" => ActorKind::System,
+            other => return Err(format!("unknown actor kind {other:?} in {s:?}")),
+        };
+        Ok(Actor { kind, name: name.to_string() })
+    }
+}
+
+/// API roles, ordered: each role can do everything the ones before it can.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Deployer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Deployer => "deployer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "deployer" => Ok(Role::Deployer),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("unknown role {other:?} (expected viewer, deployer or admin)")),
+        }
+    }
+}
+
+/// An API token as stored: only the SHA-256 of the secret is kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// One entry of the append-only, hash-chained audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub deployment_id: String,
+    pub project_id: String,
+    pub at: Timestamp,
+    pub actor: Actor,
+    /// `None` for the record of a deployment's creation.
+    pub from: Option<Status>,
+    pub to: Status,
+    pub reason: String,
+    /// Hash of the previous record of the same deployment ("" for the first).
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The chain hash: SHA-256 over the previous hash and the record's fields.
+    pub fn compute_hash(
+        prev_hash: &str,
+        deployment_id: &str,
+        at: &Timestamp,
+        actor: &Actor,
+        from: Option<Status>,
+        to: Status,
+        reason: &str,
+    ) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            prev_hash,
+            deployment_id,
+            &at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            &actor.to_string(),
+            from.map(Status::as_str).unwrap_or(""),
+            to.as_str(),
+            reason,
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Does this record's hash match its content?
+    pub fn verify(&self) -> bool {
+        self.hash
+            == Self::compute_hash(
+                &self.prev_hash,
+                &self.deployment_id,
+                &self.at,
+                &self.actor,
+                self.from,
+                self.to,
+                &self.reason,
+            )
+    }
+}
+
+/// Checks a deployment's audit chain: each record's hash is right and links
+/// to the one before.
+pub fn verify_chain(records: &[AuditRecord]) -> Result<(), String> {
+    let mut prev = "";
+    for r in records {
+        if r.prev_hash != prev {
+            return Err(format!("audit record {} does not link to the one before it", r.seq));
+        }
+        if !r.verify() {
+            return Err(format!("audit record {} has been altered (hash mismatch)", r.seq));
+        }
+        prev = &r.hash;
+    }
+    Ok(())
+}
+
+/// DNS label (RFC 1123): 1-63 of `[a-z0-9-]`, not starting or ending with `-`.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actors_round_trip_through_strings() {
+        for a in [Actor::token("alice"), Actor::function("validate"), Actor::github("octo:cat")] {
+            let s = a.to_string();
+            assert_eq!(s.parse::<Actor>(), Ok(a));
+        }
+        assert!("nobody".parse::<Actor>().is_err());
+        assert!("robot:x".parse::<Actor>().is_err());
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Viewer < Role::Deployer && Role::Deployer < Role::Admin);
+        assert_eq!("deployer".parse::<Role>(), Ok(Role::Deployer));
+        assert!("root".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "hello-python", "x1", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Hello", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn audit_chain_detects_tampering() {
+        let at = now();
+        let actor = Actor::system("test");
+        let h1 = AuditRecord::compute_hash("", "d1", &at, &actor, None, Status::Queued, "created");
+        let r1 = AuditRecord {
+            seq: 1,
+            deployment_id: "d1".into(),
+            project_id: "p".into(),
+            at,
+            actor: actor.clone(),
+            from: None,
+            to: Status::Queued,
+            reason: "created".into(),
+            prev_hash: String::new(),
+            hash: h1.clone(),
+        };
+        let h2 = AuditRecord::compute_hash(&h1, "d1", &at, &actor, Some(Status::Queued), Status::Validating, "go");
+        let mut r2 = AuditRecord {
+            seq: 2,
+            from: Some(Status::Queued),
+            to: Status::Validating,
+            reason: "go".into(),
+            prev_hash: h1,
+            hash: h2,
+            ..r1.clone()
+        };
+        assert_eq!(verify_chain(&[r1.clone(), r2.clone()]), Ok(()));
+        r2.reason = "tampered".into();
+        assert!(verify_chain(&[r1, r2]).is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! The embedded home: everything `bifrost up` needs on one machine.
+
+mod dispatcher;
+mod sources;
+mod store;
+
+pub use dispatcher::{Dispatcher, DispatcherConfig, PushHandler};
+pub use sources::{GitSources, MAX_READ_BYTES};
+pub use store::{DueDelivery, SqliteStore};

@@ -1,0 +1,931 @@
+//! The embedded store: SQLite (WAL) with one writer connection and a few
+//! readers. Every transition is one `BEGIN IMMEDIATE` transaction; a trigger
+//! guards the status column with the shared transition table.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::{Notify, broadcast};
+
+use crate::domain::*;
+use crate::error::{StoreError, StoreResult};
+use crate::events::{DeadLetter, Event, Subscription};
+use crate::ports::{Created, DeadLetters, Store, Transition};
+use crate::repo::repo_key;
+use crate::status::{Status, TRANSITIONS, TransitionKind, allowed};
+
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: i64 = 1;
+const READERS: usize = 4;
+
+/// Cheap to clone: all clones share the connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    subscriptions: Vec<Subscription>,
+    /// Woken after every commit that enqueued deliveries.
+    pub(crate) deliveries_ready: Notify,
+    /// Every committed event, for live views (SSE).
+    changes: broadcast::Sender<Event>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        backend(e)
+    }
+}
+
+fn ts(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: &str) -> rusqlite::Result<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_col<T: std::str::FromStr>(s: &str) -> rusqlite::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.to_string().into())
+    })
+}
+
+fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(backend)
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL + synchronous=NORMAL: durable across process crashes (kill -9); an
+    // OS crash may lose the last few commits.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+const DEPLOYMENT_COLS: &str = "id, project_id, project_name, status, version, attempt, source, config, \
+     config_errors, reason, artifact, rollback_of, created_by, created_at, updated_at";
+
+fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployment> {
+    let config: Option<String> = r.get(7)?;
+    let artifact: Option<String> = r.get(10)?;
+    Ok(Deployment {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        project: r.get(2)?,
+        status: parse_col(&r.get::<_, String>(3)?)?,
+        version: r.get::<_, i64>(4)? as u64,
+        attempt: r.get::<_, i64>(5)? as u32,
+        source: json_col(&r.get::<_, String>(6)?)?,
+        config: config.as_deref().map(json_col).transpose()?,
+        config_errors: json_col(&r.get::<_, String>(8)?)?,
+        reason: r.get(9)?,
+        artifact: artifact.as_deref().map(json_col).transpose()?,
+        rollback_of: r.get(11)?,
+        created_by: parse_col(&r.get::<_, String>(12)?)?,
+        created_at: parse_ts(&r.get::<_, String>(13)?)?,
+        updated_at: parse_ts(&r.get::<_, String>(14)?)?,
+    })
+}
+
+const PROJECT_COLS: &str = "id, name, repo, branch, webhook_secret, live_deployment_id, created_at";
+
+fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
+    Ok(Project {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        repo: r.get(2)?,
+        branch: r.get(3)?,
+        webhook_secret: r.get(4)?,
+        live_deployment_id: r.get(5)?,
+        created_at: parse_ts(&r.get::<_, String>(6)?)?,
+    })
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
+    let last: Option<String> = r.get(4)?;
+    Ok(ApiToken {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: parse_col(&r.get::<_, String>(2)?)?,
+        created_at: parse_ts(&r.get::<_, String>(3)?)?,
+        last_used_at: last.as_deref().map(parse_ts).transpose()?,
+    })
+}
+
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let from: Option<String> = r.get(5)?;
+    Ok(AuditRecord {
+        seq: r.get::<_, i64>(0)? as u64,
+        deployment_id: r.get(1)?,
+        project_id: r.get(2)?,
+        at: parse_ts(&r.get::<_, String>(3)?)?,
+        actor: parse_col(&r.get::<_, String>(4)?)?,
+        from: from.as_deref().map(parse_col).transpose()?,
+        to: parse_col(&r.get::<_, String>(6)?)?,
+        reason: r.get(7)?,
+        prev_hash: r.get(8)?,
+        hash: r.get(9)?,
+    })
+}
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    let mut e: Event = json_col(&r.get::<_, String>(1)?)?;
+    e.seq = r.get::<_, i64>(0)? as u64;
+    Ok(e)
+}
+
+/// Events committed by one write transaction, published after the commit.
+#[derive(Default)]
+struct Outbox {
+    events: Vec<Event>,
+    deliveries: usize,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`. `subscriptions` says
+    /// which function receives which event type.
+    pub fn open(path: &Path, subscriptions: Vec<Subscription>) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| backend(format!("creating {}: {e}", dir.display())))?;
+        }
+        let mut writer = open_connection(path)?;
+        migrate(&mut writer)?;
+        let readers = (0..READERS)
+            .map(|_| {
+                let c = open_connection(path)?;
+                c.pragma_update(None, "query_only", "ON")?;
+                Ok(Mutex::new(c))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (changes, _) = broadcast::channel(4096);
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+                subscriptions,
+                deliveries_ready: Notify::new(),
+                changes,
+            }),
+        })
+    }
+
+    /// Committed events as they happen (status changes; later, log lines).
+    pub fn changes(&self) -> broadcast::Receiver<Event> {
+        self.inner.changes.subscribe()
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Runs `f` on a blocking thread with access to the connections.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| backend(format!("store task failed: {e}")))?
+    }
+
+    /// The synchronous transition, for callers on their own threads (tests,
+    /// benchmarks). The async trait method wraps it.
+    pub fn transition_blocking(&self, t: Transition) -> StoreResult<Deployment> {
+        self.inner.write(|tx, out| transition_tx(tx, out, &t))
+    }
+
+    /// Creates a deployment from a blocking context.
+    pub fn create_deployment_blocking(&self, new: NewDeployment) -> StoreResult<Created> {
+        self.inner.write(move |tx, out| create_deployment_tx(tx, out, &new))
+    }
+
+    /// Runs raw SQL on the writer connection. For tests that prove the
+    /// trigger guard holds against hand-written SQL.
+    pub fn execute_raw(&self, sql: &str) -> StoreResult<usize> {
+        let conn = self.inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+        Ok(conn.execute(sql, [])?)
+    }
+}
+
+impl Inner {
+    /// One write transaction; events it enqueued are announced after commit.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>, &mut Outbox) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut out = Outbox::default();
+        let value = f(&tx, &mut out)?;
+        // Deliveries are created here so every write path gets them.
+        for e in &mut out.events {
+            let seq = insert_event(&tx, e)?;
+            e.seq = seq;
+            for sub in self.subscriptions.iter().filter(|s| s.topic == e.kind) {
+                tx.execute(
+                    "INSERT INTO deliveries (event_seq, subscription, function, state, attempts, next_attempt_at)
+                     VALUES (?1, ?2, ?3, 'pending', 0, ?4)",
+                    params![seq as i64, sub.name, sub.function, e.at.timestamp_millis()],
+                )?;
+                out.deliveries += 1;
+            }
+        }
+        tx.commit()?;
+        drop(conn);
+        if out.deliveries > 0 {
+            self.deliveries_ready.notify_one();
+        }
+        for e in out.events {
+            let _ = self.changes.send(e);
+        }
+        Ok(value)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(conn) = self.readers[(start + i) % n].try_lock() {
+                return f(&conn);
+            }
+        }
+        let conn = self.readers[start % n].lock().map_err(|_| backend("reader lock poisoned"))?;
+        f(&conn)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if version == 0 {
+        tx.execute_batch(SCHEMA)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    } else if version > SCHEMA_VERSION {
+        return Err(backend(format!(
+            "the data dir was written by a newer Bifrost (schema {version}, this build knows {SCHEMA_VERSION})"
+        )));
+    }
+    // The guard's table always mirrors the code's table.
+    tx.execute("DELETE FROM allowed_transitions", [])?;
+    for (from, to, _) in TRANSITIONS {
+        tx.execute(
+            "INSERT INTO allowed_transitions (from_status, to_status) VALUES (?1, ?2)",
+            params![from.as_str(), to.as_str()],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn insert_event(tx: &Transaction<'_>, e: &Event) -> StoreResult<u64> {
+    tx.execute(
+        "INSERT INTO events (id, type, deployment_id, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![e.id, e.kind, e.deployment_id, to_json(e)?, ts(&e.at)],
+    )?;
+    Ok(tx.last_insert_rowid() as u64)
+}
+
+fn get_project_tx(conn: &Connection, name_or_id: &str) -> StoreResult<Project> {
+    conn.query_row(
+        &format!("SELECT {PROJECT_COLS} FROM projects WHERE name = ?1 OR id = ?1"),
+        [name_or_id],
+        project_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::not_found("project", name_or_id))
+}
+
+fn get_deployment_tx(conn: &Connection, id: &str) -> StoreResult<Deployment> {
+    conn.query_row(&format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"), [id], deployment_row)
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("deployment", id))
+}
+
+/// Appends an audit record chained to the deployment's previous one.
+fn append_audit(
+    tx: &Transaction<'_>,
+    d: &Deployment,
+    prev_hash: &str,
+    at: &Timestamp,
+    actor: &Actor,
+    from: Option<Status>,
+    to: Status,
+    reason: &str,
+) -> StoreResult<String> {
+    let hash = AuditRecord::compute_hash(prev_hash, &d.id, at, actor, from, to, reason);
+    tx.execute(
+        "INSERT INTO audit (deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            d.id,
+            d.project_id,
+            ts(at),
+            actor.to_string(),
+            from.map(Status::as_str),
+            to.as_str(),
+            reason,
+            prev_hash,
+            hash
+        ],
+    )?;
+    Ok(hash)
+}
+
+fn event_for(d: &Deployment, from: Option<Status>, reason: &str, actor: &Actor, at: Timestamp) -> Event {
+    Event {
+        id: new_id("m"),
+        seq: 0,
+        kind: d.status.event_type(),
+        deployment_id: d.id.clone(),
+        project_id: d.project_id.clone(),
+        project: d.project.clone(),
+        from,
+        status: d.status,
+        version: d.version,
+        attempt: d.attempt,
+        reason: reason.to_string(),
+        actor: actor.clone(),
+        at,
+    }
+}
+
+fn transition_tx(tx: &Transaction<'_>, out: &mut Outbox, t: &Transition) -> StoreResult<Deployment> {
+    let kind = allowed(t.from, t.to).ok_or(StoreError::InvalidTransition { from: t.from, to: t.to })?;
+    let (cur, audit_head): (Deployment, String) = {
+        let d = get_deployment_tx(tx, &t.deployment_id)?;
+        let head: String =
+            tx.query_row("SELECT audit_head FROM deployments WHERE id = ?1", [&t.deployment_id], |r| r.get(0))?;
+        (d, head)
+    };
+    if cur.status != t.from || t.expected_version.is_some_and(|v| v != cur.version) {
+        return Err(StoreError::Conflict {
+            id: cur.id,
+            expected: t.from,
+            actual: cur.status,
+            expected_version: t.expected_version,
+            actual_version: cur.version,
+        });
+    }
+    let at = now();
+    let mut next = cur.clone();
+    next.status = t.to;
+    next.version = cur.version + 1;
+    next.reason = Some(t.reason.clone());
+    next.updated_at = at;
+    if kind == TransitionKind::Retry {
+        next.attempt += 1;
+        next.config_errors.clear();
+    }
+    if let Some(c) = &t.patch.config {
+        next.config = Some(c.clone());
+    }
+    if let Some(e) = &t.patch.config_errors {
+        next.config_errors = e.clone();
+    }
+    if let Some(a) = &t.patch.artifact {
+        next.artifact = Some(a.clone());
+    }
+    let changed = tx.execute(
+        "UPDATE deployments SET status = ?1, version = ?2, attempt = ?3, reason = ?4, updated_at = ?5,
+             config = ?6, config_errors = ?7, artifact = ?8
+         WHERE id = ?9 AND status = ?10 AND version = ?11",
+        params![
+            next.status.as_str(),
+            next.version as i64,
+            next.attempt,
+            next.reason,
+            ts(&at),
+            next.config.as_ref().map(to_json).transpose()?,
+            to_json(&next.config_errors)?,
+            next.artifact.as_ref().map(to_json).transpose()?,
+            next.id,
+            cur.status.as_str(),
+            cur.version as i64
+        ],
+    )?;
+    if changed != 1 {
+        return Err(StoreError::Conflict {
+            id: cur.id,
+            expected: t.from,
+            actual: cur.status,
+            expected_version: t.expected_version,
+            actual_version: cur.version,
+        });
+    }
+    let hash = append_audit(tx, &next, &audit_head, &at, &t.actor, Some(cur.status), next.status, &t.reason)?;
+    tx.execute("UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, next.id])?;
+    out.events.push(event_for(&next, Some(cur.status), &t.reason, &t.actor, at));
+
+    if t.patch.make_live {
+        let previous: Option<String> = tx
+            .query_row("SELECT live_deployment_id FROM projects WHERE id = ?1", [&next.project_id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        tx.execute("UPDATE projects SET live_deployment_id = ?1 WHERE id = ?2", params![next.id, next.project_id])?;
+        if let Some(prev) = previous.filter(|p| *p != next.id) {
+            if let Ok(old) = get_deployment_tx(tx, &prev) {
+                if !old.status.is_terminal() {
+                    let sup = Transition::new(
+                        &old.id,
+                        old.status,
+                        Status::Superseded,
+                        format!("replaced by {} (now live)", next.id),
+                        t.actor.clone(),
+                    );
+                    transition_tx(tx, out, &sup)?;
+                }
+            }
+        }
+    }
+    Ok(next)
+}
+
+fn create_deployment_tx(tx: &Transaction<'_>, out: &mut Outbox, new: &NewDeployment) -> StoreResult<Created> {
+    let project = get_project_tx(tx, &new.project)?;
+    if let Some(key) = &new.dedupe_key {
+        let existing: Option<String> =
+            tx.query_row("SELECT deployment_id FROM dedupe WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        if let Some(id) = existing {
+            return Ok(Created { deployment: get_deployment_tx(tx, &id)?, duplicate: true, superseded: vec![] });
+        }
+    }
+    let at = now();
+    let d = Deployment {
+        id: new_id("d"),
+        project_id: project.id.clone(),
+        project: project.name.clone(),
+        status: Status::Queued,
+        version: 1,
+        attempt: 1,
+        source: new.source.clone(),
+        config: None,
+        config_errors: vec![],
+        reason: None,
+        artifact: new.artifact.clone(),
+        rollback_of: new.rollback_of.clone(),
+        created_by: new.actor.clone(),
+        created_at: at,
+        updated_at: at,
+    };
+
+    // Older in-flight deployments of the project give way to this one.
+    let in_flight: Vec<(String, String)> = {
+        let mut stmt = tx.prepare(
+            "SELECT id, status FROM deployments WHERE project_id = ?1
+             AND status NOT IN ('healthy', 'failed', 'cancelled', 'superseded')",
+        )?;
+        stmt.query_map([&project.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    let mut superseded = vec![];
+    for (id, status) in in_flight {
+        let from: Status = status.parse().map_err(backend)?;
+        let t = Transition::new(&id, from, Status::Superseded, format!("superseded by {}", d.id), new.actor.clone());
+        transition_tx(tx, out, &t)?;
+        superseded.push(id);
+    }
+
+    let reason = match &new.rollback_of {
+        Some(of) => format!("rollback to {of}"),
+        None => format!("deploy {}", d.source.short()),
+    };
+    tx.execute(
+        &format!("INSERT INTO deployments ({DEPLOYMENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, '[]', ?8, ?9, ?10, ?11, ?12, ?13)"),
+        params![
+            d.id,
+            d.project_id,
+            d.project,
+            d.status.as_str(),
+            d.version as i64,
+            d.attempt,
+            to_json(&d.source)?,
+            reason,
+            d.artifact.as_ref().map(to_json).transpose()?,
+            d.rollback_of,
+            d.created_by.to_string(),
+            ts(&at),
+            ts(&at)
+        ],
+    )?;
+    let hash = append_audit(tx, &d, "", &at, &new.actor, None, Status::Queued, &reason)?;
+    tx.execute("UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id])?;
+    if let Some(key) = &new.dedupe_key {
+        tx.execute("INSERT INTO dedupe (key, deployment_id, at) VALUES (?1, ?2, ?3)", params![key, d.id, ts(&at)])?;
+    }
+    out.events.push(event_for(&d, None, &reason, &new.actor, at));
+    let deployment = Deployment { reason: Some(reason), ..d };
+    Ok(Created { deployment, duplicate: false, superseded })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_project(&self, p: NewProject) -> StoreResult<Project> {
+        if !is_dns_label(&p.name) {
+            return Err(StoreError::Invalid(format!(
+                "project name {:?} must be a DNS label (1-63 lowercase letters, digits or '-')",
+                p.name
+            )));
+        }
+        self.run(move |inner| {
+            inner.write(|tx, _| {
+                let exists: bool =
+                    tx.query_row("SELECT EXISTS(SELECT 1 FROM projects WHERE name = ?1)", [&p.name], |r| r.get(0))?;
+                if exists {
+                    return Err(StoreError::AlreadyExists { kind: "project", id: p.name.clone() });
+                }
+                let project = Project {
+                    id: new_id("p"),
+                    name: p.name.clone(),
+                    repo: p.repo.clone(),
+                    branch: p.branch.clone(),
+                    webhook_secret: p.webhook_secret.clone(),
+                    created_at: now(),
+                    live_deployment_id: None,
+                };
+                tx.execute(
+                    "INSERT INTO projects (id, name, repo, repo_key, branch, webhook_secret, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        project.id,
+                        project.name,
+                        project.repo,
+                        project.repo.as_deref().map(repo_key),
+                        project.branch,
+                        project.webhook_secret,
+                        ts(&project.created_at)
+                    ],
+                )?;
+                Ok(project)
+            })
+        })
+        .await
+    }
+
+    async fn get_project(&self, name_or_id: &str) -> StoreResult<Project> {
+        let key = name_or_id.to_string();
+        self.run(move |inner| inner.read(|c| get_project_tx(c, &key))).await
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        self.run(|inner| {
+            inner.read(|c| {
+                let mut stmt = c.prepare(&format!("SELECT {PROJECT_COLS} FROM projects ORDER BY name"))?;
+                let rows = stmt.query_map([], project_row)?.collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project> {
+        let key = name_or_id.to_string();
+        self.run(move |inner| {
+            inner.write(|tx, out| {
+                let project = get_project_tx(tx, &key)?;
+                let live: Vec<(String, String)> = {
+                    let mut stmt = tx.prepare(
+                        "SELECT id, status FROM deployments WHERE project_id = ?1
+                         AND status NOT IN ('failed', 'cancelled', 'superseded')",
+                    )?;
+                    stmt.query_map([&project.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<Result<_, _>>()?
+                };
+                for (id, status) in live {
+                    let from: Status = status.parse().map_err(backend)?;
+                    let t = Transition::new(&id, from, Status::Cancelled, "project deleted", actor.clone());
+                    transition_tx(tx, out, &t)?;
+                }
+                tx.execute("DELETE FROM projects WHERE id = ?1", [&project.id])?;
+                Ok(project)
+            })
+        })
+        .await
+    }
+
+    async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created> {
+        let store = self.clone();
+        self.run(move |_| store.create_deployment_blocking(new)).await
+    }
+
+    async fn get_deployment(&self, id: &str) -> StoreResult<Deployment> {
+        let id = id.to_string();
+        self.run(move |inner| inner.read(|c| get_deployment_tx(c, &id))).await
+    }
+
+    async fn list_deployments(&self, project: Option<&str>, limit: usize) -> StoreResult<Vec<Deployment>> {
+        let project = project.map(str::to_string);
+        self.run(move |inner| {
+            inner.read(|c| {
+                let limit = limit.min(10_000) as i64;
+                let rows = match project {
+                    Some(p) => {
+                        let project = get_project_tx(c, &p)?;
+                        let mut stmt = c.prepare(&format!(
+                            "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE project_id = ?1
+                             ORDER BY created_at DESC, id DESC LIMIT ?2"
+                        ))?;
+                        stmt.query_map(params![project.id, limit], deployment_row)?.collect::<Result<_, _>>()?
+                    }
+                    None => {
+                        let mut stmt = c.prepare(&format!(
+                            "SELECT {DEPLOYMENT_COLS} FROM deployments ORDER BY created_at DESC, id DESC LIMIT ?1"
+                        ))?;
+                        stmt.query_map(params![limit], deployment_row)?.collect::<Result<_, _>>()?
+                    }
+                };
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn transition(&self, t: Transition) -> StoreResult<Deployment> {
+        let store = self.clone();
+        self.run(move |_| store.transition_blocking(t)).await
+    }
+
+    async fn history(&self, deployment_id: &str) -> StoreResult<Vec<AuditRecord>> {
+        let id = deployment_id.to_string();
+        self.run(move |inner| {
+            inner.read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash
+                     FROM audit WHERE deployment_id = ?1 ORDER BY seq",
+                )?;
+                let rows: Vec<AuditRecord> = stmt.query_map([&id], audit_row)?.collect::<Result<_, _>>()?;
+                if rows.is_empty() {
+                    get_deployment_tx(c, &id)?;
+                }
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>> {
+        let id = deployment_id.map(str::to_string);
+        self.run(move |inner| {
+            inner.read(|c| {
+                let limit = limit.min(100_000) as i64;
+                let rows = match id {
+                    Some(id) => {
+                        let mut stmt = c.prepare(
+                            "SELECT seq, data FROM events WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                        )?;
+                        stmt.query_map(params![id, after_seq as i64, limit], event_row)?.collect::<Result<_, _>>()?
+                    }
+                    None => {
+                        let mut stmt = c.prepare("SELECT seq, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+                        stmt.query_map(params![after_seq as i64, limit], event_row)?.collect::<Result<_, _>>()?
+                    }
+                };
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken> {
+        let (name, hash) = (name.to_string(), token_hash.to_string());
+        if name.is_empty() || name.len() > 64 {
+            return Err(StoreError::Invalid("token name must be 1-64 characters".into()));
+        }
+        self.run(move |inner| {
+            inner.write(|tx, _| {
+                let exists: bool =
+                    tx.query_row("SELECT EXISTS(SELECT 1 FROM tokens WHERE name = ?1)", [&name], |r| r.get(0))?;
+                if exists {
+                    return Err(StoreError::AlreadyExists { kind: "token", id: name.clone() });
+                }
+                let token = ApiToken { id: new_id("t"), name: name.clone(), role, created_at: now(), last_used_at: None };
+                tx.execute(
+                    "INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![token.id, token.name, role.as_str(), hash, ts(&token.created_at)],
+                )?;
+                Ok(token)
+            })
+        })
+        .await
+    }
+
+    async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+        let hash = token_hash.to_string();
+        self.run(move |inner| {
+            let token = inner.read(|c| {
+                Ok(c.query_row(
+                    "SELECT id, name, role, created_at, last_used_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                    [&hash],
+                    token_row,
+                )
+                .optional()?)
+            })?;
+            // Record use at most once a minute: reads stay reads.
+            if let Some(t) = &token {
+                let stale = t.last_used_at.is_none_or(|l| now() - l > chrono::Duration::seconds(60));
+                if stale {
+                    inner.write(|tx, _| {
+                        tx.execute("UPDATE tokens SET last_used_at = ?1 WHERE id = ?2", params![ts(&now()), t.id])?;
+                        Ok(())
+                    })?;
+                }
+            }
+            Ok(token)
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        self.run(|inner| {
+            inner.read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT id, name, role, created_at, last_used_at FROM tokens WHERE revoked_at IS NULL ORDER BY name",
+                )?;
+                let rows = stmt.query_map([], token_row)?.collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<ApiToken> {
+        let key = id_or_name.to_string();
+        self.run(move |inner| {
+            inner.write(|tx, _| {
+                let token = tx
+                    .query_row(
+                        "SELECT id, name, role, created_at, last_used_at FROM tokens
+                         WHERE (id = ?1 OR name = ?1) AND revoked_at IS NULL",
+                        [&key],
+                        token_row,
+                    )
+                    .optional()?
+                    .ok_or_else(|| StoreError::not_found("token", &key))?;
+                tx.execute("UPDATE tokens SET revoked_at = ?1 WHERE id = ?2", params![ts(&now()), token.id])?;
+                Ok(token)
+            })
+        })
+        .await
+    }
+}
+
+/// A delivery the dispatcher should attempt now.
+#[derive(Clone, Debug)]
+pub struct DueDelivery {
+    pub event: Event,
+    pub subscription: String,
+    pub function: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+impl SqliteStore {
+    /// Pending deliveries due at `now_ms`, oldest event first.
+    pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> StoreResult<Vec<DueDelivery>> {
+        self.inner.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT e.seq, e.data, d.subscription, d.function, d.attempts
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= ?1
+                 ORDER BY d.event_seq LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![now_ms, limit as i64], |r| {
+                    Ok(DueDelivery {
+                        event: event_row(r)?,
+                        subscription: r.get(2)?,
+                        function: r.get(3)?,
+                        attempts: r.get::<_, i64>(4)? as u32,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// When the next pending delivery falls due (unix ms), if any.
+    pub fn next_due_ms(&self) -> StoreResult<Option<i64>> {
+        self.inner.read(|c| {
+            Ok(c.query_row("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?)
+        })
+    }
+
+    pub fn mark_delivered(&self, event_seq: u64, subscription: &str) -> StoreResult<()> {
+        self.inner.write(|tx, _| {
+            tx.execute(
+                "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?3
+                 WHERE event_seq = ?1 AND subscription = ?2",
+                params![event_seq as i64, subscription, ts(&now())],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records a failed attempt: retry at `next_ms`, or dead-letter when `dead`.
+    pub fn mark_failed(&self, event_seq: u64, subscription: &str, error: &str, next_ms: i64, dead: bool) -> StoreResult<()> {
+        self.inner.write(|tx, _| {
+            tx.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4,
+                     state = CASE WHEN ?5 THEN 'dead' ELSE 'pending' END,
+                     finished_at = CASE WHEN ?5 THEN ?6 ELSE NULL END
+                 WHERE event_seq = ?1 AND subscription = ?2",
+                params![event_seq as i64, subscription, error, next_ms, dead, ts(&now())],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SqliteStore {
+    async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        self.run(|inner| {
+            inner.read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT e.seq, e.data, d.subscription, d.attempts, d.last_error, d.finished_at
+                     FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                     WHERE d.state = 'dead' ORDER BY d.event_seq",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        let event = event_row(r)?;
+                        let subscription: String = r.get(2)?;
+                        Ok(DeadLetter {
+                            id: format!("{}/{}", event.seq, subscription),
+                            subscription,
+                            event,
+                            attempts: r.get::<_, i64>(3)? as u32,
+                            last_error: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                            dead_at: parse_ts(&r.get::<_, Option<String>>(5)?.unwrap_or_default())?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn redrive(&self, ids: Option<Vec<String>>) -> StoreResult<usize> {
+        self.run(move |inner| {
+            let n = inner.write(|tx, _| {
+                let now_ms = now().timestamp_millis();
+                match ids {
+                    None => Ok(tx.execute(
+                        "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, finished_at = NULL
+                         WHERE state = 'dead'",
+                        [now_ms],
+                    )?),
+                    Some(ids) => {
+                        let mut n = 0;
+                        for id in ids {
+                            let (seq, sub) = id
+                                .split_once('/')
+                                .and_then(|(s, sub)| Some((s.parse::<i64>().ok()?, sub.to_string())))
+                                .ok_or_else(|| StoreError::Invalid(format!("dead letter id {id:?} must look like <seq>/<subscription>")))?;
+                            let changed = tx.execute(
+                                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?1, finished_at = NULL
+                                 WHERE event_seq = ?2 AND subscription = ?3 AND state = 'dead'",
+                                params![now_ms, seq, sub],
+                            )?;
+                            if changed == 0 {
+                                return Err(StoreError::not_found("dead letter", id));
+                            }
+                            n += changed;
+                        }
+                        Ok(n)
+                    }
+                }
+            })?;
+            if n > 0 {
+                inner.deliveries_ready.notify_one();
+            }
+            Ok(n)
+        })
+        .await
+    }
+}

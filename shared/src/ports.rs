@@ -1,0 +1,140 @@
+//! Ports: the traits functions are given their world through. The embedded
+//! home implements them on SQLite, git and local processes; the GCP home on
+//! Firestore, Pub/Sub, Cloud Storage, Cloud Build and GKE.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+
+use crate::config::ConfigError;
+use crate::domain::{ApiToken, AuditRecord, ConfigSnapshot, Deployment, NewDeployment, NewProject, Project, Role, Source};
+use crate::domain::Actor;
+use crate::error::StoreResult;
+use crate::events::{DeadLetter, Event};
+use crate::status::Status;
+
+/// One requested status change. The store applies it atomically: check the
+/// transition table, compare-and-set status (and version when given), apply
+/// the patch, append the audit record, enqueue `deployment.<to>`.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub deployment_id: String,
+    pub from: Status,
+    pub to: Status,
+    pub reason: String,
+    pub actor: Actor,
+    /// When set, the deployment must also still be at this version.
+    pub expected_version: Option<u64>,
+    pub patch: Patch,
+}
+
+impl Transition {
+    pub fn new(deployment_id: &str, from: Status, to: Status, reason: impl Into<String>, actor: Actor) -> Self {
+        Transition {
+            deployment_id: deployment_id.to_string(),
+            from,
+            to,
+            reason: reason.into(),
+            actor,
+            expected_version: None,
+            patch: Patch::default(),
+        }
+    }
+
+    pub fn at_version(mut self, version: u64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+
+    pub fn with_patch(mut self, patch: Patch) -> Self {
+        self.patch = patch;
+        self
+    }
+}
+
+/// Fields written in the same transaction as a transition.
+#[derive(Clone, Debug, Default)]
+pub struct Patch {
+    pub config: Option<ConfigSnapshot>,
+    pub config_errors: Option<Vec<ConfigError>>,
+    pub artifact: Option<serde_json::Value>,
+    /// On `→ healthy`: make this the project's live deployment and supersede
+    /// the one it replaces.
+    pub make_live: bool,
+}
+
+/// The result of creating a deployment.
+#[derive(Clone, Debug)]
+pub struct Created {
+    pub deployment: Deployment,
+    /// The dedupe key was seen before: `deployment` is the earlier one.
+    pub duplicate: bool,
+    /// In-flight deployments of the project this one superseded.
+    pub superseded: Vec<String>,
+}
+
+/// The state store. The only writer of `status`.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn create_project(&self, project: NewProject) -> StoreResult<Project>;
+    /// By name or id.
+    async fn get_project(&self, name_or_id: &str) -> StoreResult<Project>;
+    async fn list_projects(&self) -> StoreResult<Vec<Project>>;
+    /// Removes the project; its in-flight deployments are cancelled first and
+    /// the audit trail is kept.
+    async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project>;
+
+    /// Creates a `queued` deployment (and its `deployment.queued` event), and
+    /// supersedes the project's in-flight deployments, in one transaction.
+    async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created>;
+    async fn get_deployment(&self, id: &str) -> StoreResult<Deployment>;
+    /// Newest first. `project` by name or id; `None` lists all.
+    async fn list_deployments(&self, project: Option<&str>, limit: usize) -> StoreResult<Vec<Deployment>>;
+    async fn transition(&self, t: Transition) -> StoreResult<Deployment>;
+    /// The deployment's audit trail, oldest first.
+    async fn history(&self, deployment_id: &str) -> StoreResult<Vec<AuditRecord>>;
+    /// Events after `after_seq` (oldest first), of one deployment or all.
+    async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>>;
+
+    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken>;
+    /// The token with this hash, if it exists and is not revoked.
+    async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
+    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<ApiToken>;
+}
+
+/// Events whose delivery gave up, and re-driving them.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
+    /// Delivers the given dead letters (all when `None`) again. Returns how many.
+    async fn redrive(&self, ids: Option<Vec<String>>) -> StoreResult<usize>;
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SourceError {
+    /// The ref, commit or repository does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// Could not reach the repository (worth retrying).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Bad input: not a repository, archive too large or malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where source code comes from: git repositories and uploaded archives.
+#[async_trait]
+pub trait Sources: Send + Sync {
+    /// Checks that `repo` is a reachable git repository.
+    async fn check_repo(&self, repo: &str) -> Result<(), SourceError>;
+    /// Resolves a branch, tag or commit to a full commit id.
+    async fn resolve(&self, repo: &str, git_ref: &str) -> Result<String, SourceError>;
+    /// One file of the source; `Ok(None)` if it does not exist there.
+    async fn read_file(&self, source: &Source, path: &str) -> Result<Option<String>, SourceError>;
+    /// Writes the whole source tree into `dest` (an empty directory).
+    async fn checkout(&self, source: &Source, dest: &Path) -> Result<(), SourceError>;
+    /// Keeps an uploaded `.tar.gz` and returns where it lives.
+    async fn store_archive(&self, bytes: &[u8]) -> Result<Source, SourceError>;
+}
