@@ -67,7 +67,9 @@ impl Source {
     /// A short human label: the commit or the archive digest.
     pub fn short(&self) -> String {
         match self {
-            Source::Git { git_ref, commit, .. } => {
+            Source::Git {
+                git_ref, commit, ..
+            } => {
                 format!("{}@{}", git_ref, &commit[..commit.len().min(10)])
             }
             Source::Archive { sha256, .. } => format!("upload:{}", &sha256[..sha256.len().min(10)]),
@@ -144,16 +146,28 @@ pub enum ActorKind {
 
 impl Actor {
     pub fn function(name: &str) -> Self {
-        Actor { kind: ActorKind::Function, name: name.to_string() }
+        Actor {
+            kind: ActorKind::Function,
+            name: name.to_string(),
+        }
     }
     pub fn token(name: &str) -> Self {
-        Actor { kind: ActorKind::Token, name: name.to_string() }
+        Actor {
+            kind: ActorKind::Token,
+            name: name.to_string(),
+        }
     }
     pub fn github(login: &str) -> Self {
-        Actor { kind: ActorKind::Github, name: login.to_string() }
+        Actor {
+            kind: ActorKind::Github,
+            name: login.to_string(),
+        }
     }
     pub fn system(name: &str) -> Self {
-        Actor { kind: ActorKind::System, name: name.to_string() }
+        Actor {
+            kind: ActorKind::System,
+            name: name.to_string(),
+        }
     }
 }
 
@@ -195,7 +209,10 @@ impl FromStr for Actor {
             "system" => ActorKind::System,
             other => return Err(format!("unknown actor kind {other:?} in {s:?}")),
         };
-        Ok(Actor { kind, name: name.to_string() })
+        Ok(Actor {
+            kind,
+            name: name.to_string(),
+        })
     }
 }
 
@@ -231,7 +248,9 @@ impl FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "deployer" => Ok(Role::Deployer),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?} (expected viewer, deployer or admin)")),
+            other => Err(format!(
+                "unknown role {other:?} (expected viewer, deployer or admin)"
+            )),
         }
     }
 }
@@ -312,10 +331,16 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<(), String> {
     let mut prev = "";
     for r in records {
         if r.prev_hash != prev {
-            return Err(format!("audit record {} does not link to the one before it", r.seq));
+            return Err(format!(
+                "audit record {} does not link to the one before it",
+                r.seq
+            ));
         }
         if !r.verify() {
-            return Err(format!("audit record {} has been altered (hash mismatch)", r.seq));
+            return Err(format!(
+                "audit record {} has been altered (hash mismatch)",
+                r.seq
+            ));
         }
         prev = &r.hash;
     }
@@ -326,7 +351,8 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<(), String> {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -337,7 +363,11 @@ mod tests {
 
     #[test]
     fn actors_round_trip_through_strings() {
-        for a in [Actor::token("alice"), Actor::function("validate"), Actor::github("octo:cat")] {
+        for a in [
+            Actor::token("alice"),
+            Actor::function("validate"),
+            Actor::github("octo:cat"),
+        ] {
             let s = a.to_string();
             assert_eq!(s.parse::<Actor>(), Ok(a));
         }
@@ -379,7 +409,15 @@ mod tests {
             prev_hash: String::new(),
             hash: h1.clone(),
         };
-        let h2 = AuditRecord::compute_hash(&h1, "d1", &at, &actor, Some(Status::Queued), Status::Validating, "go");
+        let h2 = AuditRecord::compute_hash(
+            &h1,
+            "d1",
+            &at,
+            &actor,
+            Some(Status::Queued),
+            Status::Validating,
+            "go",
+        );
         let mut r2 = AuditRecord {
             seq: 2,
             from: Some(Status::Queued),

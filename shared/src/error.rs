@@ -33,6 +33,9 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
-        StoreError::NotFound { kind, id: id.into() }
+        StoreError::NotFound {
+            kind,
+            id: id.into(),
+        }
     }
 }

@@ -80,7 +80,11 @@ pub struct PushEnvelope {
     /// `projects/<project>/subscriptions/<name>`.
     pub subscription: String,
     /// Present when the subscription has a dead-letter policy.
-    #[serde(rename = "deliveryAttempt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "deliveryAttempt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delivery_attempt: Option<u32>,
 }
 
@@ -104,13 +108,29 @@ struct PushMessageWire {
     data: String,
     #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
     message_id_camel: Option<String>,
-    #[serde(rename = "message_id", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "message_id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     message_id_snake: Option<String>,
-    #[serde(rename = "publishTime", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "publishTime",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     publish_time_camel: Option<String>,
-    #[serde(rename = "publish_time", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "publish_time",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     publish_time_snake: Option<String>,
-    #[serde(rename = "orderingKey", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "orderingKey",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     ordering_key: Option<String>,
 }
 
@@ -140,7 +160,10 @@ impl<'de> Deserialize<'de> for PushMessage {
             data: w.data,
             attributes: w.attributes,
             message_id,
-            publish_time: w.publish_time_camel.or(w.publish_time_snake).unwrap_or_default(),
+            publish_time: w
+                .publish_time_camel
+                .or(w.publish_time_snake)
+                .unwrap_or_default(),
             ordering_key: w.ordering_key.filter(|k| !k.is_empty()),
         })
     }
@@ -156,7 +179,12 @@ pub enum EnvelopeError {
 
 impl PushEnvelope {
     /// Wraps an event exactly as Pub/Sub would deliver it to `subscription`.
-    pub fn wrap(event: &Event, gcp_project: &str, subscription: &str, delivery_attempt: Option<u32>) -> Self {
+    pub fn wrap(
+        event: &Event,
+        gcp_project: &str,
+        subscription: &str,
+        delivery_attempt: Option<u32>,
+    ) -> Self {
         // Serializing an Event cannot fail: all its fields are plain data.
         let json = serde_json::to_vec(event).unwrap_or_default();
         PushEnvelope {
@@ -164,7 +192,9 @@ impl PushEnvelope {
                 data: B64.encode(json),
                 attributes: event.attributes(),
                 message_id: event.id.clone(),
-                publish_time: event.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                publish_time: event
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 ordering_key: Some(event.deployment_id.clone()),
             },
             subscription: format!("projects/{gcp_project}/subscriptions/{subscription}"),
@@ -180,7 +210,10 @@ impl PushEnvelope {
 
     /// The subscription's short name (after the last `/`).
     pub fn subscription_name(&self) -> &str {
-        self.subscription.rsplit('/').next().unwrap_or(&self.subscription)
+        self.subscription
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.subscription)
     }
 }
 
@@ -236,11 +269,18 @@ mod tests {
         let env = PushEnvelope::wrap(&event(), "bifrost", "validate-queued", None);
         let v = serde_json::to_value(&env).expect("serializes");
         let msg = &v["message"];
-        assert_eq!(v["subscription"], "projects/bifrost/subscriptions/validate-queued");
+        assert_eq!(
+            v["subscription"],
+            "projects/bifrost/subscriptions/validate-queued"
+        );
         assert_eq!(msg["messageId"], "m1");
         assert_eq!(msg["message_id"], "m1");
         assert_eq!(msg["publishTime"], msg["publish_time"]);
-        assert!(msg["publishTime"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert!(
+            msg["publishTime"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
+        );
         assert_eq!(msg["attributes"]["type"], "deployment.queued");
         assert_eq!(msg["orderingKey"], "d1");
         assert!(v.get("deliveryAttempt").is_none());

@@ -7,10 +7,13 @@ use std::path::Path;
 use async_trait::async_trait;
 
 use crate::config::ConfigError;
-use crate::domain::{ApiToken, AuditRecord, ConfigSnapshot, Deployment, NewDeployment, NewProject, Project, Role, Source};
 use crate::domain::Actor;
+use crate::domain::{
+    ApiToken, AuditRecord, ConfigSnapshot, Deployment, NewDeployment, NewProject, Project, Role,
+    Source,
+};
 use crate::error::StoreResult;
-use crate::events::{DeadLetter, Event};
+use crate::events::{DeadLetter, Event, Outcome, PushEnvelope};
 use crate::status::Status;
 
 /// One requested status change. The store applies it atomically: check the
@@ -29,7 +32,13 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub fn new(deployment_id: &str, from: Status, to: Status, reason: impl Into<String>, actor: Actor) -> Self {
+    pub fn new(
+        deployment_id: &str,
+        from: Status,
+        to: Status,
+        reason: impl Into<String>,
+        actor: Actor,
+    ) -> Self {
         Transition {
             deployment_id: deployment_id.to_string(),
             from,
@@ -89,14 +98,24 @@ pub trait Store: Send + Sync {
     async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created>;
     async fn get_deployment(&self, id: &str) -> StoreResult<Deployment>;
     /// Newest first. `project` by name or id; `None` lists all.
-    async fn list_deployments(&self, project: Option<&str>, limit: usize) -> StoreResult<Vec<Deployment>>;
+    async fn list_deployments(
+        &self,
+        project: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>>;
     async fn transition(&self, t: Transition) -> StoreResult<Deployment>;
     /// The deployment's audit trail, oldest first.
     async fn history(&self, deployment_id: &str) -> StoreResult<Vec<AuditRecord>>;
     /// Events after `after_seq` (oldest first), of one deployment or all.
-    async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>>;
+    async fn events(
+        &self,
+        deployment_id: Option<&str>,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
 
-    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken>;
+    async fn create_token(&self, name: &str, role: Role, token_hash: &str)
+    -> StoreResult<ApiToken>;
     /// The token with this hash, if it exists and is not revoked.
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
@@ -137,4 +156,11 @@ pub trait Sources: Send + Sync {
     async fn checkout(&self, source: &Source, dest: &Path) -> Result<(), SourceError>;
     /// Keeps an uploaded `.tar.gz` and returns where it lives.
     async fn store_archive(&self, bytes: &[u8]) -> Result<Source, SourceError>;
+}
+
+/// Something that takes Pub/Sub pushes: the functions. The embedded
+/// dispatcher calls it in-process; on Cloud Run an HTTP endpoint does.
+#[async_trait]
+pub trait PushHandler: Send + Sync {
+    async fn push(&self, function: &str, envelope: PushEnvelope) -> Outcome;
 }

@@ -73,7 +73,10 @@ impl Status {
     /// Terminal states end a deployment's run; only `failed` and `cancelled`
     /// can be retried (back to `queued`).
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Failed | Status::Cancelled | Status::Superseded)
+        matches!(
+            self,
+            Status::Failed | Status::Cancelled | Status::Superseded
+        )
     }
 
     /// In flight: not terminal and not yet serving (`healthy` is live, not in flight).
@@ -100,7 +103,9 @@ impl fmt::Display for Status {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown status {0:?} (expected one of queued, validating, building, built, deploying, running, healthy, failed, cancelled, superseded)")]
+#[error(
+    "unknown status {0:?} (expected one of queued, validating, building, built, deploying, running, healthy, failed, cancelled, superseded)"
+)]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for Status {
@@ -189,7 +194,15 @@ mod tests {
         let names: Vec<_> = Status::PIPELINE.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             names,
-            ["queued", "validating", "building", "built", "deploying", "running", "healthy"]
+            [
+                "queued",
+                "validating",
+                "building",
+                "built",
+                "deploying",
+                "running",
+                "healthy"
+            ]
         );
         for pair in Status::PIPELINE.windows(2) {
             assert_eq!(allowed(pair[0], pair[1]), Some(TransitionKind::Advance));
@@ -200,7 +213,9 @@ mod tests {
     fn no_pair_appears_twice() {
         for (i, (f, t, _)) in TRANSITIONS.iter().enumerate() {
             assert!(
-                !TRANSITIONS[i + 1..].iter().any(|(f2, t2, _)| f2 == f && t2 == t),
+                !TRANSITIONS[i + 1..]
+                    .iter()
+                    .any(|(f2, t2, _)| f2 == f && t2 == t),
                 "{f} -> {t} listed twice"
             );
         }
@@ -214,12 +229,10 @@ mod tests {
 
         #[test]
         fn terminal_states_only_lead_back_to_queued(from in any_status(), to in any_status()) {
-            if from.is_terminal() {
-                if let Some(kind) = allowed(from, to) {
-                    prop_assert_eq!(to, Status::Queued);
-                    prop_assert_eq!(kind, TransitionKind::Retry);
-                    prop_assert!(from != Status::Superseded);
-                }
+            if from.is_terminal() && let Some(kind) = allowed(from, to) {
+                prop_assert_eq!(to, Status::Queued);
+                prop_assert_eq!(kind, TransitionKind::Retry);
+                prop_assert!(from != Status::Superseded);
             }
         }
 

@@ -19,6 +19,28 @@ pub fn parse(source: &str) -> Result<DeployConfig, Vec<ConfigError>> {
     validate::validate(source)
 }
 
+/// An error about an otherwise valid file, placed at `section.key`'s value
+/// (e.g. an app name that does not match its project).
+pub fn error_at(
+    source: &str,
+    section: &str,
+    key: &str,
+    expected: &str,
+    found: &str,
+) -> ConfigError {
+    let (line, column) = validate::locate(source, section, key).unwrap_or((1, 1));
+    let path = format!("{section}.{key}");
+    ConfigError {
+        line,
+        column,
+        message: format!("{path}: expected {expected}, found {found}"),
+        path,
+        expected: Some(expected.to_string()),
+        found: Some(found.to_string()),
+        suggestion: None,
+    }
+}
+
 /// One problem in a deploy.toml.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigError {
@@ -41,7 +63,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "deploy.toml:{}:{}: {}", self.line, self.column, self.message)
+        write!(
+            f,
+            "deploy.toml:{}:{}: {}",
+            self.line, self.column, self.message
+        )
     }
 }
 
@@ -50,7 +76,10 @@ pub fn render_errors(source: &str, errors: &[ConfigError], file: &str) -> String
     let lines: Vec<&str> = source.lines().collect();
     let mut out = String::new();
     for e in errors {
-        out.push_str(&format!("{file}:{}:{}: error: {}\n", e.line, e.column, e.message));
+        out.push_str(&format!(
+            "{file}:{}:{}: error: {}\n",
+            e.line, e.column, e.message
+        ));
         if let Some(text) = lines.get(e.line.saturating_sub(1) as usize) {
             let gutter = e.line.to_string();
             out.push_str(&format!("{gutter} | {text}\n"));
@@ -204,7 +233,10 @@ pub struct Headers {
 
 impl Default for Run {
     fn default() -> Self {
-        Run { command: None, port: 8080 }
+        Run {
+            command: None,
+            port: 8080,
+        }
     }
 }
 
@@ -223,8 +255,14 @@ impl Default for Health {
 impl Default for Resources {
     fn default() -> Self {
         Resources {
-            cpu: Cpu { raw: "250m".into(), millicores: 250 },
-            memory: Memory { raw: "256Mi".into(), bytes: 256 << 20 },
+            cpu: Cpu {
+                raw: "250m".into(),
+                millicores: 250,
+            },
+            memory: Memory {
+                raw: "256Mi".into(),
+                bytes: 256 << 20,
+            },
         }
     }
 }
@@ -241,6 +279,8 @@ impl Default for Rollout {
     }
 }
 
+/// Largest deploy.toml accepted.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 pub const DEFAULT_MIN_REPLICAS: u32 = 1;
 pub const DEFAULT_MAX_REPLICAS: u32 = 3;
 pub const DEFAULT_CPU_TARGET: u32 = 70;

@@ -4,6 +4,7 @@ mod dispatcher;
 mod sources;
 mod store;
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, PushHandler};
+pub use crate::ports::PushHandler;
+pub use dispatcher::{Dispatcher, DispatcherConfig};
 pub use sources::{GitSources, MAX_READ_BYTES};
 pub use store::{DueDelivery, SqliteStore};

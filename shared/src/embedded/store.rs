@@ -56,7 +56,9 @@ fn ts(t: &Timestamp) -> String {
 fn parse_ts(s: &str) -> rusqlite::Result<Timestamp> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })
 }
 
 fn parse_col<T: std::str::FromStr>(s: &str) -> rusqlite::Result<T>
@@ -64,13 +66,18 @@ where
     T::Err: std::fmt::Display,
 {
     s.parse::<T>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.to_string().into())
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            e.to_string().into(),
+        )
     })
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(s)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    serde_json::from_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
@@ -78,7 +85,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
 }
 
 fn open_connection(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
+    let conn =
+        Connection::open(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // WAL + synchronous=NORMAL: durable across process crashes (kill -9); an
     // OS crash may lose the last few commits.
@@ -172,7 +180,8 @@ impl SqliteStore {
     /// which function receives which event type.
     pub fn open(path: &Path, subscriptions: Vec<Subscription>) -> StoreResult<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| backend(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| backend(format!("creating {}: {e}", dir.display())))?;
         }
         let mut writer = open_connection(path)?;
         migrate(&mut writer)?;
@@ -224,21 +233,32 @@ impl SqliteStore {
 
     /// Creates a deployment from a blocking context.
     pub fn create_deployment_blocking(&self, new: NewDeployment) -> StoreResult<Created> {
-        self.inner.write(move |tx, out| create_deployment_tx(tx, out, &new))
+        self.inner
+            .write(move |tx, out| create_deployment_tx(tx, out, &new))
     }
 
     /// Runs raw SQL on the writer connection. For tests that prove the
     /// trigger guard holds against hand-written SQL.
     pub fn execute_raw(&self, sql: &str) -> StoreResult<usize> {
-        let conn = self.inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+        let conn = self
+            .inner
+            .writer
+            .lock()
+            .map_err(|_| backend("writer lock poisoned"))?;
         Ok(conn.execute(sql, [])?)
     }
 }
 
 impl Inner {
     /// One write transaction; events it enqueued are announced after commit.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>, &mut Outbox) -> StoreResult<T>) -> StoreResult<T> {
-        let mut conn = self.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut Outbox) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| backend("writer lock poisoned"))?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Outbox::default();
         let value = f(&tx, &mut out)?;
@@ -274,7 +294,9 @@ impl Inner {
                 return f(&conn);
             }
         }
-        let conn = self.readers[start % n].lock().map_err(|_| backend("reader lock poisoned"))?;
+        let conn = self.readers[start % n]
+            .lock()
+            .map_err(|_| backend("reader lock poisoned"))?;
         f(&conn)
     }
 }
@@ -321,9 +343,22 @@ fn get_project_tx(conn: &Connection, name_or_id: &str) -> StoreResult<Project> {
 }
 
 fn get_deployment_tx(conn: &Connection, id: &str) -> StoreResult<Deployment> {
-    conn.query_row(&format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"), [id], deployment_row)
-        .optional()?
-        .ok_or_else(|| StoreError::not_found("deployment", id))
+    conn.query_row(
+        &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"),
+        [id],
+        deployment_row,
+    )
+    .optional()?
+    .ok_or_else(|| StoreError::not_found("deployment", id))
+}
+
+/// What one audit record says happened.
+struct Entry<'a> {
+    at: &'a Timestamp,
+    actor: &'a Actor,
+    from: Option<Status>,
+    to: Status,
+    reason: &'a str,
 }
 
 /// Appends an audit record chained to the deployment's previous one.
@@ -331,12 +366,15 @@ fn append_audit(
     tx: &Transaction<'_>,
     d: &Deployment,
     prev_hash: &str,
-    at: &Timestamp,
-    actor: &Actor,
-    from: Option<Status>,
-    to: Status,
-    reason: &str,
+    e: Entry<'_>,
 ) -> StoreResult<String> {
+    let Entry {
+        at,
+        actor,
+        from,
+        to,
+        reason,
+    } = e;
     let hash = AuditRecord::compute_hash(prev_hash, &d.id, at, actor, from, to, reason);
     tx.execute(
         "INSERT INTO audit (deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash)
@@ -356,7 +394,13 @@ fn append_audit(
     Ok(hash)
 }
 
-fn event_for(d: &Deployment, from: Option<Status>, reason: &str, actor: &Actor, at: Timestamp) -> Event {
+fn event_for(
+    d: &Deployment,
+    from: Option<Status>,
+    reason: &str,
+    actor: &Actor,
+    at: Timestamp,
+) -> Event {
     Event {
         id: new_id("m"),
         seq: 0,
@@ -374,12 +418,22 @@ fn event_for(d: &Deployment, from: Option<Status>, reason: &str, actor: &Actor, 
     }
 }
 
-fn transition_tx(tx: &Transaction<'_>, out: &mut Outbox, t: &Transition) -> StoreResult<Deployment> {
-    let kind = allowed(t.from, t.to).ok_or(StoreError::InvalidTransition { from: t.from, to: t.to })?;
+fn transition_tx(
+    tx: &Transaction<'_>,
+    out: &mut Outbox,
+    t: &Transition,
+) -> StoreResult<Deployment> {
+    let kind = allowed(t.from, t.to).ok_or(StoreError::InvalidTransition {
+        from: t.from,
+        to: t.to,
+    })?;
     let (cur, audit_head): (Deployment, String) = {
         let d = get_deployment_tx(tx, &t.deployment_id)?;
-        let head: String =
-            tx.query_row("SELECT audit_head FROM deployments WHERE id = ?1", [&t.deployment_id], |r| r.get(0))?;
+        let head: String = tx.query_row(
+            "SELECT audit_head FROM deployments WHERE id = ?1",
+            [&t.deployment_id],
+            |r| r.get(0),
+        )?;
         (d, head)
     };
     if cur.status != t.from || t.expected_version.is_some_and(|v| v != cur.version) {
@@ -437,41 +491,71 @@ fn transition_tx(tx: &Transaction<'_>, out: &mut Outbox, t: &Transition) -> Stor
             actual_version: cur.version,
         });
     }
-    let hash = append_audit(tx, &next, &audit_head, &at, &t.actor, Some(cur.status), next.status, &t.reason)?;
-    tx.execute("UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, next.id])?;
-    out.events.push(event_for(&next, Some(cur.status), &t.reason, &t.actor, at));
+    let entry = Entry {
+        at: &at,
+        actor: &t.actor,
+        from: Some(cur.status),
+        to: next.status,
+        reason: &t.reason,
+    };
+    let hash = append_audit(tx, &next, &audit_head, entry)?;
+    tx.execute(
+        "UPDATE deployments SET audit_head = ?1 WHERE id = ?2",
+        params![hash, next.id],
+    )?;
+    out.events
+        .push(event_for(&next, Some(cur.status), &t.reason, &t.actor, at));
 
     if t.patch.make_live {
         let previous: Option<String> = tx
-            .query_row("SELECT live_deployment_id FROM projects WHERE id = ?1", [&next.project_id], |r| r.get(0))
+            .query_row(
+                "SELECT live_deployment_id FROM projects WHERE id = ?1",
+                [&next.project_id],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten();
-        tx.execute("UPDATE projects SET live_deployment_id = ?1 WHERE id = ?2", params![next.id, next.project_id])?;
-        if let Some(prev) = previous.filter(|p| *p != next.id) {
-            if let Ok(old) = get_deployment_tx(tx, &prev) {
-                if !old.status.is_terminal() {
-                    let sup = Transition::new(
-                        &old.id,
-                        old.status,
-                        Status::Superseded,
-                        format!("replaced by {} (now live)", next.id),
-                        t.actor.clone(),
-                    );
-                    transition_tx(tx, out, &sup)?;
-                }
-            }
+        tx.execute(
+            "UPDATE projects SET live_deployment_id = ?1 WHERE id = ?2",
+            params![next.id, next.project_id],
+        )?;
+        if let Some(prev) = previous.filter(|p| *p != next.id)
+            && let Ok(old) = get_deployment_tx(tx, &prev)
+            && !old.status.is_terminal()
+        {
+            let sup = Transition::new(
+                &old.id,
+                old.status,
+                Status::Superseded,
+                format!("replaced by {} (now live)", next.id),
+                t.actor.clone(),
+            );
+            transition_tx(tx, out, &sup)?;
         }
     }
     Ok(next)
 }
 
-fn create_deployment_tx(tx: &Transaction<'_>, out: &mut Outbox, new: &NewDeployment) -> StoreResult<Created> {
+fn create_deployment_tx(
+    tx: &Transaction<'_>,
+    out: &mut Outbox,
+    new: &NewDeployment,
+) -> StoreResult<Created> {
     let project = get_project_tx(tx, &new.project)?;
     if let Some(key) = &new.dedupe_key {
-        let existing: Option<String> =
-            tx.query_row("SELECT deployment_id FROM dedupe WHERE key = ?1", [key], |r| r.get(0)).optional()?;
+        let existing: Option<String> = tx
+            .query_row(
+                "SELECT deployment_id FROM dedupe WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()?;
         if let Some(id) = existing {
-            return Ok(Created { deployment: get_deployment_tx(tx, &id)?, duplicate: true, superseded: vec![] });
+            return Ok(Created {
+                deployment: get_deployment_tx(tx, &id)?,
+                duplicate: true,
+                superseded: vec![],
+            });
         }
     }
     let at = now();
@@ -505,7 +589,13 @@ fn create_deployment_tx(tx: &Transaction<'_>, out: &mut Outbox, new: &NewDeploym
     let mut superseded = vec![];
     for (id, status) in in_flight {
         let from: Status = status.parse().map_err(backend)?;
-        let t = Transition::new(&id, from, Status::Superseded, format!("superseded by {}", d.id), new.actor.clone());
+        let t = Transition::new(
+            &id,
+            from,
+            Status::Superseded,
+            format!("superseded by {}", d.id),
+            new.actor.clone(),
+        );
         transition_tx(tx, out, &t)?;
         superseded.push(id);
     }
@@ -532,14 +622,35 @@ fn create_deployment_tx(tx: &Transaction<'_>, out: &mut Outbox, new: &NewDeploym
             ts(&at)
         ],
     )?;
-    let hash = append_audit(tx, &d, "", &at, &new.actor, None, Status::Queued, &reason)?;
-    tx.execute("UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id])?;
+    let entry = Entry {
+        at: &at,
+        actor: &new.actor,
+        from: None,
+        to: Status::Queued,
+        reason: &reason,
+    };
+    let hash = append_audit(tx, &d, "", entry)?;
+    tx.execute(
+        "UPDATE deployments SET audit_head = ?1 WHERE id = ?2",
+        params![hash, d.id],
+    )?;
     if let Some(key) = &new.dedupe_key {
-        tx.execute("INSERT INTO dedupe (key, deployment_id, at) VALUES (?1, ?2, ?3)", params![key, d.id, ts(&at)])?;
+        tx.execute(
+            "INSERT INTO dedupe (key, deployment_id, at) VALUES (?1, ?2, ?3)",
+            params![key, d.id, ts(&at)],
+        )?;
     }
-    out.events.push(event_for(&d, None, &reason, &new.actor, at));
-    let deployment = Deployment { reason: Some(reason), ..d };
-    Ok(Created { deployment, duplicate: false, superseded })
+    out.events
+        .push(event_for(&d, None, &reason, &new.actor, at));
+    let deployment = Deployment {
+        reason: Some(reason),
+        ..d
+    };
+    Ok(Created {
+        deployment,
+        duplicate: false,
+        superseded,
+    })
 }
 
 #[async_trait]
@@ -588,13 +699,16 @@ impl Store for SqliteStore {
 
     async fn get_project(&self, name_or_id: &str) -> StoreResult<Project> {
         let key = name_or_id.to_string();
-        self.run(move |inner| inner.read(|c| get_project_tx(c, &key))).await
+        self.run(move |inner| inner.read(|c| get_project_tx(c, &key)))
+            .await
     }
 
     async fn list_projects(&self) -> StoreResult<Vec<Project>> {
         self.run(|inner| {
             inner.read(|c| {
-                let mut stmt = c.prepare(&format!("SELECT {PROJECT_COLS} FROM projects ORDER BY name"))?;
+                let mut stmt = c.prepare(&format!(
+                    "SELECT {PROJECT_COLS} FROM projects ORDER BY name"
+                ))?;
                 let rows = stmt.query_map([], project_row)?.collect::<Result<_, _>>()?;
                 Ok(rows)
             })
@@ -617,7 +731,13 @@ impl Store for SqliteStore {
                 };
                 for (id, status) in live {
                     let from: Status = status.parse().map_err(backend)?;
-                    let t = Transition::new(&id, from, Status::Cancelled, "project deleted", actor.clone());
+                    let t = Transition::new(
+                        &id,
+                        from,
+                        Status::Cancelled,
+                        "project deleted",
+                        actor.clone(),
+                    );
                     transition_tx(tx, out, &t)?;
                 }
                 tx.execute("DELETE FROM projects WHERE id = ?1", [&project.id])?;
@@ -629,15 +749,21 @@ impl Store for SqliteStore {
 
     async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created> {
         let store = self.clone();
-        self.run(move |_| store.create_deployment_blocking(new)).await
+        self.run(move |_| store.create_deployment_blocking(new))
+            .await
     }
 
     async fn get_deployment(&self, id: &str) -> StoreResult<Deployment> {
         let id = id.to_string();
-        self.run(move |inner| inner.read(|c| get_deployment_tx(c, &id))).await
+        self.run(move |inner| inner.read(|c| get_deployment_tx(c, &id)))
+            .await
     }
 
-    async fn list_deployments(&self, project: Option<&str>, limit: usize) -> StoreResult<Vec<Deployment>> {
+    async fn list_deployments(
+        &self,
+        project: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<Deployment>> {
         let project = project.map(str::to_string);
         self.run(move |inner| {
             inner.read(|c| {
@@ -687,7 +813,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>> {
+    async fn events(
+        &self,
+        deployment_id: Option<&str>,
+        after_seq: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>> {
         let id = deployment_id.map(str::to_string);
         self.run(move |inner| {
             inner.read(|c| {
@@ -710,10 +841,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken> {
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+    ) -> StoreResult<ApiToken> {
         let (name, hash) = (name.to_string(), token_hash.to_string());
         if name.is_empty() || name.len() > 64 {
-            return Err(StoreError::Invalid("token name must be 1-64 characters".into()));
+            return Err(StoreError::Invalid(
+                "token name must be 1-64 characters".into(),
+            ));
         }
         self.run(move |inner| {
             inner.write(|tx, _| {
@@ -785,7 +923,10 @@ impl Store for SqliteStore {
                     )
                     .optional()?
                     .ok_or_else(|| StoreError::not_found("token", &key))?;
-                tx.execute("UPDATE tokens SET revoked_at = ?1 WHERE id = ?2", params![ts(&now()), token.id])?;
+                tx.execute(
+                    "UPDATE tokens SET revoked_at = ?1 WHERE id = ?2",
+                    params![ts(&now()), token.id],
+                )?;
                 Ok(token)
             })
         })
@@ -830,7 +971,11 @@ impl SqliteStore {
     /// When the next pending delivery falls due (unix ms), if any.
     pub fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         self.inner.read(|c| {
-            Ok(c.query_row("SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?)
+            Ok(c.query_row(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?)
         })
     }
 
@@ -846,7 +991,14 @@ impl SqliteStore {
     }
 
     /// Records a failed attempt: retry at `next_ms`, or dead-letter when `dead`.
-    pub fn mark_failed(&self, event_seq: u64, subscription: &str, error: &str, next_ms: i64, dead: bool) -> StoreResult<()> {
+    pub fn mark_failed(
+        &self,
+        event_seq: u64,
+        subscription: &str,
+        error: &str,
+        next_ms: i64,
+        dead: bool,
+    ) -> StoreResult<()> {
         self.inner.write(|tx, _| {
             tx.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4,

@@ -1,0 +1,578 @@
+//! The client commands.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bifrost_shared::config;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::archive;
+use crate::client::{Api, CliError, CliResult, Exit, save_token};
+use crate::output::{self, bold, dim, s};
+
+type Res = CliResult<ExitCode>;
+
+fn ok() -> Res {
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn validate(file: Option<PathBuf>, schema: bool, json: bool) -> Res {
+    if schema {
+        output::print_json(&config::json_schema());
+        return ok();
+    }
+    let path = file.unwrap_or_else(|| PathBuf::from("deploy.toml"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| CliError::new(Exit::Error, format!("cannot read {}: {e}", path.display())))?;
+    let result = config::parse(&text);
+    if json {
+        let errors = result.as_ref().err().cloned().unwrap_or_default();
+        output::print_json(&json!({"valid": result.is_ok(), "errors": errors}));
+    } else {
+        match &result {
+            Ok(c) => println!(
+                "{} {} is valid: app {} ({}), {}-{} replicas, health {} every {}",
+                console::style("✓").green().bold(),
+                path.display(),
+                c.app.name,
+                c.app.runtime,
+                c.scaling.min_replicas,
+                c.scaling.max_replicas,
+                c.health.path,
+                c.health.interval
+            ),
+            Err(errors) => {
+                eprint!(
+                    "{}",
+                    config::render_errors(&text, errors, &path.display().to_string())
+                );
+                eprintln!(
+                    "{} {} error(s) in {}",
+                    console::style("✗").red().bold(),
+                    errors.len(),
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(Exit::Invalid as u8)
+    })
+}
+
+pub async fn login(server: &str, token: &str) -> Res {
+    let api = Api::new(server, Some(token.to_string()))?;
+    let me: Value = api.get("/api/v1/whoami").await?;
+    let path = save_token(server, Some(token))
+        .map_err(|e| CliError::new(Exit::Error, format!("cannot save the token: {e}")))?;
+    println!(
+        "logged in to {server} as {} ({}); token saved to {}",
+        s(&me, "name"),
+        s(&me, "role"),
+        path.display()
+    );
+    ok()
+}
+
+pub fn logout(server: &str) -> Res {
+    save_token(server, None)
+        .map_err(|e| CliError::new(Exit::Error, format!("cannot update credentials: {e}")))?;
+    println!("forgot the token for {server}");
+    ok()
+}
+
+/// A local path becomes absolute (the platform resolves it on its machine).
+fn normalize_repo(repo: String) -> String {
+    let looks_remote =
+        repo.contains("://") || repo.split_once(':').is_some_and(|(h, _)| h.contains('@'));
+    if looks_remote {
+        return repo;
+    }
+    std::fs::canonicalize(&repo)
+        .map(|p| p.display().to_string())
+        .unwrap_or(repo)
+}
+
+pub async fn projects_add(
+    api: &Api,
+    json: bool,
+    name: &str,
+    repo: Option<String>,
+    branch: &str,
+    webhook_secret: Option<String>,
+) -> Res {
+    let body = json!({"name": name, "repo": repo.map(normalize_repo), "branch": branch, "webhook_secret": webhook_secret});
+    let p: Value = api.post("/api/v1/projects", &body).await?;
+    if json {
+        output::print_json(&p);
+        return ok();
+    }
+    println!(
+        "{} project {}",
+        console::style("✓").green().bold(),
+        bold(s(&p, "name"))
+    );
+    if let Some(repo) = p["repo"].as_str() {
+        println!("  repo            {repo} (branch {})", s(&p, "branch"));
+        println!("  webhook URL     {}", s(&p, "webhook_url"));
+        println!(
+            "  webhook secret  {}   {}",
+            s(&p, "webhook_secret"),
+            dim("(shown once)")
+        );
+        println!(
+            "{}",
+            dim(
+                "  GitHub: Settings → Webhooks → Add: the URL above, content type application/json, this secret, push events."
+            )
+        );
+    } else {
+        println!(
+            "  no repo: deploy uploads with `bifrost deploy PATH --project {}`",
+            s(&p, "name")
+        );
+    }
+    ok()
+}
+
+pub async fn projects_list(api: &Api, json: bool) -> Res {
+    let list: Vec<Value> = api.get("/api/v1/projects").await?;
+    if json {
+        output::print_json(&list);
+        return ok();
+    }
+    if list.is_empty() {
+        println!("no projects yet: bifrost projects add NAME --repo REPO, or bifrost deploy PATH");
+        return ok();
+    }
+    let rows = list
+        .iter()
+        .map(|p| {
+            vec![
+                s(p, "name").to_string(),
+                p["repo"].as_str().unwrap_or("(uploads)").to_string(),
+                s(p, "branch").to_string(),
+                p["live_deployment_id"].as_str().unwrap_or("-").to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["name", "repo", "branch", "live"], rows);
+    ok()
+}
+
+pub async fn projects_show(api: &Api, json: bool, name: &str) -> Res {
+    let p: Value = api.get(&format!("/api/v1/projects/{name}")).await?;
+    if json {
+        output::print_json(&p);
+        return ok();
+    }
+    println!("{} {}", bold("project"), s(&p, "name"));
+    println!("  id        {}", s(&p, "id"));
+    println!("  repo      {}", p["repo"].as_str().unwrap_or("(uploads)"));
+    println!("  branch    {}", s(&p, "branch"));
+    println!(
+        "  live      {}",
+        p["live_deployment_id"].as_str().unwrap_or("-")
+    );
+    println!("  webhook   {}", s(&p, "webhook_url"));
+    ok()
+}
+
+pub async fn projects_rm(api: &Api, json: bool, name: &str, yes: bool) -> Res {
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::new(
+                Exit::Error,
+                format!("refusing to delete {name} without --yes (stdin is not a terminal)"),
+            ));
+        }
+        eprint!("Delete project {name} and cancel its deployments? [y/N] ");
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("not deleted");
+            return ok();
+        }
+    }
+    let p: Value = api.delete(&format!("/api/v1/projects/{name}")).await?;
+    if json {
+        output::print_json(&p);
+    } else {
+        println!("deleted project {}", s(&p, "name"));
+    }
+    ok()
+}
+
+pub async fn deploy(
+    api: &Api,
+    json: bool,
+    path: Option<PathBuf>,
+    project: Option<String>,
+    git_ref: Option<String>,
+    wait: bool,
+) -> Res {
+    let created: Value = match git_ref {
+        Some(r) => {
+            let project =
+                project.ok_or_else(|| CliError::new(Exit::Error, "--ref needs --project"))?;
+            api.post(
+                &format!("/api/v1/projects/{project}/deployments"),
+                &json!({"ref": r}),
+            )
+            .await?
+        }
+        None => {
+            upload(
+                api,
+                json,
+                path.unwrap_or_else(|| PathBuf::from(".")),
+                project,
+            )
+            .await?
+        }
+    };
+    let d = &created["deployment"];
+    let id = s(d, "id").to_string();
+    if !json {
+        println!(
+            "{} deployment {} of {} ({})",
+            console::style("→").cyan(),
+            bold(&id),
+            s(d, "project"),
+            output::source_label(&d["source"])
+        );
+        if let Some(sup) = created["superseded"].as_array().filter(|a| !a.is_empty()) {
+            println!(
+                "  superseded {}",
+                sup.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    if !wait {
+        if json {
+            output::print_json(&created);
+        } else {
+            println!("{}", dim(&format!("  follow it: bifrost status {id}")));
+        }
+        return ok();
+    }
+    let last = wait_for(api, &id, json).await?;
+    let status = s(&last, "status");
+    if json {
+        output::print_json(&last);
+    }
+    if status == "healthy" {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if !json {
+            output::config_errors(&last);
+        }
+        Err(CliError::new(
+            Exit::DeployFailed,
+            format!(
+                "deployment {id} ended {status}: {}",
+                last["reason"].as_str().unwrap_or("no reason given")
+            ),
+        ))
+    }
+}
+
+/// Packs and uploads a directory; creates the project when it does not exist.
+async fn upload(api: &Api, json: bool, dir: PathBuf, project: Option<String>) -> CliResult<Value> {
+    let config_path = dir.join("deploy.toml");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| {
+        CliError::new(
+            Exit::Error,
+            format!(
+                "cannot read {}: {e} (bifrost deploy uploads a directory with a deploy.toml)",
+                config_path.display()
+            ),
+        )
+    })?;
+    let cfg = config::parse(&text).map_err(|errors| {
+        eprint!(
+            "{}",
+            config::render_errors(&text, &errors, &config_path.display().to_string())
+        );
+        CliError::new(
+            Exit::Invalid,
+            format!(
+                "{} has {} error(s); nothing was uploaded",
+                config_path.display(),
+                errors.len()
+            ),
+        )
+    })?;
+    let project = project.unwrap_or(cfg.app.name.clone());
+    ensure_project(api, json, &project).await?;
+    let packed = archive::pack(&dir).map_err(CliError::from)?;
+    if !json {
+        eprintln!(
+            "{}",
+            dim(&format!(
+                "  uploading {} files ({} KiB) from {}",
+                packed.files,
+                packed.bytes.len() / 1024,
+                dir.display()
+            ))
+        );
+    }
+    let rb = api
+        .request(
+            Method::POST,
+            &format!("/api/v1/projects/{project}/deployments"),
+        )
+        .header("content-type", "application/gzip")
+        .body(packed.bytes);
+    api.send(rb).await
+}
+
+async fn ensure_project(api: &Api, json: bool, project: &str) -> CliResult<()> {
+    match api
+        .get::<Value>(&format!("/api/v1/projects/{project}"))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.exit == Exit::NotFound => {
+            let _: Value = api
+                .post("/api/v1/projects", &json!({"name": project}))
+                .await
+                .map_err(|e| {
+                    CliError::new(
+                        e.exit,
+                        format!(
+                            "project {project} does not exist and could not be created: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+            if !json {
+                eprintln!(
+                    "{}",
+                    dim(&format!("  created project {project} (uploads only)"))
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Follows a deployment until it is healthy or terminal, showing each step.
+async fn wait_for(api: &Api, id: &str, json: bool) -> CliResult<Value> {
+    let show = !json && std::io::stderr().is_terminal();
+    let bar = if show {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.enable_steady_tick(Duration::from_millis(100));
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut seen = 0usize;
+    loop {
+        let d: Value = api.get(&format!("/api/v1/deployments/{id}")).await?;
+        let history = d["history"].as_array().cloned().unwrap_or_default();
+        for h in history.iter().skip(seen) {
+            let line = format!("  {} {}", output::status(s(h, "to")), dim(s(h, "reason")));
+            if show {
+                bar.println(line);
+            } else if !json {
+                eprintln!("{line}");
+            }
+        }
+        seen = history.len();
+        let status = s(&d, "status").to_string();
+        bar.set_message(format!(
+            "{status} ({:.0}s)",
+            started.elapsed().as_secs_f64()
+        ));
+        if matches!(
+            status.as_str(),
+            "healthy" | "failed" | "cancelled" | "superseded"
+        ) {
+            bar.finish_and_clear();
+            return Ok(d);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+pub async fn deployments_list(api: &Api, json: bool, project: Option<String>, limit: usize) -> Res {
+    let path = match &project {
+        Some(p) => format!("/api/v1/projects/{p}/deployments?limit={limit}"),
+        None => format!("/api/v1/deployments?limit={limit}"),
+    };
+    let list: Vec<Value> = api.get(&path).await?;
+    if json {
+        output::print_json(&list);
+        return ok();
+    }
+    if list.is_empty() {
+        println!("no deployments yet");
+        return ok();
+    }
+    let rows = list
+        .iter()
+        .map(|d| {
+            vec![
+                s(d, "id").to_string(),
+                s(d, "project").to_string(),
+                output::status(s(d, "status")),
+                output::source_label(&d["source"]),
+                output::when(s(d, "created_at")),
+                d["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(60)
+                    .collect(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["id", "project", "status", "source", "created", "reason"],
+        rows,
+    );
+    ok()
+}
+
+pub async fn status(api: &Api, json: bool, id: &str) -> Res {
+    let d: Value = api.get(&format!("/api/v1/deployments/{id}")).await?;
+    if json {
+        output::print_json(&d);
+    } else {
+        output::deployment_detail(&d);
+    }
+    ok()
+}
+
+pub async fn retry(api: &Api, json: bool, id: &str) -> Res {
+    let d: Value = api
+        .post(&format!("/api/v1/deployments/{id}/retry"), &json!({}))
+        .await?;
+    if json {
+        output::print_json(&d);
+    } else {
+        println!("{} queued again (attempt {})", s(&d, "id"), d["attempt"]);
+    }
+    ok()
+}
+
+pub async fn cancel(api: &Api, json: bool, id: &str) -> Res {
+    let d: Value = api
+        .post(&format!("/api/v1/deployments/{id}/cancel"), &json!({}))
+        .await?;
+    if json {
+        output::print_json(&d);
+    } else {
+        println!("{} {}", s(&d, "id"), output::status(s(&d, "status")));
+    }
+    ok()
+}
+
+pub async fn dead(api: &Api, json: bool, redrive: bool, ids: Vec<String>) -> Res {
+    if redrive {
+        let body = if ids.is_empty() {
+            json!({})
+        } else {
+            json!({"ids": ids})
+        };
+        let r: Value = api.post("/api/v1/events/dead/redrive", &body).await?;
+        if json {
+            output::print_json(&r);
+        } else {
+            println!("redriven: {}", r["redriven"]);
+        }
+        return ok();
+    }
+    let list: Vec<Value> = api.get("/api/v1/events/dead").await?;
+    if json {
+        output::print_json(&list);
+        return ok();
+    }
+    if list.is_empty() {
+        println!("no dead letters");
+        return ok();
+    }
+    let rows = list
+        .iter()
+        .map(|d| {
+            vec![
+                s(d, "id").to_string(),
+                s(&d["event"], "type").to_string(),
+                s(&d["event"], "deployment_id").to_string(),
+                d["attempts"].to_string(),
+                s(d, "last_error").chars().take(70).collect(),
+            ]
+        })
+        .collect();
+    output::table(
+        &["id", "event", "deployment", "attempts", "last error"],
+        rows,
+    );
+    println!(
+        "{}",
+        dim("redrive with: bifrost events dead --redrive [ID...]")
+    );
+    ok()
+}
+
+pub async fn tokens_create(api: &Api, json: bool, name: &str, role: &str) -> Res {
+    let t: Value = api
+        .post("/api/v1/tokens", &json!({"name": name, "role": role}))
+        .await?;
+    if json {
+        output::print_json(&t);
+    } else {
+        println!(
+            "token {} ({}) — shown only this once:",
+            s(&t, "name"),
+            s(&t, "role")
+        );
+        println!("{}", s(&t, "token"));
+    }
+    ok()
+}
+
+pub async fn tokens_list(api: &Api, json: bool) -> Res {
+    let list: Vec<Value> = api.get("/api/v1/tokens").await?;
+    if json {
+        output::print_json(&list);
+        return ok();
+    }
+    let rows = list
+        .iter()
+        .map(|t| {
+            vec![
+                s(t, "name").to_string(),
+                s(t, "role").to_string(),
+                output::when(s(t, "created_at")),
+                t["last_used_at"]
+                    .as_str()
+                    .map(output::when)
+                    .unwrap_or_else(|| "never".into()),
+            ]
+        })
+        .collect();
+    output::table(&["name", "role", "created", "last used"], rows);
+    ok()
+}
+
+pub async fn tokens_revoke(api: &Api, json: bool, name: &str) -> Res {
+    let t: Value = api.delete(&format!("/api/v1/tokens/{name}")).await?;
+    if json {
+        output::print_json(&t);
+    } else {
+        println!("revoked token {}", s(&t, "name"));
+    }
+    ok()
+}

@@ -1,0 +1,255 @@
+//! `bifrost`: start the embedded platform (`bifrost up`) or drive any
+//! Bifrost from the command line. Exit codes are listed in docs/cli.md.
+
+mod archive;
+mod client;
+mod commands;
+mod output;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use client::{Api, CliError};
+
+#[derive(Parser, Debug)]
+#[command(name = "bifrost", version, about = "Self-service deployments: push code, get a URL.", long_about = None)]
+struct Cli {
+    /// The Bifrost to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "BIFROST_SERVER",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    server: String,
+    /// API token (default: the one saved by `bifrost login` / `bifrost up` for this server).
+    #[arg(long, global = true, env = "BIFROST_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the whole platform on this machine (API, webhook, pipeline).
+    Up(up::UpArgs),
+    /// Save a token for --server, after checking it works.
+    Login {
+        #[arg(long)]
+        token: String,
+    },
+    /// Forget the saved token for --server.
+    Logout,
+    /// Manage projects.
+    #[command(subcommand)]
+    Projects(ProjectsCmd),
+    /// Deploy a local directory (uploads it) or a ref of the project's repo.
+    Deploy {
+        /// Directory to upload (default: the current one). Ignored with --ref.
+        path: Option<PathBuf>,
+        /// Project (default: app.name from the directory's deploy.toml).
+        #[arg(long, short)]
+        project: Option<String>,
+        /// Deploy this branch, tag or commit of the project's repo instead of uploading.
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Wait until the deployment is healthy (exit 0) or ends otherwise (exit 4).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List deployments.
+    #[command(subcommand)]
+    Deployments(DeploymentsCmd),
+    /// Show a deployment: status, history, errors.
+    Status { id: String },
+    /// Check a deploy.toml; exits 0 only when valid, 3 when not.
+    Validate {
+        /// The file (default: ./deploy.toml).
+        file: Option<PathBuf>,
+        /// Print the JSON Schema of deploy.toml instead.
+        #[arg(long)]
+        schema: bool,
+    },
+    /// Queue a failed or cancelled deployment again (attempt + 1).
+    Retry { id: String },
+    /// Stop a deployment.
+    Cancel { id: String },
+    /// Inspect events.
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Manage API tokens (admin).
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProjectsCmd {
+    /// Create a project fed by a git repository (URL or local path).
+    Add {
+        name: String,
+        /// Git URL or local path of a git repository.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Branch whose pushes deploy.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// HMAC secret for the GitHub webhook (generated when omitted).
+        #[arg(long, env = "BIFROST_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
+    },
+    /// List projects.
+    List,
+    /// Show one project.
+    Show { name: String },
+    /// Delete a project; cancels its in-flight deployments.
+    Rm {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentsCmd {
+    /// List deployments, newest first.
+    List {
+        #[arg(long, short)]
+        project: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EventsCmd {
+    /// Events whose delivery gave up; --redrive delivers them again.
+    Dead {
+        /// Redrive these dead letters (all when none are named).
+        #[arg(long)]
+        redrive: bool,
+        /// Dead letter ids (as listed) to redrive.
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokensCmd {
+    /// Create a token; its secret is printed once.
+    Create {
+        name: String,
+        #[arg(long, value_parser = ["viewer", "deployer", "admin"])]
+        role: String,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+fn init_tracing(verbose_default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("BIFROST_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(verbose_default));
+    if std::env::var_os("K_SERVICE").is_some() {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{} {}", console::style("error:").red().bold(), e.message);
+            ExitCode::from(e.exit as u8)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    if let Command::Up(args) = cli.command {
+        init_tracing("info,tower_http=info");
+        up::run(args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_tracing("warn");
+    if let Command::Validate { file, schema } = &cli.command {
+        return commands::validate(file.clone(), *schema, cli.json);
+    }
+    let api = Api::new(&cli.server, cli.token.clone())?;
+    let json = cli.json;
+    match cli.command {
+        Command::Up(_) | Command::Validate { .. } => unreachable_command(),
+        Command::Login { token } => commands::login(&cli.server, &token).await,
+        Command::Logout => commands::logout(&cli.server),
+        Command::Projects(p) => match p {
+            ProjectsCmd::Add {
+                name,
+                repo,
+                branch,
+                webhook_secret,
+            } => commands::projects_add(&api, json, &name, repo, &branch, webhook_secret).await,
+            ProjectsCmd::List => commands::projects_list(&api, json).await,
+            ProjectsCmd::Show { name } => commands::projects_show(&api, json, &name).await,
+            ProjectsCmd::Rm { name, yes } => commands::projects_rm(&api, json, &name, yes).await,
+        },
+        Command::Deploy {
+            path,
+            project,
+            git_ref,
+            wait,
+        } => commands::deploy(&api, json, path, project, git_ref, wait).await,
+        Command::Deployments(DeploymentsCmd::List { project, limit }) => {
+            commands::deployments_list(&api, json, project, limit).await
+        }
+        Command::Status { id } => commands::status(&api, json, &id).await,
+        Command::Retry { id } => commands::retry(&api, json, &id).await,
+        Command::Cancel { id } => commands::cancel(&api, json, &id).await,
+        Command::Events(EventsCmd::Dead { redrive, ids }) => {
+            commands::dead(&api, json, redrive, ids).await
+        }
+        Command::Tokens(t) => match t {
+            TokensCmd::Create { name, role } => {
+                commands::tokens_create(&api, json, &name, &role).await
+            }
+            TokensCmd::List => commands::tokens_list(&api, json).await,
+            TokensCmd::Revoke { name } => commands::tokens_revoke(&api, json, &name).await,
+        },
+    }
+}
+
+fn unreachable_command() -> Result<ExitCode, CliError> {
+    Err(CliError::new(
+        client::Exit::Error,
+        "internal error: command dispatched twice",
+    ))
+}

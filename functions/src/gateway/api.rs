@@ -1,0 +1,522 @@
+//! REST handlers under `/api/v1`: projects, deployments, dead letters,
+//! tokens, validation.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::{StatusCode, header};
+use bifrost_shared::auth::{generate_secret, generate_token, hash_token};
+use bifrost_shared::config;
+use bifrost_shared::domain::{NewDeployment, NewProject, Role, Source};
+use bifrost_shared::ports::Transition;
+use bifrost_shared::repo::is_remote;
+use bifrost_shared::{Status, StoreError};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use super::wire::*;
+use super::{AppState, read_body};
+
+/// JSON body whose rejection is a JSON error too.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Body<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        ApiError::new(r.status(), "bad_json", r.body_text())
+    }
+}
+
+/// Query string whose rejection is a JSON error too.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text())
+    }
+}
+
+#[derive(Deserialize, IntoParams, Debug)]
+pub struct ListParams {
+    /// At most this many, newest first (default 50, max 1000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Deserialize, IntoParams, Debug)]
+pub struct EventParams {
+    /// Only events with a larger sequence number.
+    pub after: Option<u64>,
+}
+
+fn limit(p: &ListParams) -> usize {
+    p.limit.unwrap_or(50).clamp(1, 1000)
+}
+
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = CreateProject,
+    responses((status = 201, body = ProjectOut, description = "Created; the answer carries the webhook secret, once"),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = ["admin"])))]
+pub async fn create_project(
+    State(s): State<AppState>,
+    caller: Caller,
+    Body(req): Body<CreateProject>,
+) -> ApiResult<(StatusCode, Json<ProjectOut>)> {
+    caller.require(Role::Admin)?;
+    let repo = match req
+        .repo
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+    {
+        Some(r) if !is_remote(&r) && !r.starts_with('/') && !r.starts_with("file://") => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "repo {r:?} must be a git URL or an absolute path on the platform's machine"
+                ),
+            ));
+        }
+        Some(r) => {
+            s.ctx.sources.check_repo(&r).await?;
+            Some(r)
+        }
+        None => None,
+    };
+    let branch = req.branch.unwrap_or_else(|| "main".into());
+    if branch.is_empty()
+        || branch.starts_with('-')
+        || branch.contains("..")
+        || branch.contains(char::is_whitespace)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("branch {branch:?} is not a valid branch name"),
+        ));
+    }
+    let project = s
+        .ctx
+        .store
+        .create_project(NewProject {
+            name: req.name,
+            repo,
+            branch,
+            webhook_secret: Some(
+                req.webhook_secret
+                    .filter(|w| !w.is_empty())
+                    .unwrap_or_else(generate_secret),
+            ),
+        })
+        .await?;
+    tracing::info!(project = %project.name, by = %caller.actor(), "project created");
+    Ok((
+        StatusCode::CREATED,
+        Json(ProjectOut::from_project(
+            project,
+            &s.ctx.settings.public_url,
+            true,
+        )),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
+    responses((status = 200, body = Vec<ProjectOut>)), security(("token" = ["viewer"])))]
+pub async fn list_projects(
+    State(s): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Vec<ProjectOut>>> {
+    let url = &s.ctx.settings.public_url;
+    Ok(Json(
+        s.ctx
+            .store
+            .list_projects()
+            .await?
+            .into_iter()
+            .map(|p| ProjectOut::from_project(p, url, false))
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{name}", tag = "projects",
+    params(("name" = String, Path, description = "Project name or id")),
+    responses((status = 200, body = ProjectOut), (status = 404, body = ErrorBody)), security(("token" = ["viewer"])))]
+pub async fn get_project(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ProjectOut>> {
+    let p = s.ctx.store.get_project(&name).await?;
+    Ok(Json(ProjectOut::from_project(
+        p,
+        &s.ctx.settings.public_url,
+        false,
+    )))
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{name}", tag = "projects",
+    params(("name" = String, Path, description = "Project name or id")),
+    responses((status = 200, body = ProjectOut, description = "Deleted; its in-flight deployments were cancelled"),
+              (status = 404, body = ErrorBody)),
+    security(("token" = ["admin"])))]
+pub async fn delete_project(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ProjectOut>> {
+    caller.require(Role::Admin)?;
+    let p = s.ctx.store.delete_project(&name, caller.actor()).await?;
+    tracing::info!(project = %p.name, by = %caller.actor(), "project deleted");
+    Ok(Json(ProjectOut::from_project(
+        p,
+        &s.ctx.settings.public_url,
+        false,
+    )))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{name}/deployments", tag = "deployments",
+    params(("name" = String, Path, description = "Project name or id")),
+    request_body(content = CreateDeployment, description = "JSON `{\"ref\": ...}` to deploy from the project's repo, \
+        or a `.tar.gz` of the source (Content-Type: application/gzip) to deploy an upload",
+        content_type = "application/json"),
+    responses((status = 201, body = CreatedDeployment), (status = 404, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = ["deployer"])))]
+pub async fn create_deployment(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult<(StatusCode, Json<CreatedDeployment>)> {
+    caller.require(Role::Deployer)?;
+    let project = s.ctx.store.get_project(&name).await?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_ascii_lowercase();
+    let source = if content_type.starts_with("application/gzip")
+        || content_type.starts_with("application/x-gzip")
+        || content_type.starts_with("application/octet-stream")
+    {
+        let bytes = read_body(req, s.ctx.settings.max_upload_bytes).await?;
+        s.ctx.sources.store_archive(&bytes).await?
+    } else if content_type.starts_with("application/json") {
+        let bytes = read_body(req, 64 << 10).await?;
+        let body: CreateDeployment = if bytes.is_empty() {
+            CreateDeployment::default()
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?
+        };
+        let repo = project.repo.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "no_repo",
+                format!(
+                    "project {} has no repo; deploy an upload instead (bifrost deploy PATH)",
+                    project.name
+                ),
+            )
+        })?;
+        let git_ref = body
+            .git_ref
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| project.branch.clone());
+        let commit = s.ctx.sources.resolve(&repo, &git_ref).await?;
+        Source::Git {
+            repo,
+            git_ref,
+            commit,
+        }
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "content type {content_type:?}: send application/json ({{\"ref\": ...}}) or application/gzip (a source .tar.gz)"
+            ),
+        ));
+    };
+    let created = s
+        .ctx
+        .store
+        .create_deployment(NewDeployment {
+            project: project.name.clone(),
+            source,
+            actor: caller.actor(),
+            dedupe_key: None,
+            rollback_of: None,
+            artifact: None,
+        })
+        .await?;
+    tracing::info!(deployment = %created.deployment.id, project = %project.name, by = %caller.actor(), "deployment queued");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedDeployment {
+            deployment: created.deployment.into(),
+            superseded: created.superseded,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/projects/{name}/deployments", tag = "deployments",
+    params(("name" = String, Path, description = "Project name or id"), ListParams),
+    responses((status = 200, body = Vec<DeploymentOut>), (status = 404, body = ErrorBody)),
+    security(("token" = ["viewer"])))]
+pub async fn list_project_deployments(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<Vec<DeploymentOut>>> {
+    let list = s.ctx.store.list_deployments(Some(&name), limit(&p)).await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", params(ListParams),
+    responses((status = 200, body = Vec<DeploymentOut>)), security(("token" = ["viewer"])))]
+pub async fn list_deployments(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Query(p): Query<ListParams>,
+) -> ApiResult<Json<Vec<DeploymentOut>>> {
+    let list = s.ctx.store.list_deployments(None, limit(&p)).await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    responses((status = 200, body = DeploymentDetail), (status = 404, body = ErrorBody)),
+    security(("token" = ["viewer"])))]
+pub async fn get_deployment(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeploymentDetail>> {
+    let d = s.ctx.store.get_deployment(&id).await?;
+    let history = s.ctx.store.history(&id).await?;
+    Ok(Json(DeploymentDetail {
+        deployment: d.into(),
+        history: history.into_iter().map(Into::into).collect(),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/history", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id"), EventParams),
+    responses((status = 200, body = Vec<EventOut>, description = "Events of the deployment, oldest first"),
+              (status = 404, body = ErrorBody)),
+    security(("token" = ["viewer"])))]
+pub async fn deployment_events(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(p): Query<EventParams>,
+) -> ApiResult<Json<Vec<EventOut>>> {
+    s.ctx.store.get_deployment(&id).await?;
+    let events = s
+        .ctx
+        .store
+        .events(Some(&id), p.after.unwrap_or(0), 10_000)
+        .await?;
+    Ok(Json(events.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/retry", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    responses((status = 200, body = DeploymentOut, description = "Queued again, attempt + 1"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("token" = ["deployer"])))]
+pub async fn retry(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeploymentOut>> {
+    caller.require(Role::Deployer)?;
+    let d = s.ctx.store.get_deployment(&id).await?;
+    if !matches!(d.status, Status::Failed | Status::Cancelled) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!(
+                "deployment {id} is {}; only failed or cancelled deployments can be retried",
+                d.status
+            ),
+        ));
+    }
+    let t = Transition::new(
+        &id,
+        d.status,
+        Status::Queued,
+        format!("retry requested by {}", caller.actor()),
+        caller.actor(),
+    )
+    .at_version(d.version);
+    Ok(Json(s.ctx.store.transition(t).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/cancel", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    responses((status = 200, body = DeploymentOut, description = "Cancelled"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("token" = ["deployer"])))]
+pub async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeploymentOut>> {
+    caller.require(Role::Deployer)?;
+    // Retry the read-then-CAS a few times: the pipeline may move it meanwhile.
+    for _ in 0..5 {
+        let d = s.ctx.store.get_deployment(&id).await?;
+        if d.status.is_terminal() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_finished",
+                format!("deployment {id} is already {}", d.status),
+            ));
+        }
+        let t = Transition::new(
+            &id,
+            d.status,
+            Status::Cancelled,
+            format!("cancelled by {}", caller.actor()),
+            caller.actor(),
+        )
+        .at_version(d.version);
+        match s.ctx.store.transition(t).await {
+            Ok(d) => return Ok(Json(d.into())),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!("deployment {id} kept changing; try again"),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/events/dead", tag = "events",
+    responses((status = 200, body = Vec<DeadLetterOut>)), security(("token" = ["viewer"])))]
+pub async fn dead_letters(
+    State(s): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Vec<DeadLetterOut>>> {
+    Ok(Json(
+        s.ctx
+            .dead_letters
+            .dead_letters()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/events/dead/redrive", tag = "events", request_body = Redrive,
+    responses((status = 200, body = Redriven), (status = 404, body = ErrorBody)), security(("token" = ["admin"])))]
+pub async fn redrive(
+    State(s): State<AppState>,
+    caller: Caller,
+    req: Request,
+) -> ApiResult<Json<Redriven>> {
+    caller.require(Role::Admin)?;
+    let bytes = read_body(req, 1 << 20).await?;
+    let ids = if bytes.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<Redrive>(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?
+            .ids
+    };
+    let n = s.ctx.dead_letters.redrive(ids).await?;
+    tracing::info!(count = n, by = %caller.actor(), "dead letters redriven");
+    Ok(Json(Redriven { redriven: n }))
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
+    responses((status = 200, body = Vec<TokenOut>)), security(("token" = ["admin"])))]
+pub async fn list_tokens(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<TokenOut>>> {
+    caller.require(Role::Admin)?;
+    Ok(Json(
+        s.ctx
+            .store
+            .list_tokens()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateToken,
+    responses((status = 201, body = TokenOut, description = "Created; the answer carries the secret, once"),
+              (status = 409, body = ErrorBody)),
+    security(("token" = ["admin"])))]
+pub async fn create_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    Body(req): Body<CreateToken>,
+) -> ApiResult<(StatusCode, Json<TokenOut>)> {
+    caller.require(Role::Admin)?;
+    let role: Role = req
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e))?;
+    let secret = generate_token();
+    let t = s
+        .ctx
+        .store
+        .create_token(&req.name, role, &hash_token(&secret))
+        .await?;
+    tracing::info!(token = %t.name, role = %t.role, by = %caller.actor(), "token created");
+    let mut out = TokenOut::from(t);
+    out.token = Some(secret);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens",
+    params(("name" = String, Path, description = "Token name or id")),
+    responses((status = 200, body = TokenOut), (status = 404, body = ErrorBody)), security(("token" = ["admin"])))]
+pub async fn revoke_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TokenOut>> {
+    caller.require(Role::Admin)?;
+    Ok(Json(s.ctx.store.revoke_token(&name).await?.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens",
+    responses((status = 200, body = TokenOut), (status = 401, body = ErrorBody)), security(("token" = ["viewer"])))]
+pub async fn whoami(caller: Caller) -> Json<TokenOut> {
+    Json(caller.0.into())
+}
+
+#[utoipa::path(post, path = "/api/v1/validate", tag = "deploy.toml",
+    request_body(content = String, description = "A deploy.toml", content_type = "application/toml"),
+    responses((status = 200, body = ValidationOut)), security(("token" = ["viewer"])))]
+pub async fn validate(_caller: Caller, req: Request) -> ApiResult<Json<ValidationOut>> {
+    let bytes = read_body(req, config::MAX_CONFIG_BYTES).await?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::bad_request("deploy.toml must be UTF-8 text"))?;
+    Ok(Json(match config::parse(&text) {
+        Ok(_) => ValidationOut {
+            valid: true,
+            errors: vec![],
+        },
+        Err(errors) => ValidationOut {
+            valid: false,
+            errors: errors.into_iter().map(Into::into).collect(),
+        },
+    }))
+}

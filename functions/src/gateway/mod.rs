@@ -1,0 +1,99 @@
+//! The gateway function: the platform's HTTP edge. REST API under
+//! `/api/v1`, the GitHub webhook, `/healthz`, and the OpenAPI document at
+//! `/api/openapi.json`.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod webhook;
+pub mod wire;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::CONTENT_LENGTH;
+use axum::routing::{delete, get, post};
+
+use crate::Ctx;
+use error::ApiError;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub ctx: Ctx,
+}
+
+/// The gateway's routes. `bifrost up` merges the router and dashboard onto
+/// the same listener; the Cloud Run `gateway` service serves this alone.
+pub fn router(ctx: Ctx) -> Router {
+    let state = AppState { ctx };
+    let v1 = Router::new()
+        .route(
+            "/projects",
+            get(api::list_projects).post(api::create_project),
+        )
+        .route(
+            "/projects/{name}",
+            get(api::get_project).delete(api::delete_project),
+        )
+        .route(
+            "/projects/{name}/deployments",
+            get(api::list_project_deployments).post(api::create_deployment),
+        )
+        .route("/deployments", get(api::list_deployments))
+        .route("/deployments/{id}", get(api::get_deployment))
+        .route("/deployments/{id}/history", get(api::deployment_events))
+        .route("/deployments/{id}/retry", post(api::retry))
+        .route("/deployments/{id}/cancel", post(api::cancel))
+        .route("/events/dead", get(api::dead_letters))
+        .route("/events/dead/redrive", post(api::redrive))
+        .route("/tokens", get(api::list_tokens).post(api::create_token))
+        .route("/tokens/{name}", delete(api::revoke_token))
+        .route("/whoami", get(api::whoami))
+        .route("/validate", post(api::validate))
+        .route("/webhooks/github", post(webhook::github))
+        .fallback(error::not_found);
+    Router::new()
+        .nest("/api/v1", v1)
+        .route(
+            "/api/openapi.json",
+            get(|| async { Json(openapi::document()) }),
+        )
+        .route("/healthz", get(healthz))
+        // Bodies are read with explicit limits (read_body); the extractor
+        // default would cut uploads at 2 MB.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// Reads a request body of at most `limit` bytes; larger is a 413 with a
+/// JSON body (checked against Content-Length before reading, and while reading).
+pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(limit));
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("length limit")
+                || std::error::Error::source(&e)
+                    .is_some_and(|s| s.to_string().contains("length limit"))
+            {
+                ApiError::too_large(limit)
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {text}"))
+            }
+        })
+}

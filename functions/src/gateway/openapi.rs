@@ -1,0 +1,52 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{api, webhook, wire};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Bifrost API", description = "Self-service deployments: projects, deployments, webhooks, tokens."),
+    paths(
+        api::create_project, api::list_projects, api::get_project, api::delete_project,
+        api::create_deployment, api::list_project_deployments, api::list_deployments, api::get_deployment,
+        api::deployment_events, api::retry, api::cancel,
+        api::dead_letters, api::redrive,
+        api::list_tokens, api::create_token, api::revoke_token, api::whoami,
+        api::validate, webhook::github,
+    ),
+    components(schemas(
+        wire::ProjectOut, wire::CreateProject, wire::DeploymentOut, wire::DeploymentDetail, wire::TransitionOut,
+        wire::CreateDeployment, wire::CreatedDeployment, wire::SourceOut, wire::ConfigErrorOut, wire::EventOut,
+        wire::DeadLetterOut, wire::Redrive, wire::Redriven, wire::TokenOut, wire::CreateToken,
+        wire::ValidationOut, wire::WebhookOut, wire::ErrorBody, wire::ErrorDetail,
+    )),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token: bifrost tokens create NAME --role viewer|deployer|admin",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}

@@ -1,0 +1,360 @@
+//! Wire types of the REST API (what clients see), converted from the domain
+//! with `From`. They carry the OpenAPI schemas.
+
+use bifrost_shared::config::ConfigError;
+use bifrost_shared::domain::{ApiToken, AuditRecord, Deployment, Project, Source};
+use bifrost_shared::events::{DeadLetter, Event};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct ProjectOut {
+    pub id: String,
+    pub name: String,
+    /// Git URL or local path; null for upload-only projects.
+    pub repo: Option<String>,
+    pub branch: String,
+    pub live_deployment_id: Option<String>,
+    pub created_at: String,
+    /// Where GitHub should send push events.
+    pub webhook_url: String,
+    /// Only in the answer that creates the project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+impl ProjectOut {
+    pub fn from_project(p: Project, public_url: &str, show_secret: bool) -> Self {
+        ProjectOut {
+            id: p.id,
+            name: p.name,
+            repo: p.repo,
+            branch: p.branch,
+            live_deployment_id: p.live_deployment_id,
+            created_at: rfc3339(&p.created_at),
+            webhook_url: format!(
+                "{}/api/v1/webhooks/github",
+                public_url.trim_end_matches('/')
+            ),
+            webhook_secret: if show_secret { p.webhook_secret } else { None },
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct CreateProject {
+    /// DNS label; also the app's URL and its deploy.toml `app.name`.
+    pub name: String,
+    /// Git URL (https, ssh) or a local path to a git repository. Omit for
+    /// upload-only projects.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Pushes to this branch deploy. Default `main`.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// HMAC secret for the GitHub webhook; generated when omitted.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceOut {
+    Git {
+        repo: String,
+        #[serde(rename = "ref")]
+        git_ref: String,
+        commit: String,
+    },
+    Archive {
+        sha256: String,
+    },
+}
+
+impl From<Source> for SourceOut {
+    fn from(s: Source) -> Self {
+        match s {
+            Source::Git {
+                repo,
+                git_ref,
+                commit,
+            } => SourceOut::Git {
+                repo,
+                git_ref,
+                commit,
+            },
+            Source::Archive { sha256, .. } => SourceOut::Archive { sha256 },
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct ConfigErrorOut {
+    pub line: u32,
+    pub column: u32,
+    /// Dotted key path, e.g. `scaling.max_replicas`.
+    pub path: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+}
+
+impl From<ConfigError> for ConfigErrorOut {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrorOut {
+            line: e.line,
+            column: e.column,
+            path: e.path,
+            message: e.message,
+            expected: e.expected,
+            found: e.found,
+            suggestion: e.suggestion,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct DeploymentOut {
+    pub id: String,
+    pub project: String,
+    /// queued, validating, building, built, deploying, running, healthy,
+    /// failed, cancelled or superseded.
+    pub status: String,
+    pub version: u64,
+    pub attempt: u32,
+    pub source: SourceOut,
+    /// Why it is in its current state.
+    pub reason: Option<String>,
+    /// deploy.toml errors when validation failed.
+    pub config_errors: Vec<ConfigErrorOut>,
+    /// The validated deploy.toml (typed), once validation passed.
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Value>,
+    /// The deploy.toml text as it was at the commit.
+    pub config_source: Option<String>,
+    pub rollback_of: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Deployment> for DeploymentOut {
+    fn from(d: Deployment) -> Self {
+        let (config, config_source) = match d.config {
+            Some(s) => (serde_json::to_value(&s.config).ok(), Some(s.source)),
+            None => (None, None),
+        };
+        DeploymentOut {
+            id: d.id,
+            project: d.project,
+            status: d.status.to_string(),
+            version: d.version,
+            attempt: d.attempt,
+            source: d.source.into(),
+            reason: d.reason,
+            config_errors: d.config_errors.into_iter().map(Into::into).collect(),
+            config,
+            config_source,
+            rollback_of: d.rollback_of,
+            created_by: d.created_by.to_string(),
+            created_at: rfc3339(&d.created_at),
+            updated_at: rfc3339(&d.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct TransitionOut {
+    pub seq: u64,
+    pub at: String,
+    pub actor: String,
+    /// Null for the record of creation.
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    /// Hash chain: SHA-256 over the previous hash and this record.
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+impl From<AuditRecord> for TransitionOut {
+    fn from(a: AuditRecord) -> Self {
+        TransitionOut {
+            seq: a.seq,
+            at: rfc3339(&a.at),
+            actor: a.actor.to_string(),
+            from: a.from.map(|s| s.to_string()),
+            to: a.to.to_string(),
+            reason: a.reason,
+            hash: a.hash,
+            prev_hash: a.prev_hash,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct DeploymentDetail {
+    #[serde(flatten)]
+    pub deployment: DeploymentOut,
+    /// Every transition, oldest first.
+    pub history: Vec<TransitionOut>,
+}
+
+#[derive(Deserialize, ToSchema, Debug, Default)]
+pub struct CreateDeployment {
+    /// Branch, tag or commit to deploy. Default: the project's branch.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct CreatedDeployment {
+    pub deployment: DeploymentOut,
+    /// In-flight deployments of the project this one superseded.
+    pub superseded: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct EventOut {
+    pub seq: u64,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub deployment_id: String,
+    pub project: String,
+    pub from: Option<String>,
+    pub status: String,
+    pub version: u64,
+    pub attempt: u32,
+    pub reason: String,
+    pub actor: String,
+    pub at: String,
+}
+
+impl From<Event> for EventOut {
+    fn from(e: Event) -> Self {
+        EventOut {
+            seq: e.seq,
+            id: e.id,
+            kind: e.kind,
+            deployment_id: e.deployment_id,
+            project: e.project,
+            from: e.from.map(|s| s.to_string()),
+            status: e.status.to_string(),
+            version: e.version,
+            attempt: e.attempt,
+            reason: e.reason,
+            actor: e.actor.to_string(),
+            at: rfc3339(&e.at),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct DeadLetterOut {
+    /// `<event seq>/<subscription>`: pass it to redrive.
+    pub id: String,
+    pub subscription: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub dead_at: String,
+    pub event: EventOut,
+}
+
+impl From<DeadLetter> for DeadLetterOut {
+    fn from(d: DeadLetter) -> Self {
+        DeadLetterOut {
+            id: d.id,
+            subscription: d.subscription,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            dead_at: rfc3339(&d.dead_at),
+            event: d.event.into(),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Debug, Default)]
+pub struct Redrive {
+    /// Dead letter ids; omit to redrive all.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct Redriven {
+    pub redriven: usize,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct TokenOut {
+    pub id: String,
+    pub name: String,
+    /// viewer, deployer or admin.
+    pub role: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    /// The secret: only in the answer that creates the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<ApiToken> for TokenOut {
+    fn from(t: ApiToken) -> Self {
+        TokenOut {
+            id: t.id,
+            name: t.name,
+            role: t.role.to_string(),
+            created_at: rfc3339(&t.created_at),
+            last_used_at: t.last_used_at.as_ref().map(rfc3339),
+            token: None,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct CreateToken {
+    pub name: String,
+    /// viewer, deployer or admin.
+    pub role: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct ValidationOut {
+    pub valid: bool,
+    pub errors: Vec<ConfigErrorOut>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct WebhookOut {
+    /// pong, queued, duplicate or ignored.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentOut>,
+    /// Why nothing was deployed, for `ignored`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<serde_json::Value>,
+}
+
+pub fn rfc3339(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -1,0 +1,419 @@
+//! Harness for end-to-end tests: starts the real `bifrost up` on a free
+//! loopback port with its own data dir, runs the real CLI, builds real git
+//! repositories, signs real webhooks.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "bft_e2e-admin-token";
+
+/// The `bifrost` binary, built once if a test runs before `cargo build`.
+pub fn bifrost_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("BIFROST_BIN") {
+            return PathBuf::from(p);
+        }
+        // target/<profile>/deps/<test-binary> → target/<profile>/bifrost
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let bin = profile_dir.join("bifrost");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "bifrost-cli"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p bifrost-cli failed");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A running `bifrost up`. Killed (SIGKILL) on drop so no test leaks it.
+pub struct Platform {
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub home: tempfile::TempDir,
+    child: Option<Child>,
+    extra_env: Vec<(String, String)>,
+    pub log: PathBuf,
+}
+
+impl Platform {
+    pub fn start() -> Platform {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Platform {
+        let home = tempfile::tempdir().expect("tempdir");
+        let data_dir = home.path().join("data");
+        let mut p = Platform {
+            url: String::new(),
+            data_dir,
+            log: home.path().join("bifrost.log"),
+            home,
+            child: None,
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        p.spawn(&[]);
+        p
+    }
+
+    fn spawn(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = Command::new(bifrost_bin());
+        cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .env("BIFROST_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("BIFROST_CONFIG_DIR", self.home.path().join("cfg"))
+            .env("BIFROST_LOG", "info,bifrost_shared=debug")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn bifrost up");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && let Some(url) = line.strip_prefix("bifrost: listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                    sent = true;
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => self.url = url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("bifrost up did not start; log:\n{}", self.log_text());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
+    /// SIGKILL: no shutdown hooks, no draining — a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same data dir (a new port).
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.kill9();
+        self.spawn(env);
+    }
+
+    /// Runs the CLI against this platform as admin.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_as(ADMIN_TOKEN, args)
+    }
+
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> CliOutput {
+        let out = Command::new(bifrost_bin())
+            .args(args)
+            .env("BIFROST_SERVER", &self.url)
+            .env("BIFROST_TOKEN", token)
+            .env("BIFROST_CONFIG_DIR", self.home.path().join("cfg"))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run bifrost");
+        CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, ADMIN_TOKEN)
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A small HTTP client for the API.
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str) -> Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Client {
+            base: base.to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            base: self.base.clone(),
+            token: token.to_string(),
+            http: self.http.clone(),
+        }
+    }
+
+    async fn answer(resp: reqwest::Response) -> Answer {
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        Answer {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET");
+        Self::answer(r).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        Self::answer(r).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Answer {
+        let r = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("DELETE");
+        Self::answer(r).await
+    }
+
+    /// Sends a GitHub webhook signed with `secret`.
+    pub async fn webhook(
+        &self,
+        event: &str,
+        delivery: &str,
+        secret: &str,
+        payload: &Value,
+    ) -> Answer {
+        let body = serde_json::to_vec(payload).expect("json");
+        let sig = bifrost_shared::auth::sign_github(secret.as_bytes(), &body);
+        self.webhook_raw(event, delivery, Some(&sig), body).await
+    }
+
+    pub async fn webhook_raw(
+        &self,
+        event: &str,
+        delivery: &str,
+        signature: Option<&str>,
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut rb = self
+            .http
+            .post(format!("{}/api/v1/webhooks/github", self.base))
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            rb = rb.header("x-hub-signature-256", s);
+        }
+        Self::answer(rb.send().await.expect("webhook")).await
+    }
+
+    /// Polls a deployment until `pred` holds on it (30 s at most).
+    pub async fn wait_deployment(
+        &self,
+        id: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let start = Instant::now();
+        let mut last = Value::Null;
+        while start.elapsed() < Duration::from_secs(120) {
+            let a = self.get(&format!("/api/v1/deployments/{id}")).await;
+            if a.status == 200 && pred(&a.body) {
+                return a.body;
+            }
+            last = a.body;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("deployment {id} never became {what}; last: {last:#}");
+    }
+}
+
+/// A real git repository in a temp dir.
+pub struct GitRepo {
+    pub dir: tempfile::TempDir,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "e2e")
+        .env("GIT_AUTHOR_EMAIL", "e2e@bifrost.test")
+        .env("GIT_COMMITTER_NAME", "e2e")
+        .env("GIT_COMMITTER_EMAIL", "e2e@bifrost.test")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl GitRepo {
+    pub fn new(files: &[(&str, &str)]) -> GitRepo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        let repo = GitRepo { dir };
+        repo.commit(files, "initial");
+        repo
+    }
+
+    /// Copies a directory of the repo's examples/ in and commits it.
+    pub fn from_example(name: &str) -> GitRepo {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(name);
+        let repo = GitRepo {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        git(repo.path(), &["init", "-q", "-b", "main"]);
+        copy_dir(&src, repo.path());
+        git(repo.path(), &["add", "-A"]);
+        git(repo.path(), &["commit", "-q", "-m", "example"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path_str(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    /// Writes the files and commits; returns the commit id.
+    pub fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (name, content) in files {
+            let p = self.dir.path().join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(p, content).expect("write");
+        }
+        git(self.dir.path(), &["add", "-A"]);
+        git(
+            self.dir.path(),
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        git(self.dir.path(), &["rev-parse", "HEAD"])
+    }
+
+    /// A GitHub push payload for this repo.
+    pub fn push_payload(&self, git_ref: &str, after: &str) -> Value {
+        serde_json::json!({
+            "ref": git_ref,
+            "before": "0000000000000000000000000000000000000000",
+            "after": after,
+            "deleted": false,
+            "repository": {"full_name": "e2e/app", "clone_url": self.path_str(), "html_url": "https://example.invalid/e2e/app"},
+            "pusher": {"name": "e2e"},
+            "sender": {"login": "e2e-user"},
+        })
+    }
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for entry in std::fs::read_dir(src).unwrap_or_else(|e| panic!("read {}: {e}", src.display())) {
+        let entry = entry.expect("entry");
+        let to = dst.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).expect("copy");
+        }
+    }
+}
+
+/// Serializes tests that must not overlap (e.g. ones counting processes).
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
