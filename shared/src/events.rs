@@ -266,7 +266,8 @@ mod tests {
 
     #[test]
     fn envelope_has_pubsub_push_shape() {
-        let env = PushEnvelope::wrap(&event(), "bifrost", "validate-queued", None);
+        let original = event();
+        let env = PushEnvelope::wrap(&original, "bifrost", "validate-queued", None);
         let v = serde_json::to_value(&env).expect("serializes");
         let msg = &v["message"];
         assert_eq!(
@@ -284,7 +285,7 @@ mod tests {
         assert_eq!(msg["attributes"]["type"], "deployment.queued");
         assert_eq!(msg["orderingKey"], "d1");
         assert!(v.get("deliveryAttempt").is_none());
-        assert_eq!(env.event().expect("decodes"), event());
+        assert_eq!(env.event().expect("decodes"), original);
     }
 
     #[test]

@@ -31,6 +31,8 @@ CREATE TABLE deployments (
     audit_head    TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX deployments_by_project ON deployments(project_id, created_at DESC);
+-- Superseding looks up a project's in-flight deployments on every push.
+CREATE INDEX deployments_by_project_status ON deployments(project_id, status);
 
 CREATE TABLE allowed_transitions (
     from_status TEXT NOT NULL,
@@ -88,8 +90,7 @@ BEGIN SELECT RAISE(ABORT, 'bifrost: the audit trail is append-only'); END;
 
 -- The outbox: every event, kept (it is also the SSE history).
 CREATE TABLE events (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-    id            TEXT NOT NULL UNIQUE,
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,  -- also the message id
     type          TEXT NOT NULL,
     deployment_id TEXT NOT NULL,
     data          TEXT NOT NULL,      -- JSON Event

@@ -1,0 +1,8 @@
+//! GitHub webhook body parsing: never panics on any bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = bifrost_functions::gateway::webhook::parse_payload(data);
+});

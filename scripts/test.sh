@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+# Installs what the tests need, checks formatting and lints, builds, runs
+# every test, and prints the summary last.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --quick    skip fmt/clippy (local iteration)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+start=$(date +%s)
+
+step "Tools"
+command -v git >/dev/null || { echo "git is required" >&2; exit 1; }
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  echo "cargo-nextest not found; installing it (one time)"
+  cargo install --locked cargo-nextest >/dev/null
+fi
+cargo --version
+
+if [ "$quick" = 0 ]; then
+  step "Format"
+  cargo fmt --all -- --check
+  step "Lint (clippy -D warnings)"
+  cargo clippy --quiet --workspace --all-targets -- -D warnings
+fi
+
+step "Build"
+cargo build --quiet --workspace --all-targets
+# The e2e tests run the real binary.
+export BIFROST_BIN="$PWD/target/debug/bifrost"
+
+step "Tests"
+# In CI no test may skip for a missing tool.
+if [ "${CI:-}" = "true" ]; then export BIFROST_REQUIRE_ALL_TESTS=1; fi
+set +e
+cargo nextest run --workspace --no-fail-fast --hide-progress-bar \
+  --status-level fail --final-status-level slow --failure-output final
+rc=$?
+set -e
+
+step "Summary"
+echo "elapsed: $(( $(date +%s) - start ))s"
+if [ $rc -eq 0 ]; then echo "ALL TESTS PASSED"; else echo "TESTS FAILED (exit $rc)"; fi
+exit $rc

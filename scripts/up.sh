@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds Bifrost (release) and starts the embedded platform: API, webhook,
+# pipeline and dashboard on http://127.0.0.1:7070 (override with --listen).
+# Arguments are passed to `bifrost up`; see `bifrost up --help`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "building bifrost (release; the first build takes a few minutes)..." >&2
+cargo build --release --quiet -p bifrost-cli
+exec target/release/bifrost up "$@"
