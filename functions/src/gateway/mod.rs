@@ -72,28 +72,40 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
+/// Bodies past the limit are still read (and dropped) up to this much, so
+/// the client finishes sending and sees the 413 instead of a broken pipe.
+const DRAIN_LIMIT: usize = 64 << 20;
+
 /// Reads a request body of at most `limit` bytes; larger is a 413 with a
-/// JSON body (checked against Content-Length before reading, and while reading).
+/// JSON body.
 pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(ApiError::too_large(limit));
     }
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            let text = e.to_string();
-            if text.contains("length limit")
-                || std::error::Error::source(&e)
-                    .is_some_and(|s| s.to_string().contains("length limit"))
-            {
-                ApiError::too_large(limit)
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {text}"))
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen > DRAIN_LIMIT {
+                break;
             }
-        })
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::too_large(limit));
+    }
+    Ok(buf.freeze())
 }
