@@ -553,3 +553,51 @@ async fn api_describes_itself_and_errors_are_json() {
         "failed creations change nothing"
     );
 }
+
+#[tokio::test]
+async fn deploying_a_directory_uploads_it_and_creates_the_project() {
+    let p = Platform::start();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/hello-python");
+    let out = p.cli(&["deploy", &example.display().to_string(), "--json"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let d = &out.json()["deployment"];
+    assert_eq!(d["project"], "hello-python");
+    assert_eq!(d["source"]["kind"], "archive");
+    let id = d["id"].as_str().expect("id").to_string();
+    let c = p.client();
+    let done = c
+        .wait_deployment(&id, "building", |d| d["status"] == "building")
+        .await;
+    assert_eq!(
+        done["config"]["scaling"]["min_replicas"], 2,
+        "the uploaded deploy.toml was validated"
+    );
+    let project = c.get("/api/v1/projects/hello-python").await;
+    assert_eq!(
+        (project.status, project.body["repo"].clone()),
+        (200, Value::Null)
+    );
+
+    // An invalid directory is refused locally: exit 3, nothing uploaded.
+    let bad = p.home.path().join("bad");
+    std::fs::create_dir_all(&bad).expect("mkdir");
+    std::fs::write(
+        bad.join("deploy.toml"),
+        "[app]\nname = \"hello-python\"\nruntime = \"ruby\"\n",
+    )
+    .expect("write");
+    let refused = p.cli(&["deploy", &bad.display().to_string()]);
+    assert_eq!(refused.code, 3, "{refused:?}");
+    assert!(
+        refused.stderr.contains("deploy.toml:3:11"),
+        "{}",
+        refused.stderr
+    );
+    let list = c.get("/api/v1/projects/hello-python/deployments").await;
+    assert_eq!(list.body.as_array().map(Vec::len), Some(1));
+
+    // Deleting the project cancels what is in flight and keeps the audit trail.
+    let rm = p.cli(&["projects", "rm", "hello-python", "--yes"]);
+    assert_eq!(rm.code, 0, "{rm:?}");
+    assert_eq!(c.get("/api/v1/projects/hello-python").await.status, 404);
+}
