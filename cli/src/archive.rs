@@ -6,14 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 
 /// Directories that are build output or local state, skipped even without a .gitignore.
-const ALWAYS_SKIP: &[&str] = &[
-    ".git",
-    "target",
-    "node_modules",
-    ".venv",
-    "__pycache__",
-    ".bifrost",
-];
+const ALWAYS_SKIP: &[&str] = &[".git", "target", "node_modules", ".venv", "__pycache__", ".bifrost"];
 
 pub struct Packed {
     pub bytes: Vec<u8>,
@@ -44,11 +37,9 @@ pub fn pack(dir: &Path) -> anyhow::Result<Packed> {
         }
         let ft = entry.file_type().context("file type")?;
         if ft.is_dir() {
-            tar.append_dir(rel, path)
-                .with_context(|| format!("adding {}", rel.display()))?;
+            tar.append_dir(rel, path).with_context(|| format!("adding {}", rel.display()))?;
         } else if ft.is_file() || ft.is_symlink() {
-            tar.append_path_with_name(path, rel)
-                .with_context(|| format!("adding {}", rel.display()))?;
+            tar.append_path_with_name(path, rel).with_context(|| format!("adding {}", rel.display()))?;
             files += 1;
         }
     }

@@ -32,10 +32,7 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        CliError {
-            exit,
-            message: message.into(),
-        }
+        CliError { exit, message: message.into() }
     }
 }
 
@@ -68,9 +65,7 @@ pub fn credentials_path() -> PathBuf {
 pub fn saved_token(server: &str) -> Option<String> {
     let text = std::fs::read_to_string(credentials_path()).ok()?;
     let v: Value = serde_json::from_str(&text).ok()?;
-    v["servers"][server.trim_end_matches('/')]
-        .as_str()
-        .map(str::to_string)
+    v["servers"][server.trim_end_matches('/')].as_str().map(str::to_string)
 }
 
 pub fn save_token(server: &str, token: Option<&str>) -> std::io::Result<PathBuf> {
@@ -117,11 +112,7 @@ impl Api {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| CliError::new(Exit::Error, format!("cannot build HTTP client: {e}")))?;
-        Ok(Api {
-            server,
-            token,
-            http,
-        })
+        Ok(Api { server, token, http })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -143,23 +134,15 @@ impl Api {
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            CliError::new(
-                Exit::Error,
-                format!("unexpected answer from {}: {e}", self.server),
-            )
-        })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CliError::new(Exit::Error, format!("unexpected answer from {}: {e}", self.server)))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
         self.send(self.request(Method::GET, path)).await
     }
 
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &impl Serialize,
-    ) -> CliResult<T> {
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> CliResult<T> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
@@ -176,10 +159,7 @@ impl Api {
         } else {
             String::new()
         };
-        CliError::new(
-            Exit::Error,
-            format!("cannot reach {}: {e}{hint}", self.server),
-        )
+        CliError::new(Exit::Error, format!("cannot reach {}: {e}{hint}", self.server))
     }
 }
 
@@ -194,11 +174,7 @@ pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Exit::Auth,
         StatusCode::NOT_FOUND => Exit::NotFound,
         StatusCode::CONFLICT => Exit::Conflict,
-        StatusCode::UNPROCESSABLE_ENTITY
-            if parsed
-                .as_ref()
-                .is_some_and(|v| v["error"]["code"] == "invalid_config") =>
-        {
+        StatusCode::UNPROCESSABLE_ENTITY if parsed.as_ref().is_some_and(|v| v["error"]["code"] == "invalid_config") => {
             Exit::Invalid
         }
         _ => Exit::Error,

@@ -45,24 +45,12 @@ pub fn validate(file: Option<PathBuf>, schema: bool, json: bool) -> Res {
                 c.health.interval
             ),
             Err(errors) => {
-                eprint!(
-                    "{}",
-                    config::render_errors(&text, errors, &path.display().to_string())
-                );
-                eprintln!(
-                    "{} {} error(s) in {}",
-                    console::style("✗").red().bold(),
-                    errors.len(),
-                    path.display()
-                );
+                eprint!("{}", config::render_errors(&text, errors, &path.display().to_string()));
+                eprintln!("{} {} error(s) in {}", console::style("✗").red().bold(), errors.len(), path.display());
             }
         }
     }
-    Ok(if result.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(Exit::Invalid as u8)
-    })
+    Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(Exit::Invalid as u8) })
 }
 
 pub async fn login(server: &str, token: &str) -> Res {
@@ -70,32 +58,23 @@ pub async fn login(server: &str, token: &str) -> Res {
     let me: Value = api.get("/api/v1/whoami").await?;
     let path = save_token(server, Some(token))
         .map_err(|e| CliError::new(Exit::Error, format!("cannot save the token: {e}")))?;
-    println!(
-        "logged in to {server} as {} ({}); token saved to {}",
-        s(&me, "name"),
-        s(&me, "role"),
-        path.display()
-    );
+    println!("logged in to {server} as {} ({}); token saved to {}", s(&me, "name"), s(&me, "role"), path.display());
     ok()
 }
 
 pub fn logout(server: &str) -> Res {
-    save_token(server, None)
-        .map_err(|e| CliError::new(Exit::Error, format!("cannot update credentials: {e}")))?;
+    save_token(server, None).map_err(|e| CliError::new(Exit::Error, format!("cannot update credentials: {e}")))?;
     println!("forgot the token for {server}");
     ok()
 }
 
 /// A local path becomes absolute (the platform resolves it on its machine).
 fn normalize_repo(repo: String) -> String {
-    let looks_remote =
-        repo.contains("://") || repo.split_once(':').is_some_and(|(h, _)| h.contains('@'));
+    let looks_remote = repo.contains("://") || repo.split_once(':').is_some_and(|(h, _)| h.contains('@'));
     if looks_remote {
         return repo;
     }
-    std::fs::canonicalize(&repo)
-        .map(|p| p.display().to_string())
-        .unwrap_or(repo)
+    std::fs::canonicalize(&repo).map(|p| p.display().to_string()).unwrap_or(repo)
 }
 
 pub async fn projects_add(
@@ -106,25 +85,18 @@ pub async fn projects_add(
     branch: &str,
     webhook_secret: Option<String>,
 ) -> Res {
-    let body = json!({"name": name, "repo": repo.map(normalize_repo), "branch": branch, "webhook_secret": webhook_secret});
+    let body =
+        json!({"name": name, "repo": repo.map(normalize_repo), "branch": branch, "webhook_secret": webhook_secret});
     let p: Value = api.post("/api/v1/projects", &body).await?;
     if json {
         output::print_json(&p);
         return ok();
     }
-    println!(
-        "{} project {}",
-        console::style("✓").green().bold(),
-        bold(s(&p, "name"))
-    );
+    println!("{} project {}", console::style("✓").green().bold(), bold(s(&p, "name")));
     if let Some(repo) = p["repo"].as_str() {
         println!("  repo            {repo} (branch {})", s(&p, "branch"));
         println!("  webhook URL     {}", s(&p, "webhook_url"));
-        println!(
-            "  webhook secret  {}   {}",
-            s(&p, "webhook_secret"),
-            dim("(shown once)")
-        );
+        println!("  webhook secret  {}   {}", s(&p, "webhook_secret"), dim("(shown once)"));
         println!(
             "{}",
             dim(
@@ -132,10 +104,7 @@ pub async fn projects_add(
             )
         );
     } else {
-        println!(
-            "  no repo: deploy uploads with `bifrost deploy PATH --project {}`",
-            s(&p, "name")
-        );
+        println!("  no repo: deploy uploads with `bifrost deploy PATH --project {}`", s(&p, "name"));
     }
     ok()
 }
@@ -175,10 +144,7 @@ pub async fn projects_show(api: &Api, json: bool, name: &str) -> Res {
     println!("  id        {}", s(&p, "id"));
     println!("  repo      {}", p["repo"].as_str().unwrap_or("(uploads)"));
     println!("  branch    {}", s(&p, "branch"));
-    println!(
-        "  live      {}",
-        p["live_deployment_id"].as_str().unwrap_or("-")
-    );
+    println!("  live      {}", p["live_deployment_id"].as_str().unwrap_or("-"));
     println!("  webhook   {}", s(&p, "webhook_url"));
     ok()
 }
@@ -218,23 +184,10 @@ pub async fn deploy(
 ) -> Res {
     let created: Value = match git_ref {
         Some(r) => {
-            let project =
-                project.ok_or_else(|| CliError::new(Exit::Error, "--ref needs --project"))?;
-            api.post(
-                &format!("/api/v1/projects/{project}/deployments"),
-                &json!({"ref": r}),
-            )
-            .await?
+            let project = project.ok_or_else(|| CliError::new(Exit::Error, "--ref needs --project"))?;
+            api.post(&format!("/api/v1/projects/{project}/deployments"), &json!({"ref": r})).await?
         }
-        None => {
-            upload(
-                api,
-                json,
-                path.unwrap_or_else(|| PathBuf::from(".")),
-                project,
-            )
-            .await?
-        }
+        None => upload(api, json, path.unwrap_or_else(|| PathBuf::from(".")), project).await?,
     };
     let d = &created["deployment"];
     let id = s(d, "id").to_string();
@@ -247,13 +200,7 @@ pub async fn deploy(
             output::source_label(&d["source"])
         );
         if let Some(sup) = created["superseded"].as_array().filter(|a| !a.is_empty()) {
-            println!(
-                "  superseded {}",
-                sup.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("  superseded {}", sup.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
         }
     }
     if !wait {
@@ -264,25 +211,7 @@ pub async fn deploy(
         }
         return ok();
     }
-    let last = wait_for(api, &id, json).await?;
-    let status = s(&last, "status");
-    if json {
-        output::print_json(&last);
-    }
-    if status == "healthy" {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        if !json {
-            output::config_errors(&last);
-        }
-        Err(CliError::new(
-            Exit::DeployFailed,
-            format!(
-                "deployment {id} ended {status}: {}",
-                last["reason"].as_str().unwrap_or("no reason given")
-            ),
-        ))
-    }
+    finish_wait(api, json, &id).await
 }
 
 /// Packs and uploads a directory; creates the project when it does not exist.
@@ -298,17 +227,10 @@ async fn upload(api: &Api, json: bool, dir: PathBuf, project: Option<String>) ->
         )
     })?;
     let cfg = config::parse(&text).map_err(|errors| {
-        eprint!(
-            "{}",
-            config::render_errors(&text, &errors, &config_path.display().to_string())
-        );
+        eprint!("{}", config::render_errors(&text, &errors, &config_path.display().to_string()));
         CliError::new(
             Exit::Invalid,
-            format!(
-                "{} has {} error(s); nothing was uploaded",
-                config_path.display(),
-                errors.len()
-            ),
+            format!("{} has {} error(s); nothing was uploaded", config_path.display(), errors.len()),
         )
     })?;
     let project = project.unwrap_or(cfg.app.name.clone());
@@ -326,39 +248,24 @@ async fn upload(api: &Api, json: bool, dir: PathBuf, project: Option<String>) ->
         );
     }
     let rb = api
-        .request(
-            Method::POST,
-            &format!("/api/v1/projects/{project}/deployments"),
-        )
+        .request(Method::POST, &format!("/api/v1/projects/{project}/deployments"))
         .header("content-type", "application/gzip")
         .body(packed.bytes);
     api.send(rb).await
 }
 
 async fn ensure_project(api: &Api, json: bool, project: &str) -> CliResult<()> {
-    match api
-        .get::<Value>(&format!("/api/v1/projects/{project}"))
-        .await
-    {
+    match api.get::<Value>(&format!("/api/v1/projects/{project}")).await {
         Ok(_) => Ok(()),
         Err(e) if e.exit == Exit::NotFound => {
-            let _: Value = api
-                .post("/api/v1/projects", &json!({"name": project}))
-                .await
-                .map_err(|e| {
-                    CliError::new(
-                        e.exit,
-                        format!(
-                            "project {project} does not exist and could not be created: {}",
-                            e.message
-                        ),
-                    )
-                })?;
+            let _: Value = api.post("/api/v1/projects", &json!({"name": project})).await.map_err(|e| {
+                CliError::new(
+                    e.exit,
+                    format!("project {project} does not exist and could not be created: {}", e.message),
+                )
+            })?;
             if !json {
-                eprintln!(
-                    "{}",
-                    dim(&format!("  created project {project} (uploads only)"))
-                );
+                eprintln!("{}", dim(&format!("  created project {project} (uploads only)")));
             }
             Ok(())
         }
@@ -391,14 +298,8 @@ async fn wait_for(api: &Api, id: &str, json: bool) -> CliResult<Value> {
         }
         seen = history.len();
         let status = s(&d, "status").to_string();
-        bar.set_message(format!(
-            "{status} ({:.0}s)",
-            started.elapsed().as_secs_f64()
-        ));
-        if matches!(
-            status.as_str(),
-            "healthy" | "failed" | "cancelled" | "superseded"
-        ) {
+        bar.set_message(format!("{status} ({:.0}s)", started.elapsed().as_secs_f64()));
+        if matches!(status.as_str(), "healthy" | "failed" | "cancelled" | "superseded") {
             bar.finish_and_clear();
             return Ok(d);
         }
@@ -429,19 +330,11 @@ pub async fn deployments_list(api: &Api, json: bool, project: Option<String>, li
                 output::status(s(d, "status")),
                 output::source_label(&d["source"]),
                 output::when(s(d, "created_at")),
-                d["reason"]
-                    .as_str()
-                    .unwrap_or("")
-                    .chars()
-                    .take(60)
-                    .collect(),
+                d["reason"].as_str().unwrap_or("").chars().take(60).collect(),
             ]
         })
         .collect();
-    output::table(
-        &["id", "project", "status", "source", "created", "reason"],
-        rows,
-    );
+    output::table(&["id", "project", "status", "source", "created", "reason"], rows);
     ok()
 }
 
@@ -456,9 +349,7 @@ pub async fn status(api: &Api, json: bool, id: &str) -> Res {
 }
 
 pub async fn retry(api: &Api, json: bool, id: &str) -> Res {
-    let d: Value = api
-        .post(&format!("/api/v1/deployments/{id}/retry"), &json!({}))
-        .await?;
+    let d: Value = api.post(&format!("/api/v1/deployments/{id}/retry"), &json!({})).await?;
     if json {
         output::print_json(&d);
     } else {
@@ -468,9 +359,7 @@ pub async fn retry(api: &Api, json: bool, id: &str) -> Res {
 }
 
 pub async fn cancel(api: &Api, json: bool, id: &str) -> Res {
-    let d: Value = api
-        .post(&format!("/api/v1/deployments/{id}/cancel"), &json!({}))
-        .await?;
+    let d: Value = api.post(&format!("/api/v1/deployments/{id}/cancel"), &json!({})).await?;
     if json {
         output::print_json(&d);
     } else {
@@ -481,11 +370,7 @@ pub async fn cancel(api: &Api, json: bool, id: &str) -> Res {
 
 pub async fn dead(api: &Api, json: bool, redrive: bool, ids: Vec<String>) -> Res {
     if redrive {
-        let body = if ids.is_empty() {
-            json!({})
-        } else {
-            json!({"ids": ids})
-        };
+        let body = if ids.is_empty() { json!({}) } else { json!({"ids": ids}) };
         let r: Value = api.post("/api/v1/events/dead/redrive", &body).await?;
         if json {
             output::print_json(&r);
@@ -515,29 +400,17 @@ pub async fn dead(api: &Api, json: bool, redrive: bool, ids: Vec<String>) -> Res
             ]
         })
         .collect();
-    output::table(
-        &["id", "event", "deployment", "attempts", "last error"],
-        rows,
-    );
-    println!(
-        "{}",
-        dim("redrive with: bifrost events dead --redrive [ID...]")
-    );
+    output::table(&["id", "event", "deployment", "attempts", "last error"], rows);
+    println!("{}", dim("redrive with: bifrost events dead --redrive [ID...]"));
     ok()
 }
 
 pub async fn tokens_create(api: &Api, json: bool, name: &str, role: &str) -> Res {
-    let t: Value = api
-        .post("/api/v1/tokens", &json!({"name": name, "role": role}))
-        .await?;
+    let t: Value = api.post("/api/v1/tokens", &json!({"name": name, "role": role})).await?;
     if json {
         output::print_json(&t);
     } else {
-        println!(
-            "token {} ({}) — shown only this once:",
-            s(&t, "name"),
-            s(&t, "role")
-        );
+        println!("token {} ({}) — shown only this once:", s(&t, "name"), s(&t, "role"));
         println!("{}", s(&t, "token"));
     }
     ok()
@@ -556,10 +429,7 @@ pub async fn tokens_list(api: &Api, json: bool) -> Res {
                 s(t, "name").to_string(),
                 s(t, "role").to_string(),
                 output::when(s(t, "created_at")),
-                t["last_used_at"]
-                    .as_str()
-                    .map(output::when)
-                    .unwrap_or_else(|| "never".into()),
+                t["last_used_at"].as_str().map(output::when).unwrap_or_else(|| "never".into()),
             ]
         })
         .collect();
@@ -574,5 +444,133 @@ pub async fn tokens_revoke(api: &Api, json: bool, name: &str) -> Res {
     } else {
         println!("revoked token {}", s(&t, "name"));
     }
+    ok()
+}
+
+pub async fn logs(api: &Api, json: bool, id: &str, follow: bool) -> Res {
+    if follow {
+        crate::follow::follow(api, id, json, |_| false).await?;
+        return ok();
+    }
+    let items: Vec<Value> = api.get(&format!("/api/v1/deployments/{id}/logs")).await?;
+    for item in &items {
+        if json {
+            println!("{item}");
+        } else {
+            crate::follow::print_item(item);
+        }
+    }
+    ok()
+}
+
+pub async fn open(api: &Api, json: bool, app: &str, print_only: bool) -> Res {
+    let p: Value = api.get(&format!("/api/v1/projects/{app}")).await?;
+    let url = s(&p, "url").to_string();
+    if json {
+        output::print_json(&json!({"app": app, "url": url, "live_deployment_id": p["live_deployment_id"]}));
+        return ok();
+    }
+    println!("{url}");
+    if p["live_deployment_id"].is_null() {
+        eprintln!("{}", dim("(no live deployment yet: the URL answers 404 until one is healthy)"));
+    }
+    let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if !print_only && desktop && std::io::stdout().is_terminal() {
+        let _ = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    ok()
+}
+
+pub async fn rollback(api: &Api, json: bool, project: &str, to: Option<String>, wait: bool) -> Res {
+    let created: Value = api.post(&format!("/api/v1/projects/{project}/rollback"), &json!({"to": to})).await?;
+    let d = &created["deployment"];
+    let id = s(d, "id").to_string();
+    if !json {
+        println!(
+            "{} rollback {} of {} to {}",
+            console::style("→").cyan(),
+            bold(&id),
+            s(d, "project"),
+            s(d, "rollback_of")
+        );
+    }
+    if !wait {
+        if json {
+            output::print_json(&created);
+        }
+        return ok();
+    }
+    finish_wait(api, json, &id).await
+}
+
+/// `--wait`: follow until healthy (exit 0) or finished otherwise (exit 4).
+async fn finish_wait(api: &Api, json: bool, id: &str) -> Res {
+    let last = wait_for(api, id, json).await?;
+    let status = s(&last, "status");
+    if json {
+        output::print_json(&last);
+    }
+    if status == "healthy" {
+        if !json {
+            let p: Value = api.get(&format!("/api/v1/projects/{}", s(&last, "project"))).await?;
+            println!("{} live at {}", console::style("✓").green().bold(), s(&p, "url"));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !json {
+        output::config_errors(&last);
+    }
+    Err(CliError::new(
+        Exit::DeployFailed,
+        format!("deployment {id} ended {status}: {}", last["reason"].as_str().unwrap_or("no reason given")),
+    ))
+}
+
+pub async fn secrets_set(api: &Api, name: &str, value: Option<String>) -> Res {
+    let value = match value {
+        Some(v) => v,
+        None => {
+            let mut v = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut v)
+                .map_err(|e| CliError::new(Exit::Error, format!("reading the value from stdin: {e}")))?;
+            v.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
+    let rb = api.request(Method::PUT, &format!("/api/v1/secrets/{name}")).json(&json!({"value": value}));
+    let resp = rb.send().await.map_err(|e| CliError::new(Exit::Error, format!("cannot reach {}: {e}", api.server)))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        return Err(crate::client::api_error(status, &resp.bytes().await.unwrap_or_default()));
+    }
+    println!("secret {name} set");
+    ok()
+}
+
+pub async fn secrets_list(api: &Api, json: bool) -> Res {
+    let list: Vec<Value> = api.get("/api/v1/secrets").await?;
+    if json {
+        output::print_json(&list);
+        return ok();
+    }
+    let rows = list.iter().map(|x| vec![s(x, "name").to_string(), output::when(s(x, "updated_at"))]).collect();
+    output::table(&["name", "updated"], rows);
+    ok()
+}
+
+pub async fn secrets_rm(api: &Api, name: &str) -> Res {
+    let resp = api
+        .request(Method::DELETE, &format!("/api/v1/secrets/{name}"))
+        .send()
+        .await
+        .map_err(|e| CliError::new(Exit::Error, format!("cannot reach {}: {e}", api.server)))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        return Err(crate::client::api_error(status, &resp.bytes().await.unwrap_or_default()));
+    }
+    println!("secret {name} deleted");
     ok()
 }

@@ -4,7 +4,10 @@
 mod archive;
 mod client;
 mod commands;
+mod follow;
 mod output;
+mod routes;
+mod serve_static;
 mod up;
 
 use std::path::PathBuf;
@@ -18,12 +21,7 @@ use client::{Api, CliError};
 #[command(name = "bifrost", version, about = "Self-service deployments: push code, get a URL.", long_about = None)]
 struct Cli {
     /// The Bifrost to talk to.
-    #[arg(
-        long,
-        global = true,
-        env = "BIFROST_SERVER",
-        default_value = "http://127.0.0.1:7070"
-    )]
+    #[arg(long, global = true, env = "BIFROST_SERVER", default_value = "http://127.0.0.1:7070")]
     server: String,
     /// API token (default: the one saved by `bifrost login` / `bifrost up` for this server).
     #[arg(long, global = true, env = "BIFROST_TOKEN", hide_env_values = true)]
@@ -39,6 +37,9 @@ struct Cli {
 enum Command {
     /// Start the whole platform on this machine (API, webhook, pipeline).
     Up(up::UpArgs),
+    /// Serve a folder over HTTP (what static apps' replicas run).
+    #[command(hide = true)]
+    ServeStatic(serve_static::ServeStaticArgs),
     /// Save a token for --server, after checking it works.
     Login {
         #[arg(long)]
@@ -80,6 +81,33 @@ enum Command {
     Retry { id: String },
     /// Stop a deployment.
     Cancel { id: String },
+    /// Show a deployment's build and replica logs (and status changes).
+    Logs {
+        id: String,
+        /// Keep following new lines (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Print (and on a desktop, open) an app's URL.
+    Open {
+        app: String,
+        /// Only print the URL.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Make an earlier healthy deployment live again (a new deployment of its build).
+    Rollback {
+        project: String,
+        /// The deployment to roll back to (default: the newest earlier healthy one).
+        #[arg(long)]
+        to: Option<String>,
+        /// Wait until it is healthy.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Manage secrets used by [env] entries (admin).
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
     /// Inspect events.
     #[command(subcommand)]
     Events(EventsCmd),
@@ -140,6 +168,19 @@ enum EventsCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum SecretsCmd {
+    /// Set a secret (the value is read from stdin when omitted).
+    Set {
+        name: String,
+        value: Option<String>,
+    },
+    List,
+    Rm {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum TokensCmd {
     /// Create a token; its secret is printed once.
     Create {
@@ -159,26 +200,16 @@ fn init_tracing(verbose_default: &str) {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(verbose_default));
     if std::env::var_os("K_SERVICE").is_some() {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
     } else {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .init();
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -201,6 +232,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         up::run(args).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::ServeStatic(args) = cli.command {
+        init_tracing("warn");
+        serve_static::run(args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     init_tracing("warn");
     if let Command::Validate { file, schema } = &cli.command {
         return commands::validate(file.clone(), *schema, cli.json);
@@ -208,39 +244,37 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let api = Api::new(&cli.server, cli.token.clone())?;
     let json = cli.json;
     match cli.command {
-        Command::Up(_) | Command::Validate { .. } => unreachable_command(),
+        Command::Up(_) | Command::Validate { .. } | Command::ServeStatic(_) => unreachable_command(),
         Command::Login { token } => commands::login(&cli.server, &token).await,
         Command::Logout => commands::logout(&cli.server),
         Command::Projects(p) => match p {
-            ProjectsCmd::Add {
-                name,
-                repo,
-                branch,
-                webhook_secret,
-            } => commands::projects_add(&api, json, &name, repo, &branch, webhook_secret).await,
+            ProjectsCmd::Add { name, repo, branch, webhook_secret } => {
+                commands::projects_add(&api, json, &name, repo, &branch, webhook_secret).await
+            }
             ProjectsCmd::List => commands::projects_list(&api, json).await,
             ProjectsCmd::Show { name } => commands::projects_show(&api, json, &name).await,
             ProjectsCmd::Rm { name, yes } => commands::projects_rm(&api, json, &name, yes).await,
         },
-        Command::Deploy {
-            path,
-            project,
-            git_ref,
-            wait,
-        } => commands::deploy(&api, json, path, project, git_ref, wait).await,
+        Command::Deploy { path, project, git_ref, wait } => {
+            commands::deploy(&api, json, path, project, git_ref, wait).await
+        }
         Command::Deployments(DeploymentsCmd::List { project, limit }) => {
             commands::deployments_list(&api, json, project, limit).await
         }
         Command::Status { id } => commands::status(&api, json, &id).await,
         Command::Retry { id } => commands::retry(&api, json, &id).await,
         Command::Cancel { id } => commands::cancel(&api, json, &id).await,
-        Command::Events(EventsCmd::Dead { redrive, ids }) => {
-            commands::dead(&api, json, redrive, ids).await
-        }
+        Command::Events(EventsCmd::Dead { redrive, ids }) => commands::dead(&api, json, redrive, ids).await,
+        Command::Logs { id, follow } => commands::logs(&api, json, &id, follow).await,
+        Command::Open { app, print } => commands::open(&api, json, &app, print).await,
+        Command::Rollback { project, to, wait } => commands::rollback(&api, json, &project, to, wait).await,
+        Command::Secrets(sc) => match sc {
+            SecretsCmd::Set { name, value } => commands::secrets_set(&api, &name, value).await,
+            SecretsCmd::List => commands::secrets_list(&api, json).await,
+            SecretsCmd::Rm { name } => commands::secrets_rm(&api, &name).await,
+        },
         Command::Tokens(t) => match t {
-            TokensCmd::Create { name, role } => {
-                commands::tokens_create(&api, json, &name, &role).await
-            }
+            TokensCmd::Create { name, role } => commands::tokens_create(&api, json, &name, &role).await,
             TokensCmd::List => commands::tokens_list(&api, json).await,
             TokensCmd::Revoke { name } => commands::tokens_revoke(&api, json, &name).await,
         },
@@ -248,8 +282,5 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 }
 
 fn unreachable_command() -> Result<ExitCode, CliError> {
-    Err(CliError::new(
-        client::Exit::Error,
-        "internal error: command dispatched twice",
-    ))
+    Err(CliError::new(client::Exit::Error, "internal error: command dispatched twice"))
 }

@@ -63,9 +63,7 @@ pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
 
 /// `2026-11-23T10:00:00.000Z` → `2026-11-23 10:00:00`.
 pub fn when(ts: &str) -> String {
-    ts.get(..19)
-        .map(|t| t.replace('T', " "))
-        .unwrap_or_else(|| ts.to_string())
+    ts.get(..19).map(|t| t.replace('T', " ")).unwrap_or_else(|| ts.to_string())
 }
 
 pub fn source_label(source: &Value) -> String {
@@ -88,11 +86,7 @@ pub fn elapsed(from: &str, to: &str) -> String {
     match (parse(from), parse(to)) {
         (Some(a), Some(b)) => {
             let ms = (b - a).num_milliseconds().max(0);
-            if ms < 1000 {
-                format!("{ms}ms")
-            } else {
-                format!("{:.1}s", ms as f64 / 1000.0)
-            }
+            if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", ms as f64 / 1000.0) }
         }
         _ => String::new(),
     }
@@ -104,16 +98,9 @@ pub fn config_errors(d: &Value) {
     if errors.is_empty() {
         return;
     }
-    eprintln!(
-        "{}",
-        bold(&format!("deploy.toml has {} error(s):", errors.len()))
-    );
+    eprintln!("{}", bold(&format!("deploy.toml has {} error(s):", errors.len())));
     for e in errors {
-        eprintln!(
-            "  {} {}",
-            style(format!("deploy.toml:{}:{}:", e["line"], e["column"])).red(),
-            s(&e, "message")
-        );
+        eprintln!("  {} {}", style(format!("deploy.toml:{}:{}:", e["line"], e["column"])).red(), s(&e, "message"));
     }
 }
 
@@ -123,11 +110,7 @@ pub fn deployment_detail(d: &Value) {
     println!("  status    {}", status(s(d, "status")));
     println!("  source    {}", source_label(&d["source"]));
     println!("  attempt   {}", d["attempt"]);
-    println!(
-        "  created   {} by {}",
-        when(s(d, "created_at")),
-        s(d, "created_by")
-    );
+    println!("  created   {} by {}", when(s(d, "created_at")), s(d, "created_by"));
     if let Some(r) = d["reason"].as_str() {
         println!("  reason    {r}");
     }
@@ -136,10 +119,7 @@ pub fn deployment_detail(d: &Value) {
         println!("{}", bold("history"));
         let mut rows = vec![];
         for (i, t) in h.iter().enumerate() {
-            let took = h
-                .get(i + 1)
-                .map(|n| elapsed(s(t, "at"), s(n, "at")))
-                .unwrap_or_default();
+            let took = h.get(i + 1).map(|n| elapsed(s(t, "at"), s(n, "at"))).unwrap_or_default();
             rows.push(vec![
                 when(s(t, "at")),
                 status(s(t, "to")),

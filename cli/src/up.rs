@@ -8,11 +8,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bifrost_functions::{Ctx, Functions, Settings, gateway};
+use bifrost_router::RouterConfig;
 use bifrost_shared::auth::{generate_token, hash_token};
 use bifrost_shared::domain::Role;
-use bifrost_shared::embedded::{Dispatcher, DispatcherConfig, GitSources, SqliteStore};
-use bifrost_shared::ports::Store;
+use bifrost_shared::embedded::{
+    Dispatcher, DispatcherConfig, GitSources, LocalBuilder, LogLimits, LogWriter, ProcessRuntime, RuntimeEvent,
+    SqliteStore, process,
+};
+use bifrost_shared::ports::{LogSink, Store};
+use sha2::Digest;
 use tokio::sync::watch;
+
+use crate::routes::EmbeddedRoutes;
 
 use crate::client::save_token;
 
@@ -33,6 +40,15 @@ pub struct UpArgs {
     /// Delivery attempts before an event is dead-lettered.
     #[arg(long, env = "BIFROST_MAX_DELIVERY_ATTEMPTS", default_value_t = 5)]
     pub max_delivery_attempts: u32,
+    /// Apps answer at <name>.<app-domain> (default: localhost).
+    #[arg(long, env = "BIFROST_APP_DOMAIN", default_value = "localhost")]
+    pub app_domain: String,
+    /// Longest a build may take, in seconds.
+    #[arg(long, env = "BIFROST_BUILD_TIMEOUT", default_value_t = 1200)]
+    pub build_timeout: u64,
+    /// How long replicas get to start listening on $PORT, in seconds.
+    #[arg(long, env = "BIFROST_START_TIMEOUT", default_value_t = 60)]
+    pub start_timeout: u64,
     /// Deliver every event twice (proves handler idempotency; for tests).
     #[arg(long, env = "BIFROST_DUPLICATE_DELIVERIES", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub duplicate_deliveries: bool,
@@ -48,51 +64,63 @@ fn default_data_dir() -> PathBuf {
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let data_dir = data_dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
 
     // One platform per data dir: a second `bifrost up` would race the first.
-    let lock =
-        std::fs::File::create(data_dir.join("bifrost.lock")).context("creating the lock file")?;
-    lock.try_lock().map_err(|_| {
-        anyhow::anyhow!(
-            "another `bifrost up` is already using {} (stop it first)",
-            data_dir.display()
-        )
-    })?;
+    let lock = std::fs::File::create(data_dir.join("bifrost.lock")).context("creating the lock file")?;
+    lock.try_lock()
+        .map_err(|_| anyhow::anyhow!("another `bifrost up` is already using {} (stop it first)", data_dir.display()))?;
 
-    let store = SqliteStore::open(
-        &data_dir.join("bifrost.db"),
-        bifrost_functions::subscriptions(),
-    )
-    .context("opening the store")?;
+    let store = SqliteStore::open(&data_dir.join("bifrost.db"), bifrost_functions::subscriptions())
+        .context("opening the store")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (is something else using it? try --listen)",
-                args.listen
-            )
-        })?;
+        .with_context(|| format!("cannot listen on {} (is something else using it? try --listen)", args.listen))?;
     let addr = listener.local_addr()?;
-    let public_url = args
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
 
+    // Children carry this marker; a platform that died left them running,
+    // and this start kills them before anything else runs.
+    let owner = hex::encode(&sha2::Sha256::digest(data_dir.to_string_lossy().as_bytes())[..8]);
+    let orphans = process::kill_orphans(&owner);
+    if orphans > 0 {
+        tracing::warn!(count = orphans, "killed processes left behind by a previous run");
+    }
+
+    let store_dyn: Arc<dyn Store> = Arc::new(store.clone());
+    let (log_writer, log_task) = LogWriter::start(store_dyn.clone(), LogLimits::default());
+    let logs: Arc<dyn LogSink> = log_writer.clone();
+    let sources = Arc::new(GitSources::new(&data_dir));
+    let exe = std::env::current_exe().context("locating the bifrost binary")?;
+    let (runtime, runtime_events) =
+        ProcessRuntime::new(logs.clone(), &owner, vec![exe.display().to_string(), "serve-static".into()]);
+    let builder = LocalBuilder::new(&data_dir, sources.clone(), &owner, Duration::from_secs(args.build_timeout));
+    let app_domain = match addr.port() {
+        80 => args.app_domain.clone(),
+        port => format!("{}:{port}", args.app_domain),
+    };
     let ctx = Ctx {
-        store: Arc::new(store.clone()),
+        store: store_dyn.clone(),
         dead_letters: Arc::new(store.clone()),
-        sources: Arc::new(GitSources::new(&data_dir)),
+        sources,
+        builder: Arc::new(builder),
+        runtime: Arc::new(runtime.clone()),
+        logs,
         settings: Settings {
             public_url: public_url.clone(),
+            app_domain: app_domain.clone(),
+            start_timeout: Duration::from_secs(args.start_timeout),
             ..Settings::default()
         },
     };
     bootstrap_admin(&*ctx.store, &public_url).await?;
+
+    // Replicas of deployments that were running or live start again.
+    bifrost_functions::reconcile_runtime(&ctx).await;
+    let (fail_tx, fail_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(forward_runtime_events(runtime_events, fail_tx));
+    tokio::spawn(bifrost_functions::watch_runtime(ctx.clone(), fail_rx));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let dispatcher = if args.paused {
@@ -104,51 +132,66 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             duplicate_deliveries: args.duplicate_deliveries,
             ..DispatcherConfig::default()
         };
-        let d = Dispatcher::new(
-            store.clone(),
-            Arc::new(Functions { ctx: ctx.clone() }),
-            config,
-        );
+        let d = Dispatcher::new(store.clone(), Arc::new(Functions { ctx: ctx.clone() }), config);
         Some(tokio::spawn(d.run(stop_rx, Duration::from_secs(10))))
     };
 
-    let app = gateway::router(ctx.clone()).layer(
+    let api = gateway::router(ctx.clone()).layer(
         tower_http::trace::TraceLayer::new_for_http()
             .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG))
             .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
     );
+    let routes = EmbeddedRoutes::start(store_dyn.clone(), runtime.clone()).await?;
+    let router_config = RouterConfig { domain: args.app_domain.clone(), ..RouterConfig::default() };
+    let apps = bifrost_router::service(routes, router_config.clone());
+    // One listener: requests for <app>.<domain> (or /apps/<app>/) go to the
+    // router, everything else to the API.
+    let domain = args.app_domain.clone();
+    let service = tower::steer::Steer::new(
+        vec![apps, tower::util::BoxCloneSyncService::new(api)],
+        move |req: &axum::http::Request<axum::body::Body>, _: &[_]| {
+            usize::from(bifrost_router::app_of(req, &domain).is_none())
+        },
+    );
     // Scripts and tests read this line to find the port.
     println!("bifrost: listening on http://{addr}");
     println!("bifrost: data dir {}", data_dir.display());
+    println!("bifrost: apps answer at http://<app>.{app_domain}/");
     tracing::info!(%addr, data_dir = %data_dir.display(), "bifrost is up");
 
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
-    tracing::info!("shutting down: draining deliveries");
+    let make = axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(service);
+    axum::serve(listener, make).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+    tracing::info!("shutting down: draining deliveries, stopping replicas");
     let _ = stop_tx.send(true);
     if let Some(d) = dispatcher {
         let _ = d.await;
     }
+    runtime.stop_all().await;
+    drop(ctx);
+    drop(log_writer);
+    let _ = tokio::time::timeout(Duration::from_secs(5), log_task).await;
     drop(lock);
     Ok(())
+}
+
+async fn forward_runtime_events(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<RuntimeEvent>,
+    to: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+) {
+    while let Some(RuntimeEvent::Failed { deployment_id, reason }) = events.recv().await {
+        let _ = to.send((deployment_id, reason));
+    }
 }
 
 /// Ensures an admin token exists: `BIFROST_ADMIN_TOKEN` when set, else a
 /// new one printed once (and saved for this machine's CLI).
 async fn bootstrap_admin(store: &dyn Store, public_url: &str) -> anyhow::Result<()> {
-    if let Some(token) = std::env::var("BIFROST_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
+    if let Some(token) = std::env::var("BIFROST_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
         let hash = hash_token(&token);
         if store.authenticate(&hash).await?.is_none() {
-            let name = if store.list_tokens().await?.iter().any(|t| t.name == "admin") {
-                "admin-env"
-            } else {
-                "admin"
-            };
+            let name = if store.list_tokens().await?.iter().any(|t| t.name == "admin") { "admin-env" } else { "admin" };
             let _ = store.revoke_token("admin-env").await;
             store.create_token(name, Role::Admin, &hash).await?;
             tracing::info!(token = name, "admin token taken from BIFROST_ADMIN_TOKEN");
@@ -159,9 +202,7 @@ async fn bootstrap_admin(store: &dyn Store, public_url: &str) -> anyhow::Result<
         return Ok(());
     }
     let token = generate_token();
-    store
-        .create_token("admin", Role::Admin, &hash_token(&token))
-        .await?;
+    store.create_token("admin", Role::Admin, &hash_token(&token)).await?;
     let saved = save_token(public_url, Some(&token));
     eprintln!();
     eprintln!("  First start: an admin API token was created. It is shown only this once:");
@@ -169,10 +210,7 @@ async fn bootstrap_admin(store: &dyn Store, public_url: &str) -> anyhow::Result<
     eprintln!("      {token}");
     eprintln!();
     match saved {
-        Ok(path) => eprintln!(
-            "  The bifrost CLI on this machine will use it (saved to {}).",
-            path.display()
-        ),
+        Ok(path) => eprintln!("  The bifrost CLI on this machine will use it (saved to {}).", path.display()),
         Err(e) => eprintln!("  (could not save it for the CLI: {e}; use --token or BIFROST_TOKEN)"),
     }
     eprintln!("  Create more with: bifrost tokens create NAME --role viewer|deployer|admin");

@@ -21,12 +21,14 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        if self.path == "/healthz":
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
             self._send(200, {"status": "ok"})
-        else:
+        elif path == "/":
             self._send(200, {"message": GREETING, "replica": REPLICA,
-                             "deployment": DEPLOYMENT, "host": socket.gethostname(),
-                             "path": self.path})
+                             "deployment": DEPLOYMENT, "host": socket.gethostname()})
+        else:
+            self._send(404, {"error": "not found", "path": path})
 
     def log_message(self, fmt, *args):
         print("%s %s" % (self.address_string(), fmt % args), flush=True)

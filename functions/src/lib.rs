@@ -6,15 +6,18 @@
 //! the same code runs in `bifrost up` (SQLite, in-process dispatcher) and on
 //! Cloud Run (Firestore, Pub/Sub push).
 
+pub mod build;
+pub mod deploy;
 pub mod gateway;
 pub mod validate;
+pub mod verify;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bifrost_shared::domain::Actor;
 use bifrost_shared::events::{Event, Outcome, PushEnvelope, Subscription};
-use bifrost_shared::ports::{DeadLetters, PushHandler, Sources, Store, Transition};
+use bifrost_shared::ports::{Builder, DeadLetters, LogSink, PushHandler, Runtime, Sources, Store, Transition};
 use bifrost_shared::{Status, StoreError};
 
 /// Everything a function may touch.
@@ -23,6 +26,9 @@ pub struct Ctx {
     pub store: Arc<dyn Store>,
     pub dead_letters: Arc<dyn DeadLetters>,
     pub sources: Arc<dyn Sources>,
+    pub builder: Arc<dyn Builder>,
+    pub runtime: Arc<dyn Runtime>,
+    pub logs: Arc<dyn LogSink>,
     pub settings: Settings,
 }
 
@@ -36,6 +42,12 @@ pub struct Settings {
     pub max_upload_bytes: usize,
     /// Public base URL of the platform, for links in API answers.
     pub public_url: String,
+    /// Apps are served at `<name>.<app_domain>` (embedded: `localhost:<port>`).
+    pub app_domain: String,
+    /// How long replicas get to start listening.
+    pub start_timeout: std::time::Duration,
+    /// How long a replaced deployment keeps serving in-flight requests.
+    pub drain: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -44,6 +56,9 @@ impl Default for Settings {
             max_webhook_bytes: 5 << 20,
             max_upload_bytes: 100 << 20,
             public_url: "http://127.0.0.1:7070".into(),
+            app_domain: "localhost:7070".into(),
+            start_timeout: std::time::Duration::from_secs(60),
+            drain: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -53,8 +68,16 @@ impl Default for Settings {
 /// delivery, so a crash between steps resumes from the outbox.
 pub fn subscriptions() -> Vec<Subscription> {
     vec![
-        Subscription::new("validate", Status::Queued),
-        Subscription::new("validate", Status::Validating),
+        Subscription::new(validate::NAME, Status::Queued),
+        Subscription::new(validate::NAME, Status::Validating),
+        Subscription::new(build::NAME, Status::Building),
+        Subscription::new(deploy::NAME, Status::Built),
+        Subscription::new(deploy::NAME, Status::Deploying),
+        Subscription::new(verify::NAME, Status::Running),
+        // Leaving service: the deploy function stops the replicas.
+        Subscription::new(deploy::NAME, Status::Superseded),
+        Subscription::new(deploy::NAME, Status::Cancelled),
+        Subscription::new(deploy::NAME, Status::Failed),
     ]
 }
 
@@ -67,7 +90,10 @@ pub struct Functions {
 impl PushHandler for Functions {
     async fn push(&self, function: &str, envelope: PushEnvelope) -> Outcome {
         match function {
-            "validate" => validate::handle(&self.ctx, envelope).await,
+            validate::NAME => validate::handle(&self.ctx, envelope).await,
+            build::NAME => build::handle(&self.ctx, envelope).await,
+            deploy::NAME => deploy::handle(&self.ctx, envelope).await,
+            verify::NAME => verify::handle(&self.ctx, envelope).await,
             other => Outcome::Reject(format!("no function named {other:?} in this build")),
         }
     }
@@ -89,15 +115,11 @@ pub(crate) async fn step(
     reason: String,
     patch: bifrost_shared::ports::Patch,
 ) -> Outcome {
-    let t = Transition::new(
-        &event.deployment_id,
-        event.status,
-        to,
-        reason,
-        Actor::function(function),
-    )
-    .at_version(event.version)
-    .with_patch(patch);
+    // Lines logged so far come before the status change in the feed.
+    ctx.logs.flush().await;
+    let t = Transition::new(&event.deployment_id, event.status, to, reason, Actor::function(function))
+        .at_version(event.version)
+        .with_patch(patch);
     outcome_of(ctx.store.transition(t).await.map(|_| ()))
 }
 
@@ -119,5 +141,74 @@ pub(crate) async fn still_current(ctx: &Ctx, event: &Event) -> Result<bool, Outc
         Ok(d) => Ok(d.status == event.status && d.version == event.version),
         Err(StoreError::NotFound { .. }) => Ok(false),
         Err(e) => Err(Outcome::Retry(e.to_string())),
+    }
+}
+
+/// Resolves when the deployment is no longer at the event's status and
+/// version (cancelled, superseded, deleted): long steps race against it.
+pub(crate) async fn left_status(ctx: &Ctx, event: &Event) {
+    let mut feed = ctx.store.subscribe();
+    loop {
+        tokio::select! {
+            item = feed.recv() => match item {
+                Ok(i) if i.deployment_id != event.deployment_id => continue,
+                // A lagged receiver may have missed it: fall through and check.
+                _ => {}
+            },
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+        if !matches!(still_current(ctx, event).await, Ok(true)) {
+            return;
+        }
+    }
+}
+
+/// Fails deployments the runtime reports as unable to stay up.
+pub async fn watch_runtime(ctx: Ctx, mut failures: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    while let Some((deployment_id, reason)) = failures.recv().await {
+        fail(&ctx, &deployment_id, &reason, Actor::system("runtime")).await;
+    }
+}
+
+/// Moves a deployment to `failed` from wherever it is (if not finished).
+pub async fn fail(ctx: &Ctx, deployment_id: &str, reason: &str, actor: Actor) {
+    for _ in 0..5 {
+        let Ok(d) = ctx.store.get_deployment(deployment_id).await else { return };
+        if d.status.is_terminal() {
+            return;
+        }
+        let t = Transition::new(deployment_id, d.status, Status::Failed, reason, actor.clone()).at_version(d.version);
+        match ctx.store.transition(t).await {
+            Ok(_) => return,
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => {
+                tracing::error!(deployment = deployment_id, error = %e, "could not fail a deployment");
+                return;
+            }
+        }
+    }
+}
+
+/// After a start: runs again the replicas of deployments that were running
+/// or live (a crash or restart stopped their processes).
+pub async fn reconcile_runtime(ctx: &Ctx) {
+    let Ok(deployments) = ctx.store.deployments_in(&[Status::Running, Status::Healthy]).await else { return };
+    for d in deployments {
+        let applied = match deploy::spec_for(ctx, &d).await {
+            Ok(spec) => ctx.runtime.apply(spec).await.map_err(|e| e.to_string()),
+            Err(deploy::SpecError::Fail(r) | deploy::SpecError::Retry(r)) => Err(r),
+        };
+        match applied {
+            Ok(()) => tracing::info!(deployment = %d.id, project = %d.project, "replicas restarted after start-up"),
+            Err(reason) => {
+                fail(
+                    ctx,
+                    &d.id,
+                    &format!("could not restart after a platform restart: {reason}"),
+                    Actor::system("runtime"),
+                )
+                .await
+            }
+        }
     }
 }

@@ -20,15 +20,7 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
     };
     match event.status {
         Status::Queued => {
-            step(
-                ctx,
-                &event,
-                NAME,
-                Status::Validating,
-                format!("reading {CONFIG_FILE}"),
-                Patch::default(),
-            )
-            .await
+            step(ctx, &event, NAME, Status::Validating, format!("reading {CONFIG_FILE}"), Patch::default()).await
         }
         Status::Validating => {
             match still_current(ctx, &event).await {
@@ -40,18 +32,9 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
                 Ok(Verdict::Valid(snapshot)) => {
                     let reason = format!(
                         "{CONFIG_FILE} valid: app {} ({}), {} replica(s)",
-                        snapshot.config.app.name,
-                        snapshot.config.app.runtime,
-                        snapshot.config.scaling.min_replicas
+                        snapshot.config.app.name, snapshot.config.app.runtime, snapshot.config.scaling.min_replicas
                     );
-                    (
-                        Status::Building,
-                        reason,
-                        Patch {
-                            config: Some(*snapshot),
-                            ..Patch::default()
-                        },
-                    )
+                    (Status::Building, reason, Patch { config: Some(*snapshot), ..Patch::default() })
                 }
                 Ok(Verdict::Invalid(errors)) => {
                     let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
@@ -59,14 +42,7 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
                         1 => format!("{CONFIG_FILE} is invalid: {first}"),
                         n => format!("{CONFIG_FILE} has {n} errors; first: {first}"),
                     };
-                    (
-                        Status::Failed,
-                        reason,
-                        Patch {
-                            config_errors: Some(errors),
-                            ..Patch::default()
-                        },
-                    )
+                    (Status::Failed, reason, Patch { config_errors: Some(errors), ..Patch::default() })
                 }
                 Ok(Verdict::Unusable(reason)) => (Status::Failed, reason, Patch::default()),
                 Err(transient) => return Outcome::Retry(transient),
@@ -87,11 +63,7 @@ enum Verdict {
 
 /// `Err` is a transient problem worth retrying.
 async fn check(ctx: &Ctx, deployment_id: &str, project: &str) -> Result<Verdict, String> {
-    let d = ctx
-        .store
-        .get_deployment(deployment_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let d = ctx.store.get_deployment(deployment_id).await.map_err(|e| e.to_string())?;
     let text = match ctx.sources.read_file(&d.source, CONFIG_FILE).await {
         Ok(Some(t)) => t,
         Ok(None) => {
@@ -111,10 +83,7 @@ async fn check(ctx: &Ctx, deployment_id: &str, project: &str) -> Result<Verdict,
             &format!("{project:?} (the project's name, which is also its URL)"),
             &format!("{:?}", cfg.app.name),
         )]),
-        Ok(cfg) => Verdict::Valid(Box::new(ConfigSnapshot {
-            source: text,
-            config: cfg,
-        })),
+        Ok(cfg) => Verdict::Valid(Box::new(ConfigSnapshot { source: text, config: cfg })),
         Err(errors) => Verdict::Invalid(errors),
     })
 }

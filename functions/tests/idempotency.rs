@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bifrost_functions::{Ctx, Functions, Settings};
 use bifrost_shared::domain::{Actor, Deployment, NewDeployment, NewProject, Source};
-use bifrost_shared::embedded::{Dispatcher, DispatcherConfig, GitSources, SqliteStore};
+use bifrost_shared::embedded::{
+    Dispatcher, DispatcherConfig, GitSources, LocalBuilder, LogLimits, LogWriter, ProcessRuntime, SqliteStore,
+};
+use bifrost_shared::events::Subscription;
 use bifrost_shared::ports::{PushHandler, Store};
 use bifrost_shared::{Outcome, PushEnvelope, Status};
 
@@ -21,12 +24,7 @@ struct Recording {
 #[async_trait]
 impl PushHandler for Recording {
     async fn push(&self, function: &str, envelope: PushEnvelope) -> Outcome {
-        let kind = envelope
-            .message
-            .attributes
-            .get("type")
-            .cloned()
-            .unwrap_or_default();
+        let kind = envelope.message.attributes.get("type").cloned().unwrap_or_default();
         let o = self.inner.push(function, envelope).await;
         self.outcomes.lock().expect("lock").push((kind, o.clone()));
         o
@@ -43,11 +41,7 @@ fn git(dir: &std::path::Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "t@t")
         .output()
         .expect("git");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -69,26 +63,25 @@ async fn run_twice(deploy_toml: &str) -> Run {
     let commit = git(&repo, &["rev-parse", "HEAD"]);
 
     let data = tmp.path().join("data");
-    let store =
-        SqliteStore::open(&data.join("b.db"), bifrost_functions::subscriptions()).expect("store");
+    // Only validation is subscribed: the pipeline stops at `building`.
+    let subs = vec![Subscription::new("validate", Status::Queued), Subscription::new("validate", Status::Validating)];
+    let store = SqliteStore::open(&data.join("b.db"), subs).expect("store");
+    let sources = Arc::new(GitSources::new(&data));
+    let (logs, _task) = LogWriter::start(Arc::new(store.clone()), LogLimits::default());
+    let (runtime, _events) = ProcessRuntime::new(logs.clone(), "idempotency-test", vec![]);
     let ctx = Ctx {
         store: Arc::new(store.clone()),
         dead_letters: Arc::new(store.clone()),
-        sources: Arc::new(GitSources::new(&data)),
+        sources: sources.clone(),
+        builder: Arc::new(LocalBuilder::new(&data, sources, "idempotency-test", Duration::from_secs(60))),
+        runtime: Arc::new(runtime),
+        logs,
         settings: Settings::default(),
     };
-    let handler = Arc::new(Recording {
-        inner: Functions { ctx: ctx.clone() },
-        outcomes: Mutex::new(vec![]),
-    });
-    let config = DispatcherConfig {
-        duplicate_deliveries: true,
-        ..DispatcherConfig::default()
-    };
+    let handler = Arc::new(Recording { inner: Functions { ctx: ctx.clone() }, outcomes: Mutex::new(vec![]) });
+    let config = DispatcherConfig { duplicate_deliveries: true, ..DispatcherConfig::default() };
     let (stop, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(
-        Dispatcher::new(store.clone(), handler.clone(), config).run(rx, Duration::from_secs(5)),
-    );
+    let task = tokio::spawn(Dispatcher::new(store.clone(), handler.clone(), config).run(rx, Duration::from_secs(5)));
 
     let repo_s = repo.display().to_string();
     store
@@ -103,11 +96,7 @@ async fn run_twice(deploy_toml: &str) -> Run {
     let id = store
         .create_deployment(NewDeployment {
             project: "app".into(),
-            source: Source::Git {
-                repo: repo_s,
-                git_ref: "main".into(),
-                commit,
-            },
+            source: Source::Git { repo: repo_s, git_ref: "main".into(), commit },
             actor: Actor::token("t"),
             dedupe_key: None,
             rollback_of: None,
@@ -133,13 +122,7 @@ async fn run_twice(deploy_toml: &str) -> Run {
     task.await.expect("dispatcher");
     let outcomes = handler.outcomes.lock().expect("lock").clone();
     Run {
-        history: store
-            .history(&id)
-            .await
-            .expect("history")
-            .iter()
-            .map(|h| h.to)
-            .collect(),
+        history: store.history(&id).await.expect("history").iter().map(|h| h.to).collect(),
         events: store.events(Some(&id), 0, 100).await.expect("events").len(),
         outcomes,
         deployment: store.get_deployment(&id).await.expect("get"),
@@ -149,17 +132,10 @@ async fn run_twice(deploy_toml: &str) -> Run {
 #[tokio::test(flavor = "multi_thread")]
 async fn redelivered_events_change_nothing_on_the_happy_path() {
     let r = run_twice("[app]\nname = \"app\"\nruntime = \"static\"\n").await;
-    assert_eq!(
-        r.history,
-        [Status::Queued, Status::Validating, Status::Building]
-    );
+    assert_eq!(r.history, [Status::Queued, Status::Validating, Status::Building]);
     assert_eq!(r.events, 3);
     assert_eq!(r.outcomes.len(), 4, "{:?}", r.outcomes);
-    assert!(
-        r.outcomes.iter().all(|(_, o)| *o == Outcome::Ack),
-        "{:?}",
-        r.outcomes
-    );
+    assert!(r.outcomes.iter().all(|(_, o)| *o == Outcome::Ack), "{:?}", r.outcomes);
     assert_eq!(r.deployment.version, 3);
     assert!(r.deployment.config.is_some());
 }
@@ -167,16 +143,9 @@ async fn redelivered_events_change_nothing_on_the_happy_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn redelivered_events_change_nothing_when_validation_fails() {
     let r = run_twice("[app]\nname = \"app\"\nruntime = \"cobol\"\n").await;
-    assert_eq!(
-        r.history,
-        [Status::Queued, Status::Validating, Status::Failed]
-    );
+    assert_eq!(r.history, [Status::Queued, Status::Validating, Status::Failed]);
     assert_eq!(r.events, 3);
-    assert!(
-        r.outcomes.iter().all(|(_, o)| *o == Outcome::Ack),
-        "{:?}",
-        r.outcomes
-    );
+    assert!(r.outcomes.iter().all(|(_, o)| *o == Outcome::Ack), "{:?}", r.outcomes);
     assert_eq!(r.deployment.config_errors.len(), 1);
     assert_eq!(r.deployment.config_errors[0].path, "app.runtime");
 }

@@ -11,19 +11,10 @@ use bifrost_shared::events::Subscription;
 use bifrost_shared::ports::Transition;
 
 fn main() {
-    let deployments: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2000);
-    let threads: usize = std::env::args()
-        .nth(2)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2);
+    let deployments: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let threads: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(2);
     let dir = tempfile::tempdir().expect("tempdir");
-    let subs = vec![
-        Subscription::new("validate", Status::Queued),
-        Subscription::new("validate", Status::Validating),
-    ];
+    let subs = vec![Subscription::new("validate", Status::Queued), Subscription::new("validate", Status::Validating)];
     let store = SqliteStore::open(&dir.path().join("bench.db"), subs).expect("open");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
@@ -32,21 +23,13 @@ fn main() {
         .map(|i| {
             rt.block_on(bifrost_shared::ports::Store::create_project(
                 &store,
-                NewProject {
-                    name: format!("p{i}"),
-                    repo: None,
-                    branch: "main".into(),
-                    webhook_secret: None,
-                },
+                NewProject { name: format!("p{i}"), repo: None, branch: "main".into(), webhook_secret: None },
             ))
             .expect("project");
             store
                 .create_deployment_blocking(NewDeployment {
                     project: format!("p{i}"),
-                    source: Source::Archive {
-                        uri: "file:///x".into(),
-                        sha256: "0".repeat(64),
-                    },
+                    source: Source::Archive { uri: "file:///x".into(), sha256: "0".repeat(64) },
                     actor: Actor::token("bench"),
                     dedupe_key: None,
                     rollback_of: None,
@@ -86,15 +69,11 @@ fn main() {
     // Peer: the same number of single-row status updates, each its own
     // transaction, on a plain table with the same pragmas.
     let conn = rusqlite::Connection::open(dir.path().join("plain.db")).expect("open plain");
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .expect("sync");
-    conn.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, status TEXT, version INTEGER)")
-        .expect("table");
+    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    conn.pragma_update(None, "synchronous", "NORMAL").expect("sync");
+    conn.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, status TEXT, version INTEGER)").expect("table");
     for id in &ids {
-        conn.execute("INSERT INTO t VALUES (?1, 'queued', 1)", [id])
-            .expect("insert");
+        conn.execute("INSERT INTO t VALUES (?1, 'queued', 1)", [id]).expect("insert");
     }
     let start = Instant::now();
     for id in &ids {
@@ -116,9 +95,6 @@ fn main() {
         "| guarded transition ({threads} threads: CAS + trigger + audit hash + outbox + deliveries) | {n} | {:.3} | {g:.0} |",
         guarded.as_secs_f64()
     );
-    println!(
-        "| bare SQLite UPDATE (1 thread, no guard/audit/outbox) | {n} | {:.3} | {p:.0} |",
-        plain.as_secs_f64()
-    );
+    println!("| bare SQLite UPDATE (1 thread, no guard/audit/outbox) | {n} | {:.3} | {p:.0} |", plain.as_secs_f64());
     println!("| ratio guarded / bare | | | {:.2}× |", g / p);
 }

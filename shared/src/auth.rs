@@ -70,10 +70,7 @@ mod tests {
     fn known_github_vector() {
         // From GitHub's docs: secret "It's a Secret to Everybody", payload "Hello, World!".
         let sig = sign_github(b"It's a Secret to Everybody", b"Hello, World!");
-        assert_eq!(
-            sig,
-            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
-        );
+        assert_eq!(sig, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::domain::{Actor, NewDeployment, NewProject, Role, Source, verify_chain};
+use crate::domain::{Actor, FeedKind, LogLine, NewDeployment, NewProject, Role, Source, now, verify_chain};
 use crate::error::StoreError;
 use crate::ports::{Patch, Store, Transition};
 use crate::status::Status;
@@ -23,11 +23,7 @@ macro_rules! check {
 }
 
 fn git_source(commit: &str) -> Source {
-    Source::Git {
-        repo: "/tmp/repo".into(),
-        git_ref: "main".into(),
-        commit: commit.into(),
-    }
+    Source::Git { repo: "/tmp/repo".into(), git_ref: "main".into(), commit: commit.into() }
 }
 
 fn new_deployment(project: &str, dedupe: Option<&str>) -> NewDeployment {
@@ -57,13 +53,7 @@ async fn project(store: &dyn Store, name: &str) -> Result<(), String> {
 async fn walk(store: &dyn Store, id: &str, path: &[Status]) -> Result<(), String> {
     for pair in path.windows(2) {
         store
-            .transition(Transition::new(
-                id,
-                pair[0],
-                pair[1],
-                "contract",
-                Actor::function("contract"),
-            ))
+            .transition(Transition::new(id, pair[0], pair[1], "contract", Actor::function("contract")))
             .await
             .map_err(|e| format!("{} → {}: {e}", pair[0], pair[1]))?;
     }
@@ -80,6 +70,8 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) -> Result<(), String> 
     make_live(&*store, prefix).await?;
     tokens(&*store, prefix).await?;
     delete_cancels(&*store, prefix).await?;
+    feed_orders_status_and_logs(&*store, prefix).await?;
+    secrets(&*store, prefix).await?;
     racing_transitions(store.clone(), prefix, 1000, 8).await?;
     Ok(())
 }
@@ -88,17 +80,9 @@ pub async fn projects(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}proj");
     project(store, &name).await?;
     let dup = store
-        .create_project(NewProject {
-            name: name.clone(),
-            repo: None,
-            branch: "main".into(),
-            webhook_secret: None,
-        })
+        .create_project(NewProject { name: name.clone(), repo: None, branch: "main".into(), webhook_secret: None })
         .await;
-    check!(
-        matches!(dup, Err(StoreError::AlreadyExists { .. })),
-        "duplicate project: {dup:?}"
-    );
+    check!(matches!(dup, Err(StoreError::AlreadyExists { .. })), "duplicate project: {dup:?}");
     let bad = store
         .create_project(NewProject {
             name: "Not_A_Label".into(),
@@ -107,70 +91,35 @@ pub async fn projects(store: &dyn Store, prefix: &str) -> Result<(), String> {
             webhook_secret: None,
         })
         .await;
-    check!(
-        matches!(bad, Err(StoreError::Invalid(_))),
-        "invalid name accepted: {bad:?}"
-    );
+    check!(matches!(bad, Err(StoreError::Invalid(_))), "invalid name accepted: {bad:?}");
     let p = store.get_project(&name).await.map_err(|e| e.to_string())?;
     let by_id = store.get_project(&p.id).await.map_err(|e| e.to_string())?;
     check!(p == by_id, "get by id differs from get by name");
-    check!(
-        p.webhook_secret.as_deref() == Some("s"),
-        "webhook secret not kept"
-    );
+    check!(p.webhook_secret.as_deref() == Some("s"), "webhook secret not kept");
     let all = store.list_projects().await.map_err(|e| e.to_string())?;
-    check!(
-        all.iter().any(|x| x.name == name),
-        "list_projects misses {name}"
-    );
+    check!(all.iter().any(|x| x.name == name), "list_projects misses {name}");
     let missing = store.get_project(&format!("{prefix}nope")).await;
-    check!(
-        matches!(missing, Err(StoreError::NotFound { .. })),
-        "unknown project: {missing:?}"
-    );
+    check!(matches!(missing, Err(StoreError::NotFound { .. })), "unknown project: {missing:?}");
     Ok(())
 }
 
 pub async fn lifecycle(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}life");
     project(store, &name).await?;
-    let created = store
-        .create_deployment(new_deployment(&name, None))
-        .await
-        .map_err(|e| e.to_string())?;
+    let created = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?;
     let d = created.deployment;
-    check!(
-        d.status == Status::Queued && d.version == 1 && d.attempt == 1,
-        "new deployment: {d:?}"
-    );
+    check!(d.status == Status::Queued && d.version == 1 && d.attempt == 1, "new deployment: {d:?}");
     walk(store, &d.id, &Status::PIPELINE).await?;
-    let done = store
-        .get_deployment(&d.id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let done = store.get_deployment(&d.id).await.map_err(|e| e.to_string())?;
     check!(done.status == Status::Healthy, "ended {:?}", done.status);
-    check!(
-        done.version == 7,
-        "version {} after 6 transitions",
-        done.version
-    );
+    check!(done.version == 7, "version {} after 6 transitions", done.version);
     let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
-    check!(
-        history.len() == 7,
-        "history has {} records, want 7",
-        history.len()
-    );
+    check!(history.len() == 7, "history has {} records, want 7", history.len());
     let tos: Vec<Status> = history.iter().map(|h| h.to).collect();
     check!(tos == Status::PIPELINE, "history order {tos:?}");
-    check!(
-        history[0].from.is_none() && history[1].from == Some(Status::Queued),
-        "history from fields"
-    );
+    check!(history[0].from.is_none() && history[1].from == Some(Status::Queued), "history from fields");
     verify_chain(&history)?;
-    let events = store
-        .events(Some(&d.id), 0, 100)
-        .await
-        .map_err(|e| e.to_string())?;
+    let events = store.events(Some(&d.id), 0, 100).await.map_err(|e| e.to_string())?;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     check!(
         kinds
@@ -185,129 +134,41 @@ pub async fn lifecycle(store: &dyn Store, prefix: &str) -> Result<(), String> {
             ],
         "events {kinds:?}"
     );
-    check!(
-        events.windows(2).all(|w| w[0].seq < w[1].seq),
-        "event seqs not increasing"
-    );
-    check!(
-        events.iter().zip(1..).all(|(e, v)| e.version == v),
-        "event versions do not follow the deployment"
-    );
-    let after = store
-        .events(Some(&d.id), events[3].seq, 100)
-        .await
-        .map_err(|e| e.to_string())?;
+    check!(events.windows(2).all(|w| w[0].seq < w[1].seq), "event seqs not increasing");
+    check!(events.iter().zip(1..).all(|(e, v)| e.version == v), "event versions do not follow the deployment");
+    let after = store.events(Some(&d.id), events[3].seq, 100).await.map_err(|e| e.to_string())?;
     check!(after.len() == 3, "events after seq: {}", after.len());
-    let listed = store
-        .list_deployments(Some(&name), 10)
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        listed.len() == 1 && listed[0].id == d.id,
-        "list_deployments"
-    );
+    let listed = store.list_deployments(Some(&name), 10).await.map_err(|e| e.to_string())?;
+    check!(listed.len() == 1 && listed[0].id == d.id, "list_deployments");
     Ok(())
 }
 
 pub async fn refuses_bad_transitions(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}bad");
     project(store, &name).await?;
-    let d = store
-        .create_deployment(new_deployment(&name, None))
-        .await
-        .map_err(|e| e.to_string())?
-        .deployment;
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
     let actor = Actor::function("contract");
-    let skip = store
-        .transition(Transition::new(
-            &d.id,
-            Status::Queued,
-            Status::Healthy,
-            "skip",
-            actor.clone(),
-        ))
-        .await;
+    let skip = store.transition(Transition::new(&d.id, Status::Queued, Status::Healthy, "skip", actor.clone())).await;
     check!(
-        matches!(
-            skip,
-            Err(StoreError::InvalidTransition {
-                from: Status::Queued,
-                to: Status::Healthy
-            })
-        ),
+        matches!(skip, Err(StoreError::InvalidTransition { from: Status::Queued, to: Status::Healthy })),
         "queued → healthy: {skip:?}"
     );
-    let stale = store
-        .transition(Transition::new(
-            &d.id,
-            Status::Building,
-            Status::Built,
-            "stale",
-            actor.clone(),
-        ))
-        .await;
-    check!(
-        matches!(
-            stale,
-            Err(StoreError::Conflict {
-                actual: Status::Queued,
-                ..
-            })
-        ),
-        "stale from: {stale:?}"
-    );
+    let stale = store.transition(Transition::new(&d.id, Status::Building, Status::Built, "stale", actor.clone())).await;
+    check!(matches!(stale, Err(StoreError::Conflict { actual: Status::Queued, .. })), "stale from: {stale:?}");
     let old_version = store
-        .transition(
-            Transition::new(
-                &d.id,
-                Status::Queued,
-                Status::Validating,
-                "v",
-                actor.clone(),
-            )
-            .at_version(9),
-        )
+        .transition(Transition::new(&d.id, Status::Queued, Status::Validating, "v", actor.clone()).at_version(9))
         .await;
     check!(
-        matches!(
-            old_version,
-            Err(StoreError::Conflict {
-                actual_version: 1,
-                ..
-            })
-        ),
+        matches!(old_version, Err(StoreError::Conflict { actual_version: 1, .. })),
         "stale version: {old_version:?}"
     );
-    let unknown = store
-        .transition(Transition::new(
-            "d-nope",
-            Status::Queued,
-            Status::Validating,
-            "x",
-            actor,
-        ))
-        .await;
-    check!(
-        matches!(unknown, Err(StoreError::NotFound { .. })),
-        "unknown id: {unknown:?}"
-    );
-    let after = store
-        .get_deployment(&d.id)
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        after.status == Status::Queued && after.version == 1,
-        "a refused transition changed {after:?}"
-    );
+    let unknown = store.transition(Transition::new("d-nope", Status::Queued, Status::Validating, "x", actor)).await;
+    check!(matches!(unknown, Err(StoreError::NotFound { .. })), "unknown id: {unknown:?}");
+    let after = store.get_deployment(&d.id).await.map_err(|e| e.to_string())?;
+    check!(after.status == Status::Queued && after.version == 1, "a refused transition changed {after:?}");
     let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
-    check!(
-        history.len() == 1,
-        "a refused transition wrote audit records"
-    );
-    let events = store
-        .events(Some(&d.id), 0, 10)
-        .await
-        .map_err(|e| e.to_string())?;
+    check!(history.len() == 1, "a refused transition wrote audit records");
+    let events = store.events(Some(&d.id), 0, 10).await.map_err(|e| e.to_string())?;
     check!(events.len() == 1, "a refused transition enqueued events");
     Ok(())
 }
@@ -315,51 +176,21 @@ pub async fn refuses_bad_transitions(store: &dyn Store, prefix: &str) -> Result<
 pub async fn retry_bumps_attempt(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}retry");
     project(store, &name).await?;
-    let d = store
-        .create_deployment(new_deployment(&name, None))
-        .await
-        .map_err(|e| e.to_string())?
-        .deployment;
-    let patch = Patch {
-        config_errors: Some(vec![]),
-        ..Patch::default()
-    };
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    let patch = Patch { config_errors: Some(vec![]), ..Patch::default() };
     store
         .transition(
-            Transition::new(
-                &d.id,
-                Status::Queued,
-                Status::Failed,
-                "boom",
-                Actor::function("c"),
-            )
-            .with_patch(patch),
+            Transition::new(&d.id, Status::Queued, Status::Failed, "boom", Actor::function("c")).with_patch(patch),
         )
         .await
         .map_err(|e| e.to_string())?;
     let r = store
-        .transition(Transition::new(
-            &d.id,
-            Status::Failed,
-            Status::Queued,
-            "retry",
-            Actor::token("c"),
-        ))
+        .transition(Transition::new(&d.id, Status::Failed, Status::Queued, "retry", Actor::token("c")))
         .await
         .map_err(|e| e.to_string())?;
-    check!(
-        r.attempt == 2 && r.status == Status::Queued && r.version == 3,
-        "after retry: {r:?}"
-    );
-    let ev = store
-        .events(Some(&d.id), 0, 10)
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        ev.last()
-            .is_some_and(|e| e.attempt == 2 && e.kind == "deployment.queued"),
-        "retry event {ev:?}"
-    );
+    check!(r.attempt == 2 && r.status == Status::Queued && r.version == 3, "after retry: {r:?}");
+    let ev = store.events(Some(&d.id), 0, 10).await.map_err(|e| e.to_string())?;
+    check!(ev.last().is_some_and(|e| e.attempt == 2 && e.kind == "deployment.queued"), "retry event {ev:?}");
     Ok(())
 }
 
@@ -369,71 +200,25 @@ pub async fn dedupe_and_supersede(store: &dyn Store, prefix: &str) -> Result<(),
     project(store, &name).await?;
     project(store, &other).await?;
     let key = format!("{prefix}delivery-1");
-    let first = store
-        .create_deployment(new_deployment(&name, Some(&key)))
-        .await
-        .map_err(|e| e.to_string())?;
-    let again = store
-        .create_deployment(new_deployment(&name, Some(&key)))
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        !first.duplicate && again.duplicate,
-        "duplicate flags {} {}",
-        first.duplicate,
-        again.duplicate
-    );
-    check!(
-        first.deployment.id == again.deployment.id,
-        "dedupe created a second deployment"
-    );
-    let all = store
-        .list_deployments(Some(&name), 10)
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        all.len() == 1,
-        "{} deployments after a duplicate delivery",
-        all.len()
-    );
+    let first = store.create_deployment(new_deployment(&name, Some(&key))).await.map_err(|e| e.to_string())?;
+    let again = store.create_deployment(new_deployment(&name, Some(&key))).await.map_err(|e| e.to_string())?;
+    check!(!first.duplicate && again.duplicate, "duplicate flags {} {}", first.duplicate, again.duplicate);
+    check!(first.deployment.id == again.deployment.id, "dedupe created a second deployment");
+    let all = store.list_deployments(Some(&name), 10).await.map_err(|e| e.to_string())?;
+    check!(all.len() == 1, "{} deployments after a duplicate delivery", all.len());
 
-    let unrelated = store
-        .create_deployment(new_deployment(&other, None))
-        .await
-        .map_err(|e| e.to_string())?;
-    let second = store
-        .create_deployment(new_deployment(&name, None))
-        .await
-        .map_err(|e| e.to_string())?;
+    let unrelated = store.create_deployment(new_deployment(&other, None)).await.map_err(|e| e.to_string())?;
+    let second = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?;
+    check!(second.superseded == vec![first.deployment.id.clone()], "superseded {:?}", second.superseded);
+    let old = store.get_deployment(&first.deployment.id).await.map_err(|e| e.to_string())?;
+    check!(old.status == Status::Superseded, "older in-flight deployment is {}", old.status);
     check!(
-        second.superseded == vec![first.deployment.id.clone()],
-        "superseded {:?}",
-        second.superseded
-    );
-    let old = store
-        .get_deployment(&first.deployment.id)
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        old.status == Status::Superseded,
-        "older in-flight deployment is {}",
-        old.status
-    );
-    check!(
-        old.reason
-            .as_deref()
-            .is_some_and(|r| r.contains(&second.deployment.id)),
+        old.reason.as_deref().is_some_and(|r| r.contains(&second.deployment.id)),
         "supersede reason {:?}",
         old.reason
     );
-    let u = store
-        .get_deployment(&unrelated.deployment.id)
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        u.status == Status::Queued,
-        "another project's deployment was touched"
-    );
+    let u = store.get_deployment(&unrelated.deployment.id).await.map_err(|e| e.to_string())?;
+    check!(u.status == Status::Queued, "another project's deployment was touched");
     Ok(())
 }
 
@@ -442,112 +227,47 @@ pub async fn make_live(store: &dyn Store, prefix: &str) -> Result<(), String> {
     project(store, &name).await?;
     let mut ids = vec![];
     for _ in 0..2 {
-        let d = store
-            .create_deployment(new_deployment(&name, None))
-            .await
-            .map_err(|e| e.to_string())?
-            .deployment;
+        let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
         walk(store, &d.id, &Status::PIPELINE[..6]).await?;
-        let patch = Patch {
-            make_live: true,
-            ..Patch::default()
-        };
+        let patch = Patch { make_live: true, ..Patch::default() };
         store
             .transition(
-                Transition::new(
-                    &d.id,
-                    Status::Running,
-                    Status::Healthy,
-                    "healthy",
-                    Actor::function("verify"),
-                )
-                .with_patch(patch),
+                Transition::new(&d.id, Status::Running, Status::Healthy, "healthy", Actor::function("verify"))
+                    .with_patch(patch),
             )
             .await
             .map_err(|e| e.to_string())?;
         ids.push(d.id);
     }
     let p = store.get_project(&name).await.map_err(|e| e.to_string())?;
-    check!(
-        p.live_deployment_id.as_deref() == Some(ids[1].as_str()),
-        "live is {:?}",
-        p.live_deployment_id
-    );
-    let first = store
-        .get_deployment(&ids[0])
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        first.status == Status::Superseded,
-        "replaced live deployment is {}",
-        first.status
-    );
+    check!(p.live_deployment_id.as_deref() == Some(ids[1].as_str()), "live is {:?}", p.live_deployment_id);
+    let first = store.get_deployment(&ids[0]).await.map_err(|e| e.to_string())?;
+    check!(first.status == Status::Superseded, "replaced live deployment is {}", first.status);
     Ok(())
 }
 
 pub async fn tokens(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}alice");
     let hash = format!("{prefix}{}", "f".repeat(32));
-    let t = store
-        .create_token(&name, Role::Deployer, &hash)
-        .await
-        .map_err(|e| e.to_string())?;
+    let t = store.create_token(&name, Role::Deployer, &hash).await.map_err(|e| e.to_string())?;
     let dup = store.create_token(&name, Role::Viewer, "other").await;
-    check!(
-        matches!(dup, Err(StoreError::AlreadyExists { .. })),
-        "duplicate token name: {dup:?}"
-    );
+    check!(matches!(dup, Err(StoreError::AlreadyExists { .. })), "duplicate token name: {dup:?}");
     let found = store.authenticate(&hash).await.map_err(|e| e.to_string())?;
-    check!(
-        found
-            .as_ref()
-            .is_some_and(|f| f.id == t.id && f.role == Role::Deployer),
-        "authenticate: {found:?}"
-    );
-    check!(
-        store
-            .authenticate("nope")
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none(),
-        "unknown hash authenticated"
-    );
+    check!(found.as_ref().is_some_and(|f| f.id == t.id && f.role == Role::Deployer), "authenticate: {found:?}");
+    check!(store.authenticate("nope").await.map_err(|e| e.to_string())?.is_none(), "unknown hash authenticated");
     store.revoke_token(&name).await.map_err(|e| e.to_string())?;
-    check!(
-        store
-            .authenticate(&hash)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_none(),
-        "revoked token authenticated"
-    );
+    check!(store.authenticate(&hash).await.map_err(|e| e.to_string())?.is_none(), "revoked token authenticated");
     Ok(())
 }
 
 pub async fn delete_cancels(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}gone");
     project(store, &name).await?;
-    let d = store
-        .create_deployment(new_deployment(&name, None))
-        .await
-        .map_err(|e| e.to_string())?
-        .deployment;
-    store
-        .delete_project(&name, Actor::token("c"))
-        .await
-        .map_err(|e| e.to_string())?;
-    check!(
-        matches!(
-            store.get_project(&name).await,
-            Err(StoreError::NotFound { .. })
-        ),
-        "project still there"
-    );
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    store.delete_project(&name, Actor::token("c")).await.map_err(|e| e.to_string())?;
+    check!(matches!(store.get_project(&name).await, Err(StoreError::NotFound { .. })), "project still there");
     let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
-    check!(
-        history.last().is_some_and(|h| h.to == Status::Cancelled),
-        "deletion did not cancel: {history:?}"
-    );
+    check!(history.last().is_some_and(|h| h.to == Status::Cancelled), "deletion did not cancel: {history:?}");
     Ok(())
 }
 
@@ -567,12 +287,7 @@ pub async fn racing_transitions(
         let pname = format!("{prefix}r{i}");
         project(&*store, &pname).await?;
         targets.push(
-            store
-                .create_deployment(new_deployment(&pname, None))
-                .await
-                .map_err(|e| e.to_string())?
-                .deployment
-                .id,
+            store.create_deployment(new_deployment(&pname, None)).await.map_err(|e| e.to_string())?.deployment.id,
         );
     }
     let targets = Arc::new(targets);
@@ -589,14 +304,8 @@ pub async fn racing_transitions(
                 let id = &targets[(k + r * n / 8) % n];
                 let res = store
                     .transition(
-                        Transition::new(
-                            id,
-                            Status::Queued,
-                            to,
-                            format!("racer {r}"),
-                            Actor::function("racer"),
-                        )
-                        .at_version(1),
+                        Transition::new(id, Status::Queued, to, format!("racer {r}"), Actor::function("racer"))
+                            .at_version(1),
                     )
                     .await;
                 results.push((id.clone(), res));
@@ -615,27 +324,71 @@ pub async fn racing_transitions(
             }
         }
     }
-    check!(
-        winners.len() == contests,
-        "{} of {contests} contests had a winner",
-        winners.len()
-    );
-    check!(
-        winners.values().all(|&w| w == 1),
-        "a contest had more than one winner"
-    );
-    check!(
-        conflicts == contests * (racers - 1),
-        "{conflicts} conflicts, want {}",
-        contests * (racers - 1)
-    );
+    check!(winners.len() == contests, "{} of {contests} contests had a winner", winners.len());
+    check!(winners.values().all(|&w| w == 1), "a contest had more than one winner");
+    check!(conflicts == contests * (racers - 1), "{conflicts} conflicts, want {}", contests * (racers - 1));
     for id in targets.iter() {
         let h = store.history(id).await.map_err(|e| e.to_string())?;
-        check!(
-            h.len() == 2,
-            "deployment {id} has {} audit records after the race",
-            h.len()
-        );
+        check!(h.len() == 2, "deployment {id} has {} audit records after the race", h.len());
     }
+    Ok(())
+}
+
+pub async fn feed_orders_status_and_logs(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}feed");
+    project(store, &name).await?;
+    let mut live = store.subscribe();
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    let line = |text: &str| LogLine {
+        deployment_id: d.id.clone(),
+        project: name.clone(),
+        at: now(),
+        stream: "build".into(),
+        line: text.into(),
+    };
+    store.append_logs(vec![line("one"), line("\u{1b}[31mtwo\u{1b}[0m")]).await.map_err(|e| e.to_string())?;
+    walk(store, &d.id, &[Status::Queued, Status::Validating]).await?;
+    store.append_logs(vec![line("three")]).await.map_err(|e| e.to_string())?;
+    let feed = store.feed(Some(&d.id), 0, 100).await.map_err(|e| e.to_string())?;
+    let shown: Vec<String> = feed
+        .iter()
+        .map(|f| match &f.kind {
+            FeedKind::Status { status, .. } => format!("status:{status}"),
+            FeedKind::Log { line, .. } => format!("log:{line}"),
+        })
+        .collect();
+    check!(
+        shown == ["status:queued", "log:one", "log:\u{1b}[31mtwo\u{1b}[0m", "status:validating", "log:three"],
+        "feed order {shown:?}"
+    );
+    check!(feed.windows(2).all(|w| w[0].seq < w[1].seq), "feed seqs not increasing");
+    let resumed = store.feed(Some(&d.id), feed[2].seq, 100).await.map_err(|e| e.to_string())?;
+    check!(resumed.len() == 2 && resumed[0].seq == feed[3].seq, "resume after a seq: {resumed:?}");
+    // The live subscription saw the same items in the same order.
+    let mut seen = vec![];
+    while let Ok(item) = live.try_recv() {
+        if item.deployment_id == d.id {
+            seen.push(item.seq);
+        }
+    }
+    let all: Vec<u64> = feed.iter().map(|f| f.seq).collect();
+    check!(seen == all, "live feed {seen:?} vs stored {all:?}");
+    let in_validating = store.deployments_in(&[Status::Validating]).await.map_err(|e| e.to_string())?;
+    check!(in_validating.iter().any(|x| x.id == d.id), "deployments_in misses {}", d.id);
+    Ok(())
+}
+
+pub async fn secrets(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let a = format!("{prefix}db-url");
+    store.set_secret(&a, "postgres://one").await.map_err(|e| e.to_string())?;
+    store.set_secret(&a, "postgres://two").await.map_err(|e| e.to_string())?;
+    let values = store.secret_values(std::slice::from_ref(&a)).await.map_err(|e| e.to_string())?;
+    check!(values.get(&a).map(String::as_str) == Some("postgres://two"), "secret value {values:?}");
+    let missing = store.secret_values(&[format!("{prefix}nope")]).await;
+    check!(matches!(missing, Err(StoreError::NotFound { .. })), "missing secret: {missing:?}");
+    let names = store.list_secrets().await.map_err(|e| e.to_string())?;
+    check!(names.iter().any(|(n, _)| *n == a), "list_secrets misses {a}");
+    store.delete_secret(&a).await.map_err(|e| e.to_string())?;
+    check!(matches!(store.delete_secret(&a).await, Err(StoreError::NotFound { .. })), "deleted twice");
     Ok(())
 }

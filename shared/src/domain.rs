@@ -67,9 +67,7 @@ impl Source {
     /// A short human label: the commit or the archive digest.
     pub fn short(&self) -> String {
         match self {
-            Source::Git {
-                git_ref, commit, ..
-            } => {
+            Source::Git { git_ref, commit, .. } => {
                 format!("{}@{}", git_ref, &commit[..commit.len().min(10)])
             }
             Source::Archive { sha256, .. } => format!("upload:{}", &sha256[..sha256.len().min(10)]),
@@ -146,28 +144,16 @@ pub enum ActorKind {
 
 impl Actor {
     pub fn function(name: &str) -> Self {
-        Actor {
-            kind: ActorKind::Function,
-            name: name.to_string(),
-        }
+        Actor { kind: ActorKind::Function, name: name.to_string() }
     }
     pub fn token(name: &str) -> Self {
-        Actor {
-            kind: ActorKind::Token,
-            name: name.to_string(),
-        }
+        Actor { kind: ActorKind::Token, name: name.to_string() }
     }
     pub fn github(login: &str) -> Self {
-        Actor {
-            kind: ActorKind::Github,
-            name: login.to_string(),
-        }
+        Actor { kind: ActorKind::Github, name: login.to_string() }
     }
     pub fn system(name: &str) -> Self {
-        Actor {
-            kind: ActorKind::System,
-            name: name.to_string(),
-        }
+        Actor { kind: ActorKind::System, name: name.to_string() }
     }
 }
 
@@ -199,9 +185,7 @@ impl TryFrom<String> for Actor {
 impl FromStr for Actor {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, name) = s
-            .split_once(':')
-            .ok_or_else(|| format!("actor {s:?} must look like kind:name"))?;
+        let (kind, name) = s.split_once(':').ok_or_else(|| format!("actor {s:?} must look like kind:name"))?;
         let kind = match kind {
             "token" => ActorKind::Token,
             "function" => ActorKind::Function,
@@ -209,10 +193,7 @@ impl FromStr for Actor {
             "system" => ActorKind::System,
             other => return Err(format!("unknown actor kind {other:?} in {s:?}")),
         };
-        Ok(Actor {
-            kind,
-            name: name.to_string(),
-        })
+        Ok(Actor { kind, name: name.to_string() })
     }
 }
 
@@ -248,9 +229,7 @@ impl FromStr for Role {
             "viewer" => Ok(Role::Viewer),
             "deployer" => Ok(Role::Deployer),
             "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?} (expected viewer, deployer or admin)"
-            )),
+            other => Err(format!("unknown role {other:?} (expected viewer, deployer or admin)")),
         }
     }
 }
@@ -263,6 +242,37 @@ pub struct ApiToken {
     pub role: Role,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
+}
+
+/// One line of output from a build or a replica.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub deployment_id: String,
+    pub project: String,
+    pub at: Timestamp,
+    /// `build`, `replica-0`, `replica-1`, ... or `platform`.
+    pub stream: String,
+    /// The text as printed (ANSI escapes kept), without the newline.
+    pub line: String,
+}
+
+/// What a user watching a deployment sees, in order: status changes and log
+/// lines share one sequence (the SSE `id:`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedItem {
+    pub seq: u64,
+    pub deployment_id: String,
+    pub project: String,
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub kind: FeedKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeedKind {
+    Status { from: Option<Status>, status: Status, version: u64, attempt: u32, reason: String, actor: Actor },
+    Log { stream: String, line: String },
 }
 
 /// One entry of the append-only, hash-chained audit trail.
@@ -331,16 +341,10 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<(), String> {
     let mut prev = "";
     for r in records {
         if r.prev_hash != prev {
-            return Err(format!(
-                "audit record {} does not link to the one before it",
-                r.seq
-            ));
+            return Err(format!("audit record {} does not link to the one before it", r.seq));
         }
         if !r.verify() {
-            return Err(format!(
-                "audit record {} has been altered (hash mismatch)",
-                r.seq
-            ));
+            return Err(format!("audit record {} has been altered (hash mismatch)", r.seq));
         }
         prev = &r.hash;
     }
@@ -351,8 +355,7 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<(), String> {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -363,11 +366,7 @@ mod tests {
 
     #[test]
     fn actors_round_trip_through_strings() {
-        for a in [
-            Actor::token("alice"),
-            Actor::function("validate"),
-            Actor::github("octo:cat"),
-        ] {
+        for a in [Actor::token("alice"), Actor::function("validate"), Actor::github("octo:cat")] {
             let s = a.to_string();
             assert_eq!(s.parse::<Actor>(), Ok(a));
         }
@@ -409,15 +408,7 @@ mod tests {
             prev_hash: String::new(),
             hash: h1.clone(),
         };
-        let h2 = AuditRecord::compute_hash(
-            &h1,
-            "d1",
-            &at,
-            &actor,
-            Some(Status::Queued),
-            Status::Validating,
-            "go",
-        );
+        let h2 = AuditRecord::compute_hash(&h1, "d1", &at, &actor, Some(Status::Queued), Status::Validating, "go");
         let mut r2 = AuditRecord {
             seq: 2,
             from: Some(Status::Queued),

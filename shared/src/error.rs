@@ -18,13 +18,7 @@ pub enum StoreError {
         "deployment {id} is {actual} (version {actual_version}), not {expected}{}",
         expected_version.map(|v| format!(" (version {v})")).unwrap_or_default()
     )]
-    Conflict {
-        id: String,
-        expected: Status,
-        actual: Status,
-        expected_version: Option<u64>,
-        actual_version: u64,
-    },
+    Conflict { id: String, expected: Status, actual: Status, expected_version: Option<u64>, actual_version: u64 },
     #[error("invalid input: {0}")]
     Invalid(String),
     #[error("storage backend error: {0}")]
@@ -33,9 +27,6 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
-        StoreError::NotFound {
-            kind,
-            id: id.into(),
-        }
+        StoreError::NotFound { kind, id: id.into() }
     }
 }

@@ -80,11 +80,7 @@ pub struct PushEnvelope {
     /// `projects/<project>/subscriptions/<name>`.
     pub subscription: String,
     /// Present when the subscription has a dead-letter policy.
-    #[serde(
-        rename = "deliveryAttempt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "deliveryAttempt", default, skip_serializing_if = "Option::is_none")]
     pub delivery_attempt: Option<u32>,
 }
 
@@ -108,29 +104,13 @@ struct PushMessageWire {
     data: String,
     #[serde(rename = "messageId", default, skip_serializing_if = "Option::is_none")]
     message_id_camel: Option<String>,
-    #[serde(
-        rename = "message_id",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "message_id", default, skip_serializing_if = "Option::is_none")]
     message_id_snake: Option<String>,
-    #[serde(
-        rename = "publishTime",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "publishTime", default, skip_serializing_if = "Option::is_none")]
     publish_time_camel: Option<String>,
-    #[serde(
-        rename = "publish_time",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "publish_time", default, skip_serializing_if = "Option::is_none")]
     publish_time_snake: Option<String>,
-    #[serde(
-        rename = "orderingKey",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "orderingKey", default, skip_serializing_if = "Option::is_none")]
     ordering_key: Option<String>,
 }
 
@@ -152,18 +132,13 @@ impl Serialize for PushMessage {
 impl<'de> Deserialize<'de> for PushMessage {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = PushMessageWire::deserialize(d)?;
-        let message_id = w
-            .message_id_camel
-            .or(w.message_id_snake)
-            .ok_or_else(|| serde::de::Error::missing_field("messageId"))?;
+        let message_id =
+            w.message_id_camel.or(w.message_id_snake).ok_or_else(|| serde::de::Error::missing_field("messageId"))?;
         Ok(PushMessage {
             data: w.data,
             attributes: w.attributes,
             message_id,
-            publish_time: w
-                .publish_time_camel
-                .or(w.publish_time_snake)
-                .unwrap_or_default(),
+            publish_time: w.publish_time_camel.or(w.publish_time_snake).unwrap_or_default(),
             ordering_key: w.ordering_key.filter(|k| !k.is_empty()),
         })
     }
@@ -179,12 +154,7 @@ pub enum EnvelopeError {
 
 impl PushEnvelope {
     /// Wraps an event exactly as Pub/Sub would deliver it to `subscription`.
-    pub fn wrap(
-        event: &Event,
-        gcp_project: &str,
-        subscription: &str,
-        delivery_attempt: Option<u32>,
-    ) -> Self {
+    pub fn wrap(event: &Event, gcp_project: &str, subscription: &str, delivery_attempt: Option<u32>) -> Self {
         // Serializing an Event cannot fail: all its fields are plain data.
         let json = serde_json::to_vec(event).unwrap_or_default();
         PushEnvelope {
@@ -192,9 +162,7 @@ impl PushEnvelope {
                 data: B64.encode(json),
                 attributes: event.attributes(),
                 message_id: event.id.clone(),
-                publish_time: event
-                    .at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                publish_time: event.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 ordering_key: Some(event.deployment_id.clone()),
             },
             subscription: format!("projects/{gcp_project}/subscriptions/{subscription}"),
@@ -210,10 +178,7 @@ impl PushEnvelope {
 
     /// The subscription's short name (after the last `/`).
     pub fn subscription_name(&self) -> &str {
-        self.subscription
-            .rsplit('/')
-            .next()
-            .unwrap_or(&self.subscription)
+        self.subscription.rsplit('/').next().unwrap_or(&self.subscription)
     }
 }
 
@@ -270,18 +235,11 @@ mod tests {
         let env = PushEnvelope::wrap(&original, "bifrost", "validate-queued", None);
         let v = serde_json::to_value(&env).expect("serializes");
         let msg = &v["message"];
-        assert_eq!(
-            v["subscription"],
-            "projects/bifrost/subscriptions/validate-queued"
-        );
+        assert_eq!(v["subscription"], "projects/bifrost/subscriptions/validate-queued");
         assert_eq!(msg["messageId"], "m1");
         assert_eq!(msg["message_id"], "m1");
         assert_eq!(msg["publishTime"], msg["publish_time"]);
-        assert!(
-            msg["publishTime"]
-                .as_str()
-                .is_some_and(|t| t.ends_with('Z'))
-        );
+        assert!(msg["publishTime"].as_str().is_some_and(|t| t.ends_with('Z')));
         assert_eq!(msg["attributes"]["type"], "deployment.queued");
         assert_eq!(msg["orderingKey"], "d1");
         assert!(v.get("deliveryAttempt").is_none());

@@ -7,10 +7,9 @@ use std::path::Path;
 use async_trait::async_trait;
 
 use crate::config::ConfigError;
-use crate::domain::Actor;
 use crate::domain::{
-    ApiToken, AuditRecord, ConfigSnapshot, Deployment, NewDeployment, NewProject, Project, Role,
-    Source,
+    Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, LogLine, NewDeployment, NewProject, Project,
+    Role, Source, Timestamp,
 };
 use crate::error::StoreResult;
 use crate::events::{DeadLetter, Event, Outcome, PushEnvelope};
@@ -32,13 +31,7 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub fn new(
-        deployment_id: &str,
-        from: Status,
-        to: Status,
-        reason: impl Into<String>,
-        actor: Actor,
-    ) -> Self {
+    pub fn new(deployment_id: &str, from: Status, to: Status, reason: impl Into<String>, actor: Actor) -> Self {
         Transition {
             deployment_id: deployment_id.to_string(),
             from,
@@ -98,24 +91,34 @@ pub trait Store: Send + Sync {
     async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created>;
     async fn get_deployment(&self, id: &str) -> StoreResult<Deployment>;
     /// Newest first. `project` by name or id; `None` lists all.
-    async fn list_deployments(
-        &self,
-        project: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<Deployment>>;
+    async fn list_deployments(&self, project: Option<&str>, limit: usize) -> StoreResult<Vec<Deployment>>;
     async fn transition(&self, t: Transition) -> StoreResult<Deployment>;
     /// The deployment's audit trail, oldest first.
     async fn history(&self, deployment_id: &str) -> StoreResult<Vec<AuditRecord>>;
     /// Events after `after_seq` (oldest first), of one deployment or all.
-    async fn events(
-        &self,
-        deployment_id: Option<&str>,
-        after_seq: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<Event>>;
+    async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>>;
 
-    async fn create_token(&self, name: &str, role: Role, token_hash: &str)
-    -> StoreResult<ApiToken>;
+    /// Deployments currently in any of `statuses` (start-up reconciliation).
+    async fn deployments_in(&self, statuses: &[Status]) -> StoreResult<Vec<Deployment>>;
+
+    /// Appends log lines to their deployments' feeds.
+    async fn append_logs(&self, lines: Vec<LogLine>) -> StoreResult<()>;
+    /// Feed items (status changes and log lines) after `after_seq`, oldest
+    /// first, of one deployment or all.
+    async fn feed(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<FeedItem>>;
+    /// Feed items as they are committed. A receiver that lags re-reads with
+    /// [`Store::feed`] from the last sequence it saw.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<FeedItem>;
+
+    /// Secrets for `[env]` entries written `{ secret = "name" }`.
+    async fn set_secret(&self, name: &str, value: &str) -> StoreResult<()>;
+    async fn delete_secret(&self, name: &str) -> StoreResult<()>;
+    /// Names and last update times; values never leave through this.
+    async fn list_secrets(&self) -> StoreResult<Vec<(String, Timestamp)>>;
+    /// The values of the named secrets; a missing one is `NotFound`.
+    async fn secret_values(&self, names: &[String]) -> StoreResult<std::collections::BTreeMap<String, String>>;
+
+    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken>;
     /// The token with this hash, if it exists and is not revoked.
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
@@ -163,4 +166,100 @@ pub trait Sources: Send + Sync {
 #[async_trait]
 pub trait PushHandler: Send + Sync {
     async fn push(&self, function: &str, envelope: PushEnvelope) -> Outcome;
+}
+
+/// Where build and replica output goes (non-blocking; the embedded sink
+/// batches lines into the store's feed).
+#[async_trait]
+pub trait LogSink: Send + Sync {
+    fn line(&self, deployment_id: &str, project: &str, stream: &str, line: String);
+    /// Waits until every line sent so far is stored (so a status change
+    /// written next comes after them in the feed).
+    async fn flush(&self) {}
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    pub deployment_id: String,
+    pub project: String,
+    pub source: Source,
+    pub config: crate::config::DeployConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BuildError {
+    /// The build itself failed (compiler error, missing toolchain, timeout):
+    /// the deployment fails with this reason.
+    #[error("{0}")]
+    Failed(String),
+    /// The platform could not run the build (disk, source unreachable): retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Turns a source into something a runtime can run. Dropping the future
+/// stops the build (and every process it started).
+#[async_trait]
+pub trait Builder: Send + Sync {
+    /// Returns the artifact, opaque to everyone but the runtime.
+    async fn build(&self, req: BuildRequest, log: std::sync::Arc<dyn LogSink>)
+    -> Result<serde_json::Value, BuildError>;
+    /// Forgets an artifact that will never run again. Missing is fine.
+    async fn discard(&self, deployment_id: &str);
+}
+
+/// The desired state of one deployment's replicas.
+#[derive(Clone, Debug)]
+pub struct ReplicaSpec {
+    pub deployment_id: String,
+    pub project: String,
+    pub artifact: serde_json::Value,
+    pub config: crate::config::DeployConfig,
+    /// `[env]` with secrets resolved.
+    pub env: std::collections::BTreeMap<String, String>,
+    pub replicas: u32,
+}
+
+/// What the last health probe of a replica saw.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReplicaStatus {
+    pub index: u32,
+    /// Where it listens (embedded: a loopback port).
+    pub address: Option<String>,
+    pub pid: Option<u32>,
+    /// Accepting TCP connections on its port.
+    pub listening: bool,
+    /// Passed `success_threshold` probes in a row (and has not failed since).
+    pub healthy: bool,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+    /// e.g. `GET /healthz → 200 OK in 3 ms`, `connection refused`, `timed out after 2s`.
+    pub last_probe: Option<String>,
+    pub restarts: u32,
+    /// How the process last ended, if it did.
+    pub last_exit: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuntimeError {
+    /// The replicas cannot run (crash loop, never listened): fail the deployment.
+    #[error("{0}")]
+    Failed(String),
+    /// The runtime could not act now: retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Runs replicas. Shaped as a reconciler: `apply` makes reality match the
+/// spec and is idempotent; `stop` treats "not found" as done.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    async fn apply(&self, spec: ReplicaSpec) -> Result<(), RuntimeError>;
+    /// Waits until every replica listens, or fails with what went wrong.
+    async fn wait_listening(&self, deployment_id: &str, timeout: std::time::Duration) -> Result<(), RuntimeError>;
+    /// Drains (stops routing, waits `drain`) then stops the replicas.
+    async fn stop(&self, deployment_id: &str, drain: std::time::Duration) -> Result<(), RuntimeError>;
+    /// The replicas and what their health probes see.
+    async fn status(&self, deployment_id: &str) -> Vec<ReplicaStatus>;
 }

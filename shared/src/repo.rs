@@ -16,30 +16,19 @@ pub fn repo_key(repo: &str) -> String {
         let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
         let host = host.split(':').next().unwrap_or(host);
         s = format!("{}/{}", host.to_lowercase(), path.to_lowercase());
-    } else if let Some((user_host, path)) = s
-        .split_once(':')
-        .filter(|(h, _)| h.contains('@') && !h.contains('/'))
-    {
+    } else if let Some((user_host, path)) = s.split_once(':').filter(|(h, _)| h.contains('@') && !h.contains('/')) {
         // scp-like syntax: git@github.com:owner/name.git
-        let host = user_host
-            .rsplit_once('@')
-            .map(|(_, h)| h)
-            .unwrap_or(user_host);
+        let host = user_host.rsplit_once('@').map(|(_, h)| h).unwrap_or(user_host);
         s = format!("{}/{}", host.to_lowercase(), path.to_lowercase());
     }
     let s = s.trim_end_matches('/');
-    s.strip_suffix(".git")
-        .unwrap_or(s)
-        .trim_end_matches('/')
-        .to_string()
+    s.strip_suffix(".git").unwrap_or(s).trim_end_matches('/').to_string()
 }
 
 /// Is `repo` a remote URL (as opposed to a local path)?
 pub fn is_remote(repo: &str) -> bool {
     repo.contains("://") && !repo.starts_with("file://")
-        || repo
-            .split_once(':')
-            .is_some_and(|(h, _)| h.contains('@') && !h.contains('/'))
+        || repo.split_once(':').is_some_and(|(h, _)| h.contains('@') && !h.contains('/'))
 }
 
 /// Does a project's repo match a GitHub payload's `full_name` (`owner/name`)?
@@ -67,12 +56,7 @@ mod tests {
         }
         assert_eq!(repo_key("/tmp/repos/app/"), "/tmp/repos/app");
         assert_eq!(repo_key("file:///tmp/repos/app.git"), "/tmp/repos/app");
-        assert!(
-            is_remote("https://x/y")
-                && is_remote("git@h:o/n")
-                && !is_remote("/tmp/x")
-                && !is_remote("file:///x")
-        );
+        assert!(is_remote("https://x/y") && is_remote("git@h:o/n") && !is_remote("/tmp/x") && !is_remote("file:///x"));
         assert!(matches_full_name(k, "Owner/Name"));
         assert!(!matches_full_name(k, "owner/other") && !matches_full_name(k, ""));
     }

@@ -73,10 +73,7 @@ impl Status {
     /// Terminal states end a deployment's run; only `failed` and `cancelled`
     /// can be retried (back to `queued`).
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Failed | Status::Cancelled | Status::Superseded
-        )
+        matches!(self, Status::Failed | Status::Cancelled | Status::Superseded)
     }
 
     /// In flight: not terminal and not yet serving (`healthy` is live, not in flight).
@@ -111,10 +108,7 @@ pub struct UnknownStatus(pub String);
 impl FromStr for Status {
     type Err = UnknownStatus;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_string()))
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| UnknownStatus(s.to_string()))
     }
 }
 
@@ -174,10 +168,7 @@ pub const TRANSITIONS: &[(Status, Status, TransitionKind)] = &{
 
 /// The kind of the transition `from → to`, or `None` if the table forbids it.
 pub fn allowed(from: Status, to: Status) -> Option<TransitionKind> {
-    TRANSITIONS
-        .iter()
-        .find(|(f, t, _)| *f == from && *t == to)
-        .map(|(_, _, k)| *k)
+    TRANSITIONS.iter().find(|(f, t, _)| *f == from && *t == to).map(|(_, _, k)| *k)
 }
 
 #[cfg(test)]
@@ -192,18 +183,7 @@ mod tests {
     #[test]
     fn pipeline_is_the_seed_sequence() {
         let names: Vec<_> = Status::PIPELINE.iter().map(|s| s.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "queued",
-                "validating",
-                "building",
-                "built",
-                "deploying",
-                "running",
-                "healthy"
-            ]
-        );
+        assert_eq!(names, ["queued", "validating", "building", "built", "deploying", "running", "healthy"]);
         for pair in Status::PIPELINE.windows(2) {
             assert_eq!(allowed(pair[0], pair[1]), Some(TransitionKind::Advance));
         }
@@ -212,12 +192,7 @@ mod tests {
     #[test]
     fn no_pair_appears_twice() {
         for (i, (f, t, _)) in TRANSITIONS.iter().enumerate() {
-            assert!(
-                !TRANSITIONS[i + 1..]
-                    .iter()
-                    .any(|(f2, t2, _)| f2 == f && t2 == t),
-                "{f} -> {t} listed twice"
-            );
+            assert!(!TRANSITIONS[i + 1..].iter().any(|(f2, t2, _)| f2 == f && t2 == t), "{f} -> {t} listed twice");
         }
     }
 

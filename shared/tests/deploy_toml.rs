@@ -27,56 +27,31 @@ fn fixtures() {
             continue;
         }
         let src = std::fs::read_to_string(&path).expect("read fixture");
-        let expected =
-            std::fs::read_to_string(path.with_extension("expected")).expect("expected file");
-        let name = path
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .to_string();
+        let expected = std::fs::read_to_string(path.with_extension("expected")).expect("expected file");
+        let name = path.file_name().expect("name").to_string_lossy().to_string();
         let result = config::parse(&src);
         if expected.trim() == "valid" {
             if let Err(errors) = &result {
-                panic!(
-                    "{name} should be valid, got:\n{}",
-                    config::render_errors(&src, errors, &name)
-                );
+                panic!("{name} should be valid, got:\n{}", config::render_errors(&src, errors, &name));
             }
             checked += 1;
             continue;
         }
-        let errors = result
-            .err()
-            .unwrap_or_else(|| panic!("{name} should be invalid"));
+        let errors = result.err().unwrap_or_else(|| panic!("{name} should be invalid"));
         let rendered = config::render_errors(&src, &errors, &name);
         let want: Vec<&str> = expected.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(
-            errors.len(),
-            want.len(),
-            "{name}: wrong number of errors:\n{rendered}"
-        );
+        assert_eq!(errors.len(), want.len(), "{name}: wrong number of errors:\n{rendered}");
         for (e, line) in errors.iter().zip(&want) {
             let mut parts = line.splitn(3, ' ');
             let pos = parts.next().expect("position");
             let path = parts.next().unwrap_or("");
-            assert_eq!(
-                format!("{}:{}", e.line, e.column),
-                pos,
-                "{name}: position of {e}\n{rendered}"
-            );
+            assert_eq!(format!("{}:{}", e.line, e.column), pos, "{name}: position of {e}\n{rendered}");
             assert_eq!(e.path, path, "{name}: path of {e}");
             if let Some(check) = parts.next() {
                 let (f, sub) = check.split_once('=').expect("field=substring");
-                assert!(
-                    field(e, f).contains(sub),
-                    "{name}: {f} of {e} should contain {sub:?}, is {:?}",
-                    field(e, f)
-                );
+                assert!(field(e, f).contains(sub), "{name}: {f} of {e} should contain {sub:?}, is {:?}", field(e, f));
             }
-            assert!(
-                e.message.starts_with(&e.path) || e.path.is_empty(),
-                "{name}: message names its path: {e}"
-            );
+            assert!(e.message.starts_with(&e.path) || e.path.is_empty(), "{name}: message names its path: {e}");
         }
         checked += 1;
     }
@@ -85,10 +60,9 @@ fn fixtures() {
 
 #[test]
 fn every_problem_reports_expected_and_found() {
-    let src = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deploy/many-errors.toml"),
-    )
-    .expect("fixture");
+    let src =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/deploy/many-errors.toml"))
+            .expect("fixture");
     for e in config::parse(&src).expect_err("invalid") {
         assert!(e.found.is_some(), "no 'found' in {e}");
         assert!(
@@ -100,16 +74,8 @@ fn every_problem_reports_expected_and_found() {
 
 #[test]
 fn defaults_fill_in() {
-    let c = config::parse("[app]\nname = \"a\"\nruntime = \"node\"\n[scaling]\nmin_replicas = 5\n")
-        .expect("valid");
-    assert_eq!(
-        (
-            c.scaling.min_replicas,
-            c.scaling.max_replicas,
-            c.scaling.cpu_target
-        ),
-        (5, 5, 70)
-    );
+    let c = config::parse("[app]\nname = \"a\"\nruntime = \"node\"\n[scaling]\nmin_replicas = 5\n").expect("valid");
+    assert_eq!((c.scaling.min_replicas, c.scaling.max_replicas, c.scaling.cpu_target), (5, 5, 70));
     assert_eq!(c.health.path, "/");
     assert_eq!(c.health.interval.millis, 10_000);
     assert_eq!(c.run.port, 8080);
@@ -133,10 +99,7 @@ fn every_key_in_the_table_is_checked() {
     let errors = config::parse(&src).expect_err("all wrong");
     for k in KEYS {
         let path = format!("{}.{}", k.section, k.key);
-        assert!(
-            errors.iter().any(|e| e.path == path),
-            "{path} is in the key table but not validated"
-        );
+        assert!(errors.iter().any(|e| e.path == path), "{path} is in the key table but not validated");
     }
 }
 
@@ -156,30 +119,14 @@ fn json_schema_file_is_current() {
 
 #[test]
 fn docs_name_every_key() {
-    let docs = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy-toml.md"),
-    )
-    .expect("docs/deploy-toml.md");
+    let docs = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy-toml.md"))
+        .expect("docs/deploy-toml.md");
     for (section, _, _) in SECTIONS {
-        assert!(
-            docs.contains(&format!("[{section}]")),
-            "docs miss section [{section}]"
-        );
+        assert!(docs.contains(&format!("[{section}]")), "docs miss section [{section}]");
     }
     for k in KEYS {
-        assert!(
-            docs.contains(&format!("`{}`", k.key)),
-            "docs miss {}.{}",
-            k.section,
-            k.key
-        );
-        assert!(
-            docs.contains(k.default),
-            "docs miss the default of {}.{} ({})",
-            k.section,
-            k.key,
-            k.default
-        );
+        assert!(docs.contains(&format!("`{}`", k.key)), "docs miss {}.{}", k.section, k.key);
+        assert!(docs.contains(k.default), "docs miss the default of {}.{} ({})", k.section, k.key, k.default);
     }
 }
 
@@ -197,25 +144,14 @@ fn toml_value() -> impl Strategy<Value = String> {
 
 fn key() -> impl Strategy<Value = String> {
     let mut known: Vec<String> = KEYS.iter().map(|k| k.key.to_string()).collect();
-    known.extend([
-        "LOG_LEVEL".to_string(),
-        "bogus".to_string(),
-        "naem".to_string(),
-    ]);
+    known.extend(["LOG_LEVEL".to_string(), "bogus".to_string(), "naem".to_string()]);
     proptest::sample::select(known)
 }
 
 fn document() -> impl Strategy<Value = String> {
-    let sections: Vec<String> = SECTIONS
-        .iter()
-        .map(|s| s.0.to_string())
-        .chain(["apps".to_string()])
-        .collect();
+    let sections: Vec<String> = SECTIONS.iter().map(|s| s.0.to_string()).chain(["apps".to_string()]).collect();
     proptest::collection::vec(
-        (
-            proptest::sample::select(sections),
-            proptest::collection::vec((key(), toml_value()), 0..5),
-        ),
+        (proptest::sample::select(sections), proptest::collection::vec((key(), toml_value()), 0..5)),
         0..6,
     )
     .prop_map(|secs| {

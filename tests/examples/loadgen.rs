@@ -32,33 +32,22 @@ async fn main() {
             (Some(serde_json::to_vec(&payload).expect("json")), secret, 6)
         }
         _ => {
-            eprintln!(
-                "usage: loadgen get URL [C] [S] | loadgen webhook URL SECRET REPO COMMIT [C] [S]"
-            );
+            eprintln!("usage: loadgen get URL [C] [S] | loadgen webhook URL SECRET REPO COMMIT [C] [S]");
             std::process::exit(2);
         }
     };
     let concurrency: usize = args.get(rest).and_then(|a| a.parse().ok()).unwrap_or(16);
-    let seconds: u64 = args
-        .get(rest + 1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(10);
-    let signature = body
-        .as_ref()
-        .map(|b| bifrost_shared::auth::sign_github(secret.as_bytes(), b));
+    let seconds: u64 = args.get(rest + 1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let signature = body.as_ref().map(|b| bifrost_shared::auth::sign_github(secret.as_bytes(), b));
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .expect("client");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let counter = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = vec![];
     for _ in 0..concurrency {
-        let (client, url, body, signature) =
-            (client.clone(), url.clone(), body.clone(), signature.clone());
+        let (client, url, body, signature) = (client.clone(), url.clone(), body.clone(), signature.clone());
         let (counter, errors) = (counter.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
@@ -68,10 +57,7 @@ async fn main() {
                     (Some(b), Some(sig)) => client
                         .post(&url)
                         .header("x-github-event", "push")
-                        .header(
-                            "x-github-delivery",
-                            format!("bench-{}", counter.fetch_add(1, Ordering::Relaxed)),
-                        )
+                        .header("x-github-delivery", format!("bench-{}", counter.fetch_add(1, Ordering::Relaxed)))
                         .header("x-hub-signature-256", sig)
                         .header("content-type", "application/json")
                         .body(b.clone()),

@@ -21,11 +21,7 @@ pub fn bifrost_bin() -> PathBuf {
         }
         // target/<profile>/deps/<test-binary> → target/<profile>/bifrost
         let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target dir")
-            .to_path_buf();
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
         let bin = profile_dir.join("bifrost");
         let status = Command::new(env!("CARGO"))
             .args(["build", "-q", "-p", "bifrost-cli"])
@@ -63,21 +59,14 @@ impl Platform {
             log: home.path().join("bifrost.log"),
             home,
             child: None,
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         p.spawn(&[]);
         p
     }
 
     fn spawn(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let mut cmd = Command::new(bifrost_bin());
         cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
@@ -197,38 +186,21 @@ pub struct Answer {
 impl Client {
     pub fn new(base: &str, token: &str) -> Client {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Client {
-            base: base.to_string(),
-            token: token.to_string(),
-            http: reqwest::Client::new(),
-        }
+        Client { base: base.to_string(), token: token.to_string(), http: reqwest::Client::new() }
     }
 
     pub fn with_token(&self, token: &str) -> Client {
-        Client {
-            base: self.base.clone(),
-            token: token.to_string(),
-            http: self.http.clone(),
-        }
+        Client { base: self.base.clone(), token: token.to_string(), http: self.http.clone() }
     }
 
     async fn answer(resp: reqwest::Response) -> Answer {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        Answer {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        }
+        Answer { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("GET");
+        let r = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("GET");
         Self::answer(r).await
     }
 
@@ -245,36 +217,34 @@ impl Client {
     }
 
     pub async fn delete(&self, path: &str) -> Answer {
-        let r = self
-            .http
-            .delete(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("DELETE");
+        let r = self.http.delete(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.expect("DELETE");
         Self::answer(r).await
     }
 
+    /// GET through the router: `Host: <app>.localhost:<port>`.
+    pub async fn app_get(&self, app: &str, path: &str) -> Result<(u16, Option<String>, String), String> {
+        let port = self.base.rsplit(':').next().unwrap_or("80");
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("host", format!("{app}.localhost:{port}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = r.status().as_u16();
+        let deployment = r.headers().get("x-bifrost-deployment").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = r.text().await.map_err(|e| e.to_string())?;
+        Ok((status, deployment, body))
+    }
+
     /// Sends a GitHub webhook signed with `secret`.
-    pub async fn webhook(
-        &self,
-        event: &str,
-        delivery: &str,
-        secret: &str,
-        payload: &Value,
-    ) -> Answer {
+    pub async fn webhook(&self, event: &str, delivery: &str, secret: &str, payload: &Value) -> Answer {
         let body = serde_json::to_vec(payload).expect("json");
         let sig = bifrost_shared::auth::sign_github(secret.as_bytes(), &body);
         self.webhook_raw(event, delivery, Some(&sig), body).await
     }
 
-    pub async fn webhook_raw(
-        &self,
-        event: &str,
-        delivery: &str,
-        signature: Option<&str>,
-        body: Vec<u8>,
-    ) -> Answer {
+    pub async fn webhook_raw(&self, event: &str, delivery: &str, signature: Option<&str>, body: Vec<u8>) -> Answer {
         let mut rb = self
             .http
             .post(format!("{}/api/v1/webhooks/github", self.base))
@@ -289,12 +259,7 @@ impl Client {
     }
 
     /// Polls a deployment until `pred` holds on it (30 s at most).
-    pub async fn wait_deployment(
-        &self,
-        id: &str,
-        what: &str,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
+    pub async fn wait_deployment(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let start = Instant::now();
         let mut last = Value::Null;
         while start.elapsed() < Duration::from_secs(120) {
@@ -324,11 +289,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "e2e@bifrost.test")
         .output()
         .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -343,12 +304,8 @@ impl GitRepo {
 
     /// Copies a directory of the repo's examples/ in and commits it.
     pub fn from_example(name: &str) -> GitRepo {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../examples")
-            .join(name);
-        let repo = GitRepo {
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(name);
+        let repo = GitRepo { dir: tempfile::tempdir().expect("tempdir") };
         git(repo.path(), &["init", "-q", "-b", "main"]);
         copy_dir(&src, repo.path());
         git(repo.path(), &["add", "-A"]);
@@ -374,10 +331,7 @@ impl GitRepo {
             std::fs::write(p, content).expect("write");
         }
         git(self.dir.path(), &["add", "-A"]);
-        git(
-            self.dir.path(),
-            &["commit", "-q", "--allow-empty", "-m", message],
-        );
+        git(self.dir.path(), &["commit", "-q", "--allow-empty", "-m", message]);
         self.head()
     }
 
@@ -416,4 +370,27 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Is a process alive (and not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().map(|rest| !rest.trim_start().starts_with('Z')).unwrap_or(false))
+        .unwrap_or(false)
+}
+
+/// Processes whose environment has `KEY=VALUE`.
+pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
+    let needle = format!("{key}={value}");
+    let mut out = vec![];
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if let Ok(env) = std::fs::read(entry.path().join("environ"))
+            && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            && alive(pid)
+        {
+            out.push(pid);
+        }
+    }
+    out
 }

@@ -67,18 +67,12 @@ pub async fn create_project(
     Body(req): Body<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<ProjectOut>)> {
     caller.require(Role::Admin)?;
-    let repo = match req
-        .repo
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty())
-    {
+    let repo = match req.repo.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()) {
         Some(r) if !is_remote(&r) && !r.starts_with('/') && !r.starts_with("file://") => {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid",
-                format!(
-                    "repo {r:?} must be a git URL or an absolute path on the platform's machine"
-                ),
+                format!("repo {r:?} must be a git URL or an absolute path on the platform's machine"),
             ));
         }
         Some(r) => {
@@ -88,11 +82,7 @@ pub async fn create_project(
         None => None,
     };
     let branch = req.branch.unwrap_or_else(|| "main".into());
-    if branch.is_empty()
-        || branch.starts_with('-')
-        || branch.contains("..")
-        || branch.contains(char::is_whitespace)
-    {
+    if branch.is_empty() || branch.starts_with('-') || branch.contains("..") || branch.contains(char::is_whitespace) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
@@ -106,30 +96,19 @@ pub async fn create_project(
             name: req.name,
             repo,
             branch,
-            webhook_secret: Some(
-                req.webhook_secret
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or_else(generate_secret),
-            ),
+            webhook_secret: Some(req.webhook_secret.filter(|w| !w.is_empty()).unwrap_or_else(generate_secret)),
         })
         .await?;
     tracing::info!(project = %project.name, by = %caller.actor(), "project created");
     Ok((
         StatusCode::CREATED,
-        Json(ProjectOut::from_project(
-            project,
-            &s.ctx.settings.public_url,
-            true,
-        )),
+        Json(ProjectOut::from_project(project, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, true)),
     ))
 }
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
     responses((status = 200, body = Vec<ProjectOut>)), security(("token" = ["viewer"])))]
-pub async fn list_projects(
-    State(s): State<AppState>,
-    _caller: Caller,
-) -> ApiResult<Json<Vec<ProjectOut>>> {
+pub async fn list_projects(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<ProjectOut>>> {
     let url = &s.ctx.settings.public_url;
     Ok(Json(
         s.ctx
@@ -137,7 +116,7 @@ pub async fn list_projects(
             .list_projects()
             .await?
             .into_iter()
-            .map(|p| ProjectOut::from_project(p, url, false))
+            .map(|p| ProjectOut::from_project(p, url, &s.ctx.settings.app_domain, false))
             .collect(),
     ))
 }
@@ -151,11 +130,7 @@ pub async fn get_project(
     Path(name): Path<String>,
 ) -> ApiResult<Json<ProjectOut>> {
     let p = s.ctx.store.get_project(&name).await?;
-    Ok(Json(ProjectOut::from_project(
-        p,
-        &s.ctx.settings.public_url,
-        false,
-    )))
+    Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
 }
 
 #[utoipa::path(delete, path = "/api/v1/projects/{name}", tag = "projects",
@@ -171,11 +146,7 @@ pub async fn delete_project(
     caller.require(Role::Admin)?;
     let p = s.ctx.store.delete_project(&name, caller.actor()).await?;
     tracing::info!(project = %p.name, by = %caller.actor(), "project deleted");
-    Ok(Json(ProjectOut::from_project(
-        p,
-        &s.ctx.settings.public_url,
-        false,
-    )))
+    Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects/{name}/deployments", tag = "deployments",
@@ -218,22 +189,12 @@ pub async fn create_deployment(
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "no_repo",
-                format!(
-                    "project {} has no repo; deploy an upload instead (bifrost deploy PATH)",
-                    project.name
-                ),
+                format!("project {} has no repo; deploy an upload instead (bifrost deploy PATH)", project.name),
             )
         })?;
-        let git_ref = body
-            .git_ref
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| project.branch.clone());
+        let git_ref = body.git_ref.filter(|r| !r.is_empty()).unwrap_or_else(|| project.branch.clone());
         let commit = s.ctx.sources.resolve(&repo, &git_ref).await?;
-        Source::Git {
-            repo,
-            git_ref,
-            commit,
-        }
+        Source::Git { repo, git_ref, commit }
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -258,10 +219,7 @@ pub async fn create_deployment(
     tracing::info!(deployment = %created.deployment.id, project = %project.name, by = %caller.actor(), "deployment queued");
     Ok((
         StatusCode::CREATED,
-        Json(CreatedDeployment {
-            deployment: created.deployment.into(),
-            superseded: created.superseded,
-        }),
+        Json(CreatedDeployment { deployment: created.deployment.into(), superseded: created.superseded }),
     ))
 }
 
@@ -301,10 +259,7 @@ pub async fn get_deployment(
 ) -> ApiResult<Json<DeploymentDetail>> {
     let d = s.ctx.store.get_deployment(&id).await?;
     let history = s.ctx.store.history(&id).await?;
-    Ok(Json(DeploymentDetail {
-        deployment: d.into(),
-        history: history.into_iter().map(Into::into).collect(),
-    }))
+    Ok(Json(DeploymentDetail { deployment: d.into(), history: history.into_iter().map(Into::into).collect() }))
 }
 
 #[utoipa::path(get, path = "/api/v1/deployments/{id}/history", tag = "deployments",
@@ -319,11 +274,7 @@ pub async fn deployment_events(
     Query(p): Query<EventParams>,
 ) -> ApiResult<Json<Vec<EventOut>>> {
     s.ctx.store.get_deployment(&id).await?;
-    let events = s
-        .ctx
-        .store
-        .events(Some(&id), p.after.unwrap_or(0), 10_000)
-        .await?;
+    let events = s.ctx.store.events(Some(&id), p.after.unwrap_or(0), 10_000).await?;
     Ok(Json(events.into_iter().map(Into::into).collect()))
 }
 
@@ -343,10 +294,7 @@ pub async fn retry(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_retryable",
-            format!(
-                "deployment {id} is {}; only failed or cancelled deployments can be retried",
-                d.status
-            ),
+            format!("deployment {id} is {}; only failed or cancelled deployments can be retried", d.status),
         ));
     }
     let t = Transition::new(
@@ -395,37 +343,18 @@ pub async fn cancel(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "conflict",
-        format!("deployment {id} kept changing; try again"),
-    ))
+    Err(ApiError::new(StatusCode::CONFLICT, "conflict", format!("deployment {id} kept changing; try again")))
 }
 
 #[utoipa::path(get, path = "/api/v1/events/dead", tag = "events",
     responses((status = 200, body = Vec<DeadLetterOut>)), security(("token" = ["viewer"])))]
-pub async fn dead_letters(
-    State(s): State<AppState>,
-    _caller: Caller,
-) -> ApiResult<Json<Vec<DeadLetterOut>>> {
-    Ok(Json(
-        s.ctx
-            .dead_letters
-            .dead_letters()
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect(),
-    ))
+pub async fn dead_letters(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<DeadLetterOut>>> {
+    Ok(Json(s.ctx.dead_letters.dead_letters().await?.into_iter().map(Into::into).collect()))
 }
 
 #[utoipa::path(post, path = "/api/v1/events/dead/redrive", tag = "events", request_body = Redrive,
     responses((status = 200, body = Redriven), (status = 404, body = ErrorBody)), security(("token" = ["admin"])))]
-pub async fn redrive(
-    State(s): State<AppState>,
-    caller: Caller,
-    req: Request,
-) -> ApiResult<Json<Redriven>> {
+pub async fn redrive(State(s): State<AppState>, caller: Caller, req: Request) -> ApiResult<Json<Redriven>> {
     caller.require(Role::Admin)?;
     let bytes = read_body(req, 1 << 20).await?;
     let ids = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -442,20 +371,9 @@ pub async fn redrive(
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = Vec<TokenOut>)), security(("token" = ["admin"])))]
-pub async fn list_tokens(
-    State(s): State<AppState>,
-    caller: Caller,
-) -> ApiResult<Json<Vec<TokenOut>>> {
+pub async fn list_tokens(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenOut>>> {
     caller.require(Role::Admin)?;
-    Ok(Json(
-        s.ctx
-            .store
-            .list_tokens()
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect(),
-    ))
+    Ok(Json(s.ctx.store.list_tokens().await?.into_iter().map(Into::into).collect()))
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateToken,
@@ -468,16 +386,10 @@ pub async fn create_token(
     Body(req): Body<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<TokenOut>)> {
     caller.require(Role::Admin)?;
-    let role: Role = req
-        .role
-        .parse()
-        .map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e))?;
+    let role: Role =
+        req.role.parse().map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e))?;
     let secret = generate_token();
-    let t = s
-        .ctx
-        .store
-        .create_token(&req.name, role, &hash_token(&secret))
-        .await?;
+    let t = s.ctx.store.create_token(&req.name, role, &hash_token(&secret)).await?;
     tracing::info!(token = %t.name, role = %t.role, by = %caller.actor(), "token created");
     let mut out = TokenOut::from(t);
     out.token = Some(secret);
@@ -507,16 +419,156 @@ pub async fn whoami(caller: Caller) -> Json<TokenOut> {
     responses((status = 200, body = ValidationOut)), security(("token" = ["viewer"])))]
 pub async fn validate(_caller: Caller, req: Request) -> ApiResult<Json<ValidationOut>> {
     let bytes = read_body(req, config::MAX_CONFIG_BYTES).await?;
-    let text = String::from_utf8(bytes.to_vec())
-        .map_err(|_| ApiError::bad_request("deploy.toml must be UTF-8 text"))?;
+    let text =
+        String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("deploy.toml must be UTF-8 text"))?;
     Ok(Json(match config::parse(&text) {
-        Ok(_) => ValidationOut {
-            valid: true,
-            errors: vec![],
-        },
-        Err(errors) => ValidationOut {
-            valid: false,
-            errors: errors.into_iter().map(Into::into).collect(),
-        },
+        Ok(_) => ValidationOut { valid: true, errors: vec![] },
+        Err(errors) => ValidationOut { valid: false, errors: errors.into_iter().map(Into::into).collect() },
     }))
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/logs", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id"), EventParams),
+    responses((status = 200, body = Vec<FeedItemOut>, description = "Status changes and log lines so far, oldest first"),
+              (status = 404, body = ErrorBody)),
+    security(("token" = ["viewer"])))]
+pub async fn deployment_logs(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(p): Query<EventParams>,
+) -> ApiResult<Json<Vec<FeedItemOut>>> {
+    s.ctx.store.get_deployment(&id).await?;
+    let items = s.ctx.store.feed(Some(&id), p.after.unwrap_or(0), 100_000).await?;
+    Ok(Json(items.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/replicas", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id")),
+    responses((status = 200, body = Vec<ReplicaOut>), (status = 404, body = ErrorBody)),
+    security(("token" = ["viewer"])))]
+pub async fn replicas(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<ReplicaOut>>> {
+    s.ctx.store.get_deployment(&id).await?;
+    Ok(Json(s.ctx.runtime.status(&id).await.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(post, path = "/api/v1/projects/{name}/rollback", tag = "deployments", request_body = Rollback,
+    params(("name" = String, Path, description = "Project name or id")),
+    responses((status = 201, body = CreatedDeployment, description = "A new deployment running the earlier build"),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("token" = ["deployer"])))]
+pub async fn rollback(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    req: Request,
+) -> ApiResult<(StatusCode, Json<CreatedDeployment>)> {
+    caller.require(Role::Deployer)?;
+    let bytes = read_body(req, 64 << 10).await?;
+    let body: Rollback = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Rollback::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?
+    };
+    let project = s.ctx.store.get_project(&name).await?;
+    let candidates = s.ctx.store.list_deployments(Some(&project.id), 1000).await?;
+    let mut ever_healthy = vec![];
+    for d in candidates {
+        if d.artifact.is_some() && Some(&d.id) != project.live_deployment_id.as_ref() {
+            let history = s.ctx.store.history(&d.id).await?;
+            if history.iter().any(|h| h.to == Status::Healthy) {
+                ever_healthy.push(d);
+            }
+        }
+    }
+    let target = match &body.to {
+        Some(id) => {
+            let d = s.ctx.store.get_deployment(id).await?;
+            if d.project_id != project.id {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid",
+                    format!("deployment {id} belongs to project {}", d.project),
+                ));
+            }
+            ever_healthy.into_iter().find(|c| c.id == d.id).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "not_rollbackable",
+                    format!("deployment {id} was never healthy (or is live now), so it cannot be rolled back to"),
+                )
+            })?
+        }
+        None => ever_healthy.into_iter().next().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "not_rollbackable",
+                format!("project {} has no earlier healthy deployment", project.name),
+            )
+        })?,
+    };
+    let created = s
+        .ctx
+        .store
+        .create_deployment(NewDeployment {
+            project: project.name.clone(),
+            source: target.source.clone(),
+            actor: caller.actor(),
+            dedupe_key: None,
+            rollback_of: Some(target.id.clone()),
+            artifact: target.artifact.clone(),
+        })
+        .await?;
+    tracing::info!(project = %project.name, to = %target.id, deployment = %created.deployment.id, "rollback queued");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedDeployment { deployment: created.deployment.into(), superseded: created.superseded }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets",
+    responses((status = 200, body = Vec<SecretOut>, description = "Names only; values never leave")), security(("token" = ["admin"])))]
+pub async fn list_secrets(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<SecretOut>>> {
+    caller.require(Role::Admin)?;
+    let list = s.ctx.store.list_secrets().await?;
+    Ok(Json(list.into_iter().map(|(name, at)| SecretOut { name, updated_at: rfc3339(&at) }).collect()))
+}
+
+#[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets", request_body = SetSecret,
+    params(("name" = String, Path, description = "Secret name")),
+    responses((status = 204, description = "Stored"), (status = 422, body = ErrorBody)), security(("token" = ["admin"])))]
+pub async fn set_secret(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(req): Body<SetSecret>,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin)?;
+    if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("secret name {name:?} must be 1-128 of [A-Za-z0-9-_.]"),
+        ));
+    }
+    s.ctx.store.set_secret(&name, &req.value).await?;
+    tracing::info!(secret = %name, by = %caller.actor(), "secret set");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "secrets",
+    params(("name" = String, Path, description = "Secret name")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)), security(("token" = ["admin"])))]
+pub async fn delete_secret(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Role::Admin)?;
+    s.ctx.store.delete_secret(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -41,12 +41,11 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("missing API token: send `Authorization: Bearer <token>` (bifrost login --token ...)")
+            ApiError::unauthorized(
+                "missing API token: send `Authorization: Bearer <token>` (bifrost login --token ...)",
+            )
         })?;
         match state.ctx.store.authenticate(&hash_token(token)).await? {
             Some(t) => Ok(Caller(t)),

@@ -20,12 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { status, code, message: message.into(), details: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -62,21 +57,13 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::NotFound { .. } => {
-                Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
-            }
-            StoreError::AlreadyExists { .. } => {
-                Self::new(StatusCode::CONFLICT, "already_exists", e.to_string())
-            }
+            StoreError::NotFound { .. } => Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+            StoreError::AlreadyExists { .. } => Self::new(StatusCode::CONFLICT, "already_exists", e.to_string()),
             StoreError::InvalidTransition { .. } => {
                 Self::new(StatusCode::CONFLICT, "invalid_transition", e.to_string())
             }
-            StoreError::Conflict { .. } => {
-                Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
-            }
-            StoreError::Invalid(m) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m.clone())
-            }
+            StoreError::Conflict { .. } => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            StoreError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m.clone()),
             StoreError::Backend(m) => {
                 tracing::error!(error = %m, "store backend error");
                 Self::new(
@@ -92,15 +79,9 @@ impl From<StoreError> for ApiError {
 impl From<SourceError> for ApiError {
     fn from(e: SourceError) -> Self {
         match e {
-            SourceError::NotFound(m) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "source_not_found", m)
-            }
-            SourceError::Invalid(m) => {
-                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_source", m)
-            }
-            SourceError::Unavailable(m) => {
-                Self::new(StatusCode::BAD_GATEWAY, "source_unavailable", m)
-            }
+            SourceError::NotFound(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "source_not_found", m),
+            SourceError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_source", m),
+            SourceError::Unavailable(m) => Self::new(StatusCode::BAD_GATEWAY, "source_unavailable", m),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod live;
 pub mod openapi;
 pub mod webhook;
 pub mod wire;
@@ -30,21 +31,19 @@ pub struct AppState {
 pub fn router(ctx: Ctx) -> Router {
     let state = AppState { ctx };
     let v1 = Router::new()
-        .route(
-            "/projects",
-            get(api::list_projects).post(api::create_project),
-        )
-        .route(
-            "/projects/{name}",
-            get(api::get_project).delete(api::delete_project),
-        )
-        .route(
-            "/projects/{name}/deployments",
-            get(api::list_project_deployments).post(api::create_deployment),
-        )
+        .route("/projects", get(api::list_projects).post(api::create_project))
+        .route("/projects/{name}", get(api::get_project).delete(api::delete_project))
+        .route("/projects/{name}/deployments", get(api::list_project_deployments).post(api::create_deployment))
         .route("/deployments", get(api::list_deployments))
         .route("/deployments/{id}", get(api::get_deployment))
         .route("/deployments/{id}/history", get(api::deployment_events))
+        .route("/deployments/{id}/events", get(live::deployment_events))
+        .route("/deployments/{id}/logs", get(api::deployment_logs))
+        .route("/deployments/{id}/replicas", get(api::replicas))
+        .route("/projects/{name}/rollback", post(api::rollback))
+        .route("/events", get(live::all_events))
+        .route("/secrets", get(api::list_secrets))
+        .route("/secrets/{name}", axum::routing::put(api::set_secret).delete(api::delete_secret))
         .route("/deployments/{id}/retry", post(api::retry))
         .route("/deployments/{id}/cancel", post(api::cancel))
         .route("/events/dead", get(api::dead_letters))
@@ -57,10 +56,7 @@ pub fn router(ctx: Ctx) -> Router {
         .fallback(error::not_found);
     Router::new()
         .nest("/api/v1", v1)
-        .route(
-            "/api/openapi.json",
-            get(|| async { Json(openapi::document()) }),
-        )
+        .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/healthz", get(healthz))
         // Bodies are read with explicit limits (read_body); the extractor
         // default would cut uploads at 2 MB.
@@ -80,11 +76,8 @@ const DRAIN_LIMIT: usize = 64 << 20;
 /// JSON body.
 pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > DRAIN_LIMIT) {
         return Err(ApiError::too_large(limit));
     }
@@ -92,8 +85,7 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen > DRAIN_LIMIT {

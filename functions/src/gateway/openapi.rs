@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, webhook, wire};
+use super::{api, live, webhook, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,12 +15,15 @@ use super::{api, webhook, wire};
         api::dead_letters, api::redrive,
         api::list_tokens, api::create_token, api::revoke_token, api::whoami,
         api::validate, webhook::github,
+        api::deployment_logs, api::replicas, api::rollback, live::deployment_events, live::all_events,
+        api::list_secrets, api::set_secret, api::delete_secret,
     ),
     components(schemas(
         wire::ProjectOut, wire::CreateProject, wire::DeploymentOut, wire::DeploymentDetail, wire::TransitionOut,
         wire::CreateDeployment, wire::CreatedDeployment, wire::SourceOut, wire::ConfigErrorOut, wire::EventOut,
         wire::DeadLetterOut, wire::Redrive, wire::Redriven, wire::TokenOut, wire::CreateToken,
         wire::ValidationOut, wire::WebhookOut, wire::ErrorBody, wire::ErrorDetail,
+        wire::FeedItemOut, wire::Rollback, wire::ReplicaOut, wire::SetSecret, wire::SecretOut,
     )),
     modifiers(&BearerAuth),
 )]
@@ -36,9 +39,7 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "An API token: bifrost tokens create NAME --role viewer|deployer|admin",
-                    ))
+                    .description(Some("An API token: bifrost tokens create NAME --role viewer|deployer|admin"))
                     .build(),
             ),
         );

@@ -53,17 +53,11 @@ pub struct Login {
 impl Repository {
     /// Keys a project's repo may match.
     fn url_keys(&self) -> Vec<String> {
-        [
-            &self.clone_url,
-            &self.html_url,
-            &self.ssh_url,
-            &self.git_url,
-            &self.url,
-        ]
-        .into_iter()
-        .flatten()
-        .map(|u| repo_key(u))
-        .collect()
+        [&self.clone_url, &self.html_url, &self.ssh_url, &self.git_url, &self.url]
+            .into_iter()
+            .flatten()
+            .map(|u| repo_key(u))
+            .collect()
     }
 
     fn matches(&self, project: &Project) -> bool {
@@ -71,11 +65,7 @@ impl Repository {
             return false;
         };
         let key = repo_key(repo);
-        self.url_keys().contains(&key)
-            || self
-                .full_name
-                .as_deref()
-                .is_some_and(|f| matches_full_name(&key, f))
+        self.url_keys().contains(&key) || self.full_name.as_deref().is_some_and(|f| matches_full_name(&key, f))
     }
 }
 
@@ -123,20 +113,15 @@ fn ignored(project: &Project, reason: String) -> (StatusCode, Json<WebhookOut>) 
         (status = 202, body = WebhookOut, description = "ignored, with the reason"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
     ))]
-pub async fn github(
-    State(s): State<AppState>,
-    req: Request,
-) -> ApiResult<(StatusCode, Json<WebhookOut>)> {
+pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(StatusCode, Json<WebhookOut>)> {
     let headers = req.headers().clone();
     let body = read_body(req, s.ctx.settings.max_webhook_bytes).await?;
     let event = header(&headers, "x-github-event").unwrap_or("").to_string();
     let delivery = header(&headers, "x-github-delivery").map(str::to_string);
-    let signature = header(&headers, "x-hub-signature-256")
-        .ok_or_else(rejected)?
-        .to_string();
+    let signature = header(&headers, "x-hub-signature-256").ok_or_else(rejected)?.to_string();
 
-    let payload = parse_payload(&body)
-        .map_err(|e| ApiError::bad_request(format!("webhook body is not a JSON payload: {e}")))?;
+    let payload =
+        parse_payload(&body).map_err(|e| ApiError::bad_request(format!("webhook body is not a JSON payload: {e}")))?;
     let repository = payload.repository.as_ref().ok_or_else(rejected)?;
     // Verify against every project of this repository; any match authenticates.
     let project = s
@@ -156,56 +141,31 @@ pub async fn github(
         "ping" => {
             return Ok((
                 StatusCode::OK,
-                Json(WebhookOut {
-                    status: "pong".into(),
-                    project: Some(project.name),
-                    deployment: None,
-                    reason: None,
-                }),
+                Json(WebhookOut { status: "pong".into(), project: Some(project.name), deployment: None, reason: None }),
             ));
         }
         "push" => {}
         other => {
-            return Ok(ignored(
-                &project,
-                format!("event {other:?} does not deploy (only push does)"),
-            ));
+            return Ok(ignored(&project, format!("event {other:?} does not deploy (only push does)")));
         }
     }
 
     let git_ref = payload.git_ref.clone().unwrap_or_default();
     let after = payload.after.clone().unwrap_or_default();
     if git_ref.starts_with("refs/tags/") {
-        return Ok(ignored(
-            &project,
-            format!("tag push ({git_ref}) does not deploy"),
-        ));
+        return Ok(ignored(&project, format!("tag push ({git_ref}) does not deploy")));
     }
     if payload.deleted || is_zero_commit(&after) {
-        return Ok(ignored(
-            &project,
-            format!("branch deletion ({git_ref}) does not deploy"),
-        ));
+        return Ok(ignored(&project, format!("branch deletion ({git_ref}) does not deploy")));
     }
     let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
-        return Ok(ignored(
-            &project,
-            format!("ref {git_ref:?} is not a branch"),
-        ));
+        return Ok(ignored(&project, format!("ref {git_ref:?} is not a branch")));
     };
     if branch != project.branch {
-        return Ok(ignored(
-            &project,
-            format!(
-                "push to {branch}; project {} deploys {}",
-                project.name, project.branch
-            ),
-        ));
+        return Ok(ignored(&project, format!("push to {branch}; project {} deploys {}", project.name, project.branch)));
     }
     if after.len() != 40 || !after.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::bad_request(format!(
-            "push payload `after` is not a commit id: {after:?}"
-        )));
+        return Err(ApiError::bad_request(format!("push payload `after` is not a commit id: {after:?}")));
     }
     let pusher = payload
         .sender
@@ -218,22 +178,15 @@ pub async fn github(
         .store
         .create_deployment(NewDeployment {
             project: project.name.clone(),
-            source: Source::Git {
-                repo,
-                git_ref: branch.to_string(),
-                commit: after.to_lowercase(),
-            },
+            source: Source::Git { repo, git_ref: branch.to_string(), commit: after.to_lowercase() },
             actor: Actor::github(&pusher),
             dedupe_key: delivery.map(|d| format!("github:{d}")),
             rollback_of: None,
             artifact: None,
         })
         .await?;
-    let (status, code) = if created.duplicate {
-        (StatusCode::OK, "duplicate")
-    } else {
-        (StatusCode::CREATED, "queued")
-    };
+    let (status, code) =
+        if created.duplicate { (StatusCode::OK, "duplicate") } else { (StatusCode::CREATED, "queued") };
     tracing::info!(project = %project.name, deployment = %created.deployment.id, status = code, "webhook push");
     Ok((
         status,

@@ -18,24 +18,24 @@ pub struct ProjectOut {
     pub created_at: String,
     /// Where GitHub should send push events.
     pub webhook_url: String,
+    /// Where the app answers once it is live.
+    pub url: String,
     /// Only in the answer that creates the project.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
 }
 
 impl ProjectOut {
-    pub fn from_project(p: Project, public_url: &str, show_secret: bool) -> Self {
+    pub fn from_project(p: Project, public_url: &str, app_domain: &str, show_secret: bool) -> Self {
         ProjectOut {
+            url: format!("http://{}.{app_domain}/", p.name),
             id: p.id,
             name: p.name,
             repo: p.repo,
             branch: p.branch,
             live_deployment_id: p.live_deployment_id,
             created_at: rfc3339(&p.created_at),
-            webhook_url: format!(
-                "{}/api/v1/webhooks/github",
-                public_url.trim_end_matches('/')
-            ),
+            webhook_url: format!("{}/api/v1/webhooks/github", public_url.trim_end_matches('/')),
             webhook_secret: if show_secret { p.webhook_secret } else { None },
         }
     }
@@ -74,15 +74,7 @@ pub enum SourceOut {
 impl From<Source> for SourceOut {
     fn from(s: Source) -> Self {
         match s {
-            Source::Git {
-                repo,
-                git_ref,
-                commit,
-            } => SourceOut::Git {
-                repo,
-                git_ref,
-                commit,
-            },
+            Source::Git { repo, git_ref, commit } => SourceOut::Git { repo, git_ref, commit },
             Source::Archive { sha256, .. } => SourceOut::Archive { sha256 },
         }
     }
@@ -357,4 +349,65 @@ pub struct ErrorDetail {
 
 pub fn rfc3339(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// One feed item: `{"seq", "deployment_id", "project", "at", "kind": "status", "status", "from", "reason", ...}`
+/// or `{"seq", ..., "kind": "log", "stream", "line"}`.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+#[schema(value_type = Object)]
+pub struct FeedItemOut(pub serde_json::Value);
+
+impl From<bifrost_shared::domain::FeedItem> for FeedItemOut {
+    fn from(f: bifrost_shared::domain::FeedItem) -> Self {
+        FeedItemOut(serde_json::to_value(f).unwrap_or_default())
+    }
+}
+
+#[derive(Deserialize, ToSchema, Debug, Default)]
+pub struct Rollback {
+    /// The deployment to make live again; default: the newest earlier one that was healthy.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct ReplicaOut {
+    pub index: u32,
+    pub address: Option<String>,
+    pub pid: Option<u32>,
+    pub listening: bool,
+    pub healthy: bool,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+    pub last_probe: Option<String>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+}
+
+impl From<bifrost_shared::ports::ReplicaStatus> for ReplicaOut {
+    fn from(r: bifrost_shared::ports::ReplicaStatus) -> Self {
+        ReplicaOut {
+            index: r.index,
+            address: r.address,
+            pid: r.pid,
+            listening: r.listening,
+            healthy: r.healthy,
+            consecutive_successes: r.consecutive_successes,
+            consecutive_failures: r.consecutive_failures,
+            last_probe: r.last_probe,
+            restarts: r.restarts,
+            last_exit: r.last_exit,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema, Debug)]
+pub struct SetSecret {
+    pub value: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct SecretOut {
+    pub name: String,
+    pub updated_at: String,
 }

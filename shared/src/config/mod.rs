@@ -21,13 +21,7 @@ pub fn parse(source: &str) -> Result<DeployConfig, Vec<ConfigError>> {
 
 /// An error about an otherwise valid file, placed at `section.key`'s value
 /// (e.g. an app name that does not match its project).
-pub fn error_at(
-    source: &str,
-    section: &str,
-    key: &str,
-    expected: &str,
-    found: &str,
-) -> ConfigError {
+pub fn error_at(source: &str, section: &str, key: &str, expected: &str, found: &str) -> ConfigError {
     let (line, column) = validate::locate(source, section, key).unwrap_or((1, 1));
     let path = format!("{section}.{key}");
     ConfigError {
@@ -63,11 +57,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "deploy.toml:{}:{}: {}",
-            self.line, self.column, self.message
-        )
+        write!(f, "deploy.toml:{}:{}: {}", self.line, self.column, self.message)
     }
 }
 
@@ -76,10 +66,7 @@ pub fn render_errors(source: &str, errors: &[ConfigError], file: &str) -> String
     let lines: Vec<&str> = source.lines().collect();
     let mut out = String::new();
     for e in errors {
-        out.push_str(&format!(
-            "{file}:{}:{}: error: {}\n",
-            e.line, e.column, e.message
-        ));
+        out.push_str(&format!("{file}:{}:{}: error: {}\n", e.line, e.column, e.message));
         if let Some(text) = lines.get(e.line.saturating_sub(1) as usize) {
             let gutter = e.line.to_string();
             out.push_str(&format!("{gutter} | {text}\n"));
@@ -126,14 +113,8 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    pub const ALL: [Runtime; 6] = [
-        Runtime::Rust,
-        Runtime::Go,
-        Runtime::Python,
-        Runtime::Node,
-        Runtime::Static,
-        Runtime::Docker,
-    ];
+    pub const ALL: [Runtime; 6] =
+        [Runtime::Rust, Runtime::Go, Runtime::Python, Runtime::Node, Runtime::Static, Runtime::Docker];
     pub fn as_str(self) -> &'static str {
         match self {
             Runtime::Rust => "rust",
@@ -233,10 +214,7 @@ pub struct Headers {
 
 impl Default for Run {
     fn default() -> Self {
-        Run {
-            command: None,
-            port: 8080,
-        }
+        Run { command: None, port: 8080 }
     }
 }
 
@@ -255,14 +233,8 @@ impl Default for Health {
 impl Default for Resources {
     fn default() -> Self {
         Resources {
-            cpu: Cpu {
-                raw: "250m".into(),
-                millicores: 250,
-            },
-            memory: Memory {
-                raw: "256Mi".into(),
-                bytes: 256 << 20,
-            },
+            cpu: Cpu { raw: "250m".into(), millicores: 250 },
+            memory: Memory { raw: "256Mi".into(), bytes: 256 << 20 },
         }
     }
 }

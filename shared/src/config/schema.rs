@@ -18,30 +18,14 @@ pub struct KeyDoc {
 /// Sections in the order the docs present them, with whether they are required.
 pub const SECTIONS: &[(&str, bool, &str)] = &[
     ("app", true, "What the app is."),
-    (
-        "build",
-        false,
-        "How to build it, when the runtime's default is not right.",
-    ),
+    ("build", false, "How to build it, when the runtime's default is not right."),
     ("run", false, "How to start it."),
     ("scaling", false, "How many replicas."),
-    (
-        "health",
-        false,
-        "How the platform decides the app is healthy.",
-    ),
+    ("health", false, "How the platform decides the app is healthy."),
     ("resources", false, "CPU and memory per replica."),
-    (
-        "env",
-        false,
-        "Environment variables: `KEY = \"value\"` or `KEY = { secret = \"name\" }`.",
-    ),
+    ("env", false, "Environment variables: `KEY = \"value\"` or `KEY = { secret = \"name\" }`."),
     ("rollout", false, "How a new version replaces the live one."),
-    (
-        "traffic",
-        false,
-        "What the router does to requests on the way in.",
-    ),
+    ("traffic", false, "What the router does to requests on the way in."),
 ];
 
 fn duration() -> Value {
@@ -263,9 +247,7 @@ pub const KEYS: &[KeyDoc] = &[
 
 /// Known keys of a section, for "did you mean".
 pub fn keys_of(section: &str) -> impl Iterator<Item = &'static str> + '_ {
-    KEYS.iter()
-        .filter(move |k| k.section == section)
-        .map(|k| k.key)
+    KEYS.iter().filter(move |k| k.section == section).map(|k| k.key)
 }
 
 /// The JSON Schema (draft 2020-12) for editors, generated from [`KEYS`].
@@ -291,10 +273,7 @@ pub fn json_schema() -> Value {
             for k in KEYS.iter().filter(|k| k.section == *section) {
                 let mut s = (k.schema)();
                 if let Value::Object(m) = &mut s {
-                    m.insert(
-                        "description".into(),
-                        Value::String(format!("{} Default: {}.", k.doc, k.default)),
-                    );
+                    m.insert("description".into(), Value::String(format!("{} Default: {}.", k.doc, k.default)));
                 }
                 keys.insert(k.key.into(), s);
                 if k.default == "required" {
@@ -311,11 +290,7 @@ pub fn json_schema() -> Value {
         };
         props.insert((*section).into(), section_schema);
     }
-    let required: Vec<_> = SECTIONS
-        .iter()
-        .filter(|(_, req, _)| *req)
-        .map(|(s, _, _)| *s)
-        .collect();
+    let required: Vec<_> = SECTIONS.iter().filter(|(_, req, _)| *req).map(|(s, _, _)| *s).collect();
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://bifrost.dev/schemas/deploy.schema.json",

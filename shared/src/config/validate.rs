@@ -55,11 +55,7 @@ struct Found<T> {
 
 impl<T> Default for Found<T> {
     fn default() -> Self {
-        Found {
-            value: None,
-            span: 0..0,
-            present: false,
-        }
+        Found { value: None, span: 0..0, present: false }
     }
 }
 
@@ -80,23 +76,14 @@ impl<'s> Validator<'s> {
     fn new(src: &'s str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
-        Validator {
-            src,
-            line_starts,
-            errors: vec![],
-        }
+        Validator { src, line_starts, errors: vec![] }
     }
 
     fn position(&self, offset: usize) -> (u32, u32) {
         let offset = offset.min(self.src.len());
         let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
         let start = self.line_starts[line - 1];
-        let col = self
-            .src
-            .get(start..offset)
-            .map(|s| s.chars().count())
-            .unwrap_or(0)
-            + 1;
+        let col = self.src.get(start..offset).map(|s| s.chars().count()).unwrap_or(0) + 1;
         (line as u32, col as u32)
     }
 
@@ -110,15 +97,7 @@ impl<'s> Validator<'s> {
         suggestion: Option<String>,
     ) {
         let (line, column) = self.position(span.start);
-        self.errors.push(ConfigError {
-            line,
-            column,
-            path: path.to_string(),
-            message,
-            expected,
-            found,
-            suggestion,
-        });
+        self.errors.push(ConfigError { line, column, path: path.to_string(), message, expected, found, suggestion });
     }
 
     /// `path: expected X, found Y`.
@@ -153,18 +132,9 @@ impl<'s> Validator<'s> {
         }
     }
 
-    fn unknown_key(
-        &mut self,
-        section: &str,
-        key: &Spanned<std::borrow::Cow<'_, str>>,
-        candidates: &[&str],
-    ) {
+    fn unknown_key(&mut self, section: &str, key: &Spanned<std::borrow::Cow<'_, str>>, candidates: &[&str]) {
         let name = key.get_ref().as_ref();
-        let path = if section.is_empty() {
-            name.to_string()
-        } else {
-            format!("{section}.{name}")
-        };
+        let path = if section.is_empty() { name.to_string() } else { format!("{section}.{name}") };
         let suggestion = did_you_mean(name, candidates.iter().copied());
         let mut message = if section.is_empty() {
             format!("{path}: unknown section [{name}]")
@@ -178,14 +148,7 @@ impl<'s> Validator<'s> {
             }
             None => {}
         }
-        self.push(
-            key.span(),
-            &path,
-            message,
-            None,
-            Some(name.to_string()),
-            suggestion,
-        );
+        self.push(key.span(), &path, message, None, Some(name.to_string()), suggestion);
     }
 
     fn string(&mut self, path: &str, item: &Item<'_>) -> Option<String> {
@@ -205,15 +168,13 @@ impl<'s> Validator<'s> {
     fn integer(&mut self, path: &str, item: &Item<'_>, min: i64, max: i64) -> Option<i64> {
         let expected = format!("an integer from {min} to {max}");
         match item.get_ref() {
-            DeValue::Integer(i) => {
-                match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
-                    Ok(n) if (min..=max).contains(&n) => Some(n),
-                    _ => {
-                        self.expected(path, item, &expected);
-                        None
-                    }
+            DeValue::Integer(i) => match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
+                Ok(n) if (min..=max).contains(&n) => Some(n),
+                _ => {
+                    self.expected(path, item, &expected);
+                    None
                 }
-            }
+            },
             _ => {
                 self.expected(path, item, &expected);
                 None
@@ -224,9 +185,7 @@ impl<'s> Validator<'s> {
     fn number(&mut self, path: &str, item: &Item<'_>, min: f64, max: f64) -> Option<f64> {
         let parsed = match item.get_ref() {
             DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
-            DeValue::Integer(i) if i.radix() == 10 => {
-                i.as_str().replace('_', "").parse::<f64>().ok()
-            }
+            DeValue::Integer(i) if i.radix() == 10 => i.as_str().replace('_', "").parse::<f64>().ok(),
             _ => None,
         };
         match parsed {
@@ -286,23 +245,13 @@ impl<'s> Validator<'s> {
             if !section_names.contains(&name) {
                 // A key that belongs to a section written at the top level:
                 // suggest the dotted path.
-                let home = KEYS
-                    .iter()
-                    .find(|k| k.key == name)
-                    .map(|k| format!("{}.{}", k.section, k.key));
+                let home = KEYS.iter().find(|k| k.key == name).map(|k| format!("{}.{}", k.section, k.key));
                 if let Some(home) = home {
                     let message = format!(
                         "{name}: unknown top-level key `{name}`; did you mean `{home}` (under [{}])?",
                         home.split('.').next().unwrap_or("")
                     );
-                    self.push(
-                        key.span(),
-                        name,
-                        message,
-                        None,
-                        Some(name.to_string()),
-                        Some(home),
-                    );
+                    self.push(key.span(), name, message, None, Some(name.to_string()), Some(home));
                 } else {
                     self.unknown_key("", key, &section_names);
                 }
@@ -387,35 +336,28 @@ impl<'s> Validator<'s> {
                     name.set(v, item.span());
                 }
                 "runtime" => {
-                    let expected =
-                        "one of \"rust\", \"go\", \"python\", \"node\", \"static\", \"docker\"";
+                    let expected = "one of \"rust\", \"go\", \"python\", \"node\", \"static\", \"docker\"";
                     let v = match item.get_ref() {
-                        DeValue::String(s) => {
-                            match Runtime::ALL.into_iter().find(|r| r.as_str() == s.as_ref()) {
-                                Some(r) => Some(r),
-                                None => {
-                                    let found = self.describe(item);
-                                    let sugg = did_you_mean(
-                                        &s.to_lowercase(),
-                                        Runtime::ALL.iter().map(|r| r.as_str()),
-                                    );
-                                    let mut message =
-                                        format!("app.runtime: expected {expected}, found {found}");
-                                    if let Some(s) = &sugg {
-                                        message.push_str(&format!("; did you mean \"{s}\"?"));
-                                    }
-                                    self.push(
-                                        item.span(),
-                                        "app.runtime",
-                                        message,
-                                        Some(expected.into()),
-                                        Some(found),
-                                        sugg,
-                                    );
-                                    None
+                        DeValue::String(s) => match Runtime::ALL.into_iter().find(|r| r.as_str() == s.as_ref()) {
+                            Some(r) => Some(r),
+                            None => {
+                                let found = self.describe(item);
+                                let sugg = did_you_mean(&s.to_lowercase(), Runtime::ALL.iter().map(|r| r.as_str()));
+                                let mut message = format!("app.runtime: expected {expected}, found {found}");
+                                if let Some(s) = &sugg {
+                                    message.push_str(&format!("; did you mean \"{s}\"?"));
                                 }
+                                self.push(
+                                    item.span(),
+                                    "app.runtime",
+                                    message,
+                                    Some(expected.into()),
+                                    Some(found),
+                                    sugg,
+                                );
+                                None
                             }
-                        }
+                        },
                         _ => {
                             self.expected("app.runtime", item, expected);
                             None
@@ -427,25 +369,12 @@ impl<'s> Validator<'s> {
             }
         }
         if !name.present {
-            self.required(
-                "app",
-                &header,
-                "name",
-                "a DNS label, e.g. name = \"hello-python\"",
-            );
+            self.required("app", &header, "name", "a DNS label, e.g. name = \"hello-python\"");
         }
         if !runtime.present {
-            self.required(
-                "app",
-                &header,
-                "runtime",
-                "one of rust, go, python, node, static, docker",
-            );
+            self.required("app", &header, "runtime", "one of rust, go, python, node, static, docker");
         }
-        Some(App {
-            name: name.value?,
-            runtime: runtime.value?,
-        })
+        Some(App { name: name.value?, runtime: runtime.value? })
     }
 
     fn build(&mut self, t: &DeTable<'_>) -> Option<Build> {
@@ -518,18 +447,9 @@ impl<'s> Validator<'s> {
         let limit = MAX_REPLICAS_LIMIT as i64;
         for (key, item) in t.iter() {
             match key.get_ref().as_ref() {
-                "min_replicas" => min.set(
-                    self.integer("scaling.min_replicas", item, 1, limit),
-                    item.span(),
-                ),
-                "max_replicas" => max.set(
-                    self.integer("scaling.max_replicas", item, 1, limit),
-                    item.span(),
-                ),
-                "cpu_target" => cpu.set(
-                    self.integer("scaling.cpu_target", item, 1, 100),
-                    item.span(),
-                ),
+                "min_replicas" => min.set(self.integer("scaling.min_replicas", item, 1, limit), item.span()),
+                "max_replicas" => max.set(self.integer("scaling.max_replicas", item, 1, limit), item.span()),
+                "cpu_target" => cpu.set(self.integer("scaling.cpu_target", item, 1, 100), item.span()),
                 _ => {
                     self.unknown_key("scaling", key, &known);
                     ok = false;
@@ -555,10 +475,7 @@ impl<'s> Validator<'s> {
         }
         ok.then(|| Scaling {
             min_replicas: min_v as u32,
-            max_replicas: max
-                .value
-                .map(|v| v as u32)
-                .unwrap_or(DEFAULT_MAX_REPLICAS.max(min_v as u32)),
+            max_replicas: max.value.map(|v| v as u32).unwrap_or(DEFAULT_MAX_REPLICAS.max(min_v as u32)),
             cpu_target: cpu.value.map(|v| v as u32).unwrap_or(DEFAULT_CPU_TARGET),
         })
     }
@@ -571,28 +488,20 @@ impl<'s> Validator<'s> {
         for (key, item) in t.iter() {
             match key.get_ref().as_ref() {
                 "path" => match self.string("health.path", item) {
-                    Some(p) if p.starts_with('/') && !p.chars().any(char::is_whitespace) => {
-                        out.path = p
-                    }
+                    Some(p) if p.starts_with('/') && !p.chars().any(char::is_whitespace) => out.path = p,
                     Some(_) => {
-                        self.expected(
-                            "health.path",
-                            item,
-                            "an HTTP path starting with '/', without spaces",
-                        );
+                        self.expected("health.path", item, "an HTTP path starting with '/', without spaces");
                         ok = false;
                     }
                     None => ok = false,
                 },
                 "interval" => interval.set(self.duration("health.interval", item), item.span()),
                 "timeout" => timeout.set(self.duration("health.timeout", item), item.span()),
-                "success_threshold" => match self.integer("health.success_threshold", item, 1, 100)
-                {
+                "success_threshold" => match self.integer("health.success_threshold", item, 1, 100) {
                     Some(n) => out.success_threshold = n as u32,
                     None => ok = false,
                 },
-                "failure_threshold" => match self.integer("health.failure_threshold", item, 1, 100)
-                {
+                "failure_threshold" => match self.integer("health.failure_threshold", item, 1, 100) {
                     Some(n) => out.failure_threshold = n as u32,
                     None => ok = false,
                 },
@@ -616,15 +525,9 @@ impl<'s> Validator<'s> {
                 (interval.span.clone(), "health.interval")
             };
             let (expected, found) = if path == "health.timeout" {
-                (
-                    format!("a duration shorter than health.interval ({})", out.interval),
-                    format!("\"{}\"", out.timeout),
-                )
+                (format!("a duration shorter than health.interval ({})", out.interval), format!("\"{}\"", out.timeout))
             } else {
-                (
-                    format!("a duration longer than health.timeout ({})", out.timeout),
-                    format!("\"{}\"", out.interval),
-                )
+                (format!("a duration longer than health.timeout ({})", out.timeout), format!("\"{}\"", out.interval))
             };
             self.push(
                 span,
@@ -701,14 +604,7 @@ impl<'s> Validator<'s> {
                 if let Some(s) = &sugg {
                     message.push_str(&format!("; did you mean `{s}`?"));
                 }
-                self.push(
-                    key.span(),
-                    &path,
-                    message,
-                    Some(expected.into()),
-                    Some(name.to_string()),
-                    sugg,
-                );
+                self.push(key.span(), &path, message, Some(expected.into()), Some(name.to_string()), sugg);
                 ok = false;
                 continue;
             }
@@ -716,9 +612,7 @@ impl<'s> Validator<'s> {
                 self.push(
                     key.span(),
                     &path,
-                    format!(
-                        "{path}: `{name}` is set by the platform (the app must read it, not set it)"
-                    ),
+                    format!("{path}: `{name}` is set by the platform (the app must read it, not set it)"),
                     Some("a name the platform does not set".into()),
                     Some(name.to_string()),
                     None,
@@ -823,11 +717,7 @@ impl<'s> Validator<'s> {
                     if let Some(&prev) = steps.last()
                         && n as u32 <= prev
                     {
-                        self.expected(
-                            &path,
-                            el,
-                            &format!("a percentage greater than the step before ({prev})"),
-                        );
+                        self.expected(&path, el, &format!("a percentage greater than the step before ({prev})"));
                         ok = false;
                     }
                     steps.push(n as u32);
@@ -901,11 +791,7 @@ impl<'s> Validator<'s> {
                                 out.set.insert(n.to_string(), s.to_string());
                             }
                             _ => {
-                                self.expected(
-                                    &path,
-                                    value,
-                                    "a header value: a string without line breaks",
-                                );
+                                self.expected(&path, value, "a header value: a string without line breaks");
                                 ok = false;
                             }
                         }
@@ -949,10 +835,7 @@ impl<'s> Validator<'s> {
         let (good, expected) = if !values::is_header_name(n) {
             (false, "an HTTP header name like \"X-Request-Source\"")
         } else if RESERVED_HEADERS.contains(&n.to_ascii_lowercase().as_str()) {
-            (
-                false,
-                "a header the router does not own (not Host, Content-Length, Transfer-Encoding or Connection)",
-            )
+            (false, "a header the router does not own (not Host, Content-Length, Transfer-Encoding or Connection)")
         } else {
             (true, "")
         };
@@ -971,10 +854,7 @@ impl<'s> Validator<'s> {
 }
 
 /// The closest candidate by Jaro-Winkler similarity, if it is close enough.
-pub(crate) fn did_you_mean<'a>(
-    input: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Option<String> {
+pub(crate) fn did_you_mean<'a>(input: &str, candidates: impl Iterator<Item = &'a str>) -> Option<String> {
     candidates
         .map(|c| (strsim::jaro_winkler(input, c), c))
         .filter(|(score, _)| *score > 0.8)
@@ -985,10 +865,7 @@ pub(crate) fn did_you_mean<'a>(
 /// Where the value of `section.key` is written in `source` (1-based), if it is.
 pub(crate) fn locate(source: &str, section: &str, key: &str) -> Option<(u32, u32)> {
     let root = DeTable::parse(source).ok()?;
-    let (_, sec) = root
-        .get_ref()
-        .iter()
-        .find(|(k, _)| k.get_ref().as_ref() == section)?;
+    let (_, sec) = root.get_ref().iter().find(|(k, _)| k.get_ref().as_ref() == section)?;
     let DeValue::Table(t) = sec.get_ref() else {
         return None;
     };

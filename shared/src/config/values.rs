@@ -48,10 +48,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, &'static str> {
             _ => return Err(DURATION_EXPECTED),
         };
         rest = &rest[unit_len..];
-        total = n
-            .checked_mul(unit_ms)
-            .and_then(|v| total.checked_add(v))
-            .ok_or(DURATION_EXPECTED)?;
+        total = n.checked_mul(unit_ms).and_then(|v| total.checked_add(v)).ok_or(DURATION_EXPECTED)?;
     }
     Ok(Duration { millis: total })
 }
@@ -103,10 +100,7 @@ pub fn parse_cpu(s: &str) -> Result<Cpu, &'static str> {
     if v < 1.0 || v.fract() != 0.0 && scale == 1.0 {
         return Err("a CPU quantity of at least \"1m\" (whole millicores)");
     }
-    Ok(Cpu {
-        raw: s.to_string(),
-        millicores: v.round() as u64,
-    })
+    Ok(Cpu { raw: s.to_string(), millicores: v.round() as u64 })
 }
 
 /// A memory amount as Kubernetes writes it: `"128Mi"`, `"1Gi"`, `"512M"`, `"1e9"`.
@@ -116,8 +110,7 @@ pub struct Memory {
     pub bytes: u64,
 }
 
-pub const MEMORY_EXPECTED: &str =
-    "a Kubernetes memory quantity like \"128Mi\", \"1Gi\" or \"512M\"";
+pub const MEMORY_EXPECTED: &str = "a Kubernetes memory quantity like \"128Mi\", \"1Gi\" or \"512M\"";
 
 pub fn parse_memory(s: &str) -> Result<Memory, &'static str> {
     const SUFFIXES: [(&str, f64); 12] = [
@@ -134,10 +127,7 @@ pub fn parse_memory(s: &str) -> Result<Memory, &'static str> {
         ("P", 1e15),
         ("E", 1e18),
     ];
-    let (num, mult) = SUFFIXES
-        .iter()
-        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
-        .unwrap_or((s, 1.0));
+    let (num, mult) = SUFFIXES.iter().find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m))).unwrap_or((s, 1.0));
     let bytes = match num.split_once(['e', 'E']) {
         Some((mant, exp)) if mult == 1.0 => {
             let exp: i32 = exp.parse().map_err(|_| MEMORY_EXPECTED)?;
@@ -151,10 +141,7 @@ pub fn parse_memory(s: &str) -> Result<Memory, &'static str> {
     if !bytes.is_finite() || bytes > u64::MAX as f64 {
         return Err(MEMORY_EXPECTED);
     }
-    Ok(Memory {
-        raw: s.to_string(),
-        bytes: bytes as u64,
-    })
+    Ok(Memory { raw: s.to_string(), bytes: bytes as u64 })
 }
 
 /// `123` or `1.5`: plain decimal digits, no sign, no exponent.
@@ -217,9 +204,7 @@ impl<'de> Deserialize<'de> for RateLimit {
 
 /// An HTTP header name (RFC 9110 token).
 pub fn is_header_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Env var names the app may set: `[A-Z_][A-Z0-9_]*`.
@@ -248,16 +233,7 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in [
-            "",
-            "30",
-            "s",
-            "30 s",
-            "-1s",
-            "1d",
-            "1.5s",
-            "99999999999999999999s",
-        ] {
+        for bad in ["", "30", "s", "30 s", "-1s", "1d", "1.5s", "99999999999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         for ms in [0, 1, 999, 1000, 61_000, 3_600_250] {
@@ -290,17 +266,8 @@ mod tests {
 
     #[test]
     fn rate_limits() {
-        assert_eq!(
-            parse_rate_limit("100/s"),
-            Ok(RateLimit {
-                requests: 100,
-                per: Duration::from_secs(1)
-            })
-        );
-        assert_eq!(
-            parse_rate_limit("6000/m").map(|r| r.per),
-            Ok(Duration::from_secs(60))
-        );
+        assert_eq!(parse_rate_limit("100/s"), Ok(RateLimit { requests: 100, per: Duration::from_secs(1) }));
+        assert_eq!(parse_rate_limit("6000/m").map(|r| r.per), Ok(Duration::from_secs(60)));
         for bad in ["100", "0/s", "x/s", "10/d", "/s"] {
             assert!(parse_rate_limit(bad).is_err(), "{bad:?}");
         }

@@ -46,9 +46,7 @@ impl DispatcherConfig {
     /// Delay before attempt `attempts + 1`, with ±20% jitter so retries of
     /// many events do not land together.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        let exp = self
-            .backoff_base
-            .saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+        let exp = self.backoff_base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
         let capped = exp.min(self.backoff_max);
         let jitter = rand::rng().random_range(0.8..1.2);
         capped.mul_f64(jitter)
@@ -67,16 +65,8 @@ struct Done {
 }
 
 impl Dispatcher {
-    pub fn new(
-        store: SqliteStore,
-        handler: Arc<dyn PushHandler>,
-        config: DispatcherConfig,
-    ) -> Self {
-        Dispatcher {
-            store,
-            handler,
-            config,
-        }
+    pub fn new(store: SqliteStore, handler: Arc<dyn PushHandler>, config: DispatcherConfig) -> Self {
+        Dispatcher { store, handler, config }
     }
 
     /// Runs until `shutdown` turns true, then waits for in-flight deliveries
@@ -97,10 +87,7 @@ impl Dispatcher {
             let free = self.config.concurrency.saturating_sub(in_flight.len());
             let mut blocked = false;
             if free > 0 {
-                match self
-                    .store
-                    .due_deliveries(now().timestamp_millis(), free + in_flight.len())
-                {
+                match self.store.due_deliveries(now().timestamp_millis(), free + in_flight.len()) {
                     Ok(due) => {
                         for d in due {
                             let key = (d.subscription.clone(), d.event.deployment_id.clone());
@@ -151,20 +138,14 @@ impl Dispatcher {
         while !in_flight.is_empty() {
             match tokio::time::timeout_at(deadline, done_rx.recv()).await {
                 Ok(Some(done)) => {
-                    in_flight.remove(&(
-                        done.delivery.subscription.clone(),
-                        done.delivery.event.deployment_id.clone(),
-                    ));
+                    in_flight.remove(&(done.delivery.subscription.clone(), done.delivery.event.deployment_id.clone()));
                     self.finish(done);
                 }
                 _ => break,
             }
         }
         if !in_flight.is_empty() {
-            tracing::warn!(
-                count = in_flight.len(),
-                "deliveries still running at shutdown; they will be redelivered"
-            );
+            tracing::warn!(count = in_flight.len(), "deliveries still running at shutdown; they will be redelivered");
         }
     }
 
@@ -199,10 +180,8 @@ impl Dispatcher {
             Outcome::Ack => self.store.mark_delivered(d.event.seq, &d.subscription),
             Outcome::Retry(err) | Outcome::Reject(err) => {
                 let attempts = d.attempts + 1;
-                let dead = matches!(done.outcome, Outcome::Reject(_))
-                    || attempts >= self.config.max_attempts;
-                let next =
-                    now().timestamp_millis() + self.config.backoff(attempts).as_millis() as i64;
+                let dead = matches!(done.outcome, Outcome::Reject(_)) || attempts >= self.config.max_attempts;
+                let next = now().timestamp_millis() + self.config.backoff(attempts).as_millis() as i64;
                 if dead {
                     tracing::error!(
                         event = %d.event.kind, deployment = %d.event.deployment_id, subscription = %d.subscription,
@@ -214,8 +193,7 @@ impl Dispatcher {
                         attempts, error = %err, "delivery failed; will retry"
                     );
                 }
-                self.store
-                    .mark_failed(d.event.seq, &d.subscription, err, next, dead)
+                self.store.mark_failed(d.event.seq, &d.subscription, err, next, dead)
             }
         };
         if let Err(e) = result {
@@ -226,11 +204,7 @@ impl Dispatcher {
 }
 
 /// Calls the handler; a panic is a failed delivery, not a lost one.
-async fn deliver(
-    handler: &Arc<dyn PushHandler>,
-    function: &str,
-    envelope: PushEnvelope,
-) -> Outcome {
+async fn deliver(handler: &Arc<dyn PushHandler>, function: &str, envelope: PushEnvelope) -> Outcome {
     let handler = handler.clone();
     let function = function.to_string();
     match tokio::spawn(async move { handler.push(&function, envelope).await }).await {

@@ -1,10 +1,17 @@
 //! The embedded home: everything `bifrost up` needs on one machine.
 
+mod builder;
 mod dispatcher;
+mod logs;
+pub mod process;
+mod runtime;
 mod sources;
 mod store;
 
 pub use crate::ports::PushHandler;
+pub use builder::LocalBuilder;
 pub use dispatcher::{Dispatcher, DispatcherConfig};
+pub use logs::{LogLimits, LogWriter};
+pub use runtime::{ProcessRuntime, RuntimeEvent};
 pub use sources::{GitSources, MAX_READ_BYTES};
 pub use store::{DueDelivery, SqliteStore};

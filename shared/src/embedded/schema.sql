@@ -98,6 +98,18 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_deployment ON events(deployment_id, seq);
 
+-- What users watch: status changes and log lines in one sequence (SSE ids).
+CREATE TABLE feed (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id TEXT NOT NULL,
+    project       TEXT NOT NULL,
+    at            TEXT NOT NULL,
+    kind          TEXT NOT NULL,      -- status | log
+    stream        TEXT,               -- for logs: build, replica-N, platform
+    data          TEXT NOT NULL       -- the log line, or the status change as JSON
+);
+CREATE INDEX feed_by_deployment ON feed(deployment_id, seq);
+
 -- One row per (event, subscription): the push delivery state.
 CREATE TABLE deliveries (
     event_seq       INTEGER NOT NULL REFERENCES events(seq),
@@ -128,3 +140,10 @@ CREATE TABLE tokens (
     last_used_at TEXT,
     revoked_at   TEXT
 );
+
+-- Values for [env] entries written { secret = "name" }.
+CREATE TABLE secrets (
+    name       TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID;

@@ -54,30 +54,16 @@ impl GitSources {
         let lock = self.lock_for(&path.to_string_lossy());
         let _guard = lock.lock().await;
         if path.join("HEAD").exists() {
-            git(
-                None,
-                &[
-                    "-C",
-                    &path.to_string_lossy(),
-                    "fetch",
-                    "--prune",
-                    "--quiet",
-                    "origin",
-                ],
-            )
-            .await
-            .map_err(|e| unavailable(repo, &e))?;
+            git(None, &["-C", &path.to_string_lossy(), "fetch", "--prune", "--quiet", "origin"])
+                .await
+                .map_err(|e| unavailable(repo, &e))?;
         } else {
-            std::fs::create_dir_all(&self.mirrors)
-                .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+            std::fs::create_dir_all(&self.mirrors).map_err(|e| SourceError::Unavailable(e.to_string()))?;
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
-            git(
-                None,
-                &["clone", "--mirror", "--quiet", repo, &tmp.to_string_lossy()],
-            )
-            .await
-            .map_err(|e| unavailable(repo, &e))?;
+            git(None, &["clone", "--mirror", "--quiet", repo, &tmp.to_string_lossy()])
+                .await
+                .map_err(|e| unavailable(repo, &e))?;
             std::fs::rename(&tmp, &path).map_err(|e| SourceError::Unavailable(e.to_string()))?;
         }
         Ok(path)
@@ -93,9 +79,7 @@ impl GitSources {
         if has_commit(&path, commit).await {
             Ok(path)
         } else {
-            Err(SourceError::NotFound(format!(
-                "commit {commit} not found in {repo}"
-            )))
+            Err(SourceError::NotFound(format!("commit {commit} not found in {repo}")))
         }
     }
 
@@ -104,9 +88,7 @@ impl GitSources {
         if path.starts_with(&self.archives) && path.exists() {
             Ok(path)
         } else {
-            Err(SourceError::NotFound(format!(
-                "uploaded archive {uri} is gone"
-            )))
+            Err(SourceError::NotFound(format!("uploaded archive {uri} is gone")))
         }
     }
 }
@@ -123,45 +105,20 @@ async fn git(stdin: Option<&[u8]>, args: &[&str]) -> Result<Vec<u8>, String> {
     cmd.args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("GIT_ASKPASS", "true")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let child = cmd.spawn().map_err(|e| format!("cannot run git: {e}"))?;
     let out = tokio::time::timeout(GIT_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| {
-            format!(
-                "git {} timed out after {}s",
-                args.join(" "),
-                GIT_TIMEOUT.as_secs()
-            )
-        })?
+        .map_err(|_| format!("git {} timed out after {}s", args.join(" "), GIT_TIMEOUT.as_secs()))?
         .map_err(|e| format!("git failed: {e}"))?;
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
+    if out.status.success() { Ok(out.stdout) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
 }
 
 async fn has_commit(mirror: &Path, commit: &str) -> bool {
-    git(
-        None,
-        &[
-            "-C",
-            &mirror.to_string_lossy(),
-            "cat-file",
-            "-e",
-            &format!("{commit}^{{commit}}"),
-        ],
-    )
-    .await
-    .is_ok()
+    git(None, &["-C", &mirror.to_string_lossy(), "cat-file", "-e", &format!("{commit}^{{commit}}")]).await.is_ok()
 }
 
 fn is_full_commit(s: &str) -> bool {
@@ -176,24 +133,16 @@ fn entry_path(p: &Path) -> String {
 fn read_from_archive(archive: &Path, want: &str) -> Result<Option<String>, SourceError> {
     let file = std::fs::File::open(archive).map_err(|e| SourceError::Unavailable(e.to_string()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    let entries = tar
-        .entries()
-        .map_err(|e| SourceError::Invalid(format!("archive unreadable: {e}")))?;
+    let entries = tar.entries().map_err(|e| SourceError::Invalid(format!("archive unreadable: {e}")))?;
     for entry in entries {
-        let mut entry =
-            entry.map_err(|e| SourceError::Invalid(format!("archive unreadable: {e}")))?;
+        let mut entry = entry.map_err(|e| SourceError::Invalid(format!("archive unreadable: {e}")))?;
         let path = entry.path().map(|p| entry_path(&p)).unwrap_or_default();
         if path == want {
             if entry.size() > MAX_READ_BYTES {
-                return Err(SourceError::Invalid(format!(
-                    "{want} is larger than {} KiB",
-                    MAX_READ_BYTES / 1024
-                )));
+                return Err(SourceError::Invalid(format!("{want} is larger than {} KiB", MAX_READ_BYTES / 1024)));
             }
             let mut s = String::new();
-            entry
-                .read_to_string(&mut s)
-                .map_err(|e| SourceError::Invalid(format!("{want} is not UTF-8 text: {e}")))?;
+            entry.read_to_string(&mut s).map_err(|e| SourceError::Invalid(format!("{want} is not UTF-8 text: {e}")))?;
             return Ok(Some(s));
         }
     }
@@ -203,21 +152,12 @@ fn read_from_archive(archive: &Path, want: &str) -> Result<Option<String>, Sourc
 /// Checks an upload is a gzipped tar whose paths stay inside the tree.
 fn check_archive(bytes: &[u8]) -> Result<usize, SourceError> {
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    let entries = tar
-        .entries()
-        .map_err(|e| SourceError::Invalid(format!("upload is not a .tar.gz archive: {e}")))?;
+    let entries = tar.entries().map_err(|e| SourceError::Invalid(format!("upload is not a .tar.gz archive: {e}")))?;
     let mut n = 0;
     for entry in entries {
-        let entry = entry
-            .map_err(|e| SourceError::Invalid(format!("upload is not a .tar.gz archive: {e}")))?;
-        let path = entry
-            .path()
-            .map_err(|e| SourceError::Invalid(e.to_string()))?;
-        if path.is_absolute()
-            || path
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        let entry = entry.map_err(|e| SourceError::Invalid(format!("upload is not a .tar.gz archive: {e}")))?;
+        let path = entry.path().map_err(|e| SourceError::Invalid(e.to_string()))?;
+        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(SourceError::Invalid(format!(
                 "upload contains {} which points outside the source tree",
                 path.display()
@@ -232,23 +172,17 @@ fn check_archive(bytes: &[u8]) -> Result<usize, SourceError> {
 impl Sources for GitSources {
     async fn check_repo(&self, repo: &str) -> Result<(), SourceError> {
         if !is_remote(repo) && !Path::new(repo.strip_prefix("file://").unwrap_or(repo)).exists() {
-            return Err(SourceError::NotFound(format!(
-                "{repo} does not exist on this machine"
-            )));
+            return Err(SourceError::NotFound(format!("{repo} does not exist on this machine")));
         }
         git(None, &["ls-remote", "--quiet", repo, "HEAD"])
             .await
             .map(|_| ())
-            .map_err(|e| {
-                SourceError::NotFound(format!("{repo} is not a reachable git repository: {e}"))
-            })
+            .map_err(|e| SourceError::NotFound(format!("{repo} is not a reachable git repository: {e}")))
     }
 
     async fn resolve(&self, repo: &str, git_ref: &str) -> Result<String, SourceError> {
         if git_ref.starts_with('-') || git_ref.contains("..") || git_ref.is_empty() {
-            return Err(SourceError::Invalid(format!(
-                "{git_ref:?} is not a valid git ref"
-            )));
+            return Err(SourceError::Invalid(format!("{git_ref:?} is not a valid git ref")));
         }
         if is_full_commit(git_ref) {
             self.mirror_with(repo, git_ref).await?;
@@ -256,30 +190,14 @@ impl Sources for GitSources {
         }
         let mirror = self.sync(repo).await?;
         let m = mirror.to_string_lossy();
-        for candidate in [
-            format!("refs/heads/{git_ref}"),
-            format!("refs/tags/{git_ref}"),
-            git_ref.to_string(),
-        ] {
-            if let Ok(out) = git(
-                None,
-                &[
-                    "-C",
-                    &m,
-                    "rev-parse",
-                    "--verify",
-                    "--quiet",
-                    &format!("{candidate}^{{commit}}"),
-                ],
-            )
-            .await
+        for candidate in [format!("refs/heads/{git_ref}"), format!("refs/tags/{git_ref}"), git_ref.to_string()] {
+            if let Ok(out) =
+                git(None, &["-C", &m, "rev-parse", "--verify", "--quiet", &format!("{candidate}^{{commit}}")]).await
             {
                 return Ok(String::from_utf8_lossy(&out).trim().to_string());
             }
         }
-        Err(SourceError::NotFound(format!(
-            "ref {git_ref:?} not found in {repo}"
-        )))
+        Err(SourceError::NotFound(format!("ref {git_ref:?} not found in {repo}")))
     }
 
     async fn read_file(&self, source: &Source, path: &str) -> Result<Option<String>, SourceError> {
@@ -293,14 +211,10 @@ impl Sources for GitSources {
                 };
                 let size: u64 = String::from_utf8_lossy(&size).trim().parse().unwrap_or(0);
                 if size > MAX_READ_BYTES {
-                    return Err(SourceError::Invalid(format!(
-                        "{path} is larger than {} KiB",
-                        MAX_READ_BYTES / 1024
-                    )));
+                    return Err(SourceError::Invalid(format!("{path} is larger than {} KiB", MAX_READ_BYTES / 1024)));
                 }
-                let bytes = git(None, &["-C", &m, "cat-file", "blob", &spec])
-                    .await
-                    .map_err(SourceError::Unavailable)?;
+                let bytes =
+                    git(None, &["-C", &m, "cat-file", "blob", &spec]).await.map_err(SourceError::Unavailable)?;
                 String::from_utf8(bytes)
                     .map(Some)
                     .map_err(|_| SourceError::Invalid(format!("{path} is not UTF-8 text")))
@@ -320,18 +234,9 @@ impl Sources for GitSources {
         let archive_bytes = match source {
             Source::Git { repo, commit, .. } => {
                 let mirror = self.mirror_with(repo, commit).await?;
-                let tar = git(
-                    None,
-                    &[
-                        "-C",
-                        &mirror.to_string_lossy(),
-                        "archive",
-                        "--format=tar",
-                        commit,
-                    ],
-                )
-                .await
-                .map_err(SourceError::Unavailable)?;
+                let tar = git(None, &["-C", &mirror.to_string_lossy(), "archive", "--format=tar", commit])
+                    .await
+                    .map_err(SourceError::Unavailable)?;
                 Some(tar)
             }
             Source::Archive { .. } => None,
@@ -342,18 +247,12 @@ impl Sources for GitSources {
             Source::Git { .. } => None,
         };
         tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
-            let unpack_err =
-                |e: std::io::Error| SourceError::Invalid(format!("cannot unpack source: {e}"));
+            let unpack_err = |e: std::io::Error| SourceError::Invalid(format!("cannot unpack source: {e}"));
             match (archive_bytes, archive) {
-                (Some(tar), _) => tar::Archive::new(tar.as_slice())
-                    .unpack(&dest)
-                    .map_err(unpack_err),
+                (Some(tar), _) => tar::Archive::new(tar.as_slice()).unpack(&dest).map_err(unpack_err),
                 (None, Some(path)) => {
-                    let file = std::fs::File::open(path)
-                        .map_err(|e| SourceError::Unavailable(e.to_string()))?;
-                    tar::Archive::new(flate2::read::GzDecoder::new(file))
-                        .unpack(&dest)
-                        .map_err(unpack_err)
+                    let file = std::fs::File::open(path).map_err(|e| SourceError::Unavailable(e.to_string()))?;
+                    tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(&dest).map_err(unpack_err)
                 }
                 (None, None) => Ok(()),
             }
@@ -365,17 +264,13 @@ impl Sources for GitSources {
     async fn store_archive(&self, bytes: &[u8]) -> Result<Source, SourceError> {
         check_archive(bytes)?;
         let sha256 = hex::encode(Sha256::digest(bytes));
-        std::fs::create_dir_all(&self.archives)
-            .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        std::fs::create_dir_all(&self.archives).map_err(|e| SourceError::Unavailable(e.to_string()))?;
         let path = self.archives.join(format!("{sha256}.tar.gz"));
         if !path.exists() {
             let tmp = path.with_extension("part");
             std::fs::write(&tmp, bytes).map_err(|e| SourceError::Unavailable(e.to_string()))?;
             std::fs::rename(&tmp, &path).map_err(|e| SourceError::Unavailable(e.to_string()))?;
         }
-        Ok(Source::Archive {
-            uri: format!("file://{}", path.display()),
-            sha256,
-        })
+        Ok(Source::Archive { uri: format!("file://{}", path.display()), sha256 })
     }
 }

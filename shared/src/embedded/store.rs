@@ -36,7 +36,7 @@ pub(crate) struct Inner {
     /// Woken after every commit that enqueued deliveries.
     pub(crate) deliveries_ready: Notify,
     /// Every committed event, for live views (SSE).
-    changes: broadcast::Sender<Event>,
+    changes: broadcast::Sender<FeedItem>,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -56,28 +56,20 @@ fn ts(t: &Timestamp) -> String {
 fn parse_ts(s: &str) -> rusqlite::Result<Timestamp> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&chrono::Utc))
-        .map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        })
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 fn parse_col<T: std::str::FromStr>(s: &str) -> rusqlite::Result<T>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse::<T>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            e.to_string().into(),
-        )
-    })
+    s.parse::<T>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.to_string().into()))
 }
 
 fn json_col<T: serde::de::DeserializeOwned>(s: &str) -> rusqlite::Result<T> {
-    serde_json::from_str(s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
+    serde_json::from_str(s)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 /// `execute` through the statement cache (parsing SQL is a large part of a
@@ -98,11 +90,8 @@ fn row<T>(
 /// `'queued', 'validating', ...`: the statuses matching `pred`, for an
 /// index-friendly `IN (...)` (a `NOT IN` would scan every row of a project).
 fn sql_list(pred: impl Fn(Status) -> bool) -> String {
-    let names: Vec<String> = Status::ALL
-        .into_iter()
-        .filter(|s| pred(*s))
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect();
+    let names: Vec<String> =
+        Status::ALL.into_iter().filter(|s| pred(*s)).map(|s| format!("'{}'", s.as_str())).collect();
     names.join(", ")
 }
 
@@ -111,8 +100,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
 }
 
 fn open_connection(path: &Path) -> StoreResult<Connection> {
-    let conn =
-        Connection::open(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
+    let conn = Connection::open(path).map_err(|e| backend(format!("opening {}: {e}", path.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // Small pages: a transition touches ~9 pages (row, audit, outbox,
     // deliveries and their indexes); 1 KiB pages write a quarter of the WAL
@@ -213,8 +201,7 @@ impl SqliteStore {
     /// which function receives which event type.
     pub fn open(path: &Path, subscriptions: Vec<Subscription>) -> StoreResult<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| backend(format!("creating {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| backend(format!("creating {}: {e}", dir.display())))?;
         }
         let mut writer = open_connection(path)?;
         migrate(&mut writer)?;
@@ -225,7 +212,8 @@ impl SqliteStore {
                 Ok(Mutex::new(c))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        let (changes, _) = broadcast::channel(4096);
+        // Sized for log bursts; a lagging subscriber re-reads from the table.
+        let (changes, _) = broadcast::channel(16384);
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
@@ -238,11 +226,6 @@ impl SqliteStore {
         })
     }
 
-    /// Committed events as they happen (status changes; later, log lines).
-    pub fn changes(&self) -> broadcast::Receiver<Event> {
-        self.inner.changes.subscribe()
-    }
-
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }
@@ -253,9 +236,7 @@ impl SqliteStore {
         f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| backend(format!("store task failed: {e}")))?
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| backend(format!("store task failed: {e}")))?
     }
 
     /// The synchronous transition, for callers on their own threads (tests,
@@ -266,18 +247,13 @@ impl SqliteStore {
 
     /// Creates a deployment from a blocking context.
     pub fn create_deployment_blocking(&self, new: NewDeployment) -> StoreResult<Created> {
-        self.inner
-            .write(move |tx, out| create_deployment_tx(tx, out, &new))
+        self.inner.write(move |tx, out| create_deployment_tx(tx, out, &new))
     }
 
     /// Runs raw SQL on the writer connection. For tests that prove the
     /// trigger guard holds against hand-written SQL.
     pub fn execute_raw(&self, sql: &str) -> StoreResult<usize> {
-        let conn = self
-            .inner
-            .writer
-            .lock()
-            .map_err(|_| backend("writer lock poisoned"))?;
+        let conn = self.inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
         Ok(conn.execute(sql, [])?)
     }
 }
@@ -287,14 +263,8 @@ impl Inner {
     /// Writes serialize on the writer connection, as SQLite's do anyway.
     /// (Group commit was tried: with two cores, batches rarely formed and
     /// throughput did not change; see BENCHMARKS.md.)
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&Connection, &mut Outbox) -> StoreResult<T>,
-    ) -> StoreResult<T> {
-        let mut conn = self
-            .writer
-            .lock()
-            .map_err(|_| backend("writer lock poisoned"))?;
+    fn write<T>(&self, f: impl FnOnce(&Connection, &mut Outbox) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut out = Outbox::default();
         let value = f(&tx, &mut out)?;
@@ -313,13 +283,19 @@ impl Inner {
                 out.deliveries += 1;
             }
         }
+        let mut feed = Vec::with_capacity(out.events.len());
+        for e in &out.events {
+            feed.push(insert_feed_status(&tx, e)?);
+        }
         tx.commit()?;
+        // Published before the writer is released: subscribers see items
+        // in commit (= seq) order.
+        for item in feed {
+            let _ = self.changes.send(item);
+        }
         drop(conn);
         if out.deliveries > 0 {
             self.deliveries_ready.notify_one();
-        }
-        for e in out.events {
-            let _ = self.changes.send(e);
         }
         Ok(value)
     }
@@ -332,9 +308,7 @@ impl Inner {
                 return f(&conn);
             }
         }
-        let conn = self.readers[start % n]
-            .lock()
-            .map_err(|_| backend("reader lock poisoned"))?;
+        let conn = self.readers[start % n].lock().map_err(|_| backend("reader lock poisoned"))?;
         f(&conn)
     }
 }
@@ -372,26 +346,56 @@ fn insert_event(tx: &Connection, e: &Event) -> StoreResult<u64> {
     Ok(tx.last_insert_rowid() as u64)
 }
 
+fn insert_feed_status(tx: &Connection, e: &Event) -> StoreResult<FeedItem> {
+    let kind = FeedKind::Status {
+        from: e.from,
+        status: e.status,
+        version: e.version,
+        attempt: e.attempt,
+        reason: e.reason.clone(),
+        actor: e.actor.clone(),
+    };
+    exec(
+        tx,
+        "INSERT INTO feed (deployment_id, project, at, kind, stream, data) VALUES (?1, ?2, ?3, 'status', NULL, ?4)",
+        params![e.deployment_id, e.project, ts(&e.at), to_json(&kind)?],
+    )?;
+    Ok(FeedItem {
+        seq: tx.last_insert_rowid() as u64,
+        deployment_id: e.deployment_id.clone(),
+        project: e.project.clone(),
+        at: e.at,
+        kind,
+    })
+}
+
+fn feed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FeedItem> {
+    let kind: String = r.get(4)?;
+    let data: String = r.get(6)?;
+    let kind = if kind == "log" {
+        FeedKind::Log { stream: r.get::<_, Option<String>>(5)?.unwrap_or_default(), line: data }
+    } else {
+        json_col(&data)?
+    };
+    Ok(FeedItem {
+        seq: r.get::<_, i64>(0)? as u64,
+        deployment_id: r.get(1)?,
+        project: r.get(2)?,
+        at: parse_ts(&r.get::<_, String>(3)?)?,
+        kind,
+    })
+}
+
 fn get_project_tx(conn: &Connection, name_or_id: &str) -> StoreResult<Project> {
-    row(
-        conn,
-        &format!("SELECT {PROJECT_COLS} FROM projects WHERE name = ?1 OR id = ?1"),
-        [name_or_id],
-        project_row,
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::not_found("project", name_or_id))
+    row(conn, &format!("SELECT {PROJECT_COLS} FROM projects WHERE name = ?1 OR id = ?1"), [name_or_id], project_row)
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("project", name_or_id))
 }
 
 fn get_deployment_tx(conn: &Connection, id: &str) -> StoreResult<Deployment> {
-    row(
-        conn,
-        &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"),
-        [id],
-        deployment_row,
-    )
-    .optional()?
-    .ok_or_else(|| StoreError::not_found("deployment", id))
+    row(conn, &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"), [id], deployment_row)
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("deployment", id))
 }
 
 /// What one audit record says happened.
@@ -404,21 +408,11 @@ struct Entry<'a> {
 }
 
 /// Appends an audit record chained to the deployment's previous one.
-fn append_audit(
-    tx: &Connection,
-    d: &Deployment,
-    prev_hash: &str,
-    e: Entry<'_>,
-) -> StoreResult<String> {
-    let Entry {
-        at,
-        actor,
-        from,
-        to,
-        reason,
-    } = e;
+fn append_audit(tx: &Connection, d: &Deployment, prev_hash: &str, e: Entry<'_>) -> StoreResult<String> {
+    let Entry { at, actor, from, to, reason } = e;
     let hash = AuditRecord::compute_hash(prev_hash, &d.id, at, actor, from, to, reason);
-    exec(tx,
+    exec(
+        tx,
         "INSERT INTO audit (deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
@@ -436,13 +430,7 @@ fn append_audit(
     Ok(hash)
 }
 
-fn event_for(
-    d: &Deployment,
-    from: Option<Status>,
-    reason: &str,
-    actor: &Actor,
-    at: Timestamp,
-) -> Event {
+fn event_for(d: &Deployment, from: Option<Status>, reason: &str, actor: &Actor, at: Timestamp) -> Event {
     Event {
         // The message id is the outbox sequence (numeric, like Pub/Sub's).
         id: String::new(),
@@ -462,10 +450,7 @@ fn event_for(
 }
 
 fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResult<Deployment> {
-    let kind = allowed(t.from, t.to).ok_or(StoreError::InvalidTransition {
-        from: t.from,
-        to: t.to,
-    })?;
+    let kind = allowed(t.from, t.to).ok_or(StoreError::InvalidTransition { from: t.from, to: t.to })?;
     let (cur, audit_head) = row(
         tx,
         &format!("SELECT {DEPLOYMENT_COLS}, audit_head FROM deployments WHERE id = ?1"),
@@ -495,13 +480,7 @@ fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResu
         next.attempt += 1;
         next.config_errors.clear();
     }
-    let entry = Entry {
-        at: &at,
-        actor: &t.actor,
-        from: Some(cur.status),
-        to: next.status,
-        reason: &t.reason,
-    };
+    let entry = Entry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
     let hash = append_audit(tx, &next, &audit_head, entry)?;
     // The compare-and-set. Patch columns are written only when present, so a
     // plain step does not rewrite the (large) config snapshot.
@@ -527,31 +506,18 @@ fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResu
         return Err(conflict());
     }
     if let Some(c) = &t.patch.config {
-        exec(
-            tx,
-            "UPDATE deployments SET config = ?1 WHERE id = ?2",
-            params![to_json(c)?, next.id],
-        )?;
+        exec(tx, "UPDATE deployments SET config = ?1 WHERE id = ?2", params![to_json(c)?, next.id])?;
         next.config = Some(c.clone());
     }
     if let Some(e) = &t.patch.config_errors {
-        exec(
-            tx,
-            "UPDATE deployments SET config_errors = ?1 WHERE id = ?2",
-            params![to_json(e)?, next.id],
-        )?;
+        exec(tx, "UPDATE deployments SET config_errors = ?1 WHERE id = ?2", params![to_json(e)?, next.id])?;
         next.config_errors = e.clone();
     }
     if let Some(a) = &t.patch.artifact {
-        exec(
-            tx,
-            "UPDATE deployments SET artifact = ?1 WHERE id = ?2",
-            params![to_json(a)?, next.id],
-        )?;
+        exec(tx, "UPDATE deployments SET artifact = ?1 WHERE id = ?2", params![to_json(a)?, next.id])?;
         next.artifact = Some(a.clone());
     }
-    out.events
-        .push(event_for(&next, Some(cur.status), &t.reason, &t.actor, at));
+    out.events.push(event_for(&next, Some(cur.status), &t.reason, &t.actor, at));
 
     if t.patch.make_live {
         let previous: Option<String> = tx
@@ -559,11 +525,7 @@ fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResu
             .query_row([&next.project_id], |r| r.get(0))
             .optional()?
             .flatten();
-        exec(
-            tx,
-            "UPDATE projects SET live_deployment_id = ?1 WHERE id = ?2",
-            params![next.id, next.project_id],
-        )?;
+        exec(tx, "UPDATE projects SET live_deployment_id = ?1 WHERE id = ?2", params![next.id, next.project_id])?;
         if let Some(prev) = previous.filter(|p| *p != next.id)
             && let Ok(old) = get_deployment_tx(tx, &prev)
             && !old.status.is_terminal()
@@ -581,26 +543,13 @@ fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResu
     Ok(next)
 }
 
-fn create_deployment_tx(
-    tx: &Connection,
-    out: &mut Outbox,
-    new: &NewDeployment,
-) -> StoreResult<Created> {
+fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewDeployment) -> StoreResult<Created> {
     let project = get_project_tx(tx, &new.project)?;
     if let Some(key) = &new.dedupe_key {
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT deployment_id FROM dedupe WHERE key = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let existing: Option<String> =
+            tx.query_row("SELECT deployment_id FROM dedupe WHERE key = ?1", [key], |r| r.get(0)).optional()?;
         if let Some(id) = existing {
-            return Ok(Created {
-                deployment: get_deployment_tx(tx, &id)?,
-                duplicate: true,
-                superseded: vec![],
-            });
+            return Ok(Created { deployment: get_deployment_tx(tx, &id)?, duplicate: true, superseded: vec![] });
         }
     }
     let at = now();
@@ -628,19 +577,12 @@ fn create_deployment_tx(
             "SELECT id, status FROM deployments WHERE project_id = ?1 AND status IN ({})",
             sql_list(Status::is_in_flight)
         ))?;
-        stmt.query_map([&project.id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?
+        stmt.query_map([&project.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
     };
     let mut superseded = vec![];
     for (id, status) in in_flight {
         let from: Status = status.parse().map_err(backend)?;
-        let t = Transition::new(
-            &id,
-            from,
-            Status::Superseded,
-            format!("superseded by {}", d.id),
-            new.actor.clone(),
-        );
+        let t = Transition::new(&id, from, Status::Superseded, format!("superseded by {}", d.id), new.actor.clone());
         transition_tx(tx, out, &t)?;
         superseded.push(id);
     }
@@ -670,37 +612,15 @@ fn create_deployment_tx(
             ts(&at)
         ],
     )?;
-    let entry = Entry {
-        at: &at,
-        actor: &new.actor,
-        from: None,
-        to: Status::Queued,
-        reason: &reason,
-    };
+    let entry = Entry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
     let hash = append_audit(tx, &d, "", entry)?;
-    exec(
-        tx,
-        "UPDATE deployments SET audit_head = ?1 WHERE id = ?2",
-        params![hash, d.id],
-    )?;
+    exec(tx, "UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id])?;
     if let Some(key) = &new.dedupe_key {
-        exec(
-            tx,
-            "INSERT INTO dedupe (key, deployment_id, at) VALUES (?1, ?2, ?3)",
-            params![key, d.id, ts(&at)],
-        )?;
+        exec(tx, "INSERT INTO dedupe (key, deployment_id, at) VALUES (?1, ?2, ?3)", params![key, d.id, ts(&at)])?;
     }
-    out.events
-        .push(event_for(&d, None, &reason, &new.actor, at));
-    let deployment = Deployment {
-        reason: Some(reason),
-        ..d
-    };
-    Ok(Created {
-        deployment,
-        duplicate: false,
-        superseded,
-    })
+    out.events.push(event_for(&d, None, &reason, &new.actor, at));
+    let deployment = Deployment { reason: Some(reason), ..d };
+    Ok(Created { deployment, duplicate: false, superseded })
 }
 
 #[async_trait]
@@ -728,7 +648,8 @@ impl Store for SqliteStore {
                     created_at: now(),
                     live_deployment_id: None,
                 };
-                exec(tx,
+                exec(
+                    tx,
                     "INSERT INTO projects (id, name, repo, repo_key, branch, webhook_secret, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
@@ -749,16 +670,13 @@ impl Store for SqliteStore {
 
     async fn get_project(&self, name_or_id: &str) -> StoreResult<Project> {
         let key = name_or_id.to_string();
-        self.run(move |inner| inner.read(|c| get_project_tx(c, &key)))
-            .await
+        self.run(move |inner| inner.read(|c| get_project_tx(c, &key))).await
     }
 
     async fn list_projects(&self) -> StoreResult<Vec<Project>> {
         self.run(|inner| {
             inner.read(|c| {
-                let mut stmt = c.prepare_cached(&format!(
-                    "SELECT {PROJECT_COLS} FROM projects ORDER BY name"
-                ))?;
+                let mut stmt = c.prepare_cached(&format!("SELECT {PROJECT_COLS} FROM projects ORDER BY name"))?;
                 let rows = stmt.query_map([], project_row)?.collect::<Result<_, _>>()?;
                 Ok(rows)
             })
@@ -776,18 +694,11 @@ impl Store for SqliteStore {
                         "SELECT id, status FROM deployments WHERE project_id = ?1 AND status IN ({})",
                         sql_list(|s| !s.is_terminal())
                     ))?;
-                    stmt.query_map([&project.id], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<Result<_, _>>()?
+                    stmt.query_map([&project.id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
                 };
                 for (id, status) in live {
                     let from: Status = status.parse().map_err(backend)?;
-                    let t = Transition::new(
-                        &id,
-                        from,
-                        Status::Cancelled,
-                        "project deleted",
-                        actor.clone(),
-                    );
+                    let t = Transition::new(&id, from, Status::Cancelled, "project deleted", actor.clone());
                     transition_tx(tx, out, &t)?;
                 }
                 exec(tx, "DELETE FROM projects WHERE id = ?1", [&project.id])?;
@@ -799,21 +710,15 @@ impl Store for SqliteStore {
 
     async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created> {
         let store = self.clone();
-        self.run(move |_| store.create_deployment_blocking(new))
-            .await
+        self.run(move |_| store.create_deployment_blocking(new)).await
     }
 
     async fn get_deployment(&self, id: &str) -> StoreResult<Deployment> {
         let id = id.to_string();
-        self.run(move |inner| inner.read(|c| get_deployment_tx(c, &id)))
-            .await
+        self.run(move |inner| inner.read(|c| get_deployment_tx(c, &id))).await
     }
 
-    async fn list_deployments(
-        &self,
-        project: Option<&str>,
-        limit: usize,
-    ) -> StoreResult<Vec<Deployment>> {
+    async fn list_deployments(&self, project: Option<&str>, limit: usize) -> StoreResult<Vec<Deployment>> {
         let project = project.map(str::to_string);
         self.run(move |inner| {
             inner.read(|c| {
@@ -863,12 +768,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn events(
-        &self,
-        deployment_id: Option<&str>,
-        after_seq: u64,
-        limit: usize,
-    ) -> StoreResult<Vec<Event>> {
+    async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>> {
         let id = deployment_id.map(str::to_string);
         self.run(move |inner| {
             inner.read(|c| {
@@ -881,7 +781,8 @@ impl Store for SqliteStore {
                         stmt.query_map(params![id, after_seq as i64, limit], event_row)?.collect::<Result<_, _>>()?
                     }
                     None => {
-                        let mut stmt = c.prepare_cached("SELECT seq, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+                        let mut stmt =
+                            c.prepare_cached("SELECT seq, data FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
                         stmt.query_map(params![after_seq as i64, limit], event_row)?.collect::<Result<_, _>>()?
                     }
                 };
@@ -891,17 +792,147 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_token(
-        &self,
-        name: &str,
-        role: Role,
-        token_hash: &str,
-    ) -> StoreResult<ApiToken> {
+    async fn deployments_in(&self, statuses: &[Status]) -> StoreResult<Vec<Deployment>> {
+        let wanted: Vec<Status> = statuses.to_vec();
+        self.run(move |inner| {
+            inner.read(|c| {
+                let sql = format!(
+                    "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE status IN ({}) ORDER BY created_at",
+                    sql_list(|s| wanted.contains(&s))
+                );
+                let mut stmt = c.prepare_cached(&sql)?;
+                let rows = stmt.query_map([], deployment_row)?.collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn append_logs(&self, lines: Vec<LogLine>) -> StoreResult<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.run(move |inner| {
+            {
+                let mut conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let mut items = Vec::with_capacity(lines.len());
+                for l in lines {
+                    exec(
+                        &tx,
+                        "INSERT INTO feed (deployment_id, project, at, kind, stream, data) VALUES (?1, ?2, ?3, 'log', ?4, ?5)",
+                        params![l.deployment_id, l.project, ts(&l.at), l.stream, l.line],
+                    )?;
+                    items.push(FeedItem {
+                        seq: tx.last_insert_rowid() as u64,
+                        deployment_id: l.deployment_id,
+                        project: l.project,
+                        at: l.at,
+                        kind: FeedKind::Log { stream: l.stream, line: l.line },
+                    });
+                }
+                tx.commit()?;
+                // Under the writer lock: subscribers see commit order.
+                for item in items {
+                    let _ = inner.changes.send(item);
+                }
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn feed(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<FeedItem>> {
+        let id = deployment_id.map(str::to_string);
+        self.run(move |inner| {
+            inner.read(|c| {
+                let limit = limit.min(100_000) as i64;
+                let cols = "seq, deployment_id, project, at, kind, stream, data";
+                let rows = match id {
+                    Some(id) => {
+                        let mut stmt = c.prepare_cached(&format!(
+                            "SELECT {cols} FROM feed WHERE deployment_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+                        ))?;
+                        stmt.query_map(params![id, after_seq as i64, limit], feed_row)?.collect::<Result<_, _>>()?
+                    }
+                    None => {
+                        let mut stmt =
+                            c.prepare_cached(&format!("SELECT {cols} FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
+                        stmt.query_map(params![after_seq as i64, limit], feed_row)?.collect::<Result<_, _>>()?
+                    }
+                };
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
+        self.inner.changes.subscribe()
+    }
+
+    async fn set_secret(&self, name: &str, value: &str) -> StoreResult<()> {
+        let (name, value) = (name.to_string(), value.to_string());
+        self.run(move |inner| {
+            inner.write(move |tx, _| {
+                exec(
+                    tx,
+                    "INSERT INTO secrets (name, value, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    params![name, value, ts(&now())],
+                )?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<()> {
+        let name = name.to_string();
+        self.run(move |inner| {
+            inner.write(move |tx, _| {
+                if exec(tx, "DELETE FROM secrets WHERE name = ?1", [&name])? == 0 {
+                    return Err(StoreError::not_found("secret", &name));
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<(String, Timestamp)>> {
+        self.run(|inner| {
+            inner.read(|c| {
+                let mut stmt = c.prepare_cached("SELECT name, updated_at FROM secrets ORDER BY name")?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, parse_ts(&r.get::<_, String>(1)?)?)))?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn secret_values(&self, names: &[String]) -> StoreResult<std::collections::BTreeMap<String, String>> {
+        let names = names.to_vec();
+        self.run(move |inner| {
+            inner.read(|c| {
+                let mut out = std::collections::BTreeMap::new();
+                for n in names {
+                    let v: Option<String> =
+                        row(c, "SELECT value FROM secrets WHERE name = ?1", [&n], |r| r.get(0)).optional()?;
+                    out.insert(n.clone(), v.ok_or_else(|| StoreError::not_found("secret", &n))?);
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken> {
         let (name, hash) = (name.to_string(), token_hash.to_string());
         if name.is_empty() || name.len() > 64 {
-            return Err(StoreError::Invalid(
-                "token name must be 1-64 characters".into(),
-            ));
+            return Err(StoreError::Invalid("token name must be 1-64 characters".into()));
         }
         self.run(move |inner| {
             inner.write(move |tx, _| {
@@ -910,8 +941,10 @@ impl Store for SqliteStore {
                 if exists {
                     return Err(StoreError::AlreadyExists { kind: "token", id: name.clone() });
                 }
-                let token = ApiToken { id: new_id("t"), name: name.clone(), role, created_at: now(), last_used_at: None };
-                exec(tx,
+                let token =
+                    ApiToken { id: new_id("t"), name: name.clone(), role, created_at: now(), last_used_at: None };
+                exec(
+                    tx,
                     "INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![token.id, token.name, role.as_str(), hash, ts(&token.created_at)],
                 )?;
@@ -973,11 +1006,7 @@ impl Store for SqliteStore {
                     )
                     .optional()?
                     .ok_or_else(|| StoreError::not_found("token", &key))?;
-                exec(
-                    tx,
-                    "UPDATE tokens SET revoked_at = ?1 WHERE id = ?2",
-                    params![ts(&now()), token.id],
-                )?;
+                exec(tx, "UPDATE tokens SET revoked_at = ?1 WHERE id = ?2", params![ts(&now()), token.id])?;
                 Ok(token)
             })
         })
@@ -1022,19 +1051,15 @@ impl SqliteStore {
     /// When the next pending delivery falls due (unix ms), if any.
     pub fn next_due_ms(&self) -> StoreResult<Option<i64>> {
         self.inner.read(|c| {
-            Ok(row(
-                c,
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'",
-                [],
-                |r| r.get(0),
-            )?)
+            Ok(row(c, "SELECT MIN(next_attempt_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0))?)
         })
     }
 
     pub fn mark_delivered(&self, event_seq: u64, subscription: &str) -> StoreResult<()> {
         let subscription = subscription.to_string();
         self.inner.write(move |tx, _| {
-            exec(tx,
+            exec(
+                tx,
                 "UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, finished_at = ?3
                  WHERE event_seq = ?1 AND subscription = ?2",
                 params![event_seq as i64, subscription, ts(&now())],
@@ -1054,7 +1079,8 @@ impl SqliteStore {
     ) -> StoreResult<()> {
         let (subscription, error) = (subscription.to_string(), error.to_string());
         self.inner.write(move |tx, _| {
-            exec(tx,
+            exec(
+                tx,
                 "UPDATE deliveries SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4,
                      state = CASE WHEN ?5 THEN 'dead' ELSE 'pending' END,
                      finished_at = CASE WHEN ?5 THEN ?6 ELSE NULL END

@@ -1,0 +1,118 @@
+//! Live views over Server-Sent Events: a deployment's status changes and
+//! log lines as they happen. Every event carries `id: <feed seq>`; a client
+//! reconnecting with `Last-Event-ID` (or `?after=`) gets exactly what it
+//! missed, then the live tail — nothing twice, nothing lost.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use bifrost_shared::domain::{FeedItem, FeedKind};
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::api::{EventParams, Query};
+use super::auth::Caller;
+use super::error::ApiResult;
+
+fn sse_event(item: &FeedItem) -> SseEvent {
+    let kind = match item.kind {
+        FeedKind::Status { .. } => "status",
+        FeedKind::Log { .. } => "log",
+    };
+    let data = serde_json::to_string(item).unwrap_or_default();
+    SseEvent::default().id(item.seq.to_string()).event(kind).data(data)
+}
+
+/// Where to resume: `Last-Event-ID` wins over `?after=`.
+pub fn resume_point(headers: &HeaderMap, after: Option<u64>) -> u64 {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(after)
+        .unwrap_or(0)
+}
+
+/// The feed of one deployment (or all when `deployment` is `None`), from
+/// `after` on, then live.
+pub fn feed_stream(
+    state: AppState,
+    deployment: Option<String>,
+    after: u64,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    async_stream(state, deployment, after)
+}
+
+fn async_stream(
+    state: AppState,
+    deployment: Option<String>,
+    last: u64,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    // Subscribe before replaying so nothing committed in between is missed;
+    // the seq check drops what the replay already sent.
+    let rx = state.ctx.store.subscribe();
+    let init = (state, deployment, rx, Vec::<FeedItem>::new(), last);
+    futures::stream::unfold(init, |(state, dep, mut rx, mut backlog, mut last)| async move {
+        loop {
+            if let Some(item) = backlog.pop() {
+                if item.seq > last {
+                    last = item.seq;
+                    return Some((Ok(sse_event(&item)), (state, dep, rx, backlog, last)));
+                }
+                continue;
+            }
+            // Catch up from the store in pages (replay, and after a lag).
+            let page = state.ctx.store.feed(dep.as_deref(), last, 500).await.unwrap_or_default();
+            if !page.is_empty() {
+                backlog = page.into_iter().rev().collect();
+                continue;
+            }
+            match rx.recv().await {
+                // The store publishes in commit order, so a newer seq is next.
+                Ok(item) => {
+                    if item.seq > last && dep.as_deref().is_none_or(|d| d == item.deployment_id) {
+                        backlog.push(item);
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/events", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id"), EventParams,
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "text/event-stream: `status` and `log` events, each with `id:`"),
+              (status = 404, body = super::wire::ErrorBody)),
+    security(("token" = ["viewer"])))]
+pub async fn deployment_events(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(p): Query<EventParams>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    s.ctx.store.get_deployment(&id).await?;
+    let after = resume_point(&headers, p.after);
+    Ok(Sse::new(feed_stream(s, Some(id), after)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(EventParams, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "text/event-stream of every deployment's status changes and logs")),
+    security(("token" = ["viewer"])))]
+pub async fn all_events(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Query(p): Query<EventParams>,
+    headers: HeaderMap,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let after = resume_point(&headers, p.after);
+    Sse::new(feed_stream(s, None, after)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

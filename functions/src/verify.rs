@@ -1,0 +1,78 @@
+//! The verify function: `running → healthy` once every replica passed
+//! `success_threshold` health probes in a row (and the deployment becomes
+//! the project's live one), or `→ failed` once a replica failed
+//! `failure_threshold` in a row — with what the probe saw.
+
+use std::time::{Duration, Instant};
+
+use bifrost_shared::Status;
+use bifrost_shared::events::{Outcome, PushEnvelope};
+use bifrost_shared::ports::Patch;
+
+use crate::{Ctx, decode, step, still_current};
+
+pub const NAME: &str = "verify";
+
+pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
+    let event = match decode(&envelope) {
+        Ok(e) => e,
+        Err(o) => return o,
+    };
+    if event.status != Status::Running {
+        return Outcome::Ack;
+    }
+    match still_current(ctx, &event).await {
+        Ok(true) => {}
+        Ok(false) => return Outcome::Ack,
+        Err(o) => return o,
+    }
+    let d = match ctx.store.get_deployment(&event.deployment_id).await {
+        Ok(d) => d,
+        Err(e) => return crate::outcome_of(Err(e)),
+    };
+    let Some(snapshot) = &d.config else {
+        return step(ctx, &event, NAME, Status::Failed, "no validated deploy.toml".into(), Patch::default()).await;
+    };
+    let health = &snapshot.config.health;
+    let budget =
+        health.interval.as_std() * (health.success_threshold + health.failure_threshold + 3) + Duration::from_secs(30);
+    let started = Instant::now();
+    let mut checks = 0u32;
+    loop {
+        let replicas = ctx.runtime.status(&d.id).await;
+        if replicas.is_empty() {
+            return step(ctx, &event, NAME, Status::Failed, "no replicas are running".into(), Patch::default()).await;
+        }
+        if let Some(bad) = replicas.iter().find(|r| r.consecutive_failures >= health.failure_threshold) {
+            let reason = format!(
+                "replica {} failed {} health check(s) in a row: {}",
+                bad.index,
+                bad.consecutive_failures,
+                bad.last_probe.as_deref().unwrap_or("no answer")
+            );
+            return step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await;
+        }
+        if replicas.iter().all(|r| r.healthy) {
+            let probe = replicas[0].last_probe.clone().unwrap_or_default();
+            let reason = format!("{}/{} replicas healthy ({probe})", replicas.len(), replicas.len());
+            return step(ctx, &event, NAME, Status::Healthy, reason, Patch { make_live: true, ..Patch::default() })
+                .await;
+        }
+        if started.elapsed() > budget {
+            let r = replicas.iter().find(|r| !r.healthy).unwrap_or(&replicas[0]);
+            let reason = format!(
+                "no health verdict within {}s: replica {} last saw {}",
+                budget.as_secs(),
+                r.index,
+                r.last_probe.as_deref().unwrap_or("nothing (not listening)")
+            );
+            return step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await;
+        }
+        // Every few rounds, make sure nobody cancelled or superseded it.
+        checks += 1;
+        if checks.is_multiple_of(10) && !matches!(still_current(ctx, &event).await, Ok(true)) {
+            return Outcome::Ack;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,61 @@
+//! One line per request on the `bifrost::access` target: method, app,
+//! path, status, time, deployment. Filter it with BIFROST_LOG.
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use tower::{Layer, Service};
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AccessLogLayer;
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AccessLog<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for AccessLog<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        // Skip the formatting work entirely when nobody listens.
+        if !tracing::enabled!(target: "bifrost::access", tracing::Level::INFO) {
+            return Box::pin(self.inner.call(req));
+        }
+        let start = Instant::now();
+        let method = req.method().clone();
+        let target = req.extensions().get::<crate::AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
+        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            let deployment =
+                resp.headers().get("x-bifrost-deployment").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+            tracing::info!(
+                target: "bifrost::access",
+                app = %target, %method, %path, status = resp.status().as_u16(),
+                ms = format_args!("{:.1}", start.elapsed().as_secs_f64() * 1000.0), %deployment,
+            );
+            Ok(resp)
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! The data plane. A request for `<app>.<domain>` (or `/apps/<app>/...`) goes
+//! to one of the healthy replicas of the app's live deployment, through a
+//! pooled keep-alive client. Built as a tower stack — access log around the
+//! proxy — so rate limiting, traffic splits, header rewrites and scripts
+//! slot in as layers of their own.
+//!
+//! The router knows nothing of stores or runtimes: it asks a [`Routes`].
+
+mod access_log;
+mod proxy;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode, header};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
+
+pub use access_log::AccessLogLayer;
+pub use proxy::Proxy;
+
+/// Where an app's traffic goes now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The live deployment (sent back as `X-Bifrost-Deployment`).
+    pub deployment_id: Arc<str>,
+    /// Healthy replicas; empty means the app is down (503).
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// The routing table the router reads for every request.
+pub trait Routes: Send + Sync + 'static {
+    /// `None`: no such app, or it has no live deployment.
+    fn route(&self, app: &str) -> Option<Route>;
+}
+
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// Apps are `<name>.<domain>`; embedded: `localhost`.
+    pub domain: String,
+    /// Longest wait for an upstream's response headers (then 504).
+    pub upstream_timeout: Duration,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { domain: "localhost".into(), upstream_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// Which app a request is for: `Host: <app>.<domain>[:port]`, or the path
+/// fallback `/apps/<app>/...` (then also the path the app should see).
+pub fn app_of(req: &Request<Body>, domain: &str) -> Option<(String, Option<String>)> {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
+    let host =
+        host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host);
+    if let Some(app) = host.strip_suffix(domain).and_then(|h| h.strip_suffix('.'))
+        && !app.is_empty()
+        && !app.contains('.')
+    {
+        return Some((app.to_ascii_lowercase(), None));
+    }
+    let path = req.uri().path();
+    let rest = path.strip_prefix("/apps/")?;
+    let (app, tail) = rest.split_once('/').map(|(a, t)| (a, format!("/{t}"))).unwrap_or((rest, "/".to_string()));
+    if app.is_empty() {
+        return None;
+    }
+    let tail = match req.uri().query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail,
+    };
+    Some((app.to_ascii_lowercase(), Some(tail)))
+}
+
+/// What the app request carries through the stack.
+#[derive(Clone, Debug)]
+pub struct AppTarget {
+    pub app: String,
+    /// Path and query to send upstream when it differs from the request's.
+    pub path: Option<String>,
+}
+
+pub type RouterService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// The router's tower stack.
+pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
+    let domain = config.domain.clone();
+    let stack = ServiceBuilder::new()
+        // Which app: computed once, read by every layer below.
+        .map_request(move |mut req: Request<Body>| {
+            if let Some((app, path)) = app_of(&req, &domain) {
+                req.extensions_mut().insert(AppTarget { app, path });
+            }
+            req
+        })
+        .layer(AccessLogLayer)
+        .service(Proxy::new(routes, config));
+    BoxCloneSyncService::new(stack)
+}
+
+/// A JSON error answer in the platform's shape.
+pub fn error(status: StatusCode, code: &str, message: String, app: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message, "app": app}});
+    let mut resp = Response::new(Body::from(body.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(host: &str, path: &str) -> Request<Body> {
+        Request::builder().uri(path).header(header::HOST, host).body(Body::empty()).expect("request")
+    }
+
+    #[test]
+    fn apps_by_host_and_path() {
+        assert_eq!(app_of(&req("hello.localhost:7070", "/x"), "localhost"), Some(("hello".into(), None)));
+        assert_eq!(app_of(&req("Hello.localhost", "/"), "localhost"), Some(("hello".into(), None)));
+        assert_eq!(
+            app_of(&req("127.0.0.1:7070", "/apps/hello/a/b?q=1"), "localhost"),
+            Some(("hello".into(), Some("/a/b?q=1".into())))
+        );
+        assert_eq!(
+            app_of(&req("127.0.0.1:7070", "/apps/hello"), "localhost"),
+            Some(("hello".into(), Some("/".into())))
+        );
+        assert_eq!(app_of(&req("localhost:7070", "/api/v1/projects"), "localhost"), None);
+        assert_eq!(app_of(&req("a.b.localhost", "/"), "localhost"), None);
+        assert_eq!(app_of(&req("evil-localhost", "/"), "localhost"), None);
+        assert_eq!(app_of(&req("web.apps.example.com", "/"), "apps.example.com"), Some(("web".into(), None)));
+    }
+}

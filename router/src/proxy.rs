@@ -1,0 +1,171 @@
+//! The innermost service: forwards to a replica through a pooled
+//! keep-alive HTTP/1.1 client; JSON bodies for 404/502/503/504.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tower::Service;
+
+use crate::{AppTarget, RouterConfig, Routes, app_of, error};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+#[derive(Clone)]
+pub struct Proxy {
+    routes: Arc<dyn Routes>,
+    config: Arc<RouterConfig>,
+    client: Client<HttpConnector, Body>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    pub fn new(routes: Arc<dyn Routes>, config: RouterConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Proxy { routes, config: Arc::new(config), client, next: Arc::new(AtomicUsize::new(0)) }
+    }
+}
+
+impl Service<Request<Body>> for Proxy {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.forward(req).await) })
+    }
+}
+
+impl Proxy {
+    async fn forward(&self, mut req: Request<Body>) -> Response<Body> {
+        let target = match req.extensions().get::<AppTarget>().cloned() {
+            Some(t) => t,
+            None => match app_of(&req, &self.config.domain) {
+                Some((app, path)) => AppTarget { app, path },
+                None => return error(StatusCode::NOT_FOUND, "not_found", "no app in this request".into(), ""),
+            },
+        };
+        let app = target.app.as_str();
+        let Some(route) = self.routes.route(app) else {
+            return error(StatusCode::NOT_FOUND, "no_such_app", format!("no live deployment of app {app:?}"), app);
+        };
+        if route.endpoints.is_empty() {
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("app {app:?} has no healthy replicas"),
+                app,
+            );
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
+        let path = target
+            .path
+            .clone()
+            .or_else(|| req.uri().path_and_query().map(|p| p.to_string()))
+            .unwrap_or_else(|| "/".into());
+        let client_host = req.headers().get(header::HOST).cloned();
+        let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        strip_hop_by_hop(req.headers_mut());
+        if let Some(h) = client_host {
+            req.headers_mut().insert(HeaderName::from_static("x-forwarded-host"), h);
+        }
+        if let Some(ip) = peer
+            && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+        {
+            req.headers_mut().append(HeaderName::from_static("x-forwarded-for"), v);
+        }
+        req.headers_mut().insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+        // A request without a body can be tried on a second replica when the
+        // first refuses the connection.
+        let retryable = req.headers().get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
+            && !req.headers().contains_key(header::TRANSFER_ENCODING);
+        let n = route.endpoints.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let (parts, body) = req.into_parts();
+        let mut body = Some(body);
+        let attempts = if retryable { n.min(2) } else { 1 };
+        let mut last_error = String::new();
+        for attempt in 0..attempts {
+            let addr = route.endpoints[(start + attempt) % n];
+            let uri: Uri = match format!("http://{addr}{path}").parse() {
+                Ok(u) => u,
+                Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("bad request path: {e}"), app),
+            };
+            let mut up = Request::from_parts(parts.clone(), body.take().unwrap_or_else(Body::empty));
+            *up.uri_mut() = uri;
+            match tokio::time::timeout(self.config.upstream_timeout, self.client.request(up)).await {
+                Ok(Ok(resp)) => {
+                    let (mut parts, incoming) = resp.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    if let Ok(v) = HeaderValue::from_str(&route.deployment_id) {
+                        parts.headers.insert(HeaderName::from_static("x-bifrost-deployment"), v);
+                    }
+                    return Response::from_parts(parts, Body::new(incoming));
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    last_error = format!("replica {addr} refused the connection: {e}");
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    last_error = format!("replica {addr} failed: {e}");
+                    break;
+                }
+                Err(_) => {
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "gateway_timeout",
+                        format!("app {app:?} did not answer within {}s", self.config.upstream_timeout.as_secs()),
+                        app,
+                    );
+                }
+            }
+        }
+        error(StatusCode::BAD_GATEWAY, "bad_gateway", last_error, app)
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
+    // Also drop headers the Connection header names.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .filter_map(|s| HeaderName::from_bytes(s.as_bytes()).ok())
+        .collect();
+    for h in named {
+        headers.remove(h);
+    }
+    for h in HOP_BY_HOP {
+        headers.remove(h);
+    }
+}

@@ -1,0 +1,340 @@
+//! The embedded builder: checks out the exact commit into the deployment's
+//! own directory and builds it there with the machine's toolchains (or the
+//! `[build] command`). The directory then is the artifact.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::process::{GroupGuard, TAIL_LINES, describe_exit, shell, stream_output};
+use crate::config::{DeployConfig, Runtime};
+use crate::ports::{BuildError, BuildRequest, Builder, LogSink, Sources};
+
+/// What a local build produced; stored (as JSON) on the deployment and read
+/// back by the process runtime.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocalArtifact {
+    /// Where replicas run.
+    pub dir: PathBuf,
+    /// Shell command that starts one replica (reads `$PORT`). For static
+    /// sites the platform's own file server is started instead.
+    pub command: Option<String>,
+    /// For `runtime = "static"`: the folder served.
+    pub static_root: Option<PathBuf>,
+    /// Prepended to `PATH` (e.g. the virtualenv's `bin`).
+    pub path_prepend: Vec<PathBuf>,
+}
+
+pub struct LocalBuilder {
+    apps: PathBuf,
+    cache: PathBuf,
+    sources: Arc<dyn Sources>,
+    owner: String,
+    timeout: Duration,
+}
+
+impl LocalBuilder {
+    pub fn new(data_dir: &Path, sources: Arc<dyn Sources>, owner: &str, timeout: Duration) -> Self {
+        LocalBuilder {
+            apps: data_dir.join("apps"),
+            cache: data_dir.join("cache"),
+            sources,
+            owner: owner.to_string(),
+            timeout,
+        }
+    }
+
+    pub fn artifact_dir(&self, deployment_id: &str) -> PathBuf {
+        self.apps.join(deployment_id)
+    }
+}
+
+/// One build step: what the log says, and the shell command.
+struct Step {
+    title: String,
+    command: String,
+    env: Vec<(String, String)>,
+}
+
+fn step(title: &str, command: &str) -> Step {
+    Step { title: title.to_string(), command: command.to_string(), env: vec![] }
+}
+
+fn on_path(bin: &str) -> bool {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file())).unwrap_or(false)
+}
+
+fn need(bin: &str, runtime: Runtime) -> Result<(), BuildError> {
+    if on_path(bin) {
+        Ok(())
+    } else {
+        Err(BuildError::Failed(format!(
+            "runtime {runtime} needs `{bin}` on the platform's machine, and it is not in PATH; install it or set [build] command"
+        )))
+    }
+}
+
+/// The first file of `names` that exists in `dir`.
+fn first_existing<'a>(dir: &Path, names: &[&'a str]) -> Option<&'a str> {
+    names.iter().copied().find(|n| dir.join(n).exists())
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The binary `cargo build --release` produces for this package.
+fn rust_binary(dir: &Path) -> Result<String, BuildError> {
+    let text = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .map_err(|e| BuildError::Failed(format!("runtime rust needs a Cargo.toml at the repository root: {e}")))?;
+    let manifest: toml::Table =
+        toml::from_str(&text).map_err(|e| BuildError::Failed(format!("Cargo.toml is not valid TOML: {e}")))?;
+    let bin = manifest
+        .get("bin")
+        .and_then(|b| b.as_array())
+        .and_then(|bins| bins.first())
+        .and_then(|b| b.get("name"))
+        .and_then(|n| n.as_str())
+        .or_else(|| manifest.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()));
+    bin.map(str::to_string)
+        .ok_or_else(|| BuildError::Failed("Cargo.toml has no [package] name or [[bin]] to run".into()))
+}
+
+/// The build steps and start command for a checkout.
+fn plan(
+    config: &DeployConfig,
+    dir: &Path,
+    cache: &Path,
+    project: &str,
+) -> Result<(Vec<Step>, LocalArtifact), BuildError> {
+    let rt = config.app.runtime;
+    let mut steps = vec![];
+    let mut artifact = LocalArtifact { dir: dir.to_path_buf(), command: None, static_root: None, path_prepend: vec![] };
+    let custom_build = config.build.command.clone();
+    match rt {
+        Runtime::Rust => {
+            let target = cache.join(project).join("cargo-target");
+            if custom_build.is_none() {
+                need("cargo", rt)?;
+                let locked = if dir.join("Cargo.lock").exists() { " --locked" } else { "" };
+                let bin = rust_binary(dir)?;
+                let mut s = step(
+                    "cargo build --release",
+                    &format!(
+                        "cargo build --release{locked} --color always && mkdir -p .bifrost/bin && cp \"$CARGO_TARGET_DIR/release/{bin}\" .bifrost/bin/"
+                    ),
+                );
+                s.env.push(("CARGO_TARGET_DIR".into(), target.display().to_string()));
+                steps.push(s);
+                artifact.command = Some(format!("./.bifrost/bin/{bin}"));
+            }
+        }
+        Runtime::Go => {
+            if custom_build.is_none() {
+                need("go", rt)?;
+                steps.push(step("go build", "mkdir -p .bifrost/bin && go build -o .bifrost/bin/app ."));
+                artifact.command = Some("./.bifrost/bin/app".into());
+            }
+        }
+        Runtime::Python => {
+            need("python3", rt)?;
+            if custom_build.is_none() {
+                if dir.join("requirements.txt").exists() {
+                    steps.push(step("python3 -m venv .venv", "python3 -m venv .venv"));
+                    let mut s = step(
+                        "pip install -r requirements.txt",
+                        ".venv/bin/pip install --disable-pip-version-check --no-input -r requirements.txt",
+                    );
+                    s.env.push(("PIP_CACHE_DIR".into(), cache.join("pip").display().to_string()));
+                    steps.push(s);
+                } else {
+                    // No dependencies: a bare virtualenv, without pip (fast).
+                    steps.push(step("python3 -m venv --without-pip .venv", "python3 -m venv --without-pip .venv"));
+                }
+            }
+            artifact.path_prepend.push(dir.join(".venv/bin"));
+            artifact.command = match first_existing(dir, &["app.py", "main.py", "server.py"]) {
+                Some(f) => Some(format!("python3 {f}")),
+                None => procfile_web(dir),
+            };
+        }
+        Runtime::Node => {
+            need("node", rt)?;
+            let pkg = read_json(&dir.join("package.json"));
+            if custom_build.is_none() {
+                need("npm", rt)?;
+                if pkg.is_some() {
+                    let install = if dir.join("package-lock.json").exists() { "npm ci" } else { "npm install" };
+                    let mut s = step(install, &format!("{install} --no-audit --no-fund"));
+                    s.env.push(("npm_config_cache".into(), cache.join("npm").display().to_string()));
+                    steps.push(s);
+                    if pkg.as_ref().is_some_and(|p| p["scripts"]["build"].is_string()) {
+                        steps.push(step("npm run build", "npm run build"));
+                    }
+                }
+            }
+            artifact.command = if pkg.as_ref().is_some_and(|p| p["scripts"]["start"].is_string()) {
+                Some("npm start --silent".into())
+            } else {
+                let main = pkg.as_ref().and_then(|p| p["main"].as_str().map(str::to_string));
+                main.or_else(|| first_existing(dir, &["server.js", "index.js", "app.js"]).map(str::to_string))
+                    .map(|f| format!("node {f}"))
+            };
+        }
+        Runtime::Static => {
+            let root = first_existing(dir, &["public", "dist", "build", "site"]).unwrap_or(".");
+            artifact.static_root = Some(dir.join(root));
+        }
+        Runtime::Docker => {
+            return Err(BuildError::Failed(
+                "runtime docker needs a container engine, and the embedded platform runs none; \
+                 use rust, go, python, node or static here, or deploy to GKE"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(cmd) = custom_build {
+        steps.push(step(&format!("[build] command: {cmd}"), &cmd));
+    }
+    if let Some(cmd) = &config.run.command {
+        artifact.command = Some(cmd.clone());
+    }
+    if artifact.command.is_none() && artifact.static_root.is_none() {
+        return Err(BuildError::Failed(format!(
+            "no start command for runtime {rt}: set [run] command in deploy.toml{}",
+            match rt {
+                Runtime::Python => " (or add app.py, main.py, server.py or a Procfile `web:` line)",
+                Runtime::Node => " (or add a `start` script, `main`, or server.js/index.js)",
+                _ => "",
+            }
+        )));
+    }
+    Ok((steps, artifact))
+}
+
+fn procfile_web(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("Procfile")).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("web:").map(|c| c.trim().to_string()))
+}
+
+impl LocalBuilder {
+    async fn run_steps(
+        &self,
+        req: &BuildRequest,
+        dir: &Path,
+        steps: Vec<Step>,
+        log: &Arc<dyn LogSink>,
+    ) -> Result<(), BuildError> {
+        let say = |text: String| log.line(&req.deployment_id, &req.project, "build", text);
+        for s in steps {
+            say(format!("\u{1b}[1m==> {}\u{1b}[0m", s.title));
+            let mut cmd = shell(&s.command, dir, &self.owner);
+            for (k, v) in &s.env {
+                cmd.env(k, v);
+            }
+            cmd.env("CI", "true").env("BIFROST_DEPLOYMENT", &req.deployment_id);
+            let mut child =
+                cmd.spawn().map_err(|e| BuildError::Unavailable(format!("cannot start `{}`: {e}", s.command)))?;
+            // Dropping this (cancel, timeout, platform shutdown) kills the whole group.
+            let _guard = GroupGuard::new(&child);
+            let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+            stream_output(
+                &mut child,
+                log.clone(),
+                req.deployment_id.clone(),
+                req.project.clone(),
+                "build".into(),
+                tail.clone(),
+            )
+            .await;
+            let status = child.wait().await.map_err(|e| BuildError::Unavailable(e.to_string()))?;
+            if !status.success() {
+                let lines: Vec<String> = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+                let last = lines.iter().map(|l| strip_ansi(l)).collect::<Vec<_>>().join("\n");
+                return Err(BuildError::Failed(format!(
+                    "build step `{}` {}; last lines:\n{last}",
+                    s.title,
+                    describe_exit(status)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes ANSI escape sequences (for reasons shown as plain text).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[async_trait]
+impl Builder for LocalBuilder {
+    async fn build(&self, req: BuildRequest, log: Arc<dyn LogSink>) -> Result<serde_json::Value, BuildError> {
+        let dir = self.artifact_dir(&req.deployment_id);
+        // A redelivered build (after a crash) starts from a clean directory.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| BuildError::Unavailable(format!("cleaning {}: {e}", dir.display())))?;
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BuildError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        let result = async {
+            log.line(
+                &req.deployment_id,
+                &req.project,
+                "build",
+                format!("\u{1b}[1m==> checkout {}\u{1b}[0m", req.source.short()),
+            );
+            self.sources.checkout(&req.source, &dir).await.map_err(|e| match e {
+                crate::ports::SourceError::Unavailable(m) => BuildError::Unavailable(m),
+                other => BuildError::Failed(format!("checkout failed: {other}")),
+            })?;
+            let (steps, artifact) = plan(&req.config, &dir, &self.cache, &req.project)?;
+            match tokio::time::timeout(self.timeout, self.run_steps(&req, &dir, steps, &log)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(BuildError::Failed(format!(
+                        "build timed out after {}s (BIFROST_BUILD_TIMEOUT)",
+                        self.timeout.as_secs()
+                    )));
+                }
+            }
+            log.line(&req.deployment_id, &req.project, "build", "\u{1b}[1;32m==> build succeeded\u{1b}[0m".into());
+            serde_json::to_value(&artifact).map_err(|e| BuildError::Unavailable(e.to_string()))
+        }
+        .await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result
+    }
+
+    async fn discard(&self, deployment_id: &str) {
+        let dir = self.artifact_dir(deployment_id);
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove an artifact");
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The embedded runtime: supervised local processes, one per replica, each
+//! on a free loopback port, in its own process group, with its own log
+//! stream. A supervisor restarts a replica that exits (with backoff) and
+//! reports one that keeps crashing; a prober checks `[health]` continuously
+//! so the router only sends traffic to healthy replicas.
+//!
+//! It is a reconciler like the GKE runtime: `apply` is idempotent, `stop`
+//! of something unknown is done.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use nix::sys::signal::Signal;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::builder::{LocalArtifact, strip_ansi};
+use super::process::{GroupGuard, OWNER_ENV, TAIL_LINES, describe_exit, free_port, pump_pair, shell};
+use crate::config::Health;
+use crate::ports::{LogSink, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError};
+
+/// What the runtime tells the platform on its own initiative.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuntimeEvent {
+    /// A deployment's replicas cannot stay up: fail it with this reason.
+    Failed { deployment_id: String, reason: String },
+}
+
+/// Crashes within this window that make a crash loop.
+const CRASH_WINDOW: Duration = Duration::from_secs(300);
+const CRASH_LOOP: usize = 5;
+/// How long a stopped replica gets between SIGTERM and SIGKILL.
+const TERM_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    deployments: Mutex<HashMap<String, Arc<Running>>>,
+    log: Arc<dyn LogSink>,
+    owner: String,
+    events: mpsc::UnboundedSender<RuntimeEvent>,
+    /// Program and leading arguments of the static file server.
+    static_server: Vec<String>,
+}
+
+struct Running {
+    spec: ReplicaSpec,
+    artifact: LocalArtifact,
+    replicas: Vec<Arc<Replica>>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    draining: AtomicBool,
+    failure_reported: AtomicBool,
+}
+
+struct Replica {
+    index: u32,
+    state: Mutex<ReplicaState>,
+    /// Set by the prober when a replica that was healthy fails its checks.
+    restart: Notify,
+}
+
+#[derive(Default, Clone)]
+struct ReplicaState {
+    port: Option<u16>,
+    pid: Option<u32>,
+    listening: bool,
+    healthy: bool,
+    ever_healthy: bool,
+    successes: u32,
+    failures: u32,
+    last_probe: Option<String>,
+    restarts: u32,
+    exits_before_listening: u32,
+    last_exit: Option<String>,
+    tail: Vec<String>,
+}
+
+impl ProcessRuntime {
+    /// `static_server`: the program (and leading args) serving static sites,
+    /// normally `[<bifrost binary>, "serve-static"]`.
+    pub fn new(
+        log: Arc<dyn LogSink>,
+        owner: &str,
+        static_server: Vec<String>,
+    ) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner =
+            Inner { deployments: Mutex::new(HashMap::new()), log, owner: owner.to_string(), events: tx, static_server };
+        (ProcessRuntime { inner: Arc::new(inner) }, rx)
+    }
+
+    fn get(&self, deployment_id: &str) -> Option<Arc<Running>> {
+        self.inner.deployments.lock().ok()?.get(deployment_id).cloned()
+    }
+
+    /// Addresses of the replicas that may take traffic now.
+    pub fn endpoints(&self, deployment_id: &str) -> Vec<SocketAddr> {
+        let Some(r) = self.get(deployment_id) else { return vec![] };
+        if r.draining.load(Ordering::Relaxed) {
+            return vec![];
+        }
+        r.replicas
+            .iter()
+            .filter_map(|rep| {
+                let s = rep.state.lock().ok()?;
+                let port = s.port?;
+                (s.healthy && s.listening).then(|| SocketAddr::from(([127, 0, 0, 1], port)))
+            })
+            .collect()
+    }
+
+    /// Deployments with replicas here.
+    pub fn running(&self) -> Vec<String> {
+        self.inner.deployments.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Stops everything (platform shutdown).
+    pub async fn stop_all(&self) {
+        for id in self.running() {
+            let _ = self.stop(&id, Duration::ZERO).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    async fn apply(&self, spec: ReplicaSpec) -> Result<(), RuntimeError> {
+        if self.get(&spec.deployment_id).is_some() {
+            // Already running: applying the same spec again changes nothing.
+            return Ok(());
+        }
+        let artifact: LocalArtifact = serde_json::from_value(spec.artifact.clone())
+            .map_err(|e| RuntimeError::Failed(format!("the artifact is not runnable here: {e}")))?;
+        if !artifact.dir.exists() {
+            return Err(RuntimeError::Failed(format!(
+                "the build output {} is gone (was it cleaned up?); deploy again",
+                artifact.dir.display()
+            )));
+        }
+        let (stop, _) = watch::channel(false);
+        let replicas = (0..spec.replicas.max(1))
+            .map(|index| {
+                Arc::new(Replica { index, state: Mutex::new(ReplicaState::default()), restart: Notify::new() })
+            })
+            .collect();
+        let running = Arc::new(Running {
+            spec,
+            artifact,
+            replicas,
+            stop,
+            tasks: Mutex::new(vec![]),
+            draining: AtomicBool::new(false),
+            failure_reported: AtomicBool::new(false),
+        });
+        {
+            let mut map =
+                self.inner.deployments.lock().map_err(|_| RuntimeError::Unavailable("runtime lock".into()))?;
+            if map.contains_key(&running.spec.deployment_id) {
+                return Ok(());
+            }
+            map.insert(running.spec.deployment_id.clone(), running.clone());
+        }
+        let mut tasks = vec![];
+        for rep in &running.replicas {
+            tasks.push(tokio::spawn(supervise(self.inner.clone(), running.clone(), rep.clone())));
+        }
+        if let Ok(mut t) = running.tasks.lock() {
+            t.extend(tasks);
+        }
+        Ok(())
+    }
+
+    async fn wait_listening(&self, deployment_id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(r) = self.get(deployment_id) else {
+                return Err(RuntimeError::Failed(format!("deployment {deployment_id} has no replicas here")));
+            };
+            let states: Vec<(u32, ReplicaState)> =
+                r.replicas.iter().filter_map(|rep| rep.state.lock().ok().map(|s| (rep.index, s.clone()))).collect();
+            if states.iter().all(|(_, s)| s.listening) {
+                return Ok(());
+            }
+            if let Some((i, s)) = states.iter().find(|(_, s)| s.exits_before_listening >= 3) {
+                return Err(RuntimeError::Failed(format!(
+                    "replica {i} {} before listening on $PORT ({} times); last lines:\n{}",
+                    s.last_exit.as_deref().unwrap_or("exited"),
+                    s.exits_before_listening,
+                    s.tail.join("\n")
+                )));
+            }
+            if Instant::now() >= deadline {
+                let (i, s) = states.iter().find(|(_, s)| !s.listening).cloned().unwrap_or_default();
+                return Err(RuntimeError::Failed(format!(
+                    "replica {i} did not listen on $PORT ({}) within {}s; last lines:\n{}",
+                    s.port.map(|p| p.to_string()).unwrap_or_default(),
+                    timeout.as_secs(),
+                    s.tail.join("\n")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(&self, deployment_id: &str, drain: Duration) -> Result<(), RuntimeError> {
+        let Some(r) = self.get(deployment_id) else { return Ok(()) };
+        // Out of rotation first; let in-flight requests finish.
+        r.draining.store(true, Ordering::Relaxed);
+        if !drain.is_zero() {
+            tokio::time::sleep(drain).await;
+        }
+        let _ = r.stop.send(true);
+        let tasks: Vec<_> = r.tasks.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Ok(mut map) = self.inner.deployments.lock() {
+            map.remove(deployment_id);
+        }
+        Ok(())
+    }
+
+    async fn status(&self, deployment_id: &str) -> Vec<ReplicaStatus> {
+        let Some(r) = self.get(deployment_id) else { return vec![] };
+        r.replicas
+            .iter()
+            .filter_map(|rep| {
+                let s = rep.state.lock().ok()?.clone();
+                Some(ReplicaStatus {
+                    index: rep.index,
+                    address: s.port.map(|p| format!("127.0.0.1:{p}")),
+                    pid: s.pid,
+                    listening: s.listening,
+                    healthy: s.healthy,
+                    consecutive_successes: s.successes,
+                    consecutive_failures: s.failures,
+                    last_probe: s.last_probe,
+                    restarts: s.restarts,
+                    last_exit: s.last_exit,
+                })
+            })
+            .collect()
+    }
+}
+
+fn update(rep: &Replica, f: impl FnOnce(&mut ReplicaState)) {
+    if let Ok(mut s) = rep.state.lock() {
+        f(&mut s);
+    }
+}
+
+/// Keeps one replica running until the deployment is stopped.
+async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
+    let mut stop = run.stop.subscribe();
+    let mut crashes: VecDeque<Instant> = VecDeque::new();
+    let mut backoff = Duration::from_millis(250);
+    let spec = &run.spec;
+    let stream = format!("replica-{}", rep.index);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let port = match free_port() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "no free port");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut cmd = match (&run.artifact.static_root, &run.artifact.command) {
+            (Some(root), _) => {
+                let (program, args) =
+                    inner.static_server.split_first().map(|(p, a)| (p.clone(), a.to_vec())).unwrap_or_default();
+                let mut c = shell("exec \"$0\" \"$@\"", &run.artifact.dir, &inner.owner);
+                c.arg(program).args(args).arg("--root").arg(root).arg("--port").arg(port.to_string());
+                c
+            }
+            (None, Some(command)) => shell(&format!("exec {command}"), &run.artifact.dir, &inner.owner),
+            (None, None) => shell("echo 'no start command' >&2; exit 1", &run.artifact.dir, &inner.owner),
+        };
+        let mut path: Vec<PathBuf> = run.artifact.path_prepend.clone();
+        if let Some(p) = std::env::var_os("PATH") {
+            path.extend(std::env::split_paths(&p));
+        }
+        cmd.envs(&spec.env)
+            .env("PORT", port.to_string())
+            .env("BIFROST_APP", &spec.project)
+            .env("BIFROST_DEPLOYMENT", &spec.deployment_id)
+            .env("BIFROST_REPLICA", rep.index.to_string())
+            .env(OWNER_ENV, &inner.owner);
+        if let Ok(joined) = std::env::join_paths(path) {
+            cmd.env("PATH", joined);
+        }
+        if run.artifact.path_prepend.iter().any(|p| p.ends_with(".venv/bin")) {
+            cmd.env("VIRTUAL_ENV", run.artifact.dir.join(".venv"));
+        }
+        let started = Instant::now();
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                update(&rep, |s| s.last_exit = Some(format!("could not start: {e}")));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let guard = GroupGuard::new(&child);
+        update(&rep, |s| {
+            s.port = Some(port);
+            s.pid = child.id();
+            s.listening = false;
+            s.healthy = false;
+            s.successes = 0;
+            s.failures = 0;
+        });
+        inner.log.line(
+            &spec.deployment_id,
+            &spec.project,
+            &stream,
+            format!("[bifrost] started pid {} on port {port}", child.id().unwrap_or(0)),
+        );
+        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+        let pump = tokio::spawn(pump_pair(
+            child.stdout.take(),
+            child.stderr.take(),
+            inner.log.clone(),
+            spec.deployment_id.clone(),
+            spec.project.clone(),
+            stream.clone(),
+            tail.clone(),
+        ));
+        let prober = tokio::spawn(probe_loop(rep.clone(), port, spec.config.health.clone()));
+
+        let outcome = tokio::select! {
+            status = child.wait() => Exit::Died(status.map(describe_exit).unwrap_or_else(|e| e.to_string())),
+            _ = stop.changed() => Exit::Stopped,
+            _ = rep.restart.notified() => Exit::Unhealthy,
+        };
+        prober.abort();
+        if !matches!(outcome, Exit::Died(_)) {
+            // SIGTERM, then SIGKILL after the grace period.
+            guard.signal(Signal::SIGTERM);
+            if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
+                guard.signal(Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+        }
+        drop(guard);
+        let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+        let tail: Vec<String> = tail.lock().map(|t| t.iter().map(|l| strip_ansi(l)).collect()).unwrap_or_default();
+        let was_listening = rep.state.lock().map(|s| s.listening).unwrap_or(false);
+        let how = match &outcome {
+            Exit::Stopped => break,
+            Exit::Died(how) => how.clone(),
+            Exit::Unhealthy => "restarted after failing its health checks".to_string(),
+        };
+        update(&rep, |s| {
+            s.listening = false;
+            s.healthy = false;
+            s.pid = None;
+            s.restarts += 1;
+            s.last_exit = Some(how.clone());
+            s.tail = tail.clone();
+            if !was_listening {
+                s.exits_before_listening += 1;
+            }
+        });
+        inner.log.line(
+            &spec.deployment_id,
+            &spec.project,
+            &stream,
+            format!("[bifrost] replica {} {how}; restarting", rep.index),
+        );
+
+        let now = Instant::now();
+        crashes.push_back(now);
+        while crashes.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
+            crashes.pop_front();
+        }
+        if crashes.len() >= CRASH_LOOP && !run.failure_reported.swap(true, Ordering::Relaxed) {
+            let _ = inner.events.send(RuntimeEvent::Failed {
+                deployment_id: spec.deployment_id.clone(),
+                reason: format!(
+                    "replica {} keeps crashing ({how}, {} times in {} min); last lines:\n{}",
+                    rep.index,
+                    crashes.len(),
+                    CRASH_WINDOW.as_secs() / 60,
+                    tail.join("\n")
+                ),
+            });
+        }
+        // Back off, doubling, reset after a run that lasted.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_millis(250);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => break,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+    update(&rep, |s| {
+        s.listening = false;
+        s.healthy = false;
+        s.pid = None;
+    });
+}
+
+enum Exit {
+    Died(String),
+    Stopped,
+    Unhealthy,
+}
+
+/// Waits for the port, then probes `[health]` every interval for as long as
+/// this incarnation of the replica lives.
+async fn probe_loop(rep: Arc<Replica>, port: u16, health: Health) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            update(&rep, |s| s.listening = true);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tick = tokio::time::interval(health.interval.as_std());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let result = probe_http(addr, &health.path, health.timeout.as_std()).await;
+        let mut restart = false;
+        update(&rep, |s| {
+            match &result {
+                Ok(desc) => {
+                    s.successes += 1;
+                    s.failures = 0;
+                    s.last_probe = Some(desc.clone());
+                    if s.successes >= health.success_threshold {
+                        s.healthy = true;
+                        s.ever_healthy = true;
+                    }
+                }
+                Err(desc) => {
+                    s.failures += 1;
+                    s.successes = 0;
+                    s.last_probe = Some(desc.clone());
+                    if s.failures >= health.failure_threshold {
+                        s.healthy = false;
+                        // Liveness: a replica that was healthy and stopped answering is restarted.
+                        restart = s.ever_healthy;
+                    }
+                }
+            }
+        });
+        if restart {
+            rep.restart.notify_one();
+            return;
+        }
+    }
+}
+
+/// One HTTP health probe on a fresh connection. `Ok` for 2xx/3xx; either way
+/// the text says what the probe saw.
+pub async fn probe_http(addr: SocketAddr, path: &str, timeout: Duration) -> Result<String, String> {
+    use http_body_util::Empty;
+    let started = Instant::now();
+    let attempt = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            _ => format!("cannot connect: {e}"),
+        })?;
+        let io = hyper_util::rt::TokioIo::new(stream);
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("HTTP handshake failed: {e}"))?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .header(hyper::header::USER_AGENT, "bifrost-probe")
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| format!("bad probe request: {e}"))?;
+        let resp = sender.send_request(req).await.map_err(|e| format!("no HTTP answer: {e}"))?;
+        Ok::<_, String>(resp.status())
+    };
+    let ms = || started.elapsed().as_millis();
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Err(format!(
+            "GET {path}: timed out after {}",
+            crate::config::Duration::from_millis(timeout.as_millis() as u64)
+        )),
+        Ok(Err(e)) => Err(format!("GET {path}: {e}")),
+        Ok(Ok(status)) => {
+            let text =
+                format!("GET {path} → {} {} in {} ms", status.as_u16(), status.canonical_reason().unwrap_or(""), ms());
+            if status.is_success() || status.is_redirection() { Ok(text) } else { Err(text) }
+        }
+    }
+}
