@@ -16,7 +16,6 @@ use bifrost_shared::embedded::{
     SqliteStore, process,
 };
 use bifrost_shared::ports::{LogSink, Store};
-use sha2::Digest;
 use tokio::sync::watch;
 
 use crate::routes::EmbeddedRoutes;
@@ -82,7 +81,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // Children carry this marker; a platform that died left them running,
     // and this start kills them before anything else runs.
-    let owner = hex::encode(&sha2::Sha256::digest(data_dir.to_string_lossy().as_bytes())[..8]);
+    let owner = process::owner_id(&data_dir);
     let orphans = process::kill_orphans(&owner);
     if orphans > 0 {
         tracing::warn!(count = orphans, "killed processes left behind by a previous run");

@@ -155,6 +155,9 @@ impl Platform {
 impl Drop for Platform {
     fn drop(&mut self) {
         self.kill9();
+        // A killed platform leaves its builds and replicas running (that is
+        // what the next start cleans up); a finished test has no next start.
+        bifrost_shared::embedded::process::kill_orphans(&bifrost_shared::embedded::process::owner_id(&self.data_dir));
     }
 }
 
@@ -235,6 +238,59 @@ impl Client {
         let deployment = r.headers().get("x-bifrost-deployment").and_then(|v| v.to_str().ok()).map(str::to_string);
         let body = r.text().await.map_err(|e| e.to_string())?;
         Ok((status, deployment, body))
+    }
+
+    /// Reads a Server-Sent Events stream until `until` holds for an event's
+    /// data (or 60 s pass). Returns (id, event, data) of every event.
+    pub async fn sse(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+        until: impl Fn(&Value) -> bool,
+    ) -> Vec<(u64, String, Value)> {
+        let mut rb = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(id) = last_event_id {
+            rb = rb.header("last-event-id", id.to_string());
+        }
+        let mut resp = rb.send().await.expect("SSE request");
+        assert_eq!(resp.status().as_u16(), 200, "SSE status");
+        assert!(
+            resp.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("text/event-stream")),
+            "not an event stream"
+        );
+        let mut out = vec![];
+        let mut buf = String::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let chunk = match tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await {
+                Ok(Ok(Some(c))) => c,
+                _ => break,
+            };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse::<u64>().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                let (Some(id), Ok(v)) = (id, serde_json::from_str::<Value>(&data)) else { continue };
+                let stop = until(&v);
+                out.push((id, event, v));
+                if stop {
+                    return out;
+                }
+            }
+        }
+        out
     }
 
     /// Sends a GitHub webhook signed with `secret`.

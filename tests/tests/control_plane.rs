@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 
 const SECRET: &str = "e2e-webhook-secret";
 
-const VALID: &str = "[app]\nname = \"app\"\nruntime = \"python\"\n\n[health]\npath = \"/healthz\"\n";
+// The build sleeps: these tests look at the control plane up to `building`,
+// and a build that ends at once would race them past it.
+const VALID: &str = "[app]\nname = \"app\"\nruntime = \"python\"\n\n[build]\ncommand = \"sleep 120\"\n\n[run]\ncommand = \"python3 app.py\"\n\n[health]\npath = \"/healthz\"\n";
 
 fn statuses(history: &Value) -> Vec<String> {
     history.as_array().expect("history").iter().map(|h| h["to"].as_str().unwrap_or("").to_string()).collect()

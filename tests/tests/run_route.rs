@@ -283,3 +283,106 @@ async fn rollback_makes_an_earlier_build_live_again() {
     let none = p.cli(&["rollback", "nope"]);
     assert_eq!(none.code, 6, "{none:?}");
 }
+
+#[tokio::test]
+async fn cancelling_a_build_kills_its_whole_process_group() {
+    let p = Platform::start();
+    let pidfile = p.home.path().join("child.pid");
+    // The build starts a grandchild (a background sleep) and waits on it.
+    let repo = GitRepo::new(&[
+        (
+            "deploy.toml",
+            &format!(
+                "[app]\nname = \"slow\"\nruntime = \"static\"\n\n[build]\ncommand = \"sleep 600 & echo $! > {}; wait\"\n",
+                pidfile.display()
+            ),
+        ),
+        ("index.html", "x"),
+    ]);
+    add_project(&p, "slow", &repo);
+    let id = push(&p, &repo, "g-1").await;
+    let start = Instant::now();
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap_or_default().trim().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "build never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grandchild: u32 = std::fs::read_to_string(&pidfile).expect("pid").trim().parse().expect("number");
+    assert!(alive(grandchild));
+    let out = p.cli(&["cancel", &id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let start = Instant::now();
+    while alive(grandchild) {
+        assert!(start.elapsed() < Duration::from_secs(5), "the build's grandchild survived the cancel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let logs = p.cli(&["logs", &id]);
+    assert!(logs.stdout.contains("build stopped"), "{}", logs.stdout);
+    assert_eq!(p.client().get(&format!("/api/v1/deployments/{id}")).await.body["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_replica_that_keeps_crashing_fails_the_deployment_with_its_last_lines() {
+    let p = Platform::start();
+    let repo = GitRepo::new(&[
+        ("deploy.toml", "[app]\nname = \"crashy\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 boom.py\"\n"),
+        (
+            "boom.py",
+            "import sys\nprint('starting up', flush=True)\nsys.exit('config file /etc/crashy.conf is missing')\n",
+        ),
+    ]);
+    add_project(&p, "crashy", &repo);
+    let id = push(&p, &repo, "h-1").await;
+    let d = p.client().wait_deployment(&id, "finished", finished).await;
+    assert_eq!(d["status"], "failed", "{d:#}");
+    let reason = d["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("exited with 1 before listening"), "{reason}");
+    assert!(
+        reason.contains("config file /etc/crashy.conf is missing"),
+        "the app's last lines belong in the reason: {reason}"
+    );
+    let logs = p.cli(&["logs", &id]);
+    assert!(logs.stdout.matches("starting up").count() >= 3, "it was restarted with backoff:\n{}", logs.stdout);
+}
+
+#[tokio::test]
+async fn live_events_stream_status_and_logs_and_resume_without_gaps() {
+    let p = Platform::start();
+    let repo = GitRepo::from_example("hello-python");
+    add_project(&p, "hello-python", &repo);
+    let id = push(&p, &repo, "i-1").await;
+    let c = p.client();
+    let path = format!("/api/v1/deployments/{id}/events");
+    let all = c.sse(&path, None, |v| v["status"] == "healthy").await;
+    let statuses: Vec<&str> =
+        all.iter().filter(|(_, e, _)| e == "status").filter_map(|(_, _, v)| v["status"].as_str()).collect();
+    assert_eq!(statuses, ["queued", "validating", "building", "built", "deploying", "running", "healthy"]);
+    assert!(all.iter().any(|(_, e, v)| e == "log" && v["stream"] == "build"), "no build log line");
+    assert!(all.iter().any(|(_, e, v)| e == "log" && v["stream"] == "replica-1"), "no replica log line");
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "ids must increase");
+    // Resume from the middle: exactly the rest, nothing twice.
+    let middle = all[all.len() / 2].0;
+    let last = all.last().expect("events").0;
+    let rest = c.sse(&path, Some(middle), |v| v["seq"].as_u64() == Some(last)).await;
+    let want: Vec<u64> = all.iter().map(|e| e.0).filter(|s| *s > middle).collect();
+    let got: Vec<u64> = rest.iter().map(|e| e.0).collect();
+    assert_eq!(got, want);
+
+    // `bifrost logs -f` follows the same stream until stopped.
+    let mut follow = std::process::Command::new(bifrost_e2e::bifrost_bin())
+        .args(["logs", "-f", &id])
+        .env("BIFROST_SERVER", &p.url)
+        .env("BIFROST_TOKEN", bifrost_e2e::ADMIN_TOKEN)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs -f");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A request now shows up in the replica's log stream, live.
+    let _ = c.app_get("hello-python", "/").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = follow.kill();
+    let out = follow.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("healthy"), "{text}");
+    assert!(text.contains("\"GET / HTTP/1.1\" 200"), "the live request's log line is missing:\n{text}");
+}

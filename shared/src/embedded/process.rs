@@ -127,6 +127,13 @@ async fn pump(
     }
 }
 
+/// The owner id of the platform whose data lives in `data_dir`: stable
+/// across restarts, so a new start finds what the last one left running.
+pub fn owner_id(data_dir: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(data_dir.to_string_lossy().as_bytes())[..8])
+}
+
 /// Kills every process (and its group) that carries `BIFROST_OWNER=<owner>`
 /// — what a platform that died without shutting down left running. Returns
 /// how many it killed.
