@@ -66,11 +66,21 @@ print(f"{rps:.0f} {ms(m.group(1), m.group(2)):.2f} {errs.group(1) if errs else 0
 # Warm both paths, then measure nginx and the router alternately.
 wrk -t2 -c64 -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
 wrk -t2 -c64 -d2s -H "Host: upstream.localhost:$PORT" "http://127.0.0.1:$PORT/" >/dev/null
-read -r n_rps n_p99 n_err < <(wrk -t2 -c64 -d"$D" --latency "http://127.0.0.1:$NGINX_PORT/" | parse)
-read -r b_rps b_p99 b_err < <(wrk -t2 -c64 -d"$D" --latency -H "Host: upstream.localhost:$PORT" "http://127.0.0.1:$PORT/" | parse)
+# Alternate nginx and the router ROUNDS times; report the median round of each.
+ROUNDS=${ROUNDS:-3}
+: > "$work/nginx.txt"; : > "$work/router.txt"
+for _ in $(seq "$ROUNDS"); do
+  wrk -t2 -c64 -d"$D" --latency "http://127.0.0.1:$NGINX_PORT/" | parse >> "$work/nginx.txt"
+  wrk -t2 -c64 -d"$D" --latency -H "Host: upstream.localhost:$PORT" "http://127.0.0.1:$PORT/" | parse >> "$work/router.txt"
+done
+# Median of each column on its own (req/s, p99, non-2xx).
+median() { for k in 1 2 3; do cut -d' ' -f$k "$1" | sort -g | sed -n "$(( (ROUNDS + 1) / 2 ))p"; done | tr '\n' ' '; }
+read -r n_rps n_p99 n_err < <(median "$work/nginx.txt")
+read -r b_rps b_p99 b_err < <(median "$work/router.txt")
 direct=$(wrk -t2 -c64 -d"$D" --latency "http://$UP/" | parse)
 
-echo "# router vs nginx — $(date -u +%Y-%m-%d) — $(nproc) cores — wrk -t2 -c64 -d$D, upstream = one bifrost serve-static replica"
+echo "# router vs nginx — $(date -u +%Y-%m-%d) — $(nproc) cores — wrk -t2 -c64 -d$D, median of $ROUNDS alternating rounds, upstream = one bifrost serve-static replica"
+echo "rounds (req/s p99 non-2xx): nginx: $(tr '\n' ';' < "$work/nginx.txt") router: $(tr '\n' ';' < "$work/router.txt")"
 echo "| path | req/s | p99 ms | non-2xx |"
 echo "|---|---|---|---|"
 echo "| upstream directly (no proxy) | ${direct% * *} | $(echo $direct | cut -d' ' -f2) | $(echo $direct | cut -d' ' -f3) |"

@@ -206,6 +206,10 @@ fn init_tracing(verbose_default: &str) {
     }
 }
 
+// glibc malloc showed up as ~5% of the router's CPU profile under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();

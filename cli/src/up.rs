@@ -161,6 +161,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let make = axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
         std::net::SocketAddr,
     >(service);
+    // Small API and proxied responses must not wait for delayed ACKs.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, make).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("shutting down: draining deliveries, stopping replicas");
     let _ = stop_tx.send(true);

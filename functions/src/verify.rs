@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bifrost_shared::Status;
 use bifrost_shared::events::{Outcome, PushEnvelope};
-use bifrost_shared::ports::Patch;
+use bifrost_shared::ports::{Patch, ReplicaStatus};
 
 use crate::{Ctx, decode, step, still_current};
 
@@ -37,9 +37,17 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
     let budget =
         health.interval.as_std() * (health.success_threshold + health.failure_threshold + 3) + Duration::from_secs(30);
     let started = Instant::now();
-    let mut checks = 0u32;
+    let failure_threshold = health.failure_threshold;
+    let verdict = move |r: &[ReplicaStatus]| {
+        r.is_empty() || r.iter().all(|r| r.healthy) || r.iter().any(|r| r.consecutive_failures >= failure_threshold)
+    };
+    let mut first = true;
     loop {
-        let replicas = ctx.runtime.status(&d.id).await;
+        // Woken by every probe result; at least once a second to notice a
+        // cancel or supersede.
+        let wait = if first { Duration::ZERO } else { Duration::from_secs(1) };
+        first = false;
+        let replicas = ctx.runtime.watch_status(&d.id, wait, &verdict).await;
         if replicas.is_empty() {
             return step(ctx, &event, NAME, Status::Failed, "no replicas are running".into(), Patch::default()).await;
         }
@@ -68,11 +76,8 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
             );
             return step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await;
         }
-        // Every few rounds, make sure nobody cancelled or superseded it.
-        checks += 1;
-        if checks.is_multiple_of(10) && !matches!(still_current(ctx, &event).await, Ok(true)) {
+        if !matches!(still_current(ctx, &event).await, Ok(true)) {
             return Outcome::Ack;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

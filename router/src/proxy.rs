@@ -111,6 +111,7 @@ impl Proxy {
         let n = route.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let (parts, body) = req.into_parts();
+        let mut parts = Some(parts);
         let mut body = Some(body);
         let attempts = if retryable { n.min(2) } else { 1 };
         let mut last_error = String::new();
@@ -120,7 +121,10 @@ impl Proxy {
                 Ok(u) => u,
                 Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("bad request path: {e}"), app),
             };
-            let mut up = Request::from_parts(parts.clone(), body.take().unwrap_or_else(Body::empty));
+            // Cloned only when a second attempt may need them.
+            let head = if attempt + 1 < attempts { parts.clone() } else { parts.take() };
+            let Some(head) = head else { break };
+            let mut up = Request::from_parts(head, body.take().unwrap_or_else(Body::empty));
             *up.uri_mut() = uri;
             match tokio::time::timeout(self.config.upstream_timeout, self.client.request(up)).await {
                 Ok(Ok(resp)) => {

@@ -262,4 +262,23 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, deployment_id: &str, drain: std::time::Duration) -> Result<(), RuntimeError>;
     /// The replicas and what their health probes see.
     async fn status(&self, deployment_id: &str) -> Vec<ReplicaStatus>;
+    /// The status once `done` holds for it, or after `timeout`, whichever is
+    /// first. Runtimes that can tell when replicas change wake on the
+    /// change; this default polls.
+    async fn watch_status(
+        &self,
+        deployment_id: &str,
+        timeout: std::time::Duration,
+        done: &(dyn for<'s> Fn(&'s [ReplicaStatus]) -> bool + Send + Sync),
+    ) -> Vec<ReplicaStatus> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = self.status(deployment_id).await;
+            if done(&status) || tokio::time::Instant::now() >= deadline {
+                return status;
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(250)))
+                .await;
+        }
+    }
 }

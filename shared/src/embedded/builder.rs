@@ -232,6 +232,7 @@ impl LocalBuilder {
         let say = |text: String| log.line(&req.deployment_id, &req.project, "build", text);
         for s in steps {
             say(format!("\u{1b}[1m==> {}\u{1b}[0m", s.title));
+            let started = std::time::Instant::now();
             let mut cmd = shell(&s.command, dir, &self.owner);
             for (k, v) in &s.env {
                 cmd.env(k, v);
@@ -261,6 +262,7 @@ impl LocalBuilder {
                     describe_exit(status)
                 )));
             }
+            say(format!("\u{1b}[2m    {} took {:.3}s\u{1b}[0m", s.title, started.elapsed().as_secs_f64()));
         }
         Ok(())
     }

@@ -87,17 +87,19 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, limits: LogLimi
             Msg::Line(l) => batch.push(l),
             Msg::Flush(done) => flushes.push(done),
         };
+        // Gather what arrives in the next few milliseconds into one write;
+        // a flush request ends the wait at once (and one alone never waits:
+        // a function is holding its next transition for it).
+        let mut gather = !matches!(first, Msg::Flush(_));
         take(first, &mut batch);
-        // Gather what arrives in the next few milliseconds into one write
-        // (a flush request ends the wait at once).
         let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
-        while batch.len() < BATCH {
+        while gather && batch.len() < BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(m)) => {
                     let is_flush = matches!(m, Msg::Flush(_));
                     take(m, &mut batch);
                     if is_flush {
-                        break;
+                        gather = false;
                     }
                 }
                 _ => break,

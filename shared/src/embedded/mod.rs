@@ -9,7 +9,7 @@ mod sources;
 mod store;
 
 pub use crate::ports::PushHandler;
-pub use builder::LocalBuilder;
+pub use builder::{LocalBuilder, strip_ansi};
 pub use dispatcher::{Dispatcher, DispatcherConfig};
 pub use logs::{LogLimits, LogWriter};
 pub use runtime::{ProcessRuntime, RuntimeEvent};

@@ -63,6 +63,8 @@ struct Running {
 struct Replica {
     index: u32,
     state: Mutex<ReplicaState>,
+    /// Bumped on every state change of any replica of the deployment.
+    changes: Arc<watch::Sender<u64>>,
     /// Set by the prober when a replica that was healthy fails its checks.
     restart: Notify,
 }
@@ -146,9 +148,15 @@ impl Runtime for ProcessRuntime {
             )));
         }
         let (stop, _) = watch::channel(false);
+        let changes = Arc::new(watch::channel(0u64).0);
         let replicas = (0..spec.replicas.max(1))
             .map(|index| {
-                Arc::new(Replica { index, state: Mutex::new(ReplicaState::default()), restart: Notify::new() })
+                Arc::new(Replica {
+                    index,
+                    state: Mutex::new(ReplicaState::default()),
+                    changes: changes.clone(),
+                    restart: Notify::new(),
+                })
             })
             .collect();
         let running = Arc::new(Running {
@@ -180,10 +188,13 @@ impl Runtime for ProcessRuntime {
 
     async fn wait_listening(&self, deployment_id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let deadline = Instant::now() + timeout;
+        let mut changes = None;
         loop {
             let Some(r) = self.get(deployment_id) else {
                 return Err(RuntimeError::Failed(format!("deployment {deployment_id} has no replicas here")));
             };
+            // Subscribed before reading, so no change slips between.
+            let rx = changes.get_or_insert_with(|| r.replicas[0].changes.subscribe());
             let states: Vec<(u32, ReplicaState)> =
                 r.replicas.iter().filter_map(|rep| rep.state.lock().ok().map(|s| (rep.index, s.clone()))).collect();
             if states.iter().all(|(_, s)| s.listening) {
@@ -206,7 +217,34 @@ impl Runtime for ProcessRuntime {
                     s.tail.join("\n")
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
+            let _ = tokio::time::timeout(wait, rx.changed()).await;
+        }
+    }
+
+    async fn watch_status(
+        &self,
+        deployment_id: &str,
+        timeout: Duration,
+        done: &(dyn for<'s> Fn(&'s [ReplicaStatus]) -> bool + Send + Sync),
+    ) -> Vec<ReplicaStatus> {
+        let deadline = Instant::now() + timeout;
+        let mut rx = self.get(deployment_id).map(|r| r.replicas[0].changes.subscribe());
+        loop {
+            let status = self.status(deployment_id).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if done(&status) || left.is_zero() {
+                return status;
+            }
+            match &mut rx {
+                Some(rx) => {
+                    if let Ok(Err(_)) = tokio::time::timeout(left, rx.changed()).await {
+                        // Stopped: nothing changes any more.
+                        return self.status(deployment_id).await;
+                    }
+                }
+                None => return status,
+            }
         }
     }
 
@@ -255,6 +293,7 @@ fn update(rep: &Replica, f: impl FnOnce(&mut ReplicaState)) {
     if let Ok(mut s) = rep.state.lock() {
         f(&mut s);
     }
+    rep.changes.send_modify(|g| *g = g.wrapping_add(1));
 }
 
 /// Keeps one replica running until the deployment is stopped.
@@ -337,7 +376,14 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
             stream.clone(),
             tail.clone(),
         ));
-        let prober = tokio::spawn(probe_loop(rep.clone(), port, spec.config.health.clone()));
+        let announce = Announce {
+            log: inner.log.clone(),
+            deployment_id: spec.deployment_id.clone(),
+            project: spec.project.clone(),
+            stream: stream.clone(),
+            started,
+        };
+        let prober = tokio::spawn(probe_loop(rep.clone(), port, spec.config.health.clone(), announce));
 
         let outcome = tokio::select! {
             status = child.wait() => Exit::Died(status.map(describe_exit).unwrap_or_else(|e| e.to_string())),
@@ -420,16 +466,35 @@ enum Exit {
     Unhealthy,
 }
 
+/// Where a replica says it is listening, and how long that took.
+struct Announce {
+    log: Arc<dyn LogSink>,
+    deployment_id: String,
+    project: String,
+    stream: String,
+    started: Instant,
+}
+
 /// Waits for the port, then probes `[health]` every interval for as long as
 /// this incarnation of the replica lives.
-async fn probe_loop(rep: Arc<Replica>, port: u16, health: Health) {
+async fn probe_loop(rep: Arc<Replica>, port: u16, health: Health, announce: Announce) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             update(&rep, |s| s.listening = true);
+            let a = announce;
+            let ms = a.started.elapsed().as_secs_f64() * 1000.0;
+            a.log.line(
+                &a.deployment_id,
+                &a.project,
+                &a.stream,
+                format!("[bifrost] listening on port {port} after {ms:.1} ms"),
+            );
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A refused loopback connect costs microseconds; polling often keeps
+        // the time to `running` close to the app's own start time.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let mut tick = tokio::time::interval(health.interval.as_std());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
