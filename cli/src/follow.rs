@@ -108,6 +108,10 @@ pub async fn follow(api: &Api, id: &str, json: bool, mut until: impl FnMut(&Valu
                 if ev.id.is_some() {
                     last = ev.id.clone();
                 }
+                // Health samples are live-only extras; logs shows status and lines.
+                if ev.event == "health" {
+                    continue;
+                }
                 let Ok(item) = serde_json::from_str::<Value>(&ev.data) else { continue };
                 if json {
                     println!("{}", ev.data);

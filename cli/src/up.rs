@@ -13,7 +13,7 @@ use bifrost_shared::auth::{generate_token, hash_token};
 use bifrost_shared::domain::Role;
 use bifrost_shared::embedded::{
     Dispatcher, DispatcherConfig, GitSources, LocalBuilder, LogLimits, LogWriter, ProcessRuntime, RuntimeEvent,
-    SqliteStore, process,
+    SidecarLauncher, SqliteStore, process,
 };
 use bifrost_shared::ports::{LogSink, Store};
 use tokio::sync::watch;
@@ -48,6 +48,14 @@ pub struct UpArgs {
     /// How long replicas get to start listening on $PORT, in seconds.
     #[arg(long, env = "BIFROST_START_TIMEOUT", default_value_t = 60)]
     pub start_timeout: u64,
+    /// Address of the gRPC ingest the replicas' health sidecars report to
+    /// (port 0 picks a free one).
+    #[arg(long, env = "BIFROST_INGEST_LISTEN", default_value = "127.0.0.1:7071")]
+    pub ingest_listen: SocketAddr,
+    /// The `bifrost-sidecar` binary (default: next to this one). Without it
+    /// the platform probes replicas itself.
+    #[arg(long, env = "BIFROST_SIDECAR_BIN")]
+    pub sidecar_bin: Option<PathBuf>,
     /// Deliver every event twice (proves handler idempotency; for tests).
     #[arg(long, env = "BIFROST_DUPLICATE_DELIVERIES", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub duplicate_deliveries: bool,
@@ -92,14 +100,40 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let logs: Arc<dyn LogSink> = log_writer.clone();
     let sources = Arc::new(GitSources::new(&data_dir));
     let exe = std::env::current_exe().context("locating the bifrost binary")?;
-    let (runtime, runtime_events) =
-        ProcessRuntime::new(logs.clone(), &owner, vec![exe.display().to_string(), "serve-static".into()]);
+    let ingest_listener = tokio::net::TcpListener::bind(args.ingest_listen).await.with_context(|| {
+        format!("cannot listen on {} for the sidecar ingest (try --ingest-listen)", args.ingest_listen)
+    })?;
+    let ingest_addr = ingest_listener.local_addr()?;
+    let ingest_key = ingest_key(&data_dir)?;
+    let sidecar_bin = args.sidecar_bin.clone().or_else(|| {
+        let sibling = exe.with_file_name("bifrost-sidecar");
+        sibling.exists().then_some(sibling)
+    });
+    let launcher = match &sidecar_bin {
+        Some(program) if program.exists() => Some(SidecarLauncher {
+            program: program.clone(),
+            endpoint: format!("http://{ingest_addr}"),
+            key: ingest_key.clone(),
+        }),
+        Some(program) => anyhow::bail!("--sidecar-bin {}: no such file", program.display()),
+        None => {
+            tracing::warn!("bifrost-sidecar not found next to {}: replicas are probed in-process", exe.display());
+            None
+        }
+    };
+    let (runtime, runtime_events) = ProcessRuntime::new(
+        logs.clone(),
+        &owner,
+        vec![exe.display().to_string(), "serve-static".into()],
+        launcher.clone(),
+    );
     let builder = LocalBuilder::new(&data_dir, sources.clone(), &owner, Duration::from_secs(args.build_timeout));
     let app_domain = match addr.port() {
         80 => args.app_domain.clone(),
         port => format!("{}:{port}", args.app_domain),
     };
     let ctx = Ctx {
+        health: tokio::sync::broadcast::channel(1024).0,
         store: store_dyn.clone(),
         dead_letters: Arc::new(store.clone()),
         sources,
@@ -152,10 +186,43 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             usize::from(bifrost_router::app_of(req, &domain).is_none())
         },
     );
+    // Health sidecars stream here (gRPC over HTTP/2).
+    let ingest = bifrost_functions::ingest::service(Arc::new(ctx.clone()), ingest_key);
+    let mut ingest_stop = stop_tx.subscribe();
+    let ingest_task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(ingest_listener);
+        let shutdown = async move {
+            let _ = ingest_stop.wait_for(|stop| *stop).await;
+        };
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(ingest)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "the sidecar ingest stopped");
+        }
+    });
+    // Old reports become one-minute buckets after an hour.
+    let health_store = store_dyn.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            let before = chrono::Utc::now() - chrono::Duration::hours(1);
+            if let Err(e) = health_store.downsample_health(before).await {
+                tracing::warn!(error = %e, "downsampling health reports failed");
+            }
+        }
+    });
+
     // Scripts and tests read this line to find the port.
     println!("bifrost: listening on http://{addr}");
     println!("bifrost: data dir {}", data_dir.display());
     println!("bifrost: apps answer at http://<app>.{app_domain}/");
+    match &launcher {
+        Some(l) => println!("bifrost: sidecar ingest on http://{ingest_addr} ({})", l.program.display()),
+        None => println!("bifrost: sidecar ingest on http://{ingest_addr} (no sidecar binary: probing in-process)"),
+    }
     tracing::info!(%addr, data_dir = %data_dir.display(), "bifrost is up");
 
     let make = axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
@@ -172,6 +239,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let _ = d.await;
     }
     runtime.stop_all().await;
+    let _ = ingest_task.await;
     drop(ctx);
     drop(log_writer);
     let _ = tokio::time::timeout(Duration::from_secs(5), log_task).await;
@@ -240,4 +308,28 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// The key sidecar tokens are derived from: made once per data dir and
+/// kept (mode 0600), so a token stays valid across restarts.
+fn ingest_key(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("ingest.key");
+    if let Ok(hexed) = std::fs::read_to_string(&path)
+        && let Ok(key) = hex::decode(hexed.trim())
+        && key.len() >= 32
+    {
+        return Ok(key);
+    }
+    let key = bifrost_shared::auth::generate_secret().into_bytes();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(hex::encode(&key).as_bytes())?;
+    Ok(key)
 }

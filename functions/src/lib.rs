@@ -9,6 +9,7 @@
 pub mod build;
 pub mod deploy;
 pub mod gateway;
+pub mod ingest;
 pub mod validate;
 pub mod verify;
 
@@ -29,6 +30,8 @@ pub struct Ctx {
     pub builder: Arc<dyn Builder>,
     pub runtime: Arc<dyn Runtime>,
     pub logs: Arc<dyn LogSink>,
+    /// Sidecar reports as they arrive (SSE subscribers listen here).
+    pub health: tokio::sync::broadcast::Sender<bifrost_shared::domain::HealthSample>,
     pub settings: Settings,
 }
 

@@ -68,8 +68,9 @@ async fn run_twice(deploy_toml: &str) -> Run {
     let store = SqliteStore::open(&data.join("b.db"), subs).expect("store");
     let sources = Arc::new(GitSources::new(&data));
     let (logs, _task) = LogWriter::start(Arc::new(store.clone()), LogLimits::default());
-    let (runtime, _events) = ProcessRuntime::new(logs.clone(), "idempotency-test", vec![]);
+    let (runtime, _events) = ProcessRuntime::new(logs.clone(), "idempotency-test", vec![], None);
     let ctx = Ctx {
+        health: tokio::sync::broadcast::channel(1024).0,
         store: Arc::new(store.clone()),
         dead_letters: Arc::new(store.clone()),
         sources: sources.clone(),

@@ -423,3 +423,24 @@ mod tests {
         assert!(verify_chain(&[r1, r2]).is_err());
     }
 }
+
+/// What a replica's health sidecar reported: one report (`span_s` = 0), or
+/// after downsampling a bucket of reports (`span_s` = 60: averages, the
+/// share of good probes in `probe_ok`, the highest RSS).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthSample {
+    pub deployment_id: String,
+    pub replica: u32,
+    pub at: Timestamp,
+    pub span_s: u32,
+    /// Share of good probes: 0 or 1 for one report.
+    pub probe_ok: f64,
+    pub http_status: Option<u16>,
+    pub latency_ms: Option<f64>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u32>,
+    pub open_fds: Option<u32>,
+    /// What went wrong, when it did.
+    pub error: Option<String>,
+}

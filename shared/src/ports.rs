@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use crate::config::ConfigError;
 use crate::domain::{
-    Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, LogLine, NewDeployment, NewProject, Project,
-    Role, Source, Timestamp,
+    Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
+    NewProject, Project, Role, Source, Timestamp,
 };
 use crate::error::StoreResult;
 use crate::events::{DeadLetter, Event, Outcome, PushEnvelope};
@@ -109,6 +109,14 @@ pub trait Store: Send + Sync {
     /// Feed items as they are committed. A receiver that lags re-reads with
     /// [`Store::feed`] from the last sequence it saw.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<FeedItem>;
+
+    /// Stores sidecar reports.
+    async fn record_health(&self, samples: Vec<HealthSample>) -> StoreResult<()>;
+    /// A deployment's health series since `since`, oldest first.
+    async fn health(&self, deployment_id: &str, since: Timestamp, limit: usize) -> StoreResult<Vec<HealthSample>>;
+    /// Replaces single reports older than `before` by one-minute buckets;
+    /// returns how many reports were folded.
+    async fn downsample_health(&self, before: Timestamp) -> StoreResult<usize>;
 
     /// Secrets for `[env]` entries written `{ secret = "name" }`.
     async fn set_secret(&self, name: &str, value: &str) -> StoreResult<()>;
@@ -222,7 +230,7 @@ pub struct ReplicaSpec {
 }
 
 /// What the last health probe of a replica saw.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReplicaStatus {
     pub index: u32,
     /// Where it listens (embedded: a loopback port).
@@ -239,6 +247,24 @@ pub struct ReplicaStatus {
     pub restarts: u32,
     /// How the process last ended, if it did.
     pub last_exit: Option<String>,
+    /// From the health sidecar, when one runs: the app's process now.
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u32>,
+    pub open_fds: Option<u32>,
+}
+
+/// One health observation of a replica, from outside the runtime (the
+/// sidecar's report).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    pub ok: bool,
+    /// What the probe saw, for humans.
+    pub description: String,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u32>,
+    pub open_fds: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -262,6 +288,9 @@ pub trait Runtime: Send + Sync {
     async fn stop(&self, deployment_id: &str, drain: std::time::Duration) -> Result<(), RuntimeError>;
     /// The replicas and what their health probes see.
     async fn status(&self, deployment_id: &str) -> Vec<ReplicaStatus>;
+    /// A health observation of one replica from its sidecar. Runtimes that
+    /// probe by themselves ignore it.
+    async fn observe(&self, _deployment_id: &str, _replica: u32, _observation: Observation) {}
     /// The status once `done` holds for it, or after `timeout`, whichever is
     /// first. Runtimes that can tell when replicas change wake on the
     /// change; this default polls.

@@ -68,7 +68,7 @@ impl Platform {
     fn spawn(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let mut cmd = Command::new(bifrost_bin());
-        cmd.args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["up", "--listen", "127.0.0.1:0", "--ingest-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .env("BIFROST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BIFROST_CONFIG_DIR", self.home.path().join("cfg"))

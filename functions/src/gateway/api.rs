@@ -456,6 +456,36 @@ pub async fn replicas(
     Ok(Json(s.ctx.runtime.status(&id).await.into_iter().map(Into::into).collect()))
 }
 
+#[derive(Deserialize, IntoParams, Debug)]
+pub struct HealthParams {
+    /// Only samples at or after this time (RFC 3339; default: one hour ago).
+    pub since: Option<String>,
+    /// At most this many (default 3600, max 100000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/health", tag = "deployments",
+    params(("id" = String, Path, description = "Deployment id"), HealthParams),
+    responses((status = 200, body = Vec<HealthSampleOut>, description = "The sidecars' reports, oldest first"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("token" = ["viewer"])))]
+pub async fn health(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(p): Query<HealthParams>,
+) -> ApiResult<Json<Vec<HealthSampleOut>>> {
+    s.ctx.store.get_deployment(&id).await?;
+    let since = match &p.since {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("since {t:?}: {e}")))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now() - chrono::Duration::hours(1),
+    };
+    let samples = s.ctx.store.health(&id, since, p.limit.unwrap_or(3600).clamp(1, 100_000)).await?;
+    Ok(Json(samples.into_iter().map(Into::into).collect()))
+}
+
 #[utoipa::path(post, path = "/api/v1/projects/{name}/rollback", tag = "deployments", request_body = Rollback,
     params(("name" = String, Path, description = "Project name or id")),
     responses((status = 201, body = CreatedDeployment, description = "A new deployment running the earlier build"),

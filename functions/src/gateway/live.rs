@@ -55,13 +55,14 @@ fn async_stream(
     // Subscribe before replaying so nothing committed in between is missed;
     // the seq check drops what the replay already sent.
     let rx = state.ctx.store.subscribe();
-    let init = (state, deployment, rx, Vec::<FeedItem>::new(), last);
-    futures::stream::unfold(init, |(state, dep, mut rx, mut backlog, mut last)| async move {
+    let hrx = state.ctx.health.subscribe();
+    let init = (state, deployment, (rx, hrx), Vec::<FeedItem>::new(), last);
+    futures::stream::unfold(init, |(state, dep, (mut rx, mut hrx), mut backlog, mut last)| async move {
         loop {
             if let Some(item) = backlog.pop() {
                 if item.seq > last {
                     last = item.seq;
-                    return Some((Ok(sse_event(&item)), (state, dep, rx, backlog, last)));
+                    return Some((Ok(sse_event(&item)), (state, dep, (rx, hrx), backlog, last)));
                 }
                 continue;
             }
@@ -71,7 +72,22 @@ fn async_stream(
                 backlog = page.into_iter().rev().collect();
                 continue;
             }
-            match rx.recv().await {
+            let next = tokio::select! {
+                item = rx.recv() => item,
+                sample = hrx.recv() => {
+                    // Live only (no id: resuming replays status and logs; the
+                    // series itself is at /deployments/{id}/health).
+                    if let Ok(h) = sample
+                        && dep.as_deref().is_none_or(|d| d == h.deployment_id)
+                    {
+                        let data = serde_json::to_string(&h).unwrap_or_default();
+                        let ev = SseEvent::default().event("health").data(data);
+                        return Some((Ok(ev), (state, dep, (rx, hrx), backlog, last)));
+                    }
+                    continue;
+                }
+            };
+            match next {
                 // The store publishes in commit order, so a newer seq is next.
                 Ok(item) => {
                     if item.seq > last && dep.as_deref().is_none_or(|d| d == item.deployment_id) {

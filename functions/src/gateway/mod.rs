@@ -40,6 +40,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/deployments/{id}/events", get(live::deployment_events))
         .route("/deployments/{id}/logs", get(api::deployment_logs))
         .route("/deployments/{id}/replicas", get(api::replicas))
+        .route("/deployments/{id}/health", get(api::health))
         .route("/projects/{name}/rollback", post(api::rollback))
         .route("/events", get(live::all_events))
         .route("/secrets", get(api::list_secrets))

@@ -382,6 +382,47 @@ pub struct ReplicaOut {
     pub last_probe: Option<String>,
     pub restarts: u32,
     pub last_exit: Option<String>,
+    /// From the health sidecar: the app's CPU (% of one core) since its last report.
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u32>,
+    pub open_fds: Option<u32>,
+}
+
+/// One sidecar report (or, for older data, a one-minute bucket).
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct HealthSampleOut {
+    pub replica: u32,
+    pub at: String,
+    /// 0 for one report; 60 for a one-minute bucket of older reports.
+    pub span_s: u32,
+    /// Share of good probes (0 or 1 for one report).
+    pub probe_ok: f64,
+    pub http_status: Option<u16>,
+    pub latency_ms: Option<f64>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u32>,
+    pub open_fds: Option<u32>,
+    pub error: Option<String>,
+}
+
+impl From<bifrost_shared::domain::HealthSample> for HealthSampleOut {
+    fn from(h: bifrost_shared::domain::HealthSample) -> Self {
+        HealthSampleOut {
+            replica: h.replica,
+            at: h.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            span_s: h.span_s,
+            probe_ok: h.probe_ok,
+            http_status: h.http_status,
+            latency_ms: h.latency_ms,
+            cpu_percent: h.cpu_percent,
+            rss_bytes: h.rss_bytes,
+            threads: h.threads,
+            open_fds: h.open_fds,
+            error: h.error,
+        }
+    }
 }
 
 impl From<bifrost_shared::ports::ReplicaStatus> for ReplicaOut {
@@ -397,6 +438,10 @@ impl From<bifrost_shared::ports::ReplicaStatus> for ReplicaOut {
             last_probe: r.last_probe,
             restarts: r.restarts,
             last_exit: r.last_exit,
+            cpu_percent: r.cpu_percent,
+            rss_bytes: r.rss_bytes,
+            threads: r.threads,
+            open_fds: r.open_fds,
         }
     }
 }

@@ -12,6 +12,6 @@ pub use crate::ports::PushHandler;
 pub use builder::{LocalBuilder, strip_ansi};
 pub use dispatcher::{Dispatcher, DispatcherConfig};
 pub use logs::{LogLimits, LogWriter};
-pub use runtime::{ProcessRuntime, RuntimeEvent};
+pub use runtime::{ProcessRuntime, RuntimeEvent, SidecarLauncher};
 pub use sources::{GitSources, MAX_READ_BYTES};
 pub use store::{DueDelivery, SqliteStore};

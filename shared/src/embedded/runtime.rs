@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use super::builder::{LocalArtifact, strip_ansi};
 use super::process::{GroupGuard, OWNER_ENV, TAIL_LINES, describe_exit, free_port, pump_pair, shell};
 use crate::config::Health;
-use crate::ports::{LogSink, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError};
+use crate::ports::{LogSink, Observation, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError};
 
 /// What the runtime tells the platform on its own initiative.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,6 +48,20 @@ struct Inner {
     events: mpsc::UnboundedSender<RuntimeEvent>,
     /// Program and leading arguments of the static file server.
     static_server: Vec<String>,
+    /// When set, each replica gets a health sidecar and its reports (via
+    /// [`Runtime::observe`]) decide health; otherwise the runtime probes.
+    sidecar: Option<SidecarLauncher>,
+}
+
+/// How replicas' health sidecars are started.
+#[derive(Clone, Debug)]
+pub struct SidecarLauncher {
+    /// The `bifrost-sidecar` binary.
+    pub program: PathBuf,
+    /// The platform's gRPC ingest, e.g. `http://127.0.0.1:7071`.
+    pub endpoint: String,
+    /// Key of the per-replica tokens (`auth::sidecar_token`).
+    pub key: Vec<u8>,
 }
 
 struct Running {
@@ -83,6 +97,10 @@ struct ReplicaState {
     exits_before_listening: u32,
     last_exit: Option<String>,
     tail: Vec<String>,
+    cpu_percent: Option<f64>,
+    rss_bytes: Option<u64>,
+    threads: Option<u32>,
+    open_fds: Option<u32>,
 }
 
 impl ProcessRuntime {
@@ -92,10 +110,17 @@ impl ProcessRuntime {
         log: Arc<dyn LogSink>,
         owner: &str,
         static_server: Vec<String>,
+        sidecar: Option<SidecarLauncher>,
     ) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner =
-            Inner { deployments: Mutex::new(HashMap::new()), log, owner: owner.to_string(), events: tx, static_server };
+        let inner = Inner {
+            deployments: Mutex::new(HashMap::new()),
+            log,
+            owner: owner.to_string(),
+            events: tx,
+            static_server,
+            sidecar,
+        };
         (ProcessRuntime { inner: Arc::new(inner) }, rx)
     }
 
@@ -222,6 +247,42 @@ impl Runtime for ProcessRuntime {
         }
     }
 
+    async fn observe(&self, deployment_id: &str, replica: u32, o: Observation) {
+        let Some(run) = self.get(deployment_id) else { return };
+        let Some(rep) = run.replicas.iter().find(|r| r.index == replica) else { return };
+        let health = &run.spec.config.health;
+        let mut restart = false;
+        update(rep, |s| {
+            s.cpu_percent = o.cpu_percent;
+            s.rss_bytes = o.rss_bytes;
+            s.threads = o.threads;
+            s.open_fds = o.open_fds;
+            // Like the runtime's own probes, counting starts once the app listens.
+            if !s.listening {
+                return;
+            }
+            s.last_probe = Some(o.description.clone());
+            if o.ok {
+                s.successes += 1;
+                s.failures = 0;
+                if s.successes >= health.success_threshold {
+                    s.healthy = true;
+                    s.ever_healthy = true;
+                }
+            } else {
+                s.failures += 1;
+                s.successes = 0;
+                if s.failures >= health.failure_threshold {
+                    s.healthy = false;
+                    restart = s.ever_healthy;
+                }
+            }
+        });
+        if restart {
+            rep.restart.notify_one();
+        }
+    }
+
     async fn watch_status(
         &self,
         deployment_id: &str,
@@ -283,6 +344,10 @@ impl Runtime for ProcessRuntime {
                     last_probe: s.last_probe,
                     restarts: s.restarts,
                     last_exit: s.last_exit,
+                    cpu_percent: s.cpu_percent,
+                    rss_bytes: s.rss_bytes,
+                    threads: s.threads,
+                    open_fds: s.open_fds,
                 })
             })
             .collect()
@@ -383,7 +448,11 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
             stream: stream.clone(),
             started,
         };
-        let prober = tokio::spawn(probe_loop(rep.clone(), port, spec.config.health.clone(), announce));
+        let self_probe = inner.sidecar.is_none();
+        let prober = tokio::spawn(probe_loop(rep.clone(), port, spec.config.health.clone(), announce, self_probe));
+        let sidecar = inner.sidecar.clone().map(|launcher| {
+            tokio::spawn(run_sidecar(inner.clone(), run.clone(), rep.index, port, child.id().unwrap_or(0), launcher))
+        });
 
         let outcome = tokio::select! {
             status = child.wait() => Exit::Died(status.map(describe_exit).unwrap_or_else(|e| e.to_string())),
@@ -391,6 +460,10 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
             _ = rep.restart.notified() => Exit::Unhealthy,
         };
         prober.abort();
+        if let Some(sc) = sidecar {
+            // Dropping the sidecar's task kills its process group.
+            sc.abort();
+        }
         if !matches!(outcome, Exit::Died(_)) {
             // SIGTERM, then SIGKILL after the grace period.
             guard.signal(Signal::SIGTERM);
@@ -460,6 +533,58 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
     });
 }
 
+/// Keeps one replica's health sidecar running for as long as this
+/// incarnation of the replica lives (the caller aborts the task).
+async fn run_sidecar(inner: Arc<Inner>, run: Arc<Running>, replica: u32, port: u16, pid: u32, l: SidecarLauncher) {
+    let spec = &run.spec;
+    let health = &spec.config.health;
+    let token = crate::auth::sidecar_token(&l.key, &spec.deployment_id, replica);
+    let stream = format!("replica-{replica}");
+    loop {
+        let mut cmd = shell("exec \"$0\" \"$@\"", &run.artifact.dir, &inner.owner);
+        cmd.arg(&l.program)
+            .args(["--target", &format!("127.0.0.1:{port}"), "--health-path", &health.path])
+            .args(["--interval", &format!("{}ms", health.interval.as_std().as_millis())])
+            .args(["--timeout", &format!("{}ms", health.timeout.as_std().as_millis())])
+            .args(["--pid", &pid.to_string(), "--endpoint", &l.endpoint, "--deployment", &spec.deployment_id])
+            .args(["--replica", &replica.to_string()])
+            .env("BIFROST_SIDECAR_TOKEN", &token);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                inner.log.line(
+                    &spec.deployment_id,
+                    &spec.project,
+                    &stream,
+                    format!("[bifrost] cannot start the health sidecar {}: {e}", l.program.display()),
+                );
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let _guard = GroupGuard::new(&child);
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let pump = pump_pair(
+            child.stdout.take(),
+            child.stderr.take(),
+            inner.log.clone(),
+            spec.deployment_id.clone(),
+            spec.project.clone(),
+            stream.clone(),
+            tail,
+        );
+        let (status, _) = tokio::join!(child.wait(), pump);
+        let how = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
+        inner.log.line(
+            &spec.deployment_id,
+            &spec.project,
+            &stream,
+            format!("[bifrost] health sidecar {how}; restarting it"),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 enum Exit {
     Died(String),
     Stopped,
@@ -477,7 +602,7 @@ struct Announce {
 
 /// Waits for the port, then probes `[health]` every interval for as long as
 /// this incarnation of the replica lives.
-async fn probe_loop(rep: Arc<Replica>, port: u16, health: Health, announce: Announce) {
+async fn probe_loop(rep: Arc<Replica>, port: u16, health: Health, announce: Announce, self_probe: bool) {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -495,6 +620,10 @@ async fn probe_loop(rep: Arc<Replica>, port: u16, health: Health, announce: Anno
         // A refused loopback connect costs microseconds; polling often keeps
         // the time to `running` close to the app's own start time.
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if !self_probe {
+        // The sidecar probes; its reports arrive through `observe`.
+        return;
     }
     let mut tick = tokio::time::interval(health.interval.as_std());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

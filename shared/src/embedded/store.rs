@@ -19,7 +19,27 @@ use crate::repo::repo_key;
 use crate::status::{Status, TRANSITIONS, TransitionKind, allowed};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// Schema 2: sidecar health reports.
+const MIGRATION_2: &str = "
+CREATE TABLE health (
+    deployment_id TEXT NOT NULL,
+    replica       INTEGER NOT NULL,
+    at_ms         INTEGER NOT NULL,
+    span_s        INTEGER NOT NULL,   -- 0: one report; 60: a one-minute bucket
+    probe_ok      REAL NOT NULL,
+    http_status   INTEGER,
+    latency_ms    REAL,
+    cpu_percent   REAL,
+    rss_bytes     INTEGER,
+    threads       INTEGER,
+    open_fds      INTEGER,
+    error         TEXT
+);
+CREATE INDEX health_by_deployment ON health(deployment_id, at_ms);
+CREATE INDEX health_raw_by_time ON health(span_s, at_ms);
+";
 const READERS: usize = 4;
 
 /// Cheap to clone: all clones share the connections.
@@ -318,6 +338,11 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if version == 0 {
         tx.execute_batch(SCHEMA)?;
+    }
+    if version < 2 {
+        tx.execute_batch(MIGRATION_2)?;
+    }
+    if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version > SCHEMA_VERSION {
         return Err(backend(format!(
@@ -909,6 +934,97 @@ impl Store for SqliteStore {
                     .collect::<Result<_, _>>()?;
                 Ok(rows)
             })
+        })
+        .await
+    }
+
+    async fn record_health(&self, samples: Vec<HealthSample>) -> StoreResult<()> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        self.run(move |inner| {
+            let mut conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for h in &samples {
+                exec(
+                    &tx,
+                    "INSERT INTO health (deployment_id, replica, at_ms, span_s, probe_ok, http_status, latency_ms,
+                        cpu_percent, rss_bytes, threads, open_fds, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        h.deployment_id,
+                        h.replica,
+                        h.at.timestamp_millis(),
+                        h.span_s,
+                        h.probe_ok,
+                        h.http_status,
+                        h.latency_ms,
+                        h.cpu_percent,
+                        h.rss_bytes.map(|b| b as i64),
+                        h.threads,
+                        h.open_fds,
+                        h.error
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn health(&self, deployment_id: &str, since: Timestamp, limit: usize) -> StoreResult<Vec<HealthSample>> {
+        let id = deployment_id.to_string();
+        self.run(move |inner| {
+            inner.read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT deployment_id, replica, at_ms, span_s, probe_ok, http_status, latency_ms, cpu_percent,
+                            rss_bytes, threads, open_fds, error
+                     FROM health WHERE deployment_id = ?1 AND at_ms >= ?2 ORDER BY at_ms, replica LIMIT ?3",
+                )?;
+                let rows = stmt
+                    .query_map(params![id, since.timestamp_millis(), limit as i64], |r| {
+                        Ok(HealthSample {
+                            deployment_id: r.get(0)?,
+                            replica: r.get(1)?,
+                            at: chrono::DateTime::from_timestamp_millis(r.get(2)?).unwrap_or_default(),
+                            span_s: r.get(3)?,
+                            probe_ok: r.get(4)?,
+                            http_status: r.get(5)?,
+                            latency_ms: r.get(6)?,
+                            cpu_percent: r.get(7)?,
+                            rss_bytes: r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
+                            threads: r.get(9)?,
+                            open_fds: r.get(10)?,
+                            error: r.get(11)?,
+                        })
+                    })?
+                    .collect::<Result<_, _>>()?;
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn downsample_health(&self, before: Timestamp) -> StoreResult<usize> {
+        self.run(move |inner| {
+            let mut conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Whole minutes only, so a bucket is never split across two runs.
+            let cutoff = before.timestamp_millis() / 60_000 * 60_000;
+            exec(
+                &tx,
+                "INSERT INTO health (deployment_id, replica, at_ms, span_s, probe_ok, http_status, latency_ms,
+                    cpu_percent, rss_bytes, threads, open_fds, error)
+                 SELECT deployment_id, replica, at_ms / 60000 * 60000, 60, AVG(probe_ok), MAX(http_status),
+                        AVG(latency_ms), AVG(cpu_percent), MAX(rss_bytes), MAX(threads), MAX(open_fds), MAX(error)
+                 FROM health WHERE span_s = 0 AND at_ms < ?1
+                 GROUP BY deployment_id, replica, at_ms / 60000",
+                [cutoff],
+            )?;
+            let folded = tx.execute("DELETE FROM health WHERE span_s = 0 AND at_ms < ?1", [cutoff])?;
+            tx.commit()?;
+            Ok(folded)
         })
         .await
     }
