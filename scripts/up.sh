@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building bifrost (release; the first build takes a few minutes)..." >&2
 cargo build --release --quiet -p bifrost-cli
-exec target/release/bifrost up "$@"
+# The health sidecar each replica gets, built small (profile `sidecar`).
+cargo build --profile sidecar --quiet -p bifrost-sidecar
+exec target/release/bifrost up --sidecar-bin target/sidecar/bifrost-sidecar "$@"

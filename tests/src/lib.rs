@@ -13,6 +13,11 @@ use serde_json::Value;
 pub const ADMIN_TOKEN: &str = "bft_e2e-admin-token";
 
 /// The `bifrost` binary, built once if a test runs before `cargo build`.
+/// `bifrost-sidecar`, built beside `bifrost`.
+pub fn sidecar_bin() -> PathBuf {
+    bifrost_bin().with_file_name("bifrost-sidecar")
+}
+
 pub fn bifrost_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -38,6 +43,8 @@ pub fn bifrost_bin() -> PathBuf {
 /// A running `bifrost up`. Killed (SIGKILL) on drop so no test leaks it.
 pub struct Platform {
     pub url: String,
+    /// The sidecar ingest (gRPC), as printed by `bifrost up`.
+    pub ingest_url: String,
     pub data_dir: PathBuf,
     pub home: tempfile::TempDir,
     child: Option<Child>,
@@ -55,6 +62,7 @@ impl Platform {
         let data_dir = home.path().join("data");
         let mut p = Platform {
             url: String::new(),
+            ingest_url: String::new(),
             data_dir,
             log: home.path().join("bifrost.log"),
             home,
@@ -86,16 +94,25 @@ impl Platform {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut sent = false;
+            let mut url = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if !sent && let Some(url) = line.strip_prefix("bifrost: listening on ") {
-                    let _ = tx.send(url.trim().to_string());
-                    sent = true;
+                if let Some(u) = line.strip_prefix("bifrost: listening on ") {
+                    url = Some(u.trim().to_string());
+                }
+                // Printed after the listening line: both are known then.
+                if let Some(rest) = line.strip_prefix("bifrost: sidecar ingest on ")
+                    && let Some(u) = url.take()
+                {
+                    let ingest = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send((u, ingest));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => self.url = url,
+            Ok((url, ingest)) => {
+                self.url = url;
+                self.ingest_url = ingest;
+            }
             Err(_) => {
                 let _ = child.kill();
                 panic!("bifrost up did not start; log:\n{}", self.log_text());
@@ -242,12 +259,27 @@ impl Client {
 
     /// Reads a Server-Sent Events stream until `until` holds for an event's
     /// data (or 60 s pass). Returns (id, event, data) of every event.
+    /// Status and log events (those with an `id:`) until `until` holds.
     pub async fn sse(
         &self,
         path: &str,
         last_event_id: Option<u64>,
         until: impl Fn(&Value) -> bool,
     ) -> Vec<(u64, String, Value)> {
+        self.sse_all(path, last_event_id, |id, _, v| id.is_some() && until(v))
+            .await
+            .into_iter()
+            .filter_map(|(id, e, v)| id.map(|id| (id, e, v)))
+            .collect()
+    }
+
+    /// Every event, with or without an id, until `until` holds.
+    pub async fn sse_all(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+        until: impl Fn(Option<u64>, &str, &Value) -> bool,
+    ) -> Vec<(Option<u64>, String, Value)> {
         let mut rb = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(id) = last_event_id {
             rb = rb.header("last-event-id", id.to_string());
@@ -282,8 +314,8 @@ impl Client {
                         data.push_str(v.strip_prefix(' ').unwrap_or(v));
                     }
                 }
-                let (Some(id), Ok(v)) = (id, serde_json::from_str::<Value>(&data)) else { continue };
-                let stop = until(&v);
+                let Ok(v) = serde_json::from_str::<Value>(&data) else { continue };
+                let stop = until(id, &event, &v);
                 out.push((id, event, v));
                 if stop {
                     return out;
