@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::domain::{Actor, FeedKind, LogLine, NewDeployment, NewProject, Role, Source, now, verify_chain};
+use crate::domain::{
+    Actor, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, Source, now, verify_chain,
+};
 use crate::error::StoreError;
 use crate::ports::{Patch, Store, Transition};
 use crate::status::Status;
@@ -72,6 +74,7 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) -> Result<(), String> 
     delete_cancels(&*store, prefix).await?;
     feed_orders_status_and_logs(&*store, prefix).await?;
     secrets(&*store, prefix).await?;
+    health_series(&*store, prefix).await?;
     racing_transitions(store.clone(), prefix, 1000, 8).await?;
     Ok(())
 }
@@ -390,5 +393,51 @@ pub async fn secrets(store: &dyn Store, prefix: &str) -> Result<(), String> {
     check!(names.iter().any(|(n, _)| *n == a), "list_secrets misses {a}");
     store.delete_secret(&a).await.map_err(|e| e.to_string())?;
     check!(matches!(store.delete_secret(&a).await, Err(StoreError::NotFound { .. })), "deleted twice");
+    Ok(())
+}
+
+/// Sidecar reports are stored, read back in order, and folded into
+/// one-minute buckets once old, with averages and the share of good probes.
+pub async fn health_series(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let dep = format!("{prefix}health-dep");
+    // Two old minutes (4 reports each, one bad in the first) and one recent report.
+    let base = chrono::DateTime::from_timestamp_millis(1_700_000_040_000).ok_or("time")?; // on a minute
+    let mut samples = vec![];
+    for (i, offset_s) in [0i64, 15, 30, 45, 60, 75, 90, 105].iter().enumerate() {
+        samples.push(HealthSample {
+            deployment_id: dep.clone(),
+            replica: 0,
+            at: base + chrono::Duration::seconds(*offset_s),
+            span_s: 0,
+            probe_ok: if i == 1 { 0.0 } else { 1.0 },
+            http_status: Some(if i == 1 { 500 } else { 200 }),
+            latency_ms: Some(10.0 * (i as f64 + 1.0)),
+            cpu_percent: Some(4.0),
+            rss_bytes: Some(1000 + i as u64),
+            threads: Some(2),
+            open_fds: Some(7),
+            error: (i == 1).then(|| "GET / → 500".to_string()),
+        });
+    }
+    let recent = HealthSample { at: now(), ..samples[0].clone() };
+    samples.push(recent);
+    store.record_health(samples).await.map_err(|e| e.to_string())?;
+    let all = store.health(&dep, base, 100).await.map_err(|e| e.to_string())?;
+    check!(all.len() == 9, "stored {} of 9", all.len());
+    check!(all.windows(2).all(|w| w[0].at <= w[1].at), "oldest first");
+
+    let folded = store.downsample_health(base + chrono::Duration::minutes(5)).await.map_err(|e| e.to_string())?;
+    check!(folded == 8, "folded {folded} old reports, expected 8");
+    let after = store.health(&dep, base, 100).await.map_err(|e| e.to_string())?;
+    check!(after.len() == 3, "two buckets and the recent report, got {}", after.len());
+    let (m1, m2) = (&after[0], &after[1]);
+    check!(m1.span_s == 60 && m1.at == base, "first bucket {m1:?}");
+    check!((m1.probe_ok - 0.75).abs() < 1e-9, "3 of 4 good in minute one: {}", m1.probe_ok);
+    check!(m1.latency_ms.is_some_and(|l| (l - 25.0).abs() < 1e-9), "average latency {:?}", m1.latency_ms);
+    check!(m1.rss_bytes == Some(1003), "highest RSS {:?}", m1.rss_bytes);
+    check!(m2.probe_ok == 1.0 && m2.at == base + chrono::Duration::minutes(1), "second bucket {m2:?}");
+    check!(after[2].span_s == 0, "the recent report stays whole");
+    let again = store.downsample_health(base + chrono::Duration::minutes(5)).await.map_err(|e| e.to_string())?;
+    check!(again == 0, "buckets are not folded again ({again})");
     Ok(())
 }
