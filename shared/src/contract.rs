@@ -432,7 +432,8 @@ pub async fn health_series(store: &dyn Store, prefix: &str) -> Result<(), String
     check!(after.len() == 3, "two buckets and the recent report, got {}", after.len());
     let (m1, m2) = (&after[0], &after[1]);
     check!(m1.span_s == 60 && m1.at == base, "first bucket {m1:?}");
-    check!((m1.probe_ok - 0.75).abs() < 1e-9, "3 of 4 good in minute one: {}", m1.probe_ok);
+    let three_of_four = (m1.probe_ok - 0.75).abs() < 1e-9;
+    check!(three_of_four, "3 of 4 good in minute one: {}", m1.probe_ok);
     check!(m1.latency_ms.is_some_and(|l| (l - 25.0).abs() < 1e-9), "average latency {:?}", m1.latency_ms);
     check!(m1.rss_bytes == Some(1003), "highest RSS {:?}", m1.rss_bytes);
     check!(m2.probe_ok == 1.0 && m2.at == base + chrono::Duration::minutes(1), "second bucket {m2:?}");
