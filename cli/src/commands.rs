@@ -110,27 +110,16 @@ pub async fn projects_add(
 }
 
 pub async fn projects_list(api: &Api, json: bool) -> Res {
-    let list: Vec<Value> = api.get("/api/v1/projects").await?;
-    if json {
-        output::print_json(&list);
-        return ok();
-    }
-    if list.is_empty() {
-        println!("no projects yet: bifrost projects add NAME --repo REPO, or bifrost deploy PATH");
-        return ok();
-    }
-    let rows = list
-        .iter()
-        .map(|p| {
-            vec![
-                s(p, "name").to_string(),
-                p["repo"].as_str().unwrap_or("(uploads)").to_string(),
-                s(p, "branch").to_string(),
-                p["live_deployment_id"].as_str().unwrap_or("-").to_string(),
-            ]
-        })
-        .collect();
-    output::table(&["name", "repo", "branch", "live"], rows);
+    let empty = "no projects yet: bifrost projects add NAME --repo REPO, or bifrost deploy PATH";
+    list(api, "/api/v1/projects", json, empty, &["name", "repo", "branch", "live"], |p| {
+        vec![
+            s(p, "name").to_string(),
+            p["repo"].as_str().unwrap_or("(uploads)").to_string(),
+            s(p, "branch").to_string(),
+            p["live_deployment_id"].as_str().unwrap_or("-").to_string(),
+        ]
+    })
+    .await?;
     ok()
 }
 
@@ -312,29 +301,18 @@ pub async fn deployments_list(api: &Api, json: bool, project: Option<String>, li
         Some(p) => format!("/api/v1/projects/{p}/deployments?limit={limit}"),
         None => format!("/api/v1/deployments?limit={limit}"),
     };
-    let list: Vec<Value> = api.get(&path).await?;
-    if json {
-        output::print_json(&list);
-        return ok();
-    }
-    if list.is_empty() {
-        println!("no deployments yet");
-        return ok();
-    }
-    let rows = list
-        .iter()
-        .map(|d| {
-            vec![
-                s(d, "id").to_string(),
-                s(d, "project").to_string(),
-                output::status(s(d, "status")),
-                output::source_label(&d["source"]),
-                output::when(s(d, "created_at")),
-                d["reason"].as_str().unwrap_or("").chars().take(60).collect(),
-            ]
-        })
-        .collect();
-    output::table(&["id", "project", "status", "source", "created", "reason"], rows);
+    let headers = ["id", "project", "status", "source", "created", "reason"];
+    list(api, &path, json, "no deployments yet", &headers, |d| {
+        vec![
+            s(d, "id").to_string(),
+            s(d, "project").to_string(),
+            output::status(s(d, "status")),
+            output::source_label(&d["source"]),
+            output::when(s(d, "created_at")),
+            d["reason"].as_str().unwrap_or("").chars().take(60).collect(),
+        ]
+    })
+    .await?;
     ok()
 }
 
@@ -379,29 +357,20 @@ pub async fn dead(api: &Api, json: bool, redrive: bool, ids: Vec<String>) -> Res
         }
         return ok();
     }
-    let list: Vec<Value> = api.get("/api/v1/events/dead").await?;
-    if json {
-        output::print_json(&list);
-        return ok();
+    let headers = ["id", "event", "deployment", "attempts", "last error"];
+    let shown = list(api, "/api/v1/events/dead", json, "no dead letters", &headers, |d| {
+        vec![
+            s(d, "id").to_string(),
+            s(&d["event"], "type").to_string(),
+            s(&d["event"], "deployment_id").to_string(),
+            d["attempts"].to_string(),
+            s(d, "last_error").chars().take(70).collect(),
+        ]
+    })
+    .await?;
+    if shown > 0 && !json {
+        println!("{}", dim("redrive with: bifrost events dead --redrive [ID...]"));
     }
-    if list.is_empty() {
-        println!("no dead letters");
-        return ok();
-    }
-    let rows = list
-        .iter()
-        .map(|d| {
-            vec![
-                s(d, "id").to_string(),
-                s(&d["event"], "type").to_string(),
-                s(&d["event"], "deployment_id").to_string(),
-                d["attempts"].to_string(),
-                s(d, "last_error").chars().take(70).collect(),
-            ]
-        })
-        .collect();
-    output::table(&["id", "event", "deployment", "attempts", "last error"], rows);
-    println!("{}", dim("redrive with: bifrost events dead --redrive [ID...]"));
     ok()
 }
 
@@ -417,23 +386,16 @@ pub async fn tokens_create(api: &Api, json: bool, name: &str, role: &str) -> Res
 }
 
 pub async fn tokens_list(api: &Api, json: bool) -> Res {
-    let list: Vec<Value> = api.get("/api/v1/tokens").await?;
-    if json {
-        output::print_json(&list);
-        return ok();
-    }
-    let rows = list
-        .iter()
-        .map(|t| {
-            vec![
-                s(t, "name").to_string(),
-                s(t, "role").to_string(),
-                output::when(s(t, "created_at")),
-                t["last_used_at"].as_str().map(output::when).unwrap_or_else(|| "never".into()),
-            ]
-        })
-        .collect();
-    output::table(&["name", "role", "created", "last used"], rows);
+    let empty = "no tokens: bifrost tokens create NAME --role ROLE";
+    list(api, "/api/v1/tokens", json, empty, &["name", "role", "created", "last used"], |t| {
+        vec![
+            s(t, "name").to_string(),
+            s(t, "role").to_string(),
+            output::when(s(t, "created_at")),
+            t["last_used_at"].as_str().map(output::when).unwrap_or_else(|| "never".into()),
+        ]
+    })
+    .await?;
     ok()
 }
 
@@ -551,13 +513,11 @@ pub async fn secrets_set(api: &Api, name: &str, value: Option<String>) -> Res {
 }
 
 pub async fn secrets_list(api: &Api, json: bool) -> Res {
-    let list: Vec<Value> = api.get("/api/v1/secrets").await?;
-    if json {
-        output::print_json(&list);
-        return ok();
-    }
-    let rows = list.iter().map(|x| vec![s(x, "name").to_string(), output::when(s(x, "updated_at"))]).collect();
-    output::table(&["name", "updated"], rows);
+    let empty = "no secrets: bifrost secrets set NAME";
+    list(api, "/api/v1/secrets", json, empty, &["name", "updated"], |x| {
+        vec![s(x, "name").to_string(), output::when(s(x, "updated_at"))]
+    })
+    .await?;
     ok()
 }
 
@@ -573,4 +533,25 @@ pub async fn secrets_rm(api: &Api, name: &str) -> Res {
     }
     println!("secret {name} deleted");
     ok()
+}
+
+/// A list command: GET `path` and print it as JSON, as a table (one row per
+/// item), or `empty` when there is nothing. Returns how many items there were.
+async fn list(
+    api: &Api,
+    path: &str,
+    json: bool,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> CliResult<usize> {
+    let items: Vec<Value> = api.get(path).await?;
+    if json {
+        output::print_json(&items);
+    } else if items.is_empty() {
+        println!("{empty}");
+    } else {
+        output::table(headers, items.iter().map(row).collect());
+    }
+    Ok(items.len())
 }

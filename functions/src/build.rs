@@ -9,7 +9,7 @@ use bifrost_shared::Status;
 use bifrost_shared::events::{Outcome, PushEnvelope};
 use bifrost_shared::ports::{BuildError, BuildRequest, Patch};
 
-use crate::{Ctx, decode, left_status, step, still_current};
+use crate::{Ctx, current_deployment, decode, left_status, step};
 
 pub const NAME: &str = "build";
 
@@ -21,14 +21,9 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
     if event.status != Status::Building {
         return Outcome::Ack;
     }
-    match still_current(ctx, &event).await {
-        Ok(true) => {}
-        Ok(false) => return Outcome::Ack,
-        Err(o) => return o,
-    }
-    let d = match ctx.store.get_deployment(&event.deployment_id).await {
+    let d = match current_deployment(ctx, &event).await {
         Ok(d) => d,
-        Err(e) => return crate::outcome_of(Err(e)),
+        Err(o) => return o,
     };
     if let (Some(of), Some(artifact)) = (&d.rollback_of, &d.artifact) {
         let patch = Patch { artifact: Some(artifact.clone()), ..Patch::default() };

@@ -11,7 +11,7 @@ use bifrost_shared::events::{Outcome, PushEnvelope};
 use bifrost_shared::ports::{Patch, ReplicaSpec, RuntimeError};
 use bifrost_shared::{Status, StoreError};
 
-use crate::{Ctx, decode, left_status, step, still_current};
+use crate::{Ctx, current_deployment, decode, left_status, step};
 
 pub const NAME: &str = "deploy";
 
@@ -23,14 +23,9 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
     match event.status {
         Status::Built => step(ctx, &event, NAME, Status::Deploying, "starting replicas".into(), Patch::default()).await,
         Status::Deploying => {
-            match still_current(ctx, &event).await {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Ack,
-                Err(o) => return o,
-            }
-            let d = match ctx.store.get_deployment(&event.deployment_id).await {
+            let d = match current_deployment(ctx, &event).await {
                 Ok(d) => d,
-                Err(e) => return crate::outcome_of(Err(e)),
+                Err(o) => return o,
             };
             let spec = match spec_for(ctx, &d).await {
                 Ok(s) => s,

@@ -16,7 +16,7 @@ pub mod verify;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bifrost_shared::domain::Actor;
+use bifrost_shared::domain::{Actor, Deployment};
 use bifrost_shared::events::{Event, Outcome, PushEnvelope, Subscription};
 use bifrost_shared::ports::{Builder, DeadLetters, LogSink, PushHandler, Runtime, Sources, Store, Transition};
 use bifrost_shared::{Status, StoreError};
@@ -140,9 +140,21 @@ pub(crate) fn outcome_of(result: Result<(), StoreError>) -> Outcome {
 /// Is the deployment still where the event says it is? Functions check this
 /// before doing work, so a redelivered event does nothing twice.
 pub(crate) async fn still_current(ctx: &Ctx, event: &Event) -> Result<bool, Outcome> {
+    match current_deployment(ctx, event).await {
+        Ok(_) => Ok(true),
+        Err(Outcome::Ack) => Ok(false),
+        Err(o) => Err(o),
+    }
+}
+
+/// The deployment, if it is still at the event's status and version (one
+/// read serves both the idempotency check and the handler's work);
+/// `Err(outcome)` is what the handler returns as it is: `Ack` for a stale
+/// or deleted deployment, `Retry` when the store is unavailable.
+pub(crate) async fn current_deployment(ctx: &Ctx, event: &Event) -> Result<Deployment, Outcome> {
     match ctx.store.get_deployment(&event.deployment_id).await {
-        Ok(d) => Ok(d.status == event.status && d.version == event.version),
-        Err(StoreError::NotFound { .. }) => Ok(false),
+        Ok(d) if d.status == event.status && d.version == event.version => Ok(d),
+        Ok(_) | Err(StoreError::NotFound { .. }) => Err(Outcome::Ack),
         Err(e) => Err(Outcome::Retry(e.to_string())),
     }
 }
