@@ -70,7 +70,6 @@ struct Running {
     replicas: Vec<Arc<Replica>>,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    draining: AtomicBool,
     failure_reported: AtomicBool,
 }
 
@@ -131,9 +130,6 @@ impl ProcessRuntime {
     /// Addresses of the replicas that may take traffic now.
     pub fn endpoints(&self, deployment_id: &str) -> Vec<SocketAddr> {
         let Some(r) = self.get(deployment_id) else { return vec![] };
-        if r.draining.load(Ordering::Relaxed) {
-            return vec![];
-        }
         r.replicas
             .iter()
             .filter_map(|rep| {
@@ -190,7 +186,6 @@ impl Runtime for ProcessRuntime {
             replicas,
             stop,
             tasks: Mutex::new(vec![]),
-            draining: AtomicBool::new(false),
             failure_reported: AtomicBool::new(false),
         });
         {
@@ -311,8 +306,11 @@ impl Runtime for ProcessRuntime {
 
     async fn stop(&self, deployment_id: &str, drain: Duration) -> Result<(), RuntimeError> {
         let Some(r) = self.get(deployment_id) else { return Ok(()) };
-        // Out of rotation first; let in-flight requests finish.
-        r.draining.store(true, Ordering::Relaxed);
+        // No traffic is taken away here: the router leaves a replaced
+        // deployment when the live pointer moves (in the same transaction
+        // that supersedes it). Taking its endpoints away at once raced that
+        // switch and answered 503 in between; the drain serves whatever the
+        // router still sends, then the replicas stop.
         if !drain.is_zero() {
             tokio::time::sleep(drain).await;
         }
