@@ -21,16 +21,29 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest >/dev/null
 fi
 cargo --version
+# The dashboard: its client is wasm (built by `cargo xtask web`, shrunk by
+# npm binaryen's wasm-opt); its browser tests drive Debian's Chromium.
+scripts/setup-web.sh
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium and chromium-driver (apt, one time)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+fi
 
 if [ "$quick" = 0 ]; then
   step "Format"
   cargo fmt --all -- --check
   step "Lint (clippy -D warnings)"
   cargo clippy --quiet --workspace --all-targets -- -D warnings
+  # The browser half of the dashboard is only compiled for wasm.
+  cargo clippy --quiet -p bifrost-web --lib --target wasm32-unknown-unknown --features hydrate -- -D warnings
 fi
 
 step "Build"
 cargo build --quiet --workspace --all-targets
+cargo xtask web
 # The e2e tests run the real binary.
 export BIFROST_BIN="$PWD/target/debug/bifrost"
 

@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "building bifrost (release; the first build takes a few minutes)..." >&2
+# The dashboard's browser half (wasm) first: the server serves target/site.
+scripts/setup-web.sh
+cargo xtask web
 cargo build --release --quiet -p bifrost-cli
 # The health sidecar each replica gets, built small (profile `sidecar`).
 cargo build --profile sidecar --quiet -p bifrost-sidecar

@@ -56,6 +56,10 @@ pub struct UpArgs {
     /// the platform probes replicas itself.
     #[arg(long, env = "BIFROST_SIDECAR_BIN")]
     pub sidecar_bin: Option<PathBuf>,
+    /// Folder holding the dashboard's client bundle, pkg/ (default: beside
+    /// this binary, `target/site` in a checkout; `cargo xtask web` builds it).
+    #[arg(long, env = "BIFROST_WEB_SITE_ROOT")]
+    pub web_root: Option<PathBuf>,
     /// Deliver every event twice (proves handler idempotency; for tests).
     #[arg(long, env = "BIFROST_DUPLICATE_DELIVERIES", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
     pub duplicate_deliveries: bool,
@@ -174,6 +178,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG))
             .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
     );
+    // The dashboard calls the API in-process, with the user's token.
+    let site_root = args.web_root.clone().unwrap_or_else(bifrost_web::server::routes::default_site_root);
+    let client_built = bifrost_web::server::routes::client_built(&site_root);
+    let web = bifrost_web::server::router(bifrost_web::server::WebConfig {
+        backend: bifrost_web::server::Backend::InProcess(gateway::router(ctx.clone())),
+        site_root: site_root.clone(),
+        secure_cookies: public_url.starts_with("https://"),
+    });
+    let api = api.merge(web);
     let routes = EmbeddedRoutes::start(store_dyn.clone(), runtime.clone()).await?;
     let router_config = RouterConfig { domain: args.app_domain.clone(), ..RouterConfig::default() };
     let apps = bifrost_router::service(routes, router_config.clone());
@@ -217,6 +230,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     // Scripts and tests read this line to find the port.
     println!("bifrost: listening on http://{addr}");
+    if client_built {
+        println!("bifrost: dashboard on {public_url}/");
+    } else {
+        println!(
+            "bifrost: dashboard on {public_url}/ (no client bundle in {}: pages render without live updates; \
+             run `cargo xtask web` or scripts/up.sh)",
+            site_root.display()
+        );
+    }
     println!("bifrost: data dir {}", data_dir.display());
     println!("bifrost: apps answer at http://<app>.{app_domain}/");
     match &launcher {

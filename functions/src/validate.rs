@@ -76,14 +76,21 @@ async fn check(ctx: &Ctx, deployment_id: &str, project: &str) -> Result<Verdict,
         Err(SourceError::NotFound(e) | SourceError::Invalid(e)) => return Ok(Verdict::Unusable(e)),
     };
     Ok(match config::parse(&text) {
-        Ok(cfg) if cfg.app.name != project => Verdict::Invalid(vec![config::error_at(
-            &text,
-            "app",
-            "name",
-            &format!("{project:?} (the project's name, which is also its URL)"),
-            &format!("{:?}", cfg.app.name),
-        )]),
+        Ok(cfg) if cfg.app.name != project => {
+            let mut errors = vec![config::error_at(
+                &text,
+                "app",
+                "name",
+                &format!("{project:?} (the project's name, which is also its URL)"),
+                &format!("{:?}", cfg.app.name),
+            )];
+            config::attach_source_lines(&text, &mut errors);
+            Verdict::Invalid(errors)
+        }
         Ok(cfg) => Verdict::Valid(Box::new(ConfigSnapshot { source: text, config: cfg })),
-        Err(errors) => Verdict::Invalid(errors),
+        Err(mut errors) => {
+            config::attach_source_lines(&text, &mut errors);
+            Verdict::Invalid(errors)
+        }
     })
 }

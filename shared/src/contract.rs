@@ -122,6 +122,23 @@ pub async fn lifecycle(store: &dyn Store, prefix: &str) -> Result<(), String> {
     check!(tos == Status::PIPELINE, "history order {tos:?}");
     check!(history[0].from.is_none() && history[1].from == Some(Status::Queued), "history from fields");
     verify_chain(&history)?;
+    let head = store.feed_head().await.map_err(|e| e.to_string())?;
+    let mine = store.feed(Some(&d.id), 0, 1000).await.map_err(|e| e.to_string())?;
+    let newest_mine = mine.last().map_or(0, |f| f.seq);
+    check!(head >= newest_mine && newest_mine > 0, "feed_head {head} is behind this deployment's item {newest_mine}");
+    let beyond = store.feed(None, head, 10).await.map_err(|e| e.to_string())?;
+    check!(beyond.iter().all(|f| f.seq > head), "feed after head {head} returned an older item");
+    // The global trail is newest first and pages by `before`.
+    let newest = store.audit(None, 3).await.map_err(|e| e.to_string())?;
+    check!(newest.len() == 3, "audit(None, 3) gave {} records", newest.len());
+    check!(newest.windows(2).all(|w| w[0].seq > w[1].seq), "audit not newest first");
+    let last = history.last().ok_or("empty history")?;
+    let page = store.audit(Some(last.seq + 1), 7).await.map_err(|e| e.to_string())?;
+    let mine: Vec<u64> = page.iter().filter(|a| a.deployment_id == d.id).map(|a| a.seq).collect();
+    let want: Vec<u64> = history.iter().rev().map(|a| a.seq).collect();
+    check!(mine == want, "audit(before {}) shows {mine:?}, history has {want:?}", last.seq + 1);
+    let older = store.audit(Some(history[0].seq), 1000).await.map_err(|e| e.to_string())?;
+    check!(older.iter().all(|a| a.seq < history[0].seq), "audit(before) returned a newer record");
     let events = store.events(Some(&d.id), 0, 100).await.map_err(|e| e.to_string())?;
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     check!(

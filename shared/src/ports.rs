@@ -95,6 +95,9 @@ pub trait Store: Send + Sync {
     async fn transition(&self, t: Transition) -> StoreResult<Deployment>;
     /// The deployment's audit trail, oldest first.
     async fn history(&self, deployment_id: &str) -> StoreResult<Vec<AuditRecord>>;
+    /// The audit trail of every deployment, newest first: records with a
+    /// sequence number below `before` (all when `None`), at most `limit`.
+    async fn audit(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
     /// Events after `after_seq` (oldest first), of one deployment or all.
     async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>>;
 
@@ -109,6 +112,9 @@ pub trait Store: Send + Sync {
     /// Feed items as they are committed. A receiver that lags re-reads with
     /// [`Store::feed`] from the last sequence it saw.
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<FeedItem>;
+    /// The sequence number of the newest feed item (0 when empty): where a
+    /// "from now on" subscriber starts.
+    async fn feed_head(&self) -> StoreResult<u64>;
 
     /// Stores sidecar reports.
     async fn record_health(&self, samples: Vec<HealthSample>) -> StoreResult<()>;

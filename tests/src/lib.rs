@@ -69,14 +69,14 @@ impl Platform {
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
-        p.spawn(&[]);
+        p.spawn(&[], "127.0.0.1:0");
         p
     }
 
-    fn spawn(&mut self, env: &[(&str, &str)]) {
+    fn spawn(&mut self, env: &[(&str, &str)], listen: &str) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let mut cmd = Command::new(bifrost_bin());
-        cmd.args(["up", "--listen", "127.0.0.1:0", "--ingest-listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["up", "--listen", listen, "--ingest-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .env("BIFROST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BIFROST_CONFIG_DIR", self.home.path().join("cfg"))
@@ -140,7 +140,15 @@ impl Platform {
     /// Starts again on the same data dir (a new port).
     pub fn restart(&mut self, env: &[(&str, &str)]) {
         self.kill9();
-        self.spawn(env);
+        self.spawn(env, "127.0.0.1:0");
+    }
+
+    /// Crashes and starts again on the same data dir and the same port, so
+    /// clients (a browser's EventSource) reconnect to the same URL.
+    pub fn restart_same_port(&mut self) {
+        let addr = self.url.trim_start_matches("http://").to_string();
+        self.kill9();
+        self.spawn(&[], &addr);
     }
 
     /// Runs the CLI against this platform as admin.

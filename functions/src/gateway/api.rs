@@ -427,6 +427,26 @@ pub async fn validate(_caller: Caller, req: Request) -> ApiResult<Json<Validatio
     }))
 }
 
+#[derive(Deserialize, IntoParams, Debug)]
+pub struct AuditParams {
+    /// Only records with a smaller sequence number (the next page).
+    pub before: Option<u64>,
+    /// At most this many (default 100, max 1000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "events", params(AuditParams),
+    responses((status = 200, body = Vec<AuditOut>, description = "Every deployment's transitions, newest first")),
+    security(("token" = ["viewer"])))]
+pub async fn audit(
+    State(s): State<AppState>,
+    _caller: Caller,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<Json<Vec<AuditOut>>> {
+    let records = s.ctx.store.audit(p.before, p.limit.unwrap_or(100).clamp(1, 1000)).await?;
+    Ok(Json(records.into_iter().map(Into::into).collect()))
+}
+
 #[utoipa::path(get, path = "/api/v1/deployments/{id}/logs", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id"), EventParams),
     responses((status = 200, body = Vec<FeedItemOut>, description = "Status changes and log lines so far, oldest first"),

@@ -121,14 +121,20 @@ pub async fn deployment_events(
 
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(EventParams, ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
-    responses((status = 200, description = "text/event-stream of every deployment's status changes and logs")),
+    responses((status = 200, description = "text/event-stream of every deployment's status changes and logs, \
+from `after` (or `Last-Event-ID`) on; without either, from now on")),
     security(("token" = ["viewer"])))]
 pub async fn all_events(
     State(s): State<AppState>,
     _caller: Caller,
     Query(p): Query<EventParams>,
     headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let after = resume_point(&headers, p.after);
-    Sse::new(feed_stream(s, None, after)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    // Without a resume point the global stream starts now: replaying every
+    // deployment's every log line is never what a subscriber wants.
+    let after = match (headers.contains_key("last-event-id"), p.after) {
+        (false, None) => s.ctx.store.feed_head().await?,
+        _ => resume_point(&headers, p.after),
+    };
+    Ok(Sse::new(feed_stream(s, None, after)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -47,6 +47,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/secrets/{name}", axum::routing::put(api::set_secret).delete(api::delete_secret))
         .route("/deployments/{id}/retry", post(api::retry))
         .route("/deployments/{id}/cancel", post(api::cancel))
+        .route("/audit", get(api::audit))
         .route("/events/dead", get(api::dead_letters))
         .route("/events/dead/redrive", post(api::redrive))
         .route("/tokens", get(api::list_tokens).post(api::create_token))

@@ -93,6 +93,9 @@ pub struct ConfigErrorOut {
     pub found: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<String>,
+    /// The text of the offending line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_line: Option<String>,
 }
 
 impl From<ConfigError> for ConfigErrorOut {
@@ -105,6 +108,7 @@ impl From<ConfigError> for ConfigErrorOut {
             expected: e.expected,
             found: e.found,
             suggestion: e.suggestion,
+            source_line: e.source_line,
         }
     }
 }
@@ -185,6 +189,21 @@ impl From<AuditRecord> for TransitionOut {
             hash: a.hash,
             prev_hash: a.prev_hash,
         }
+    }
+}
+
+/// One record of the global audit trail.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct AuditOut {
+    pub deployment_id: String,
+    pub project_id: String,
+    #[serde(flatten)]
+    pub transition: TransitionOut,
+}
+
+impl From<AuditRecord> for AuditOut {
+    fn from(a: AuditRecord) -> Self {
+        AuditOut { deployment_id: a.deployment_id.clone(), project_id: a.project_id.clone(), transition: a.into() }
     }
 }
 

@@ -32,6 +32,7 @@ pub fn error_at(source: &str, section: &str, key: &str, expected: &str, found: &
         expected: Some(expected.to_string()),
         found: Some(found.to_string()),
         suggestion: None,
+        source_line: None,
     }
 }
 
@@ -53,11 +54,23 @@ pub struct ConfigError {
     /// "did you mean" suggestion for unknown keys and sections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suggestion: Option<String>,
+    /// The text of the offending line, kept with the error so the dashboard
+    /// can show it in place after the source is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_line: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "deploy.toml:{}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+/// Fills each error's `source_line` from the text it was found in.
+pub fn attach_source_lines(source: &str, errors: &mut [ConfigError]) {
+    let lines: Vec<&str> = source.lines().collect();
+    for e in errors {
+        e.source_line = lines.get(e.line.saturating_sub(1) as usize).map(|l| l.to_string());
     }
 }
 

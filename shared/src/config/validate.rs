@@ -97,7 +97,16 @@ impl<'s> Validator<'s> {
         suggestion: Option<String>,
     ) {
         let (line, column) = self.position(span.start);
-        self.errors.push(ConfigError { line, column, path: path.to_string(), message, expected, found, suggestion });
+        self.errors.push(ConfigError {
+            line,
+            column,
+            path: path.to_string(),
+            message,
+            expected,
+            found,
+            suggestion,
+            source_line: None,
+        });
     }
 
     /// `path: expected X, found Y`.

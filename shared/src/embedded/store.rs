@@ -793,6 +793,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn audit(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        self.run(move |inner| {
+            inner.read(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash
+                     FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
+                )?;
+                let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
+                let limit = limit.min(100_000) as i64;
+                Ok(stmt.query_map(params![before, limit], audit_row)?.collect::<Result<_, _>>()?)
+            })
+        })
+        .await
+    }
+
     async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>> {
         let id = deployment_id.map(str::to_string);
         self.run(move |inner| {
@@ -894,6 +909,16 @@ impl Store for SqliteStore {
 
     fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
         self.inner.changes.subscribe()
+    }
+
+    async fn feed_head(&self) -> StoreResult<u64> {
+        self.run(|inner| {
+            inner.read(|c| {
+                let head: i64 = c.query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
+                Ok(head as u64)
+            })
+        })
+        .await
     }
 
     async fn set_secret(&self, name: &str, value: &str) -> StoreResult<()> {

@@ -1,0 +1,64 @@
+//! `bifrost-web`: the dashboard on its own (Cloud Run's `web` service),
+//! talking to a gateway over HTTP. `bifrost up` serves the same router
+//! in-process instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "bifrost-web", version, about = "Bifrost's dashboard, served on its own")]
+struct Args {
+    /// Address to serve on; Cloud Run sets $PORT.
+    #[arg(long, env = "BIFROST_WEB_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The gateway's base URL (its REST API under /api/v1).
+    #[arg(long, env = "BIFROST_API_URL", default_value = "http://127.0.0.1:7070")]
+    api_url: String,
+    /// Folder holding pkg/ with the client wasm (default: beside the binary).
+    #[arg(long, env = "BIFROST_WEB_SITE_ROOT")]
+    site_root: Option<PathBuf>,
+    /// Mark the session cookie Secure (serve behind https).
+    #[arg(long, env = "BIFROST_WEB_SECURE_COOKIES", value_parser = clap::builder::FalseyValueParser::new())]
+    secure_cookies: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BIFROST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let listen = match args.listen {
+        Some(a) => a,
+        None => {
+            let port = std::env::var("PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(8080);
+            SocketAddr::from(([0, 0, 0, 0], port))
+        }
+    };
+    let site_root = args.site_root.unwrap_or_else(bifrost_web::server::routes::default_site_root);
+    if !bifrost_web::server::routes::client_built(&site_root) {
+        tracing::warn!(site_root = %site_root.display(), "no client bundle: pages render but stay static (run `cargo xtask web`)");
+    }
+    let app = bifrost_web::server::router(bifrost_web::server::WebConfig {
+        backend: bifrost_web::server::Backend::http(&args.api_url),
+        site_root,
+        secure_cookies: args.secure_cookies,
+    })
+    .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    println!("bifrost-web: listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+        })
+        .await?;
+    Ok(())
+}

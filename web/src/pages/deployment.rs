@@ -1,0 +1,320 @@
+//! One deployment, live: the pipeline with the time spent in each step,
+//! deploy.toml errors at their line, the build and runtime log, health
+//! charts from the sidecars, replicas, the audit trail, and actions.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::components::A;
+use leptos_router::hooks::use_params_map;
+
+use crate::components::chart::{Chart, Point};
+use crate::components::log::LogView;
+use crate::components::pipeline::Pipeline;
+use crate::components::{ConfirmButton, ErrorState, Loading, StatusBadge, error_text};
+use crate::live::{LiveBadge, use_feed};
+use crate::model::{DeploymentPage as Page, HealthPoint, LogLine, Transition, clock, epoch_ms, short_id};
+
+#[server(prefix = "/ui/api", endpoint = "deployment")]
+pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
+    use crate::server::{Session, convert, seg};
+    use serde_json::Value;
+    let s = Session::current()?;
+    let i = seg(&id);
+    let (me, d, feed, health, replicas) = futures::try_join!(
+        s.me(),
+        s.get::<Value>(format!("/api/v1/deployments/{i}")),
+        s.get::<Value>(format!("/api/v1/deployments/{i}/logs")),
+        s.get::<Value>(format!("/api/v1/deployments/{i}/health")),
+        s.get::<Value>(format!("/api/v1/deployments/{i}/replicas")),
+    )?;
+    let deployment = convert::deployment(&d);
+    let project: Value = s.get(&format!("/api/v1/projects/{}", seg(&deployment.project))).await.unwrap_or_default();
+    let items = feed.as_array().cloned().unwrap_or_default();
+    let last_seq = items.iter().filter_map(|v| v.get("seq").and_then(Value::as_u64)).max().unwrap_or(0);
+    let logs = items
+        .iter()
+        .filter(|v| v.get("kind").and_then(Value::as_str) == Some("log"))
+        .map(|v| LogLine {
+            seq: v.get("seq").and_then(Value::as_u64).unwrap_or_default(),
+            stream: v.get("stream").and_then(Value::as_str).unwrap_or_default().to_string(),
+            line: v.get("line").and_then(Value::as_str).unwrap_or_default().to_string(),
+        })
+        .collect();
+    Ok(Page {
+        me,
+        url: project.get("url").and_then(Value::as_str).unwrap_or_default().to_string(),
+        config_errors: d.get("config_errors").map(|e| convert::array(e, convert::config_error)).unwrap_or_default(),
+        config_source: d.get("config_source").and_then(Value::as_str).map(str::to_string),
+        history: d.get("history").map(|h| convert::array(h, convert::transition)).unwrap_or_default(),
+        logs,
+        last_seq,
+        health: health.as_array().map(|a| a.iter().filter_map(convert::health).collect()).unwrap_or_default(),
+        replicas: convert::array(&replicas, convert::replica),
+        deployment,
+    })
+}
+
+#[server(prefix = "/ui/api", endpoint = "retry")]
+pub async fn retry(id: String) -> Result<String, ServerFnError> {
+    let s = crate::server::Session::current()?;
+    s.require("deployer", "retrying").await?;
+    let path = format!("/api/v1/deployments/{}/retry", crate::server::seg(&id));
+    let d: serde_json::Value = s.send(axum::http::Method::POST, &path, serde_json::json!({})).await?;
+    Ok(d.get("status").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+}
+
+#[server(prefix = "/ui/api", endpoint = "cancel")]
+pub async fn cancel(id: String) -> Result<String, ServerFnError> {
+    let s = crate::server::Session::current()?;
+    s.require("deployer", "cancelling").await?;
+    let path = format!("/api/v1/deployments/{}/cancel", crate::server::seg(&id));
+    let d: serde_json::Value = s.send(axum::http::Method::POST, &path, serde_json::json!({})).await?;
+    Ok(d.get("status").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+}
+
+#[component]
+pub fn DeploymentPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").unwrap_or_default();
+    let data = Resource::new(id, deployment_page);
+    view! {
+        <Suspense fallback=|| view! { <Loading what="the deployment"/> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(page) => view! { <DeploymentView page/> }.into_any(),
+                    Err(e) => view! { <ErrorState error=e/> }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+fn points(health: &[HealthPoint], pick: impl Fn(&HealthPoint) -> Option<f64>) -> Vec<Point> {
+    health.iter().filter_map(|h| pick(h).map(|value| Point { replica: h.replica, at_ms: h.at_ms, value })).collect()
+}
+
+#[component]
+fn DeploymentView(page: Page) -> impl IntoView {
+    let d = page.deployment.clone();
+    let id = d.id.clone();
+    let (status, set_status) = signal(d.status.clone());
+    let (reason, set_reason) = signal(d.reason.clone().unwrap_or_default());
+    let (history, set_history) = signal(page.history.clone());
+    let (logs, set_logs) = signal(page.logs.clone());
+    let (health, set_health) = signal(page.health.clone());
+    let (now, set_now) = signal(super::now_ms());
+    // Live events resume after what the page was rendered with; anything at
+    // or below the newest seq shown is a replay and is dropped.
+    let seen = StoredValue::new(page.last_seq);
+    let conn = use_feed(
+        format!("/ui/events/{}?after={}", crate::model::seg(&id), page.last_seq),
+        move |kind, ev| {
+            if kind == "health" {
+                if let Some(at_ms) = epoch_ms(&ev.at) {
+                    set_health.update(|h| {
+                        h.push(HealthPoint {
+                            replica: ev.replica.unwrap_or_default(),
+                            at_ms,
+                            probe_ok: ev.probe_ok.unwrap_or_default(),
+                            latency_ms: ev.latency_ms,
+                            cpu_percent: ev.cpu_percent,
+                            rss_bytes: ev.rss_bytes,
+                        });
+                        // An hour of one-second reports per replica at most.
+                        let excess = h.len().saturating_sub(20_000);
+                        h.drain(..excess);
+                    });
+                }
+                return;
+            }
+            if ev.seq <= seen.get_value() {
+                return;
+            }
+            seen.set_value(ev.seq);
+            match kind {
+                "status" => {
+                    let to = ev.status.clone().unwrap_or_default();
+                    set_status.set(to.clone());
+                    set_reason.set(ev.reason.clone().unwrap_or_default());
+                    set_history.update(|h| {
+                        h.push(Transition {
+                            seq: ev.seq,
+                            at: ev.at.clone(),
+                            actor: ev.actor.clone().unwrap_or_default(),
+                            from: ev.from.clone(),
+                            to,
+                            reason: ev.reason.clone().unwrap_or_default(),
+                        })
+                    });
+                }
+                _ => set_logs.update(|l| {
+                    l.push(LogLine {
+                        seq: ev.seq,
+                        stream: ev.stream.clone().unwrap_or_default(),
+                        line: ev.line.clone().unwrap_or_default(),
+                    })
+                }),
+            }
+        },
+        || {},
+    );
+    // The current step's clock ticks while the deployment is in flight.
+    #[cfg(feature = "hydrate")]
+    {
+        if let Ok(handle) =
+            set_interval_with_handle(move || set_now.set(super::now_ms()), std::time::Duration::from_secs(1))
+        {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = set_now;
+    let in_flight =
+        Signal::derive(move || !matches!(status.get().as_str(), "healthy" | "failed" | "cancelled" | "superseded"));
+    let latency = Signal::derive(move || health.with(|h| points(h, |p| p.latency_ms)));
+    let cpu = Signal::derive(move || health.with(|h| points(h, |p| p.cpu_percent)));
+    let rss = Signal::derive(move || health.with(|h| points(h, |p| p.rss_bytes.map(|b| b as f64 / 1_048_576.0))));
+    let can_deploy = page.me.can_deploy();
+    let project_href = format!("/projects/{}", d.project);
+    view! {
+        <Title text=format!("{} · {} · Bifrost", d.project, short_id(&d.id))/>
+        <div class="page-head">
+            <h1>
+                <A href=project_href>{d.project.clone()}</A>
+                " · "<span class="mono">{short_id(&d.id).to_string()}</span>
+            </h1>
+            <StatusBadge status=status/>
+            <LiveBadge conn/>
+        </div>
+        <dl class="facts">
+            <dt>"Source"</dt><dd class="mono">{d.source.label.clone()}</dd>
+            <dt>"Attempt"</dt><dd>{d.attempt}</dd>
+            <dt>"Created"</dt><dd>{clock(&d.created_at)}" by "{d.created_by.clone()}</dd>
+            {d.rollback_of.clone().map(|r| view! {
+                <dt>"Rollback of"</dt><dd><A href=format!("/deployments/{r}")>{short_id(&r).to_string()}</A></dd>
+            })}
+            <dt>"URL"</dt><dd><a href=page.url.clone() target="_blank" rel="noopener">{page.url.clone()}</a></dd>
+            <dt>"Why"</dt><dd class="reason" data-testid="reason">{move || reason.get()}</dd>
+        </dl>
+        {can_deploy.then(|| view! { <Actions id=id.clone() status=status/> })}
+        <Pipeline history=history status=status now_ms=now/>
+        <ConfigErrors errors=page.config_errors.clone()/>
+        <section>
+            <h2>"Log"</h2>
+            <LogView lines=logs live=in_flight/>
+        </section>
+        <section>
+            <h2>"Health"</h2>
+            <div class="charts">
+                <Chart title="Probe latency" unit="ms" points=latency/>
+                <Chart title="CPU" unit="%" points=cpu/>
+                <Chart title="Memory" unit="MiB" points=rss/>
+            </div>
+            <Replicas replicas=page.replicas.clone()/>
+        </section>
+        {page.config_source.clone().map(|src| view! {
+            <details class="source">
+                <summary>"deploy.toml at this commit"</summary>
+                <pre class="mono">{src}</pre>
+            </details>
+        })}
+        <section>
+            <h2>"Audit trail"</h2>
+            <ol class="trail" data-testid="trail">
+                <For each=move || history.get() key=|t| t.seq let:t>
+                    <li>
+                        <span class="nowrap muted">{clock(&t.at)}</span>" "
+                        <span class="mono">{t.from.clone().unwrap_or_else(|| "·".into())}" → "{t.to.clone()}</span>" "
+                        <span class="actor">{t.actor.clone()}</span>" "
+                        <span class="reason">{t.reason.clone()}</span>
+                    </li>
+                </For>
+            </ol>
+        </section>
+    }
+}
+
+#[component]
+fn Actions(id: String, status: ReadSignal<String>) -> impl IntoView {
+    let retry = ServerAction::<Retry>::new();
+    let cancel = ServerAction::<Cancel>::new();
+    let (id1, id2) = (id.clone(), id.clone());
+    let error =
+        move || retry.value().get().and_then(Result::err).or_else(|| cancel.value().get().and_then(Result::err));
+    view! {
+        <div class="actions" data-testid="actions">
+            <Show when=move || matches!(status.get().as_str(), "failed" | "cancelled")>
+                {
+                    let id = id1.clone();
+                    view! {
+                        <ConfirmButton label="Retry" name="retry" question="Run this deployment again?"
+                            pending=retry.pending()
+                            on_confirm=Callback::new(move |_| { retry.dispatch(Retry { id: id.clone() }); })/>
+                    }
+                }
+            </Show>
+            <Show when=move || !matches!(status.get().as_str(), "healthy" | "failed" | "cancelled" | "superseded")>
+                {
+                    let id = id2.clone();
+                    view! {
+                        <ConfirmButton label="Cancel" name="cancel" danger=true
+                            question="Stop this deployment? Its build or replicas are stopped."
+                            pending=cancel.pending()
+                            on_confirm=Callback::new(move |_| { cancel.dispatch(Cancel { id: id.clone() }); })/>
+                    }
+                }
+            </Show>
+            {move || error().map(|e| view! { <p class="form-error" role="alert">{error_text(&e)}</p> })}
+        </div>
+    }
+}
+
+/// deploy.toml errors in place: the line as it was, a caret at the column.
+#[component]
+fn ConfigErrors(errors: Vec<crate::model::ConfigError>) -> impl IntoView {
+    (!errors.is_empty()).then(|| {
+        view! {
+            <section class="config-errors" data-testid="config-errors">
+                <h2>{format!("deploy.toml: {} error{}", errors.len(), if errors.len() == 1 { "" } else { "s" })}</h2>
+                {errors.into_iter().map(|e| {
+                    let gutter = e.line.to_string();
+                    let pad = " ".repeat(e.column.saturating_sub(1) as usize);
+                    view! {
+                        <div class="config-error">
+                            <p><span class="mono">{format!("deploy.toml:{}:{}", e.line, e.column)}</span>" "{e.message.clone()}</p>
+                            {e.source_line.clone().map(|src| view! {
+                                <pre class="frame"><span class="gutter">{gutter.clone()}" | "</span>{src}"\n"
+                                <span class="gutter">{" ".repeat(gutter.len())}" | "</span><span class="caret">{pad.clone()}"^"</span></pre>
+                            })}
+                            {e.suggestion.clone().map(|s| view! { <p class="hint">"Did you mean "<code>{s}</code>"?"</p> })}
+                        </div>
+                    }
+                }).collect_view()}
+            </section>
+        }
+    })
+}
+
+#[component]
+fn Replicas(replicas: Vec<crate::model::Replica>) -> impl IntoView {
+    (!replicas.is_empty()).then(|| {
+        view! {
+            <table class="list replicas">
+                <thead><tr><th>"Replica"</th><th>"Address"</th><th>"PID"</th><th>"Healthy"</th><th>"Restarts"</th><th>"CPU"</th><th>"Memory"</th></tr></thead>
+                <tbody>
+                    {replicas.into_iter().map(|r| view! {
+                        <tr>
+                            <td>{r.index}</td>
+                            <td class="mono">{r.address.unwrap_or_default()}</td>
+                            <td>{r.pid.map(|p| p.to_string()).unwrap_or_default()}</td>
+                            <td>{if r.healthy { "yes" } else { "no" }}</td>
+                            <td>{r.restarts}</td>
+                            <td>{r.cpu_percent.map(|c| format!("{c:.1} %")).unwrap_or_default()}</td>
+                            <td>{r.rss_bytes.map(|b| format!("{:.1} MiB", b as f64 / 1_048_576.0)).unwrap_or_default()}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        }
+    })
+}

@@ -1,0 +1,193 @@
+//! One project: its deployment history, deploying a ref, rolling back.
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::{use_navigate, use_params_map};
+
+use crate::components::{ConfirmButton, Empty, ErrorState, Loading, StatusBadge, error_text};
+use crate::live::{LiveBadge, use_feed};
+use crate::model::{ProjectPage as Page, clock, short_id};
+
+#[server(prefix = "/ui/api", endpoint = "project")]
+pub async fn project_page(name: String, limit: Option<usize>) -> Result<Page, ServerFnError> {
+    use crate::server::{Session, convert, seg};
+    use serde_json::Value;
+    let s = Session::current()?;
+    let n = seg(&name);
+    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    let (me, p, list) = futures::try_join!(
+        s.me(),
+        s.get::<Value>(format!("/api/v1/projects/{n}")),
+        s.get::<Value>(format!("/api/v1/projects/{n}/deployments?limit={limit}")),
+    )?;
+    let deployments = convert::array(&list, convert::deployment);
+    let live_id = p.get("live_deployment_id").and_then(Value::as_str).map(str::to_string);
+    let live = deployments.iter().find(|d| Some(&d.id) == live_id.as_ref()).cloned();
+    Ok(Page {
+        me,
+        project: crate::model::Project {
+            name: p.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+            repo: p.get("repo").and_then(Value::as_str).map(str::to_string),
+            branch: p.get("branch").and_then(Value::as_str).unwrap_or("main").to_string(),
+            url: p.get("url").and_then(Value::as_str).unwrap_or_default().to_string(),
+            live,
+            latest: None,
+        },
+        deployments,
+        webhook_url: p.get("webhook_url").and_then(Value::as_str).unwrap_or_default().to_string(),
+    })
+}
+
+/// Deploys a branch, tag or commit; answers the new deployment's id.
+#[server(prefix = "/ui/api", endpoint = "deploy")]
+pub async fn deploy_ref(project: String, git_ref: String) -> Result<String, ServerFnError> {
+    use crate::server::{Session, seg};
+    let s = Session::current()?;
+    s.require("deployer", "deploying").await?;
+    let body = match git_ref.trim() {
+        "" => serde_json::json!({}),
+        r => serde_json::json!({ "ref": r }),
+    };
+    let created: serde_json::Value =
+        s.send(axum::http::Method::POST, &format!("/api/v1/projects/{}/deployments", seg(&project)), body).await?;
+    Ok(created.pointer("/deployment/id").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+}
+
+/// Makes an earlier healthy build live again (the newest one when `to` is empty).
+#[server(prefix = "/ui/api", endpoint = "rollback")]
+pub async fn rollback(project: String, to: Option<String>) -> Result<String, ServerFnError> {
+    use crate::server::{Session, seg};
+    let s = Session::current()?;
+    s.require("deployer", "rolling back").await?;
+    let body = match to.filter(|t| !t.is_empty()) {
+        Some(t) => serde_json::json!({ "to": t }),
+        None => serde_json::json!({}),
+    };
+    let created: serde_json::Value =
+        s.send(axum::http::Method::POST, &format!("/api/v1/projects/{}/rollback", seg(&project)), body).await?;
+    Ok(created.pointer("/deployment/id").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+}
+
+#[component]
+pub fn ProjectPage() -> impl IntoView {
+    let params = use_params_map();
+    let name = move || params.read().get("name").unwrap_or_default();
+    let data = Resource::new(name, |n| project_page(n, None));
+    let conn = use_feed(
+        "/ui/events".into(),
+        move |kind, ev| {
+            if kind == "status" && ev.project == name() {
+                data.refetch();
+            }
+        },
+        move || data.refetch(),
+    );
+    view! {
+        <Transition fallback=|| view! { <Loading what="the project"/> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(page) => view! { <ProjectView page conn/> }.into_any(),
+                    Err(e) => view! { <ErrorState error=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn ProjectView(page: Page, conn: ReadSignal<crate::live::Conn>) -> impl IntoView {
+    let p = page.project.clone();
+    let can_deploy = page.me.can_deploy();
+    let has_healthy = page.deployments.iter().any(|d| d.status == "healthy" || d.status == "superseded");
+    view! {
+        <div class="page-head">
+            <h1>{p.name.clone()}</h1>
+            <LiveBadge conn/>
+        </div>
+        <dl class="facts">
+            <dt>"URL"</dt><dd><a href=p.url.clone() target="_blank" rel="noopener">{p.url.clone()}</a></dd>
+            <dt>"Live"</dt>
+            <dd>{match p.live.clone() {
+                Some(d) => view! { <A href=format!("/deployments/{}", d.id)>{d.source.label.clone()}</A> }.into_any(),
+                None => view! { <span class="muted">"nothing live yet"</span> }.into_any(),
+            }}</dd>
+            <dt>"Repository"</dt><dd>{p.repo.clone().unwrap_or_else(|| "uploads only".into())}" · branch "{p.branch.clone()}</dd>
+            <dt>"Webhook"</dt><dd><code>{page.webhook_url.clone()}</code></dd>
+        </dl>
+        {can_deploy.then(|| view! { <Actions project=p.name.clone() branch=p.branch.clone() has_healthy/> })}
+        <h2>"Deployments"</h2>
+        {if page.deployments.is_empty() {
+            view! {
+                <Empty title="No deployments yet">
+                    <p>"Push to "<code>{p.branch.clone()}</code>", or deploy a ref above."</p>
+                </Empty>
+            }.into_any()
+        } else {
+            view! {
+                <table class="list" data-testid="deployments">
+                    <thead><tr><th>"Deployment"</th><th>"Status"</th><th>"Source"</th><th>"Created"</th><th>"By"</th><th>"Why"</th></tr></thead>
+                    <tbody>
+                        {page.deployments.clone().into_iter().map(|d| {
+                            let (row_id, short) = (d.id.clone(), short_id(&d.id).to_string());
+                            view! {
+                            <tr data-id=row_id>
+                                <td><A href=format!("/deployments/{}", d.id)>{short}</A></td>
+                                <td><StatusBadge status=d.status.clone()/></td>
+                                <td>{d.source.label.clone()}</td>
+                                <td class="nowrap">{clock(&d.created_at)}</td>
+                                <td>{d.created_by.clone()}</td>
+                                <td class="reason">{d.reason.clone().unwrap_or_default()}</td>
+                            </tr>
+                        }}).collect_view()}
+                    </tbody>
+                </table>
+            }.into_any()
+        }}
+    }
+}
+
+#[component]
+fn Actions(project: String, branch: String, has_healthy: bool) -> impl IntoView {
+    let deploy = ServerAction::<DeployRef>::new();
+    let back = ServerAction::<Rollback>::new();
+    let git_ref = RwSignal::new(String::new());
+    let navigate = use_navigate();
+    let nav2 = navigate.clone();
+    Effect::new(move |_| {
+        if let Some(Ok(id)) = deploy.value().get() {
+            navigate(&format!("/deployments/{id}"), Default::default());
+        }
+    });
+    Effect::new(move |_| {
+        if let Some(Ok(id)) = back.value().get() {
+            nav2(&format!("/deployments/{id}"), Default::default());
+        }
+    });
+    let (p1, p2) = (project.clone(), project.clone());
+    let error = move || deploy.value().get().and_then(Result::err).or_else(|| back.value().get().and_then(Result::err));
+    view! {
+        <div class="actions" data-testid="actions">
+            <input type="text" placeholder=format!("ref (default: {branch})") aria-label="Ref to deploy"
+                data-testid="deploy-ref" prop:value=move || git_ref.get()
+                on:input=move |ev| git_ref.set(event_target_value(&ev))/>
+            <ConfirmButton label="Deploy" name="deploy"
+                question=Signal::derive(move || {
+                    let r = git_ref.get();
+                    format!("Deploy {} of {}?", if r.is_empty() { "the branch head".to_string() } else { r }, p1)
+                })
+                pending=deploy.pending()
+                on_confirm=Callback::new(move |_| {
+                    deploy.dispatch(DeployRef { project: p2.clone(), git_ref: git_ref.get_untracked() });
+                })/>
+            {has_healthy.then(|| view! {
+                <ConfirmButton label="Roll back" name="rollback" danger=true
+                    question="Make the previous healthy build live again?"
+                    pending=back.pending()
+                    on_confirm=Callback::new(move |_| {
+                        back.dispatch(Rollback { project: project.clone(), to: None });
+                    })/>
+            })}
+            {move || error().map(|e| view! { <p class="form-error" role="alert">{error_text(&e)}</p> })}
+        </div>
+    }
+}
