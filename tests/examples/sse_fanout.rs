@@ -21,7 +21,12 @@ fn epoch_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
 }
 
-async fn subscribe(addr: String, token: Arc<String>, connected: Arc<AtomicUsize>, gate: Arc<Semaphore>) -> Option<u128> {
+async fn subscribe(
+    addr: String,
+    token: Arc<String>,
+    connected: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+) -> Option<u128> {
     let permit = gate.acquire().await.ok()?;
     let mut s = TcpStream::connect(&addr).await.ok()?;
     let req = format!(
@@ -75,9 +80,8 @@ async fn main() {
     let connected = Arc::new(AtomicUsize::new(0));
     // A few hundred handshakes at a time keep the accept backlog from overflowing.
     let gate = Arc::new(Semaphore::new(256));
-    let tasks: Vec<_> = (0..n)
-        .map(|_| tokio::spawn(subscribe(addr.clone(), token.clone(), connected.clone(), gate.clone())))
-        .collect();
+    let tasks: Vec<_> =
+        (0..n).map(|_| tokio::spawn(subscribe(addr.clone(), token.clone(), connected.clone(), gate.clone()))).collect();
     let started = std::time::Instant::now();
     while connected.load(Ordering::SeqCst) < n && started.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(50)).await;
