@@ -3,8 +3,10 @@
 //! outbox dispatcher, git sources) sit behind the `embedded` feature so the
 //! wasm dashboard and the sidecar never compile them.
 //!
-//! *Invariant*: this crate knows nothing of HTTP, and nothing of GCP beyond
-//! the shape of a Pub/Sub push envelope.
+//! The GCP adapters (Firestore store, ...) sit behind the `gcp` feature.
+//!
+//! *Invariant*: the domain knows nothing of HTTP, and nothing of GCP beyond
+//! the shape of a Pub/Sub push envelope; only `gcp/` talks to Google.
 
 pub mod auth;
 pub mod config;
@@ -17,6 +19,9 @@ pub mod status;
 
 #[cfg(feature = "embedded")]
 pub mod embedded;
+
+#[cfg(feature = "gcp")]
+pub mod gcp;
 
 pub use domain::{Actor, Deployment, Project, Role, Source};
 pub use error::{StoreError, StoreResult};

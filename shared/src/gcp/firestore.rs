@@ -1,0 +1,1154 @@
+//! The GCP store: Firestore. Same contract as the SQLite store
+//! (`contract.rs`), checked against Google's Firestore emulator.
+//!
+//! Layout: one collection per kind (`projects`, `deployments`, `audit`,
+//! `events`, `feed`, ...), each document holding the domain object as JSON in
+//! `data` beside the few fields queries filter or sort on. One serde mapping
+//! serves both stores, and a field added to a domain type needs no schema
+//! change here.
+//!
+//! Every write is one Firestore transaction. A transition reads the
+//! deployment, checks the one transition table, and writes the deployment
+//! (new version, new audit head), its audit record, its outbox event and
+//! its feed item. Sequence numbers (audit, events, feed) come from one
+//! counter document read and bumped in the same transaction, so they are
+//! gap-free per commit and increase in commit order across every process —
+//! what SSE resumption (`Last-Event-ID`) needs. Its cost: writes serialize
+//! on that document (Firestore sustains a few hundred per second on one
+//! document with short transactions; a deployment makes ~8 transitions, and
+//! log lines take one number range per batch).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use firestore::errors::FirestoreError;
+use firestore::{
+    FirestoreConsistencySelector, FirestoreDb, FirestoreDbOptions, FirestoreTransaction, FirestoreTransactionMode,
+    FirestoreTransactionOptions,
+};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, broadcast};
+
+use crate::domain::*;
+use crate::error::{StoreError, StoreResult};
+use crate::events::Event;
+use crate::ports::{Created, Store, Transition};
+use crate::status::{Status, TransitionKind, allowed};
+
+/// The counter document every sequence number comes from.
+const SEQ_DOC: &str = "seq";
+/// Firestore's `in` filter takes at most 30 values; queries stay far below.
+const MAX_IN: usize = 30;
+/// Firestore allows 500 writes per commit.
+const MAX_WRITES: usize = 500;
+/// Attempts per transaction under contention (backoff 5 ms doubling to 1 s, jittered).
+const MAX_ATTEMPTS: u32 = 40;
+
+/// Contention (`ABORTED`) and transient unavailability are worth another try.
+fn retryable(e: &FirestoreError) -> bool {
+    match e {
+        FirestoreError::DatabaseError(d) => d.retry_possible,
+        FirestoreError::NetworkError(_) => true,
+        _ => false,
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl From<FirestoreError> for StoreError {
+    fn from(e: FirestoreError) -> Self {
+        backend(format!("firestore: {e}"))
+    }
+}
+
+fn to_data<T: Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(backend)
+}
+
+fn from_data<T: DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| backend(format!("a stored document does not decode: {e}")))
+}
+
+/// Sequence-numbered documents are named by their zero-padded number, so the
+/// console lists them in order.
+fn seq_id(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ProjectDoc {
+    id: String,
+    name: String,
+    data: String,
+}
+
+/// `project_names/{name}` → id: makes names unique inside a transaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NameDoc {
+    id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DeploymentDoc {
+    id: String,
+    project_id: String,
+    status: String,
+    created_ms: i64,
+    /// Hash of the newest audit record: the next one chains to it.
+    audit_head: String,
+    data: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SeqDoc {
+    last: i64,
+}
+
+/// An audit record, an outbox event or a feed item.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SeqItemDoc {
+    seq: i64,
+    deployment_id: String,
+    data: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DedupeDoc {
+    deployment_id: String,
+}
+
+/// `tokens/{name}`: the name is the document id, so names are unique.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TokenDoc {
+    id: String,
+    hash: String,
+    revoked: bool,
+    data: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SecretDoc {
+    value: String,
+    updated_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HealthDoc {
+    deployment_id: String,
+    at_ms: i64,
+    span_s: i64,
+    data: String,
+}
+
+/// Collection names, under an optional prefix (tests share one emulator).
+#[derive(Clone, Debug)]
+struct Cols {
+    projects: String,
+    names: String,
+    deployments: String,
+    meta: String,
+    audit: String,
+    events: String,
+    feed: String,
+    dedupe: String,
+    tokens: String,
+    secrets: String,
+    health: String,
+}
+
+impl Cols {
+    fn new(prefix: &str) -> Self {
+        let c = |n: &str| format!("{prefix}{n}");
+        Cols {
+            projects: c("projects"),
+            names: c("project_names"),
+            deployments: c("deployments"),
+            meta: c("meta"),
+            audit: c("audit"),
+            events: c("events"),
+            feed: c("feed"),
+            dedupe: c("dedupe"),
+            tokens: c("tokens"),
+            secrets: c("secrets"),
+            health: c("health"),
+        }
+    }
+}
+
+/// Where to find Firestore.
+#[derive(Clone, Debug)]
+pub struct FirestoreConfig {
+    pub gcp_project: String,
+    /// `(default)` unless the terraform names another.
+    pub database: String,
+    /// Prepended to every collection name.
+    pub collection_prefix: String,
+}
+
+impl FirestoreConfig {
+    pub fn new(gcp_project: impl Into<String>) -> Self {
+        FirestoreConfig {
+            gcp_project: gcp_project.into(),
+            database: "(default)".into(),
+            collection_prefix: String::new(),
+        }
+    }
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct FirestoreStore {
+    db: FirestoreDb,
+    cols: Arc<Cols>,
+    changes: broadcast::Sender<FeedItem>,
+    /// One writing transaction at a time per process; holds the newest
+    /// sequence published. Why: the emulator resolves two transactions that
+    /// read and then write the same document (the counter, a raced
+    /// deployment) only by a lock timeout of seconds, so in-process writers
+    /// queue here instead, which also publishes feed items in sequence
+    /// order. Across processes (Cloud Run instances) Firestore's own
+    /// isolation decides; production Firestore resolves such conflicts by
+    /// wound-wait without waiting for a timeout.
+    writer: Arc<Mutex<u64>>,
+}
+
+/// A document write, buffered until the transaction's logic has succeeded
+/// (a refused transition must write nothing).
+enum Op {
+    Set { col: String, id: String, doc: serde_json::Value },
+    Delete { col: String, id: String },
+}
+
+/// One transaction's state: reads go through `db` (bound to the
+/// transaction), writes are buffered in `ops`.
+struct Tx<'a> {
+    db: FirestoreDb,
+    cols: &'a Cols,
+    ops: Vec<Op>,
+    /// The counter as read (first use) and as advanced since.
+    seq: Option<(i64, i64)>,
+    feed: Vec<FeedItem>,
+}
+
+impl<'a> Tx<'a> {
+    async fn get<T: DeserializeOwned + Send>(&self, col: &str, id: &str) -> Result<Option<T>, FirestoreError> {
+        self.db.fluent().select().by_id_in(col).obj::<T>().one(id).await
+    }
+
+    fn set<T: Serialize>(&mut self, col: &str, id: &str, doc: &T) -> StoreResult<()> {
+        let doc = serde_json::to_value(doc).map_err(backend)?;
+        self.ops.push(Op::Set { col: col.to_string(), id: id.to_string(), doc });
+        Ok(())
+    }
+
+    fn delete(&mut self, col: &str, id: &str) {
+        self.ops.push(Op::Delete { col: col.to_string(), id: id.to_string() });
+    }
+
+    /// The next sequence number (reads the counter on first use).
+    async fn next_seq(&mut self) -> Result<u64, FirestoreError> {
+        let (read, last) = match self.seq {
+            Some(s) => s,
+            None => {
+                let last = self.get::<SeqDoc>(&self.cols.meta, SEQ_DOC).await?.map_or(0, |d| d.last);
+                (last, last)
+            }
+        };
+        self.seq = Some((read, last + 1));
+        Ok((last + 1) as u64)
+    }
+
+    /// Queues every buffered write (and the counter) on the transaction.
+    fn apply(self, t: &mut FirestoreTransaction<'_>) -> Result<Vec<FeedItem>, FirestoreError> {
+        let Tx { db, cols, ops, seq, feed } = self;
+        if let Some((read, last)) = seq
+            && last != read
+        {
+            db.fluent()
+                .update()
+                .in_col(&cols.meta)
+                .document_id(SEQ_DOC)
+                .object(&SeqDoc { last })
+                .add_to_transaction(t)?;
+        }
+        for op in ops {
+            match op {
+                Op::Set { col, id, doc } => {
+                    db.fluent().update().in_col(&col).document_id(&id).object(&doc).add_to_transaction(t)?;
+                }
+                Op::Delete { col, id } => {
+                    db.fluent().delete().from(col.as_str()).document_id(&id).add_to_transaction(t)?;
+                }
+            }
+        }
+        Ok(feed)
+    }
+}
+
+fn deployment_of(doc: &DeploymentDoc) -> StoreResult<Deployment> {
+    from_data(&doc.data)
+}
+
+fn deployment_doc(d: &Deployment, audit_head: &str) -> StoreResult<DeploymentDoc> {
+    Ok(DeploymentDoc {
+        id: d.id.clone(),
+        project_id: d.project_id.clone(),
+        status: d.status.as_str().to_string(),
+        created_ms: d.created_at.timestamp_millis(),
+        audit_head: audit_head.to_string(),
+        data: to_data(d)?,
+    })
+}
+
+fn event_for(d: &Deployment, from: Option<Status>, reason: &str, actor: &Actor, at: Timestamp) -> Event {
+    Event {
+        id: String::new(),
+        seq: 0,
+        kind: d.status.event_type(),
+        deployment_id: d.id.clone(),
+        project_id: d.project_id.clone(),
+        project: d.project.clone(),
+        from,
+        status: d.status,
+        version: d.version,
+        attempt: d.attempt,
+        reason: reason.to_string(),
+        actor: actor.clone(),
+        at,
+    }
+}
+
+impl FirestoreStore {
+    /// Connects. With `FIRESTORE_EMULATOR_HOST` set, talks to the emulator
+    /// without credentials; otherwise uses Application Default Credentials.
+    pub async fn connect(config: FirestoreConfig) -> StoreResult<Self> {
+        let options = FirestoreDbOptions::new(config.gcp_project.clone()).with_database_id(config.database.clone());
+        let db =
+            FirestoreDb::with_options(options).await.map_err(|e| backend(format!("connecting to Firestore: {e}")))?;
+        let (changes, _) = broadcast::channel(16384);
+        Ok(FirestoreStore {
+            db,
+            cols: Arc::new(Cols::new(&config.collection_prefix)),
+            changes,
+            writer: Arc::new(Mutex::new(0)),
+        })
+    }
+
+    /// Reads outside a transaction, through the same helpers.
+    fn reader(&self) -> Tx<'_> {
+        Tx { db: self.db.clone(), cols: &self.cols, ops: vec![], seq: None, feed: vec![] }
+    }
+
+    /// Runs `logic` in a Firestore transaction, retried on contention; on
+    /// success publishes the feed items it produced. A store error from
+    /// `logic` (a refusal) rolls back and writes nothing.
+    async fn write<T, F>(&self, logic: F) -> StoreResult<T>
+    where
+        F: for<'t, 'c> Fn(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T, TxError>>,
+    {
+        let mut last_published = self.writer.lock().await;
+        let mut delay = Duration::from_millis(5);
+        let mut retry_of = None;
+        for attempt in 1.. {
+            let mode = match retry_of.take() {
+                Some(id) => FirestoreTransactionMode::ReadWriteRetry(id),
+                None => FirestoreTransactionMode::ReadWrite,
+            };
+            let mut t =
+                self.db.begin_transaction_with_options(FirestoreTransactionOptions::new().with_mode(mode)).await?;
+            let id = t.transaction_id().clone();
+            let db = self.db.clone_with_consistency_selector(FirestoreConsistencySelector::Transaction(id.clone()));
+            let mut tx = Tx { db, cols: &self.cols, ops: vec![], seq: None, feed: vec![] };
+            let outcome = match logic(&mut tx).await {
+                Ok(_) if tx.ops.len() + 1 > MAX_WRITES => {
+                    let _ = t.rollback().await;
+                    return Err(StoreError::Invalid(format!(
+                        "one change would write {} documents; Firestore allows {MAX_WRITES}",
+                        tx.ops.len()
+                    )));
+                }
+                Ok(value) => match tx.apply(&mut t) {
+                    Ok(feed) => t.commit().await.map(|_| (value, feed)),
+                    Err(e) => {
+                        let _ = t.rollback().await;
+                        Err(e)
+                    }
+                },
+                Err(TxError::Store(e)) => {
+                    let _ = t.rollback().await;
+                    return Err(e);
+                }
+                Err(TxError::Firestore(e)) => {
+                    let _ = t.rollback().await;
+                    Err(e)
+                }
+            };
+            match outcome {
+                Ok((value, feed)) => {
+                    for item in feed {
+                        *last_published = (*last_published).max(item.seq);
+                        let _ = self.changes.send(item);
+                    }
+                    return Ok(value);
+                }
+                Err(e) if retryable(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "firestore transaction contended; retrying");
+                    retry_of = Some(id);
+                    tokio::time::sleep(delay.mul_f64(0.5 + rand::random::<f64>())).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the attempt loop returns")
+    }
+
+    async fn seq_items(
+        &self,
+        col: &str,
+        deployment_id: Option<&str>,
+        after: Option<u64>,
+        before: Option<u64>,
+        newest_first: bool,
+        limit: usize,
+    ) -> StoreResult<Vec<SeqItemDoc>> {
+        let id = deployment_id.map(str::to_string);
+        let after = after.map(|a| a.min(i64::MAX as u64) as i64);
+        let before = before.map(|b| b.min(i64::MAX as u64) as i64);
+        let limit = limit.clamp(1, 100_000) as u32;
+        Ok(self
+            .db
+            .fluent()
+            .select()
+            .from(col)
+            .filter(|q| {
+                q.for_all([
+                    id.as_ref().and_then(|i| q.field("deployment_id").eq(i.clone())),
+                    after.and_then(|a| q.field("seq").greater_than(a)),
+                    before.and_then(|b| q.field("seq").less_than(b)),
+                ])
+            })
+            .order(|o| o.fields([if newest_first { o.field("seq").desc() } else { o.field("seq").asc() }]))
+            .limit(limit)
+            .obj::<SeqItemDoc>()
+            .query()
+            .await?)
+    }
+
+    /// The query behind `tokens`' unique names and `authenticate`.
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<(String, TokenDoc)>> {
+        let hash = hash.to_string();
+        let found: Vec<firestore::FirestoreDocument> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.tokens.as_str())
+            .filter(|q| q.for_all([q.field("hash").eq(hash.clone()), q.field("revoked").eq(false)]))
+            .limit(1)
+            .query()
+            .await?;
+        let Some(doc) = found.into_iter().next() else { return Ok(None) };
+        let name = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+        let token: TokenDoc = FirestoreDb::deserialize_doc_to(&doc)?;
+        Ok(Some((name, token)))
+    }
+}
+
+/// What a transaction's logic can fail with.
+enum TxError {
+    Store(StoreError),
+    Firestore(FirestoreError),
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
+    }
+}
+
+impl From<FirestoreError> for TxError {
+    fn from(e: FirestoreError) -> Self {
+        TxError::Firestore(e)
+    }
+}
+
+/// What one audit record says happened.
+struct Entry<'a> {
+    at: &'a Timestamp,
+    actor: &'a Actor,
+    from: Option<Status>,
+    to: Status,
+    reason: &'a str,
+}
+
+impl Tx<'_> {
+    async fn project_by_key(&self, name_or_id: &str) -> Result<Option<ProjectDoc>, FirestoreError> {
+        if let Some(p) =
+            self.db.fluent().select().by_id_in(&self.cols.projects).obj::<ProjectDoc>().one(name_or_id).await?
+        {
+            return Ok(Some(p));
+        }
+        match self.db.fluent().select().by_id_in(&self.cols.names).obj::<NameDoc>().one(name_or_id).await? {
+            Some(n) => self.db.fluent().select().by_id_in(&self.cols.projects).obj::<ProjectDoc>().one(&n.id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn query_deployments(
+        &self,
+        project_id: Option<&str>,
+        statuses: &[Status],
+    ) -> Result<Vec<DeploymentDoc>, FirestoreError> {
+        let names: Vec<String> = statuses.iter().take(MAX_IN).map(|s| s.as_str().to_string()).collect();
+        let pid = project_id.map(str::to_string);
+        self.db
+            .fluent()
+            .select()
+            .from(self.cols.deployments.as_str())
+            .filter(|q| {
+                q.for_all([
+                    pid.as_ref().and_then(|p| q.field("project_id").eq(p.clone())),
+                    q.field("status").is_in(names.clone()),
+                ])
+            })
+            .obj::<DeploymentDoc>()
+            .query()
+            .await
+    }
+
+    async fn get_deployment(&self, id: &str) -> Result<DeploymentDoc, TxError> {
+        self.get::<DeploymentDoc>(&self.cols.deployments, id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("deployment", id).into())
+    }
+
+    /// Appends an audit record chained to `prev_hash`; returns its hash.
+    async fn append_audit(&mut self, d: &Deployment, prev_hash: &str, e: Entry<'_>) -> Result<String, TxError> {
+        let Entry { at, actor, from, to, reason } = e;
+        let hash = AuditRecord::compute_hash(prev_hash, &d.id, at, actor, from, to, reason);
+        let seq = self.next_seq().await?;
+        let record = AuditRecord {
+            seq,
+            deployment_id: d.id.clone(),
+            project_id: d.project_id.clone(),
+            at: *at,
+            actor: actor.clone(),
+            from,
+            to,
+            reason: reason.to_string(),
+            prev_hash: prev_hash.to_string(),
+            hash: hash.clone(),
+        };
+        let doc = SeqItemDoc { seq: seq as i64, deployment_id: d.id.clone(), data: to_data(&record)? };
+        let col = self.cols.audit.clone();
+        self.set(&col, &seq_id(seq), &doc)?;
+        Ok(hash)
+    }
+
+    /// Enqueues the event and its feed item.
+    async fn emit(&mut self, mut e: Event) -> Result<(), TxError> {
+        let seq = self.next_seq().await?;
+        e.seq = seq;
+        e.id = seq.to_string();
+        let doc = SeqItemDoc { seq: seq as i64, deployment_id: e.deployment_id.clone(), data: to_data(&e)? };
+        let col = self.cols.events.clone();
+        self.set(&col, &seq_id(seq), &doc)?;
+        let kind = FeedKind::Status {
+            from: e.from,
+            status: e.status,
+            version: e.version,
+            attempt: e.attempt,
+            reason: e.reason.clone(),
+            actor: e.actor.clone(),
+        };
+        let fseq = self.next_seq().await?;
+        let item =
+            FeedItem { seq: fseq, deployment_id: e.deployment_id.clone(), project: e.project.clone(), at: e.at, kind };
+        let doc = SeqItemDoc { seq: fseq as i64, deployment_id: e.deployment_id.clone(), data: to_data(&item)? };
+        let col = self.cols.feed.clone();
+        self.set(&col, &seq_id(fseq), &doc)?;
+        self.feed.push(item);
+        Ok(())
+    }
+
+    fn transition<'s>(&'s mut self, t: &'s Transition) -> futures::future::BoxFuture<'s, Result<Deployment, TxError>> {
+        async move {
+            let kind = allowed(t.from, t.to).ok_or(StoreError::InvalidTransition { from: t.from, to: t.to })?;
+            let doc = self.get_deployment(&t.deployment_id).await?;
+            let cur = deployment_of(&doc)?;
+            if cur.status != t.from || t.expected_version.is_some_and(|v| v != cur.version) {
+                return Err(StoreError::Conflict {
+                    id: cur.id.clone(),
+                    expected: t.from,
+                    actual: cur.status,
+                    expected_version: t.expected_version,
+                    actual_version: cur.version,
+                }
+                .into());
+            }
+            let at = now();
+            let mut next = cur.clone();
+            next.status = t.to;
+            next.version = cur.version + 1;
+            next.reason = Some(t.reason.clone());
+            next.updated_at = at;
+            if kind == TransitionKind::Retry {
+                next.attempt += 1;
+                next.config_errors.clear();
+            }
+            if let Some(c) = &t.patch.config {
+                next.config = Some(c.clone());
+            }
+            if let Some(e) = &t.patch.config_errors {
+                next.config_errors = e.clone();
+            }
+            if let Some(a) = &t.patch.artifact {
+                next.artifact = Some(a.clone());
+            }
+            let entry = Entry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
+            let hash = self.append_audit(&next, &doc.audit_head, entry).await?;
+            let col = self.cols.deployments.clone();
+            self.set(&col, &next.id, &deployment_doc(&next, &hash)?)?;
+            self.emit(event_for(&next, Some(cur.status), &t.reason, &t.actor, at)).await?;
+
+            if t.patch.make_live {
+                let pcol = self.cols.projects.clone();
+                let pdoc = self
+                    .get::<ProjectDoc>(&pcol, &next.project_id)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("project", &next.project_id))?;
+                let mut project: Project = from_data(&pdoc.data)?;
+                let previous = project.live_deployment_id.replace(next.id.clone());
+                self.set(&pcol, &project.id, &ProjectDoc { data: to_data(&project)?, ..pdoc })?;
+                if let Some(prev) = previous.filter(|p| *p != next.id)
+                    && let Some(old) = self.get::<DeploymentDoc>(&col, &prev).await?
+                {
+                    let old = deployment_of(&old)?;
+                    if !old.status.is_terminal() {
+                        let sup = Transition::new(
+                            &old.id,
+                            old.status,
+                            Status::Superseded,
+                            format!("replaced by {} (now live)", next.id),
+                            t.actor.clone(),
+                        );
+                        self.transition(&sup).await?;
+                    }
+                }
+            }
+            Ok(next)
+        }
+        .boxed()
+    }
+}
+
+#[async_trait]
+impl Store for FirestoreStore {
+    async fn create_project(&self, p: NewProject) -> StoreResult<Project> {
+        if !is_dns_label(&p.name) {
+            return Err(StoreError::Invalid(format!(
+                "project name {:?} must be a DNS label (1-63 lowercase letters, digits or '-')",
+                p.name
+            )));
+        }
+        let project = Project {
+            id: new_id("p"),
+            name: p.name.clone(),
+            repo: p.repo.clone(),
+            branch: p.branch.clone(),
+            webhook_secret: p.webhook_secret.clone(),
+            created_at: now(),
+            live_deployment_id: None,
+        };
+        self.write(|tx| {
+            let project = project.clone();
+            async move {
+                if tx.get::<NameDoc>(&tx.cols.names, &project.name).await?.is_some() {
+                    return Err(StoreError::AlreadyExists { kind: "project", id: project.name.clone() }.into());
+                }
+                let (names, projects) = (tx.cols.names.clone(), tx.cols.projects.clone());
+                tx.set(&names, &project.name, &NameDoc { id: project.id.clone() })?;
+                let doc = ProjectDoc { id: project.id.clone(), name: project.name.clone(), data: to_data(&project)? };
+                tx.set(&projects, &project.id, &doc)?;
+                Ok(project)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn get_project(&self, name_or_id: &str) -> StoreResult<Project> {
+        let doc = self.reader().project_by_key(name_or_id).await?;
+        from_data(&doc.ok_or_else(|| StoreError::not_found("project", name_or_id))?.data)
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        let docs: Vec<ProjectDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.projects.as_str())
+            .order(|o| o.fields([o.field("name").asc()]))
+            .obj()
+            .query()
+            .await?;
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project> {
+        self.write(|tx| {
+            let (key, actor) = (name_or_id.to_string(), actor.clone());
+            async move {
+                let doc =
+                    tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
+                let project: Project = from_data(&doc.data)?;
+                let open: Vec<Status> = Status::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
+                for d in tx.query_deployments(Some(&project.id), &open).await? {
+                    let from: Status = d.status.parse().map_err(backend)?;
+                    let t = Transition::new(&d.id, from, Status::Cancelled, "project deleted", actor.clone());
+                    tx.transition(&t).await?;
+                }
+                let (names, projects) = (tx.cols.names.clone(), tx.cols.projects.clone());
+                tx.delete(&names, &project.name);
+                tx.delete(&projects, &project.id);
+                Ok(project)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created> {
+        self.write(|tx| {
+            let new = new.clone();
+            async move {
+                let pdoc = tx
+                    .project_by_key(&new.project)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("project", new.project.as_str()))?;
+                let project: Project = from_data(&pdoc.data)?;
+                if let Some(key) = &new.dedupe_key
+                    && let Some(seen) = tx.get::<DedupeDoc>(&tx.cols.dedupe, key).await?
+                {
+                    let d = deployment_of(&tx.get_deployment(&seen.deployment_id).await?)?;
+                    return Ok(Created { deployment: d, duplicate: true, superseded: vec![] });
+                }
+                let at = now();
+                let reason = match &new.rollback_of {
+                    Some(of) => format!("rollback to {of}"),
+                    None => format!("deploy {}", new.source.short()),
+                };
+                let d = Deployment {
+                    id: new_id("d"),
+                    project_id: project.id.clone(),
+                    project: project.name.clone(),
+                    status: Status::Queued,
+                    version: 1,
+                    attempt: 1,
+                    source: new.source.clone(),
+                    config: None,
+                    config_errors: vec![],
+                    reason: Some(reason.clone()),
+                    artifact: new.artifact.clone(),
+                    rollback_of: new.rollback_of.clone(),
+                    created_by: new.actor.clone(),
+                    created_at: at,
+                    updated_at: at,
+                };
+                let in_flight: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_in_flight()).collect();
+                let mut superseded = vec![];
+                for old in tx.query_deployments(Some(&project.id), &in_flight).await? {
+                    let from: Status = old.status.parse().map_err(backend)?;
+                    let t = Transition::new(
+                        &old.id,
+                        from,
+                        Status::Superseded,
+                        format!("superseded by {}", d.id),
+                        new.actor.clone(),
+                    );
+                    tx.transition(&t).await?;
+                    superseded.push(old.id);
+                }
+                let entry = Entry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
+                let hash = tx.append_audit(&d, "", entry).await?;
+                let col = tx.cols.deployments.clone();
+                tx.set(&col, &d.id, &deployment_doc(&d, &hash)?)?;
+                if let Some(key) = &new.dedupe_key {
+                    let col = tx.cols.dedupe.clone();
+                    tx.set(&col, key, &DedupeDoc { deployment_id: d.id.clone() })?;
+                }
+                tx.emit(event_for(&d, None, &reason, &new.actor, at)).await?;
+                Ok(Created { deployment: d, duplicate: false, superseded })
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn get_deployment(&self, id: &str) -> StoreResult<Deployment> {
+        let doc: Option<DeploymentDoc> =
+            self.db.fluent().select().by_id_in(&self.cols.deployments).obj().one(id).await?;
+        deployment_of(&doc.ok_or_else(|| StoreError::not_found("deployment", id))?)
+    }
+
+    async fn list_deployments(&self, project: Option<&str>, limit: usize) -> StoreResult<Vec<Deployment>> {
+        let pid = match project {
+            Some(p) => Some(self.get_project(p).await?.id),
+            None => None,
+        };
+        let docs: Vec<DeploymentDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.deployments.as_str())
+            .filter(|q| q.for_all([pid.as_ref().and_then(|p| q.field("project_id").eq(p.clone()))]))
+            .order(|o| o.fields([o.field("created_ms").desc(), o.field("id").desc()]))
+            .limit(limit.clamp(1, 10_000) as u32)
+            .obj()
+            .query()
+            .await?;
+        docs.iter().map(deployment_of).collect()
+    }
+
+    async fn transition(&self, t: Transition) -> StoreResult<Deployment> {
+        self.write(|tx| {
+            let t = t.clone();
+            async move { tx.transition(&t).await }.boxed()
+        })
+        .await
+    }
+
+    async fn history(&self, deployment_id: &str) -> StoreResult<Vec<AuditRecord>> {
+        let docs = self.seq_items(&self.cols.audit, Some(deployment_id), None, None, false, 100_000).await?;
+        if docs.is_empty() {
+            self.get_deployment(deployment_id).await?;
+        }
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    async fn audit(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let docs = self.seq_items(&self.cols.audit, None, None, before, true, limit).await?;
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>> {
+        let docs = self.seq_items(&self.cols.events, deployment_id, Some(after_seq), None, false, limit).await?;
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    async fn deployments_in(&self, statuses: &[Status]) -> StoreResult<Vec<Deployment>> {
+        let mut docs = self.reader().query_deployments(None, statuses).await?;
+        docs.sort_by_key(|d| d.created_ms);
+        docs.iter().map(deployment_of).collect()
+    }
+
+    async fn append_logs(&self, lines: Vec<LogLine>) -> StoreResult<()> {
+        // One transaction per chunk: one counter bump per chunk, not per line.
+        for chunk in lines.chunks(MAX_WRITES - 10) {
+            self.write(|tx| {
+                let chunk = chunk.to_vec();
+                async move {
+                    for l in &chunk {
+                        let seq = tx.next_seq().await?;
+                        let item = FeedItem {
+                            seq,
+                            deployment_id: l.deployment_id.clone(),
+                            project: l.project.clone(),
+                            at: l.at,
+                            kind: FeedKind::Log { stream: l.stream.clone(), line: l.line.clone() },
+                        };
+                        let doc = SeqItemDoc {
+                            seq: seq as i64,
+                            deployment_id: l.deployment_id.clone(),
+                            data: to_data(&item)?,
+                        };
+                        let col = tx.cols.feed.clone();
+                        tx.set(&col, &seq_id(seq), &doc)?;
+                        tx.feed.push(item);
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn feed(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<FeedItem>> {
+        let docs = self.seq_items(&self.cols.feed, deployment_id, Some(after_seq), None, false, limit).await?;
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
+        self.changes.subscribe()
+    }
+
+    async fn feed_head(&self) -> StoreResult<u64> {
+        let newest = self.seq_items(&self.cols.feed, None, None, None, true, 1).await?;
+        Ok(newest.first().map_or(0, |d| d.seq as u64))
+    }
+
+    async fn record_health(&self, samples: Vec<HealthSample>) -> StoreResult<()> {
+        for chunk in samples.chunks(MAX_WRITES) {
+            self.write(|tx| {
+                let chunk = chunk.to_vec();
+                async move {
+                    let col = tx.cols.health.clone();
+                    for h in &chunk {
+                        let doc = HealthDoc {
+                            deployment_id: h.deployment_id.clone(),
+                            at_ms: h.at.timestamp_millis(),
+                            span_s: h.span_s as i64,
+                            data: to_data(h)?,
+                        };
+                        tx.set(&col, &new_id("h"), &doc)?;
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn health(&self, deployment_id: &str, since: Timestamp, limit: usize) -> StoreResult<Vec<HealthSample>> {
+        let (id, since) = (deployment_id.to_string(), since.timestamp_millis());
+        let docs: Vec<HealthDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.health.as_str())
+            .filter(|q| {
+                q.for_all([q.field("deployment_id").eq(id.clone()), q.field("at_ms").greater_than_or_equal(since)])
+            })
+            .order(|o| o.fields([o.field("at_ms").asc()]))
+            .limit(limit.clamp(1, 100_000) as u32)
+            .obj()
+            .query()
+            .await?;
+        let mut out: Vec<HealthSample> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
+        out.sort_by_key(|h| (h.at, h.replica));
+        Ok(out)
+    }
+
+    async fn downsample_health(&self, before: Timestamp) -> StoreResult<usize> {
+        // Whole minutes only, so a bucket is never split across two runs.
+        let cutoff = before.timestamp_millis() / 60_000 * 60_000;
+        let raw: Vec<firestore::FirestoreDocument> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.health.as_str())
+            .filter(|q| q.for_all([q.field("span_s").eq(0i64), q.field("at_ms").less_than(cutoff)]))
+            .query()
+            .await?;
+        let mut buckets: BTreeMap<(String, u32, i64), Vec<(String, HealthSample)>> = BTreeMap::new();
+        for doc in &raw {
+            let h: HealthDoc = FirestoreDb::deserialize_doc_to(doc)?;
+            let sample: HealthSample = from_data(&h.data)?;
+            let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+            buckets
+                .entry((sample.deployment_id.clone(), sample.replica, h.at_ms / 60_000 * 60_000))
+                .or_default()
+                .push((id, sample));
+        }
+        let mut folded = 0;
+        // A bucket and the reports it replaces commit together.
+        for ((deployment_id, replica, minute), reports) in buckets {
+            let n = reports.len() as f64;
+            let avg = |f: &dyn Fn(&HealthSample) -> Option<f64>| {
+                let v: Vec<f64> = reports.iter().filter_map(|(_, s)| f(s)).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
+            let bucket = HealthSample {
+                deployment_id: deployment_id.clone(),
+                replica,
+                at: chrono::DateTime::from_timestamp_millis(minute).unwrap_or_default(),
+                span_s: 60,
+                probe_ok: reports.iter().map(|(_, s)| s.probe_ok).sum::<f64>() / n,
+                http_status: reports.iter().filter_map(|(_, s)| s.http_status).max(),
+                latency_ms: avg(&|s| s.latency_ms),
+                cpu_percent: avg(&|s| s.cpu_percent),
+                rss_bytes: reports.iter().filter_map(|(_, s)| s.rss_bytes).max(),
+                threads: reports.iter().filter_map(|(_, s)| s.threads).max(),
+                open_fds: reports.iter().filter_map(|(_, s)| s.open_fds).max(),
+                error: reports.iter().filter_map(|(_, s)| s.error.clone()).max(),
+            };
+            for part in reports.chunks(MAX_WRITES - 1) {
+                let first = std::ptr::eq(part.as_ptr(), reports.as_ptr());
+                self.write(|tx| {
+                    let (bucket, ids): (HealthSample, Vec<String>) =
+                        (bucket.clone(), part.iter().map(|(id, _)| id.clone()).collect());
+                    async move {
+                        let col = tx.cols.health.clone();
+                        if first {
+                            let doc = HealthDoc {
+                                deployment_id: bucket.deployment_id.clone(),
+                                at_ms: bucket.at.timestamp_millis(),
+                                span_s: 60,
+                                data: to_data(&bucket)?,
+                            };
+                            tx.set(&col, &new_id("h"), &doc)?;
+                        }
+                        for id in &ids {
+                            tx.delete(&col, id);
+                        }
+                        Ok(())
+                    }
+                    .boxed()
+                })
+                .await?;
+            }
+            folded += reports.len();
+        }
+        Ok(folded)
+    }
+
+    async fn set_secret(&self, name: &str, value: &str) -> StoreResult<()> {
+        let doc = SecretDoc { value: value.to_string(), updated_ms: now().timestamp_millis() };
+        self.db
+            .fluent()
+            .update()
+            .in_col(&self.cols.secrets)
+            .document_id(name)
+            .object(&doc)
+            .execute::<SecretDoc>()
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_secret(&self, name: &str) -> StoreResult<()> {
+        self.write(|tx| {
+            let name = name.to_string();
+            async move {
+                let col = tx.cols.secrets.clone();
+                if tx.get::<SecretDoc>(&col, &name).await?.is_none() {
+                    return Err(StoreError::not_found("secret", name).into());
+                }
+                tx.delete(&col, &name);
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn list_secrets(&self) -> StoreResult<Vec<(String, Timestamp)>> {
+        let docs: Vec<firestore::FirestoreDocument> =
+            self.db.fluent().select().from(self.cols.secrets.as_str()).query().await?;
+        let mut out = vec![];
+        for doc in &docs {
+            let s: SecretDoc = FirestoreDb::deserialize_doc_to(doc)?;
+            let name = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+            out.push((name, chrono::DateTime::from_timestamp_millis(s.updated_ms).unwrap_or_default()));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn secret_values(&self, names: &[String]) -> StoreResult<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for n in names {
+            let s: Option<SecretDoc> = self.db.fluent().select().by_id_in(&self.cols.secrets).obj().one(n).await?;
+            out.insert(n.clone(), s.ok_or_else(|| StoreError::not_found("secret", n))?.value);
+        }
+        Ok(out)
+    }
+
+    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken> {
+        if name.is_empty() || name.len() > 64 || name.contains('/') {
+            return Err(StoreError::Invalid("token name must be 1-64 characters, without '/'".into()));
+        }
+        let token = ApiToken { id: new_id("t"), name: name.to_string(), role, created_at: now(), last_used_at: None };
+        let doc =
+            TokenDoc { id: token.id.clone(), hash: token_hash.to_string(), revoked: false, data: to_data(&token)? };
+        self.write(|tx| {
+            let (token, doc) = (token.clone(), doc.clone());
+            async move {
+                let col = tx.cols.tokens.clone();
+                if tx.get::<TokenDoc>(&col, &token.name).await?.is_some() {
+                    return Err(StoreError::AlreadyExists { kind: "token", id: token.name.clone() }.into());
+                }
+                tx.set(&col, &token.name, &doc)?;
+                Ok(token)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+        let Some((name, doc)) = self.token_by_hash(token_hash).await? else { return Ok(None) };
+        let mut token: ApiToken = from_data(&doc.data)?;
+        // Record use at most once a minute: reads stay reads.
+        if token.last_used_at.is_none_or(|l| now() - l > chrono::Duration::seconds(60)) {
+            token.last_used_at = Some(now());
+            let updated = TokenDoc { data: to_data(&token)?, ..doc };
+            self.db
+                .fluent()
+                .update()
+                .in_col(&self.cols.tokens)
+                .document_id(&name)
+                .object(&updated)
+                .execute::<TokenDoc>()
+                .await?;
+        }
+        Ok(Some(token))
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        let docs: Vec<TokenDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.tokens.as_str())
+            .filter(|q| q.for_all([q.field("revoked").eq(false)]))
+            .obj()
+            .query()
+            .await?;
+        let mut out: Vec<ApiToken> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<ApiToken> {
+        self.write(|tx| {
+            let key = id_or_name.to_string();
+            async move {
+                let col = tx.cols.tokens.clone();
+                let mut found = tx.get::<TokenDoc>(&col, &key).await?.map(|d| (key.clone(), d));
+                if found.is_none() {
+                    let by_id: Vec<firestore::FirestoreDocument> = tx
+                        .db
+                        .fluent()
+                        .select()
+                        .from(tx.cols.tokens.as_str())
+                        .filter(|q| q.for_all([q.field("id").eq(key.clone())]))
+                        .limit(1)
+                        .query()
+                        .await?;
+                    if let Some(doc) = by_id.first() {
+                        let name = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+                        found = Some((name, FirestoreDb::deserialize_doc_to(doc)?));
+                    }
+                }
+                let (name, doc) =
+                    found.filter(|(_, d)| !d.revoked).ok_or_else(|| StoreError::not_found("token", key.as_str()))?;
+                let token: ApiToken = from_data(&doc.data)?;
+                tx.set(&col, &name, &TokenDoc { revoked: true, ..doc })?;
+                Ok(token)
+            }
+            .boxed()
+        })
+        .await
+    }
+}

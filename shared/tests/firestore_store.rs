@@ -1,0 +1,154 @@
+//! The store contract, unchanged, against Google's Firestore emulator —
+//! including the 1,000 racing conflicting transitions (exactly one winner
+//! each) — plus what only the Firestore layout promises.
+
+#![cfg(feature = "gcp")]
+
+use std::sync::Arc;
+
+use bifrost_shared::contract;
+use bifrost_shared::domain::{Actor, NewDeployment, NewProject, Source};
+use bifrost_shared::gcp::emulator::{Emulator, Kind};
+use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
+use bifrost_shared::ports::{Store, Transition};
+use bifrost_shared::{Status, StoreError};
+
+/// Points the client library at the emulator. One test function per
+/// binary, so no other thread reads the environment while it is written.
+#[allow(unsafe_code)]
+fn use_emulator(emulator: &Emulator) {
+    // SAFETY: called from the only test of this binary, before any client exists.
+    unsafe { std::env::set_var(Kind::Firestore.env_var(), &emulator.host) };
+}
+
+async fn store(prefix: &str) -> FirestoreStore {
+    let config = FirestoreConfig { collection_prefix: prefix.into(), ..FirestoreConfig::new("bifrost-test") };
+    FirestoreStore::connect(config).await.expect("connects to the emulator")
+}
+
+/// Everything runs in one test: one emulator (a JVM takes seconds to
+/// start), and the environment variable is set once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn firestore_store_on_the_emulator() {
+    let emulator = Emulator::start(Kind::Firestore).expect("the Firestore emulator starts");
+    use_emulator(&emulator);
+    contract_suite().await;
+    a_refused_transition_writes_nothing().await;
+    two_instances_race().await;
+    drop(emulator);
+}
+
+async fn contract_suite() {
+    let s: Arc<dyn Store> = Arc::new(store("contract_").await);
+    contract::run_all(s, "c-").await.expect("contract holds on Firestore");
+
+    // A second store on the same database (another Cloud Run instance)
+    // sees the same state, and sequence numbers keep increasing across both.
+    let other = store("contract_").await;
+    let p = other.get_project("c-life").await.expect("the other instance reads the project");
+    let mine = other.list_deployments(Some(&p.name), 10).await.expect("lists");
+    assert_eq!(mine.len(), 1, "one deployment in c-life");
+    let head = other.feed_head().await.expect("head");
+    other
+        .create_project(NewProject { name: "c-late".into(), repo: None, branch: "main".into(), webhook_secret: None })
+        .await
+        .expect("project");
+    let d = other
+        .create_deployment(NewDeployment {
+            project: "c-late".into(),
+            source: Source::Git { repo: "/r".into(), git_ref: "main".into(), commit: "b".repeat(40) },
+            actor: Actor::token("t"),
+            dedupe_key: None,
+            rollback_of: None,
+            artifact: None,
+        })
+        .await
+        .expect("creates");
+    let items = other.feed(Some(&d.deployment.id), 0, 10).await.expect("feed");
+    assert!(items.iter().all(|i| i.seq > head), "new items come after the head {head}: {items:?}");
+}
+
+async fn a_refused_transition_writes_nothing() {
+    let s = store("refuse_").await;
+    s.create_project(NewProject { name: "app".into(), repo: None, branch: "main".into(), webhook_secret: None })
+        .await
+        .expect("project");
+    let d = s
+        .create_deployment(NewDeployment {
+            project: "app".into(),
+            source: Source::Git { repo: "/r".into(), git_ref: "main".into(), commit: "a".repeat(40) },
+            actor: Actor::token("t"),
+            dedupe_key: None,
+            rollback_of: None,
+            artifact: None,
+        })
+        .await
+        .expect("creates")
+        .deployment;
+    let head = s.feed_head().await.expect("head");
+    let skip =
+        s.transition(Transition::new(&d.id, Status::Queued, Status::Running, "skip", Actor::function("x"))).await;
+    assert!(matches!(skip, Err(StoreError::InvalidTransition { .. })), "{skip:?}");
+    let stale = s
+        .transition(
+            Transition::new(&d.id, Status::Queued, Status::Validating, "stale", Actor::function("x")).at_version(2),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Conflict { actual_version: 1, .. })), "{stale:?}");
+    assert_eq!(s.feed_head().await.expect("head"), head, "a refused transition took a sequence number");
+    assert_eq!(s.history(&d.id).await.expect("history").len(), 1);
+}
+
+/// Two stores (two Cloud Run instances) race the same transitions: here
+/// Firestore's transaction isolation, not the in-process writer queue,
+/// must leave exactly one winner per deployment.
+async fn two_instances_race() {
+    let (a, b) = (store("race2_").await, store("race2_").await);
+    let mut ids = vec![];
+    for i in 0..5 {
+        let name = format!("r{i}");
+        a.create_project(NewProject { name: name.clone(), repo: None, branch: "main".into(), webhook_secret: None })
+            .await
+            .expect("project");
+        let d = a
+            .create_deployment(NewDeployment {
+                project: name,
+                source: Source::Git { repo: "/r".into(), git_ref: "main".into(), commit: "c".repeat(40) },
+                actor: Actor::token("t"),
+                dedupe_key: None,
+                rollback_of: None,
+                artifact: None,
+            })
+            .await
+            .expect("creates");
+        ids.push(d.deployment.id);
+    }
+    let race = |s: FirestoreStore, to: Status, ids: Vec<String>| {
+        tokio::spawn(async move {
+            let mut wins = vec![];
+            for id in ids {
+                let t = Transition::new(&id, Status::Queued, to, "race", Actor::function("racer")).at_version(1);
+                match s.transition(t).await {
+                    Ok(_) => wins.push(id),
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(e) => panic!("racer got an untyped error: {e}"),
+                }
+            }
+            wins
+        })
+    };
+    let one = race(a.clone(), Status::Validating, ids.clone());
+    let two = race(b.clone(), Status::Cancelled, ids.clone());
+    let mut wins = one.await.expect("racer a");
+    wins.extend(two.await.expect("racer b"));
+    wins.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(wins, want, "each deployment has exactly one winner");
+    for id in &ids {
+        let h = b.history(id).await.expect("history");
+        assert_eq!(h.len(), 2, "{id}: one creation and one winning transition, got {h:?}");
+        let d = a.get_deployment(id).await.expect("get");
+        assert_eq!(d.version, 2);
+    }
+}
