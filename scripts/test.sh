@@ -21,6 +21,10 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest >/dev/null
 fi
 cargo --version
+# Google's Firestore emulator (a JVM) backs the Firestore store's tests.
+if [ ! -x /usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator ]; then
+  echo "Google's Firestore emulator is missing (expected under /usr/lib/google-cloud-sdk/platform/)" >&2
+fi
 # The dashboard: its client is wasm (built by `cargo xtask web`, shrunk by
 # npm binaryen's wasm-opt); its browser tests drive Debian's Chromium.
 scripts/setup-web.sh
@@ -39,6 +43,8 @@ if [ "$quick" = 0 ]; then
   cargo clippy --quiet --workspace --all-targets -- -D warnings
   # The browser half of the dashboard is only compiled for wasm.
   cargo clippy --quiet -p bifrost-web --lib --target wasm32-unknown-unknown --features hydrate -- -D warnings
+  step "Infrastructure (terraform fmt, checkov)"
+  scripts/check-infra.sh
 fi
 
 step "Build"

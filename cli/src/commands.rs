@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bifrost_shared::config;
+use bifrost_shared::gcp::gke;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -17,6 +18,79 @@ type Res = CliResult<ExitCode>;
 
 fn ok() -> Res {
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `bifrost render` puts an app.
+#[derive(clap::Args, Debug)]
+pub struct RenderArgs {
+    /// The deploy.toml (default: ./deploy.toml).
+    pub file: Option<PathBuf>,
+    /// What to render for. Only `gke` today.
+    #[arg(long, value_enum, default_value = "gke")]
+    pub target: RenderTarget,
+    /// Project name (default: app.name).
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long, default_value = "apps")]
+    pub namespace: String,
+    /// The app image, ideally by digest as Cloud Build pushed it
+    /// (default: `<project>:local`).
+    #[arg(long)]
+    pub image: Option<String>,
+    #[arg(long, default_value = "bifrost-sidecar:local")]
+    pub sidecar_image: String,
+    /// Apps are served at `<project>.<domain>`.
+    #[arg(long, default_value = "apps.example.com")]
+    pub domain: String,
+    /// The platform's sidecar ingest (gRPC).
+    #[arg(long, default_value = "http://bifrost-ingest.bifrost.svc:7481")]
+    pub ingest_url: String,
+    /// The deployment id to label the objects with.
+    #[arg(long, default_value = "render")]
+    pub deployment: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum RenderTarget {
+    Gke,
+}
+
+/// `bifrost render`: deploy.toml → the cluster's objects. Invalid files get
+/// the same errors as `bifrost validate` (exit 3) and print no YAML.
+pub fn render(args: &RenderArgs, json: bool) -> Res {
+    let path = args.file.clone().unwrap_or_else(|| PathBuf::from("deploy.toml"));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| CliError::new(Exit::Error, format!("cannot read {}: {e}", path.display())))?;
+    let config = match config::parse(&text) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{}", config::render_errors(&text, &errors, &path.display().to_string()));
+            return Err(CliError::new(
+                Exit::Invalid,
+                format!("{} error(s) in {}; nothing rendered", errors.len(), path.display()),
+            ));
+        }
+    };
+    let project = args.project.clone().unwrap_or_else(|| config.app.name.clone());
+    if !bifrost_shared::domain::is_dns_label(&project) {
+        return Err(CliError::new(Exit::Error, format!("--project {project:?} must be a DNS label")));
+    }
+    let target = gke::GkeTarget {
+        image: args.image.clone().unwrap_or_else(|| format!("{project}:local")),
+        project,
+        namespace: args.namespace.clone(),
+        sidecar_image: args.sidecar_image.clone(),
+        domain: args.domain.clone(),
+        ingest_url: args.ingest_url.clone(),
+        deployment_id: args.deployment.clone(),
+    };
+    let manifests = gke::render(&config, &target);
+    if json {
+        output::print_json(&serde_json::Value::Array(manifests.objects()));
+    } else {
+        print!("{}", manifests.to_yaml().map_err(|e| CliError::new(Exit::Error, e))?);
+    }
+    ok()
 }
 
 pub fn validate(file: Option<PathBuf>, schema: bool, json: bool) -> Res {

@@ -77,6 +77,9 @@ enum Command {
         #[arg(long)]
         schema: bool,
     },
+    /// Print the objects a deploy.toml becomes on a cluster (YAML), exactly
+    /// as the GKE runtime applies them.
+    Render(commands::RenderArgs),
     /// Queue a failed or cancelled deployment again (attempt + 1).
     Retry { id: String },
     /// Stop a deployment.
@@ -245,10 +248,15 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     if let Command::Validate { file, schema } = &cli.command {
         return commands::validate(file.clone(), *schema, cli.json);
     }
+    if let Command::Render(args) = &cli.command {
+        return commands::render(args, cli.json);
+    }
     let api = Api::new(&cli.server, cli.token.clone())?;
     let json = cli.json;
     match cli.command {
-        Command::Up(_) | Command::Validate { .. } | Command::ServeStatic(_) => unreachable_command(),
+        Command::Up(_) | Command::Validate { .. } | Command::Render(_) | Command::ServeStatic(_) => {
+            unreachable_command()
+        }
         Command::Login { token } => commands::login(&cli.server, &token).await,
         Command::Logout => commands::logout(&cli.server),
         Command::Projects(p) => match p {

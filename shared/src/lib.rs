@@ -20,7 +20,7 @@ pub mod status;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 
-#[cfg(feature = "gcp")]
+#[cfg(any(feature = "gcp", feature = "gke"))]
 pub mod gcp;
 
 pub use domain::{Actor, Deployment, Project, Role, Source};

@@ -164,6 +164,30 @@ async fn an_invalid_deploy_toml_fails_with_line_numbers_in_api_and_cli() {
     assert_eq!(v.code, 3, "{v:?}");
     assert_eq!(v.json()["valid"], false);
     assert_eq!(v.json()["errors"][0]["line"], 3);
+
+    // `bifrost render` refuses it the same way and prints no YAML.
+    let file = p.home.path().join("deploy.toml").display().to_string();
+    let r = p.cli(&["render", &file, "--target", "gke"]);
+    assert_eq!(r.code, 3, "{r:?}");
+    assert!(r.stdout.is_empty() && r.stderr.contains("deploy.toml:3:11:"), "{r:?}");
+    // A valid one becomes the cluster's objects, one YAML document each.
+    std::fs::write(p.home.path().join("deploy.toml"), VALID).expect("write");
+    let r = p.cli(&["render", &file, "--target", "gke", "--image", "registry.example/app@sha256:00"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let kinds: Vec<&str> = r.stdout.lines().filter_map(|l| l.strip_prefix("kind: ")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "Deployment",
+            "Service",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "Ingress"
+        ]
+    );
+    assert!(r.stdout.contains("image: registry.example/app@sha256:00"), "{}", r.stdout);
 }
 
 #[tokio::test]

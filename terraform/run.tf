@@ -1,0 +1,80 @@
+resource "google_artifact_registry_repository" "bifrost" {
+  location      = var.region
+  repository_id = "bifrost"
+  description   = "Bifrost's own images and the apps it builds."
+  format        = "DOCKER"
+  kms_key_name  = local.kms
+  depends_on    = [google_project_service.apis]
+}
+
+resource "google_cloud_run_v2_service" "functions" {
+  for_each            = toset(local.functions)
+  name                = "bifrost-${each.value}"
+  location            = var.region
+  deletion_protection = false
+  # Pushes come from Pub/Sub through Google's front end; only the public
+  # services take traffic from the internet.
+  ingress = contains(local.public_functions, each.value) ? "INGRESS_TRAFFIC_ALL" : "INGRESS_TRAFFIC_INTERNAL_ONLY"
+
+  template {
+    service_account                  = google_service_account.function[each.value].email
+    timeout                          = each.value == "build" ? "900s" : "60s"
+    max_instance_request_concurrency = each.value == "build" ? 4 : 80
+
+    scaling {
+      min_instance_count = each.value == "gateway" ? 1 : 0
+      max_instance_count = 20
+    }
+
+    containers {
+      image = "${local.registry}/${each.value}${var.image_tag}"
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = each.value == "build" ? "1Gi" : "512Mi"
+        }
+        cpu_idle = true
+      }
+      env {
+        name  = "BIFROST_GCP_PROJECT"
+        value = var.project_id
+      }
+      env {
+        name  = "BIFROST_APPS_DOMAIN"
+        value = var.apps_domain
+      }
+      env {
+        name  = "BIFROST_SOURCES_BUCKET"
+        value = google_storage_bucket.sources.name
+      }
+      env {
+        name  = "BIFROST_API_URL"
+        value = "https://bifrost-gateway-${data.google_project.this.number}.${var.region}.run.app"
+      }
+      dynamic "env" {
+        for_each = each.value == "gateway" ? [1] : []
+        content {
+          name = "BIFROST_ENCRYPTION_KEY"
+          value_source {
+            secret_key_ref {
+              secret  = google_secret_manager_secret.encryption_key.secret_id
+              version = "latest"
+            }
+          }
+        }
+      }
+      startup_probe {
+        http_get {
+          path = "/healthz"
+        }
+      }
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+        }
+      }
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}

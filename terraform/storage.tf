@@ -1,0 +1,86 @@
+# Logs of access to the buckets below.
+resource "google_storage_bucket" "access_logs" {
+  #checkov:skip=CKV_GCP_62:this is the access-log bucket itself; logging it into itself would loop
+  name                        = "${var.project_id}-bifrost-access-logs"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  versioning {
+    enabled = true
+  }
+  lifecycle_rule {
+    condition {
+      age = 90
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  dynamic "encryption" {
+    for_each = local.kms == null ? [] : [local.kms]
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+}
+
+# Uploaded sources (`bifrost deploy` of a directory) and build contexts.
+resource "google_storage_bucket" "sources" {
+  name                        = "${var.project_id}-bifrost-sources"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  versioning {
+    enabled = true
+  }
+  logging {
+    log_bucket = google_storage_bucket.access_logs.name
+  }
+  lifecycle_rule {
+    condition {
+      age = 30
+    }
+    action {
+      type = "Delete"
+    }
+  }
+  dynamic "encryption" {
+    for_each = local.kms == null ? [] : [local.kms]
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+}
+
+# Routing scripts ([traffic] script) the routers load.
+resource "google_storage_bucket" "scripts" {
+  name                        = "${var.project_id}-bifrost-scripts"
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  versioning {
+    enabled = true
+  }
+  logging {
+    log_bucket = google_storage_bucket.access_logs.name
+  }
+  dynamic "encryption" {
+    for_each = local.kms == null ? [] : [local.kms]
+    content {
+      default_kms_key_name = encryption.value
+    }
+  }
+}
+
+resource "google_storage_bucket_iam_member" "sources" {
+  for_each = toset(["gateway", "build", "validate"])
+  bucket   = google_storage_bucket.sources.name
+  role     = each.value == "gateway" ? "roles/storage.objectCreator" : "roles/storage.objectViewer"
+  member   = "serviceAccount:${google_service_account.function[each.value].email}"
+}
+
+resource "google_storage_bucket_iam_member" "scripts_writer" {
+  bucket = google_storage_bucket.scripts.name
+  role   = "roles/storage.objectAdmin"
+  member = "serviceAccount:${google_service_account.function["deploy"].email}"
+}
