@@ -8,6 +8,8 @@ pub mod emulator;
 pub mod firestore;
 #[cfg(feature = "gke")]
 pub mod gke;
+#[cfg(feature = "gcp")]
+pub mod gke_runtime;
 
 #[cfg(feature = "gcp")]
 pub use self::firestore::{FirestoreConfig, FirestoreStore};

@@ -1,0 +1,233 @@
+//! The GKE runtime against the Kubernetes API's wire format. No API server
+//! can run on the build machine, so a fake serves the exact paths, query
+//! strings and bodies a real one takes, and checks every request: server-side
+//! apply of each rendered object (field manager `bifrost`, forced, content
+//! type `application/apply-patch+yaml`), the rollout watch by label, and
+//! deletion only while the deployment still owns the objects.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use bifrost_shared::config;
+use bifrost_shared::gcp::gke::{GkeTarget, render};
+use bifrost_shared::gcp::gke_runtime::{GkeRuntime, GkeSettings};
+use bifrost_shared::ports::{ReplicaSpec, Runtime, RuntimeError};
+use serde_json::{Value, json};
+
+const TOML: &str = r#"
+[app]
+name = "shop"
+runtime = "node"
+
+[scaling]
+min_replicas = 2
+max_replicas = 5
+
+[health]
+path = "/healthz"
+"#;
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: BTreeMap<String, String>,
+    content_type: String,
+    body: Value,
+}
+
+/// What the fake cluster answers about the project's Deployment.
+#[derive(Clone)]
+struct Cluster {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// The Deployment's labels' version, and how many list calls until it is available.
+    version: Arc<Mutex<Option<String>>>,
+    polls_until_ready: Arc<Mutex<u32>>,
+    stalled: bool,
+}
+
+async fn fake(
+    axum::extract::State(c): axum::extract::State<Cluster>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    let query: BTreeMap<String, String> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.replace("%3D", "=").replace("%2F", "/"))))
+        .collect();
+    let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    c.seen.lock().expect("lock").push(Seen {
+        method: method.clone(),
+        path: uri.path().to_string(),
+        query: query.clone(),
+        content_type,
+        body: body_json.clone(),
+    });
+    match method {
+        Method::PATCH => {
+            let mut obj = body_json;
+            obj["metadata"]["generation"] = json!(1);
+            if uri.path().contains("/deployments/") {
+                *c.version.lock().expect("lock") =
+                    obj["metadata"]["labels"]["app.kubernetes.io/version"].as_str().map(str::to_string);
+            }
+            axum::Json(obj).into_response()
+        }
+        Method::GET if uri.path() == "/apis/apps/v1/namespaces/apps/deployments" => {
+            let selector = query.get("labelSelector").cloned().unwrap_or_default();
+            let version = c.version.lock().expect("lock").clone();
+            let mut items = vec![];
+            if let Some(v) = version.filter(|v| selector == format!("app.kubernetes.io/version={v}")) {
+                let mut left = c.polls_until_ready.lock().expect("lock");
+                let available = if *left == 0 { 2 } else { 0 };
+                *left = left.saturating_sub(1);
+                let mut status = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2,
+                    "readyReplicas": available, "availableReplicas": available});
+                if c.stalled {
+                    status["conditions"] = json!([{"type": "Progressing", "status": "False",
+                        "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"shop-7c\" has timed out progressing."}]);
+                }
+                items.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": {"name": "shop", "namespace": "apps", "generation": 1,
+                        "labels": {"app.kubernetes.io/version": v}},
+                    "spec": {"replicas": 2, "selector": {}, "template": {}},
+                    "status": status}));
+            }
+            axum::Json(json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {}, "items": items}))
+                .into_response()
+        }
+        Method::DELETE => {
+            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200}))
+                .into_response()
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "reason": "NotFound", "code": 404, "message": "not served by the fake"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn start(stalled: bool, polls_until_ready: u32) -> (GkeRuntime, Cluster) {
+    let cluster = Cluster {
+        seen: Arc::default(),
+        version: Arc::default(),
+        polls_until_ready: Arc::new(Mutex::new(polls_until_ready)),
+        stalled,
+    };
+    let app = axum::Router::new().fallback(fake).with_state(cluster.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
+    let client = kube::Client::try_from(config).expect("client");
+    let settings = GkeSettings {
+        namespace: "apps".into(),
+        sidecar_image: "registry.example/sidecar@sha256:11".into(),
+        domain: "apps.acme.dev".into(),
+        ingest_url: "http://bifrost-ingest:7481".into(),
+        poll: Duration::from_millis(20),
+    };
+    (GkeRuntime::new(client, settings), cluster)
+}
+
+fn spec(id: &str) -> ReplicaSpec {
+    ReplicaSpec {
+        deployment_id: id.into(),
+        project: "shop".into(),
+        artifact: json!({"image": "registry.example/shop@sha256:22"}),
+        config: config::parse(TOML).expect("valid"),
+        env: BTreeMap::new(),
+        replicas: 2,
+    }
+}
+
+#[tokio::test]
+async fn applies_every_object_then_watches_the_rollout_then_deletes() {
+    let (rt, cluster) = start(false, 3).await;
+    rt.apply(spec("d-1")).await.expect("applies");
+
+    let want = render(
+        &config::parse(TOML).expect("valid"),
+        &GkeTarget {
+            project: "shop".into(),
+            namespace: "apps".into(),
+            image: "registry.example/shop@sha256:22".into(),
+            sidecar_image: "registry.example/sidecar@sha256:11".into(),
+            domain: "apps.acme.dev".into(),
+            ingest_url: "http://bifrost-ingest:7481".into(),
+            deployment_id: "d-1".into(),
+        },
+    )
+    .objects();
+    let seen = cluster.seen.lock().expect("lock").clone();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/v1/namespaces/apps/serviceaccounts/shop",
+            "/apis/apps/v1/namespaces/apps/deployments/shop",
+            "/api/v1/namespaces/apps/services/shop",
+            "/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/shop",
+            "/apis/policy/v1/namespaces/apps/poddisruptionbudgets/shop",
+            "/apis/networking.k8s.io/v1/namespaces/apps/networkpolicies/shop",
+            "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/shop",
+        ]
+    );
+    for (s, obj) in seen.iter().zip(&want) {
+        assert_eq!(s.method, Method::PATCH, "{}", s.path);
+        assert_eq!(s.content_type, "application/apply-patch+yaml", "{}", s.path);
+        assert_eq!(s.query.get("fieldManager").map(String::as_str), Some("bifrost"), "{}", s.path);
+        assert_eq!(s.query.get("force").map(String::as_str), Some("true"), "{}", s.path);
+        assert_eq!(&s.body, obj, "{}: the applied object is exactly the rendered one", s.path);
+    }
+
+    // Not available for three polls, then available: wait_listening returns.
+    rt.wait_listening("d-1", Duration::from_secs(10)).await.expect("rolls out");
+    let polls = cluster.seen.lock().expect("lock").iter().filter(|s| s.method == Method::GET).count();
+    assert!(polls >= 4, "watched the rollout ({polls} polls)");
+    let status = rt.status("d-1").await;
+    assert_eq!(status.len(), 2);
+    assert!(status.iter().all(|r| r.healthy && r.listening), "{status:?}");
+
+    // A deployment that no longer owns the objects deletes nothing.
+    let before = cluster.seen.lock().expect("lock").len();
+    rt.stop("d-0", Duration::from_secs(5)).await.expect("stops");
+    let deletes = cluster.seen.lock().expect("lock")[before..].iter().filter(|s| s.method == Method::DELETE).count();
+    assert_eq!(deletes, 0, "an old deployment's stop must not delete the live objects");
+    // The owner deletes all seven, with its drain as the grace period.
+    rt.stop("d-1", Duration::from_secs(5)).await.expect("stops");
+    let seen = cluster.seen.lock().expect("lock").clone();
+    let deleted: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::DELETE).collect();
+    assert_eq!(deleted.len(), 7, "{deleted:?}");
+    assert!(deleted.iter().all(|d| d.body["gracePeriodSeconds"] == 5), "{deleted:?}");
+}
+
+#[tokio::test]
+async fn a_stalled_rollout_fails_with_the_clusters_reason() {
+    let (rt, _cluster) = start(true, 1000).await;
+    rt.apply(spec("d-2")).await.expect("applies");
+    let err = rt.wait_listening("d-2", Duration::from_secs(10)).await.expect_err("stalls");
+    assert!(matches!(&err, RuntimeError::Failed(m) if m.contains("timed out progressing")), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_build_without_an_image_is_refused_before_any_request() {
+    let (rt, cluster) = start(false, 0).await;
+    let mut s = spec("d-3");
+    s.artifact = json!({"dir": "/tmp/x"});
+    let err = rt.apply(s).await.expect_err("no image");
+    assert!(matches!(&err, RuntimeError::Failed(m) if m.contains("no image")), "{err:?}");
+    assert!(cluster.seen.lock().expect("lock").is_empty(), "nothing was sent");
+}
