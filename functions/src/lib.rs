@@ -10,6 +10,7 @@ pub mod build;
 pub mod deploy;
 pub mod gateway;
 pub mod ingest;
+pub mod push;
 pub mod validate;
 pub mod verify;
 

@@ -37,6 +37,7 @@ use tokio::sync::{Mutex, broadcast};
 use crate::domain::*;
 use crate::error::{StoreError, StoreResult};
 use crate::events::Event;
+use crate::gcp::pubsub::Publish;
 use crate::ports::{Created, Store, Transition};
 use crate::status::{Status, TransitionKind, allowed};
 
@@ -217,6 +218,9 @@ pub struct FirestoreStore {
     /// isolation decides; production Firestore resolves such conflicts by
     /// wound-wait without waiting for a timeout.
     writer: Arc<Mutex<u64>>,
+    /// Where committed events go (Pub/Sub on GCP); `None` keeps them in the
+    /// outbox collection only.
+    publisher: Option<Arc<dyn Publish>>,
 }
 
 /// A document write, buffered until the transaction's logic has succeeded
@@ -234,6 +238,7 @@ struct Tx<'a> {
     ops: Vec<Op>,
     /// The counter as read (first use) and as advanced since.
     seq: Option<(i64, i64)>,
+    events: Vec<Event>,
     feed: Vec<FeedItem>,
 }
 
@@ -266,8 +271,8 @@ impl<'a> Tx<'a> {
     }
 
     /// Queues every buffered write (and the counter) on the transaction.
-    fn apply(self, t: &mut FirestoreTransaction<'_>) -> Result<Vec<FeedItem>, FirestoreError> {
-        let Tx { db, cols, ops, seq, feed } = self;
+    fn apply(self, t: &mut FirestoreTransaction<'_>) -> Result<(Vec<Event>, Vec<FeedItem>), FirestoreError> {
+        let Tx { db, cols, ops, seq, events, feed } = self;
         if let Some((read, last)) = seq
             && last != read
         {
@@ -288,7 +293,7 @@ impl<'a> Tx<'a> {
                 }
             }
         }
-        Ok(feed)
+        Ok((events, feed))
     }
 }
 
@@ -338,12 +343,19 @@ impl FirestoreStore {
             cols: Arc::new(Cols::new(&config.collection_prefix)),
             changes,
             writer: Arc::new(Mutex::new(0)),
+            publisher: None,
         })
+    }
+
+    /// Publishes every committed event through `publisher`.
+    pub fn with_publisher(mut self, publisher: Arc<dyn Publish>) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     /// Reads outside a transaction, through the same helpers.
     fn reader(&self) -> Tx<'_> {
-        Tx { db: self.db.clone(), cols: &self.cols, ops: vec![], seq: None, feed: vec![] }
+        Tx { db: self.db.clone(), cols: &self.cols, ops: vec![], seq: None, events: vec![], feed: vec![] }
     }
 
     /// Runs `logic` in a Firestore transaction, retried on contention; on
@@ -365,7 +377,7 @@ impl FirestoreStore {
                 self.db.begin_transaction_with_options(FirestoreTransactionOptions::new().with_mode(mode)).await?;
             let id = t.transaction_id().clone();
             let db = self.db.clone_with_consistency_selector(FirestoreConsistencySelector::Transaction(id.clone()));
-            let mut tx = Tx { db, cols: &self.cols, ops: vec![], seq: None, feed: vec![] };
+            let mut tx = Tx { db, cols: &self.cols, ops: vec![], seq: None, events: vec![], feed: vec![] };
             let outcome = match logic(&mut tx).await {
                 Ok(_) if tx.ops.len() + 1 > MAX_WRITES => {
                     let _ = t.rollback().await;
@@ -375,7 +387,7 @@ impl FirestoreStore {
                     )));
                 }
                 Ok(value) => match tx.apply(&mut t) {
-                    Ok(feed) => t.commit().await.map(|_| (value, feed)),
+                    Ok((events, feed)) => t.commit().await.map(|_| (value, events, feed)),
                     Err(e) => {
                         let _ = t.rollback().await;
                         Err(e)
@@ -391,7 +403,17 @@ impl FirestoreStore {
                 }
             };
             match outcome {
-                Ok((value, feed)) => {
+                Ok((value, events, feed)) => {
+                    // Under the writer lock: one deployment's events are
+                    // handed to Pub/Sub in commit order. A failed publish
+                    // leaves the event in the outbox collection (its
+                    // re-publisher is still to come: docs/gcp.md).
+                    if let Some(p) = &self.publisher
+                        && !events.is_empty()
+                        && let Err(e) = p.publish(&events).await
+                    {
+                        tracing::warn!(error = %e, "publishing events failed; they stay in the outbox");
+                    }
                     for item in feed {
                         *last_published = (*last_published).max(item.seq);
                         let _ = self.changes.send(item);
@@ -560,6 +582,7 @@ impl Tx<'_> {
         let doc = SeqItemDoc { seq: seq as i64, deployment_id: e.deployment_id.clone(), data: to_data(&e)? };
         let col = self.cols.events.clone();
         self.set(&col, &seq_id(seq), &doc)?;
+        self.events.push(e.clone());
         let kind = FeedKind::Status {
             from: e.from,
             status: e.status,

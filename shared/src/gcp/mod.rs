@@ -10,6 +10,8 @@ pub mod firestore;
 pub mod gke;
 #[cfg(feature = "gcp")]
 pub mod gke_runtime;
+#[cfg(feature = "gcp")]
+pub mod pubsub;
 
 #[cfg(feature = "gcp")]
 pub use self::firestore::{FirestoreConfig, FirestoreStore};
