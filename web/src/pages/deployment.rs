@@ -20,10 +20,14 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
     use serde_json::Value;
     let s = Session::current()?;
     let i = seg(&id);
-    let (me, d, feed, health, replicas) = futures::try_join!(
+    // The feed first, the deployment (with its history) after: a transition
+    // committed in between is then in the history *and* replayed live after
+    // the feed's last seq (the live handler drops the repeat), instead of in
+    // neither (seen in CI under load: a pipeline step stuck at pending).
+    let feed = s.get::<Value>(format!("/api/v1/deployments/{i}/logs")).await?;
+    let (me, d, health, replicas) = futures::try_join!(
         s.me(),
         s.get::<Value>(format!("/api/v1/deployments/{i}")),
-        s.get::<Value>(format!("/api/v1/deployments/{i}/logs")),
         s.get::<Value>(format!("/api/v1/deployments/{i}/health")),
         s.get::<Value>(format!("/api/v1/deployments/{i}/replicas")),
     )?;
@@ -137,6 +141,10 @@ fn DeploymentView(page: Page) -> impl IntoView {
                     set_status.set(to.clone());
                     set_reason.set(ev.reason.clone().unwrap_or_default());
                     set_history.update(|h| {
+                        // Already in the rendered history (see deployment_page).
+                        if h.iter().any(|t| t.to == to && t.at == ev.at) {
+                            return;
+                        }
                         h.push(Transition {
                             seq: ev.seq,
                             at: ev.at.clone(),
