@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GCP infrastructure checks that can run here: terraform fmt on
 # terraform/, and checkov (PyPI, pinned, in .tools/checkov) on terraform/
-# and on the GKE manifests the golden tests pin. `terraform validate` needs
+# on the GKE manifests the golden tests pin, and on docker/Dockerfile. `terraform validate` needs
 # the google provider, which cannot be downloaded here (docs/gcp.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,3 +30,4 @@ run_checkov() {
 }
 run_checkov -d terraform --framework terraform
 run_checkov -d shared/tests/golden/gke --framework kubernetes
+run_checkov -d docker --framework dockerfile

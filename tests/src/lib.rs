@@ -490,3 +490,40 @@ pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
     }
     out
 }
+
+/// Google's Pub/Sub emulator, set up the way terraform/ sets up Pub/Sub:
+/// a topic per event type, a push subscription per (function, event).
+pub mod pubsub {
+    use bifrost_shared::Status;
+    use bifrost_shared::gcp::pubsub::topic_id;
+    use serde_json::json;
+
+    /// Creates every topic, and a push subscription for each of
+    /// `functions`' subscriptions, pushing to `push_base(function)/push/<function>`.
+    pub async fn setup(
+        http: &reqwest::Client,
+        emulator_url: &str,
+        project: &str,
+        functions: &[&str],
+        push_base: impl Fn(&str) -> String,
+    ) {
+        for s in Status::ALL {
+            let topic = topic_id("bifrost-", &s.event_type());
+            let r =
+                http.put(format!("{emulator_url}/v1/projects/{project}/topics/{topic}")).json(&json!({})).send().await;
+            assert!(r.expect("create topic").status().is_success(), "topic {topic}");
+        }
+        for sub in bifrost_functions::subscriptions().into_iter().filter(|s| functions.contains(&s.function.as_str())) {
+            let body = json!({
+                "topic": format!("projects/{project}/topics/{}", topic_id("bifrost-", &sub.topic)),
+                "pushConfig": {"pushEndpoint": format!("{}/push/{}", push_base(&sub.function), sub.function)},
+                "ackDeadlineSeconds": 10,
+                "enableMessageOrdering": true,
+                "retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "2s"},
+            });
+            let url = format!("{emulator_url}/v1/projects/{project}/subscriptions/bifrost-{}", sub.name);
+            let r = http.put(url).json(&body).send().await.expect("create subscription");
+            assert!(r.status().is_success(), "subscription {}: {}", sub.name, r.text().await.unwrap_or_default());
+        }
+    }
+}

@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bifrost_e2e::{ADMIN_TOKEN, Client, GitRepo};
 use bifrost_functions::{Ctx, Functions, Settings};
+use bifrost_shared::Status;
 use bifrost_shared::auth::hash_token;
 use bifrost_shared::domain::Role;
 use bifrost_shared::embedded::{GitSources, LocalBuilder, LogLimits, LogWriter, ProcessRuntime, SqliteStore};
 use bifrost_shared::events::{Outcome, PushEnvelope};
 use bifrost_shared::gcp::emulator::{Emulator, Kind};
-use bifrost_shared::gcp::pubsub::{PubSubBus, topic_id};
+use bifrost_shared::gcp::pubsub::PubSubBus;
 use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
 use bifrost_shared::ports::{PushHandler, Store};
-use bifrost_shared::{Status, Subscription};
 use serde_json::json;
 
 const PROJECT: &str = "bifrost-test";
@@ -116,28 +116,7 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
 
     // Topics for every event type; push subscriptions as terraform/ makes them.
     let http = reqwest::Client::new();
-    for s in Status::ALL {
-        let topic = topic_id("bifrost-", &s.event_type());
-        let r = http.put(format!("{pubsub_url}/v1/projects/{PROJECT}/topics/{topic}")).json(&json!({})).send().await;
-        assert!(r.expect("create topic").status().is_success(), "topic {topic}");
-    }
-    for sub in bifrost_functions::subscriptions().into_iter().filter(|s| s.function == "validate") {
-        let Subscription { name, function, topic: event_type } = sub;
-        let body = json!({
-            "topic": format!("projects/{PROJECT}/topics/{}", topic_id("bifrost-", &event_type)),
-            "pushConfig": {"pushEndpoint": format!("http://{push_addr}/push/{function}")},
-            "ackDeadlineSeconds": 10,
-            "enableMessageOrdering": true,
-            "retryPolicy": {"minimumBackoff": "1s", "maximumBackoff": "2s"},
-        });
-        let r = http
-            .put(format!("{pubsub_url}/v1/projects/{PROJECT}/subscriptions/bifrost-{name}"))
-            .json(&body)
-            .send()
-            .await;
-        let r = r.expect("create subscription");
-        assert!(r.status().is_success(), "subscription {name}: {}", r.text().await.unwrap_or_default());
-    }
+    bifrost_e2e::pubsub::setup(&http, &pubsub_url, PROJECT, &["validate"], |_| format!("http://{push_addr}")).await;
 
     // A pull subscription beside the push ones shows what was published.
     let probe =

@@ -1,0 +1,4 @@
+//! The `deploy` function as a Cloud Run service (see the crate docs).
+fn main() -> std::process::ExitCode {
+    bifrost_cloudrun::main("deploy")
+}

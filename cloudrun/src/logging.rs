@@ -1,0 +1,107 @@
+//! Logs. On Cloud Run (`K_SERVICE` set): one JSON object per line in Cloud
+//! Logging's structured shape — `severity`, `message`, `time`, the event's
+//! fields, and `logging.googleapis.com/trace` from the request span's
+//! `trace` field. Elsewhere: tracing's plain text.
+
+use std::io::Write;
+
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+pub fn init(cloud_run: bool, gcp_project: &str) {
+    let filter = EnvFilter::try_from_env("BIFROST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    if cloud_run {
+        let _ = registry.with(CloudLogging { project: gcp_project.to_string() }).try_init();
+    } else {
+        let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init();
+    }
+}
+
+struct CloudLogging {
+    project: String,
+}
+
+/// A span's trace id, kept in its extensions.
+struct Trace(String);
+
+#[derive(Default)]
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_string(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_string(), Value::from(format!("{value:?}")));
+    }
+}
+
+fn severity(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "ERROR",
+        Level::WARN => "WARNING",
+        Level::INFO => "INFO",
+        _ => "DEBUG",
+    }
+}
+
+impl<S> Layer<S> for CloudLogging
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        attrs.record(&mut fields);
+        if let (Some(Value::String(t)), Some(span)) = (fields.0.remove("trace"), ctx.span(id))
+            && !t.is_empty()
+        {
+            span.extensions_mut().insert(Trace(t));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let mut line = Map::new();
+        line.insert("severity".into(), Value::from(severity(event.metadata().level())));
+        line.insert("message".into(), fields.0.remove("message").unwrap_or_else(|| Value::from("")));
+        line.insert(
+            "time".into(),
+            Value::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        line.insert("target".into(), Value::from(event.metadata().target()));
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope {
+                if let Some(Trace(t)) = span.extensions().get::<Trace>() {
+                    line.insert(
+                        "logging.googleapis.com/trace".into(),
+                        Value::from(format!("projects/{}/traces/{t}", self.project)),
+                    );
+                    break;
+                }
+            }
+        }
+        line.extend(fields.0);
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer(&mut out, &Value::Object(line));
+        let _ = out.write_all(b"\n");
+    }
+}

@@ -1,0 +1,55 @@
+//! Adapters this service does not have (yet): each call says which and
+//! fails as "unavailable", so a push that needs one is retried by Pub/Sub
+//! and dead-lettered in the end, never silently dropped.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bifrost_shared::error::{StoreError, StoreResult};
+use bifrost_shared::events::DeadLetter;
+use bifrost_shared::ports::{
+    BuildError, BuildRequest, Builder, DeadLetters, LogSink, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError,
+};
+
+pub struct Unconfigured(pub &'static str);
+
+impl Unconfigured {
+    fn why(&self) -> String {
+        format!("{} is not configured in this service", self.0)
+    }
+}
+
+#[async_trait]
+impl Builder for Unconfigured {
+    async fn build(&self, _req: BuildRequest, _log: Arc<dyn LogSink>) -> Result<serde_json::Value, BuildError> {
+        Err(BuildError::Unavailable(self.why()))
+    }
+    async fn discard(&self, _deployment_id: &str) {}
+}
+
+#[async_trait]
+impl Runtime for Unconfigured {
+    async fn apply(&self, _spec: ReplicaSpec) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unavailable(self.why()))
+    }
+    async fn wait_listening(&self, _id: &str, _timeout: Duration) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unavailable(self.why()))
+    }
+    async fn stop(&self, _id: &str, _drain: Duration) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unavailable(self.why()))
+    }
+    async fn status(&self, _id: &str) -> Vec<ReplicaStatus> {
+        vec![]
+    }
+}
+
+#[async_trait]
+impl DeadLetters for Unconfigured {
+    async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        Err(StoreError::Backend(self.why()))
+    }
+    async fn redrive(&self, _ids: Option<Vec<String>>) -> StoreResult<usize> {
+        Err(StoreError::Backend(self.why()))
+    }
+}
