@@ -15,19 +15,9 @@ PROCS=${PROCS:-4}
 ulimit -n "$(ulimit -Hn)"
 cargo build --release --quiet -p bifrost-cli
 cargo build --release --quiet -p bifrost-e2e --example sse_fanout
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-TOKEN=bft_bench-admin-token
-BIFROST_ADMIN_TOKEN=$TOKEN BIFROST_CONFIG_DIR=$work/cfg BIFROST_LOG=warn \
-  target/release/bifrost up --paused --listen 127.0.0.1:0 --ingest-listen 127.0.0.1:0 --data-dir "$work/data" \
-  > "$work/up.out" 2> "$work/up.err" &
-pid=$!
-for _ in $(seq 100); do grep -q "listening on" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
-url=$(sed -n 's/^bifrost: listening on //p' "$work/up.out")
-addr=${url#http://}
-git init -q -b main "$work/repo" && git -C "$work/repo" -c user.email=b@b -c user.name=b commit -q --allow-empty -m x
+. bench/paused-platform.sh
 curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-  -d "{\"name\":\"fanout\",\"repo\":\"$work/repo\"}" "$url/api/v1/projects"
+  -d "{\"name\":\"fanout\",\"repo\":\"$repo\"}" "$url/api/v1/projects"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$pid/status"; }
 sleep 1
 rss0=$(rss)

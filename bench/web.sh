@@ -14,17 +14,9 @@ pkg=target/site/pkg
 raw=$(stat -c %s $pkg/bifrost_web_bg.wasm); gz=$(stat -c %s $pkg/bifrost_web_bg.wasm.gz)
 js=$(stat -c %s $pkg/bifrost_web.js); jsgz=$(stat -c %s $pkg/bifrost_web.js.gz)
 
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
-TOKEN=bft_bench-admin-token
-BIFROST_ADMIN_TOKEN=$TOKEN BIFROST_CONFIG_DIR=$work/cfg BIFROST_LOG=warn \
-  target/release/bifrost up --paused --listen 127.0.0.1:0 --ingest-listen 127.0.0.1:0 --data-dir "$work/data" \
-  > "$work/up.out" 2> "$work/up.err" &
-for _ in $(seq 100); do grep -q "listening on" "$work/up.out" 2>/dev/null && break; sleep 0.1; done
-url=$(sed -n 's/^bifrost: listening on //p' "$work/up.out")
-git init -q -b main "$work/repo" && git -C "$work/repo" -c user.email=b@b -c user.name=b commit -q --allow-empty -m x
+. bench/paused-platform.sh
 api() { curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' "$@"; }
-api -d "{\"name\":\"bench\",\"repo\":\"$work/repo\"}" "$url/api/v1/projects"
+api -d "{\"name\":\"bench\",\"repo\":\"$repo\"}" "$url/api/v1/projects"
 echo "creating $N deployments..." >&2
 for _ in $(seq "$N"); do api -d '{}' "$url/api/v1/projects/bench/deployments"; done
 

@@ -20,7 +20,7 @@ output "apps_cluster" {
 
 output "sources_bucket" {
   description = "Bucket of uploaded sources and build contexts."
-  value       = google_storage_bucket.sources.name
+  value       = google_storage_bucket.data["sources"].name
 }
 
 output "event_topics" {

@@ -45,7 +45,7 @@ resource "google_cloud_run_v2_service" "functions" {
       }
       env {
         name  = "BIFROST_SOURCES_BUCKET"
-        value = google_storage_bucket.sources.name
+        value = google_storage_bucket.data["sources"].name
       }
       env {
         name  = "BIFROST_API_URL"
@@ -57,7 +57,7 @@ resource "google_cloud_run_v2_service" "functions" {
           name = "BIFROST_ENCRYPTION_KEY"
           value_source {
             secret_key_ref {
-              secret  = google_secret_manager_secret.encryption_key.secret_id
+              secret  = google_secret_manager_secret.bifrost["encryption_key"].secret_id
               version = "latest"
             }
           }

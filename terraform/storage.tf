@@ -24,37 +24,19 @@ resource "google_storage_bucket" "access_logs" {
   }
 }
 
-# Uploaded sources (`bifrost deploy` of a directory) and build contexts.
-resource "google_storage_bucket" "sources" {
-  name                        = "${var.project_id}-bifrost-sources"
-  location                    = var.region
-  uniform_bucket_level_access = true
-  public_access_prevention    = "enforced"
-  versioning {
-    enabled = true
-  }
-  logging {
-    log_bucket = google_storage_bucket.access_logs.name
-  }
-  lifecycle_rule {
-    condition {
-      age = 30
-    }
-    action {
-      type = "Delete"
-    }
-  }
-  dynamic "encryption" {
-    for_each = local.kms == null ? [] : [local.kms]
-    content {
-      default_kms_key_name = encryption.value
-    }
+# sources: uploaded sources (`bifrost deploy` of a directory) and build
+# contexts, kept 30 days. scripts: routing scripts ([traffic] script) the
+# routers load, kept.
+locals {
+  data_buckets = {
+    sources = { delete_after_days = 30 }
+    scripts = { delete_after_days = null }
   }
 }
 
-# Routing scripts ([traffic] script) the routers load.
-resource "google_storage_bucket" "scripts" {
-  name                        = "${var.project_id}-bifrost-scripts"
+resource "google_storage_bucket" "data" {
+  for_each                    = local.data_buckets
+  name                        = "${var.project_id}-bifrost-${each.key}"
   location                    = var.region
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
@@ -63,6 +45,17 @@ resource "google_storage_bucket" "scripts" {
   }
   logging {
     log_bucket = google_storage_bucket.access_logs.name
+  }
+  dynamic "lifecycle_rule" {
+    for_each = each.value.delete_after_days == null ? [] : [each.value.delete_after_days]
+    content {
+      condition {
+        age = lifecycle_rule.value
+      }
+      action {
+        type = "Delete"
+      }
+    }
   }
   dynamic "encryption" {
     for_each = local.kms == null ? [] : [local.kms]
@@ -74,13 +67,13 @@ resource "google_storage_bucket" "scripts" {
 
 resource "google_storage_bucket_iam_member" "sources" {
   for_each = toset(["gateway", "build", "validate"])
-  bucket   = google_storage_bucket.sources.name
+  bucket   = google_storage_bucket.data["sources"].name
   role     = each.value == "gateway" ? "roles/storage.objectCreator" : "roles/storage.objectViewer"
   member   = "serviceAccount:${google_service_account.function[each.value].email}"
 }
 
 resource "google_storage_bucket_iam_member" "scripts_writer" {
-  bucket = google_storage_bucket.scripts.name
+  bucket = google_storage_bucket.data["scripts"].name
   role   = "roles/storage.objectAdmin"
   member = "serviceAccount:${google_service_account.function["deploy"].email}"
 }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, DeployConfig};
+use crate::error::StoreError;
 use crate::status::Status;
 
 pub type Timestamp = chrono::DateTime<chrono::Utc>;
@@ -48,6 +49,27 @@ pub struct NewProject {
     pub webhook_secret: Option<String>,
 }
 
+impl Project {
+    /// A new project, its name checked: it becomes the app's URL.
+    pub fn create(p: NewProject) -> Result<Project, StoreError> {
+        if !is_dns_label(&p.name) {
+            return Err(StoreError::Invalid(format!(
+                "project name {:?} must be a DNS label (1-63 lowercase letters, digits or '-')",
+                p.name
+            )));
+        }
+        Ok(Project {
+            id: new_id("p"),
+            name: p.name,
+            repo: p.repo,
+            branch: p.branch,
+            webhook_secret: p.webhook_secret,
+            created_at: now(),
+            live_deployment_id: None,
+        })
+    }
+}
+
 /// Where a deployment's source comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -71,6 +93,35 @@ impl Source {
                 format!("{}@{}", git_ref, &commit[..commit.len().min(10)])
             }
             Source::Archive { sha256, .. } => format!("upload:{}", &sha256[..sha256.len().min(10)]),
+        }
+    }
+}
+
+impl Deployment {
+    /// A new `queued` deployment of `project`, created at `at`, with the
+    /// reason its first audit record and event carry.
+    pub fn queued(new: &NewDeployment, project: &Project, at: Timestamp) -> Deployment {
+        let source = new.source.clone();
+        let reason = match &new.rollback_of {
+            Some(of) => format!("rollback to {of}"),
+            None => format!("deploy {}", source.short()),
+        };
+        Deployment {
+            id: new_id("d"),
+            project_id: project.id.clone(),
+            project: project.name.clone(),
+            status: Status::Queued,
+            version: 1,
+            attempt: 1,
+            source,
+            config: None,
+            config_errors: vec![],
+            reason: Some(reason),
+            artifact: new.artifact.clone(),
+            rollback_of: new.rollback_of.clone(),
+            created_by: new.actor.clone(),
+            created_at: at,
+            updated_at: at,
         }
     }
 }
@@ -242,6 +293,17 @@ pub struct ApiToken {
     pub role: Role,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
+}
+
+impl ApiToken {
+    /// A new token record, its name checked (1-64 characters, no `/`:
+    /// Firestore keys tokens by name).
+    pub fn create(name: &str, role: Role) -> Result<ApiToken, StoreError> {
+        if name.is_empty() || name.len() > 64 || name.contains('/') {
+            return Err(StoreError::Invalid("token name must be 1-64 characters, without '/'".into()));
+        }
+        Ok(ApiToken { id: new_id("t"), name: name.to_string(), role, created_at: now(), last_used_at: None })
+    }
 }
 
 /// One line of output from a build or a replica.

@@ -38,7 +38,47 @@ pub struct Event {
     pub at: Timestamp,
 }
 
+impl crate::domain::FeedKind {
+    /// The feed's record of a status change.
+    pub fn of_event(e: &Event) -> Self {
+        crate::domain::FeedKind::Status {
+            from: e.from,
+            status: e.status,
+            version: e.version,
+            attempt: e.attempt,
+            reason: e.reason.clone(),
+            actor: e.actor.clone(),
+        }
+    }
+}
+
 impl Event {
+    /// The event a deployment's change produces (`deployment.<status>`);
+    /// the store assigns `id` and `seq` when it enqueues it.
+    pub fn of(
+        d: &crate::domain::Deployment,
+        from: Option<Status>,
+        reason: &str,
+        actor: &Actor,
+        at: Timestamp,
+    ) -> Event {
+        Event {
+            id: String::new(),
+            seq: 0,
+            kind: d.status.event_type(),
+            deployment_id: d.id.clone(),
+            project_id: d.project_id.clone(),
+            project: d.project.clone(),
+            from,
+            status: d.status,
+            version: d.version,
+            attempt: d.attempt,
+            reason: reason.to_string(),
+            actor: actor.clone(),
+            at,
+        }
+    }
+
     /// Pub/Sub message attributes: enough to filter and route without decoding data.
     pub fn attributes(&self) -> BTreeMap<String, String> {
         BTreeMap::from([

@@ -11,9 +11,9 @@ use crate::domain::{
     Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
     NewProject, Project, Role, Source, Timestamp,
 };
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::events::{DeadLetter, Event, Outcome, PushEnvelope};
-use crate::status::Status;
+use crate::status::{Status, TransitionKind, allowed};
 
 /// One requested status change. The store applies it atomically: check the
 /// transition table, compare-and-set status (and version when given), apply
@@ -51,6 +51,52 @@ impl Transition {
     pub fn with_patch(mut self, patch: Patch) -> Self {
         self.patch = patch;
         self
+    }
+
+    /// What the transition table says of `from → to`.
+    pub fn check(&self) -> StoreResult<TransitionKind> {
+        allowed(self.from, self.to).ok_or(StoreError::InvalidTransition { from: self.from, to: self.to })
+    }
+
+    /// The typed refusal when `cur` is not where this transition starts.
+    pub fn conflict(&self, cur: &Deployment) -> StoreError {
+        StoreError::Conflict {
+            id: cur.id.clone(),
+            expected: self.from,
+            actual: cur.status,
+            expected_version: self.expected_version,
+            actual_version: cur.version,
+        }
+    }
+
+    /// The deployment after this transition, as every store writes it:
+    /// table and compare-and-set checked against `cur`; status, version,
+    /// reason and time moved on; a retry starts a new attempt with no
+    /// config errors; the patch applied.
+    pub fn apply_to(&self, cur: &Deployment, at: Timestamp) -> StoreResult<Deployment> {
+        let kind = self.check()?;
+        if cur.status != self.from || self.expected_version.is_some_and(|v| v != cur.version) {
+            return Err(self.conflict(cur));
+        }
+        let mut next = cur.clone();
+        next.status = self.to;
+        next.version = cur.version + 1;
+        next.reason = Some(self.reason.clone());
+        next.updated_at = at;
+        if kind == TransitionKind::Retry {
+            next.attempt += 1;
+            next.config_errors.clear();
+        }
+        if let Some(c) = &self.patch.config {
+            next.config = Some(c.clone());
+        }
+        if let Some(e) = &self.patch.config_errors {
+            next.config_errors = e.clone();
+        }
+        if let Some(a) = &self.patch.artifact {
+            next.artifact = Some(a.clone());
+        }
+        Ok(next)
     }
 }
 

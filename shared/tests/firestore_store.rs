@@ -13,6 +13,17 @@ use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
 use bifrost_shared::ports::{Store, Transition};
 use bifrost_shared::{Status, StoreError};
 
+fn new_deployment(project: impl Into<String>, commit: char) -> NewDeployment {
+    NewDeployment {
+        project: project.into(),
+        source: Source::Git { repo: "/r".into(), git_ref: "main".into(), commit: commit.to_string().repeat(40) },
+        actor: Actor::token("t"),
+        dedupe_key: None,
+        rollback_of: None,
+        artifact: None,
+    }
+}
+
 /// Points the client library at the emulator. One test function per
 /// binary, so no other thread reads the environment while it is written.
 #[allow(unsafe_code)]
@@ -53,17 +64,7 @@ async fn contract_suite() {
         .create_project(NewProject { name: "c-late".into(), repo: None, branch: "main".into(), webhook_secret: None })
         .await
         .expect("project");
-    let d = other
-        .create_deployment(NewDeployment {
-            project: "c-late".into(),
-            source: Source::Git { repo: "/r".into(), git_ref: "main".into(), commit: "b".repeat(40) },
-            actor: Actor::token("t"),
-            dedupe_key: None,
-            rollback_of: None,
-            artifact: None,
-        })
-        .await
-        .expect("creates");
+    let d = other.create_deployment(new_deployment("c-late", 'b')).await.expect("creates");
     let items = other.feed(Some(&d.deployment.id), 0, 10).await.expect("feed");
     assert!(items.iter().all(|i| i.seq > head), "new items come after the head {head}: {items:?}");
 }
@@ -73,18 +74,7 @@ async fn a_refused_transition_writes_nothing() {
     s.create_project(NewProject { name: "app".into(), repo: None, branch: "main".into(), webhook_secret: None })
         .await
         .expect("project");
-    let d = s
-        .create_deployment(NewDeployment {
-            project: "app".into(),
-            source: Source::Git { repo: "/r".into(), git_ref: "main".into(), commit: "a".repeat(40) },
-            actor: Actor::token("t"),
-            dedupe_key: None,
-            rollback_of: None,
-            artifact: None,
-        })
-        .await
-        .expect("creates")
-        .deployment;
+    let d = s.create_deployment(new_deployment("app", 'a')).await.expect("creates").deployment;
     let head = s.feed_head().await.expect("head");
     let skip =
         s.transition(Transition::new(&d.id, Status::Queued, Status::Running, "skip", Actor::function("x"))).await;
@@ -110,17 +100,7 @@ async fn two_instances_race() {
         a.create_project(NewProject { name: name.clone(), repo: None, branch: "main".into(), webhook_secret: None })
             .await
             .expect("project");
-        let d = a
-            .create_deployment(NewDeployment {
-                project: name,
-                source: Source::Git { repo: "/r".into(), git_ref: "main".into(), commit: "c".repeat(40) },
-                actor: Actor::token("t"),
-                dedupe_key: None,
-                rollback_of: None,
-                artifact: None,
-            })
-            .await
-            .expect("creates");
+        let d = a.create_deployment(new_deployment(name, 'c')).await.expect("creates");
         ids.push(d.deployment.id);
     }
     let race = |s: FirestoreStore, to: Status, ids: Vec<String>| {

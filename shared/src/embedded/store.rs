@@ -16,7 +16,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::events::{DeadLetter, Event, Subscription};
 use crate::ports::{Created, DeadLetters, Store, Transition};
 use crate::repo::repo_key;
-use crate::status::{Status, TRANSITIONS, TransitionKind, allowed};
+use crate::status::{Status, TRANSITIONS};
 
 const SCHEMA: &str = include_str!("schema.sql");
 const SCHEMA_VERSION: i64 = 2;
@@ -372,14 +372,7 @@ fn insert_event(tx: &Connection, e: &Event) -> StoreResult<u64> {
 }
 
 fn insert_feed_status(tx: &Connection, e: &Event) -> StoreResult<FeedItem> {
-    let kind = FeedKind::Status {
-        from: e.from,
-        status: e.status,
-        version: e.version,
-        attempt: e.attempt,
-        reason: e.reason.clone(),
-        actor: e.actor.clone(),
-    };
+    let kind = FeedKind::of_event(e);
     exec(
         tx,
         "INSERT INTO feed (deployment_id, project, at, kind, stream, data) VALUES (?1, ?2, ?3, 'status', NULL, ?4)",
@@ -455,27 +448,8 @@ fn append_audit(tx: &Connection, d: &Deployment, prev_hash: &str, e: Entry<'_>) 
     Ok(hash)
 }
 
-fn event_for(d: &Deployment, from: Option<Status>, reason: &str, actor: &Actor, at: Timestamp) -> Event {
-    Event {
-        // The message id is the outbox sequence (numeric, like Pub/Sub's).
-        id: String::new(),
-        seq: 0,
-        kind: d.status.event_type(),
-        deployment_id: d.id.clone(),
-        project_id: d.project_id.clone(),
-        project: d.project.clone(),
-        from,
-        status: d.status,
-        version: d.version,
-        attempt: d.attempt,
-        reason: reason.to_string(),
-        actor: actor.clone(),
-        at,
-    }
-}
-
 fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResult<Deployment> {
-    let kind = allowed(t.from, t.to).ok_or(StoreError::InvalidTransition { from: t.from, to: t.to })?;
+    t.check()?;
     let (cur, audit_head) = row(
         tx,
         &format!("SELECT {DEPLOYMENT_COLS}, audit_head FROM deployments WHERE id = ?1"),
@@ -484,27 +458,9 @@ fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResu
     )
     .optional()?
     .ok_or_else(|| StoreError::not_found("deployment", &t.deployment_id))?;
-    let conflict = || StoreError::Conflict {
-        id: cur.id.clone(),
-        expected: t.from,
-        actual: cur.status,
-        expected_version: t.expected_version,
-        actual_version: cur.version,
-    };
-    if cur.status != t.from || t.expected_version.is_some_and(|v| v != cur.version) {
-        return Err(conflict());
-    }
     let at = now();
-    let mut next = cur.clone();
-    next.status = t.to;
-    next.version = cur.version + 1;
-    next.reason = Some(t.reason.clone());
-    next.updated_at = at;
-    let retry = kind == TransitionKind::Retry;
-    if retry {
-        next.attempt += 1;
-        next.config_errors.clear();
-    }
+    let next = t.apply_to(&cur, at)?;
+    let retry = next.attempt != cur.attempt;
     let entry = Entry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
     let hash = append_audit(tx, &next, &audit_head, entry)?;
     // The compare-and-set. Patch columns are written only when present, so a
@@ -528,21 +484,18 @@ fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResu
         ],
     )?;
     if changed != 1 {
-        return Err(conflict());
+        return Err(t.conflict(&cur));
     }
     if let Some(c) = &t.patch.config {
         exec(tx, "UPDATE deployments SET config = ?1 WHERE id = ?2", params![to_json(c)?, next.id])?;
-        next.config = Some(c.clone());
     }
     if let Some(e) = &t.patch.config_errors {
         exec(tx, "UPDATE deployments SET config_errors = ?1 WHERE id = ?2", params![to_json(e)?, next.id])?;
-        next.config_errors = e.clone();
     }
     if let Some(a) = &t.patch.artifact {
         exec(tx, "UPDATE deployments SET artifact = ?1 WHERE id = ?2", params![to_json(a)?, next.id])?;
-        next.artifact = Some(a.clone());
     }
-    out.events.push(event_for(&next, Some(cur.status), &t.reason, &t.actor, at));
+    out.events.push(Event::of(&next, Some(cur.status), &t.reason, &t.actor, at));
 
     if t.patch.make_live {
         let previous: Option<String> = tx
@@ -578,23 +531,8 @@ fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewDeployment) 
         }
     }
     let at = now();
-    let d = Deployment {
-        id: new_id("d"),
-        project_id: project.id.clone(),
-        project: project.name.clone(),
-        status: Status::Queued,
-        version: 1,
-        attempt: 1,
-        source: new.source.clone(),
-        config: None,
-        config_errors: vec![],
-        reason: None,
-        artifact: new.artifact.clone(),
-        rollback_of: new.rollback_of.clone(),
-        created_by: new.actor.clone(),
-        created_at: at,
-        updated_at: at,
-    };
+    let d = Deployment::queued(new, &project, at);
+    let reason = d.reason.clone().unwrap_or_default();
 
     // Older in-flight deployments of the project give way to this one.
     let in_flight: Vec<(String, String)> = {
@@ -612,10 +550,6 @@ fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewDeployment) 
         superseded.push(id);
     }
 
-    let reason = match &new.rollback_of {
-        Some(of) => format!("rollback to {of}"),
-        None => format!("deploy {}", d.source.short()),
-    };
     exec(
         tx,
         &format!(
@@ -643,36 +577,21 @@ fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewDeployment) 
     if let Some(key) = &new.dedupe_key {
         exec(tx, "INSERT INTO dedupe (key, deployment_id, at) VALUES (?1, ?2, ?3)", params![key, d.id, ts(&at)])?;
     }
-    out.events.push(event_for(&d, None, &reason, &new.actor, at));
-    let deployment = Deployment { reason: Some(reason), ..d };
-    Ok(Created { deployment, duplicate: false, superseded })
+    out.events.push(Event::of(&d, None, &reason, &new.actor, at));
+    Ok(Created { deployment: d, duplicate: false, superseded })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_project(&self, p: NewProject) -> StoreResult<Project> {
-        if !is_dns_label(&p.name) {
-            return Err(StoreError::Invalid(format!(
-                "project name {:?} must be a DNS label (1-63 lowercase letters, digits or '-')",
-                p.name
-            )));
-        }
+        let project = Project::create(p)?;
         self.run(move |inner| {
             inner.write(move |tx, _| {
                 let exists: bool =
-                    row(tx, "SELECT EXISTS(SELECT 1 FROM projects WHERE name = ?1)", [&p.name], |r| r.get(0))?;
+                    row(tx, "SELECT EXISTS(SELECT 1 FROM projects WHERE name = ?1)", [&project.name], |r| r.get(0))?;
                 if exists {
-                    return Err(StoreError::AlreadyExists { kind: "project", id: p.name.clone() });
+                    return Err(StoreError::AlreadyExists { kind: "project", id: project.name.clone() });
                 }
-                let project = Project {
-                    id: new_id("p"),
-                    name: p.name.clone(),
-                    repo: p.repo.clone(),
-                    branch: p.branch.clone(),
-                    webhook_secret: p.webhook_secret.clone(),
-                    created_at: now(),
-                    live_deployment_id: None,
-                };
                 exec(
                     tx,
                     "INSERT INTO projects (id, name, repo, repo_key, branch, webhook_secret, created_at)
@@ -1071,10 +990,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken> {
+        let token = ApiToken::create(name, role)?;
         let (name, hash) = (name.to_string(), token_hash.to_string());
-        if name.is_empty() || name.len() > 64 {
-            return Err(StoreError::Invalid("token name must be 1-64 characters".into()));
-        }
         self.run(move |inner| {
             inner.write(move |tx, _| {
                 let exists: bool =
@@ -1082,8 +999,6 @@ impl Store for SqliteStore {
                 if exists {
                     return Err(StoreError::AlreadyExists { kind: "token", id: name.clone() });
                 }
-                let token =
-                    ApiToken { id: new_id("t"), name: name.clone(), role, created_at: now(), last_used_at: None };
                 exec(
                     tx,
                     "INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",

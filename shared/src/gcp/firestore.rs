@@ -39,7 +39,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::events::Event;
 use crate::gcp::pubsub::Publish;
 use crate::ports::{Created, Store, Transition};
-use crate::status::{Status, TransitionKind, allowed};
+use crate::status::Status;
 
 /// The counter document every sequence number comes from.
 const SEQ_DOC: &str = "seq";
@@ -312,24 +312,6 @@ fn deployment_doc(d: &Deployment, audit_head: &str) -> StoreResult<DeploymentDoc
     })
 }
 
-fn event_for(d: &Deployment, from: Option<Status>, reason: &str, actor: &Actor, at: Timestamp) -> Event {
-    Event {
-        id: String::new(),
-        seq: 0,
-        kind: d.status.event_type(),
-        deployment_id: d.id.clone(),
-        project_id: d.project_id.clone(),
-        project: d.project.clone(),
-        from,
-        status: d.status,
-        version: d.version,
-        attempt: d.attempt,
-        reason: reason.to_string(),
-        actor: actor.clone(),
-        at,
-    }
-}
-
 impl FirestoreStore {
     /// Connects. With `FIRESTORE_EMULATOR_HOST` set, talks to the emulator
     /// without credentials; otherwise uses Application Default Credentials.
@@ -583,14 +565,7 @@ impl Tx<'_> {
         let col = self.cols.events.clone();
         self.set(&col, &seq_id(seq), &doc)?;
         self.events.push(e.clone());
-        let kind = FeedKind::Status {
-            from: e.from,
-            status: e.status,
-            version: e.version,
-            attempt: e.attempt,
-            reason: e.reason.clone(),
-            actor: e.actor.clone(),
-        };
+        let kind = FeedKind::of_event(&e);
         let fseq = self.next_seq().await?;
         let item =
             FeedItem { seq: fseq, deployment_id: e.deployment_id.clone(), project: e.project.clone(), at: e.at, kind };
@@ -603,43 +578,16 @@ impl Tx<'_> {
 
     fn transition<'s>(&'s mut self, t: &'s Transition) -> futures::future::BoxFuture<'s, Result<Deployment, TxError>> {
         async move {
-            let kind = allowed(t.from, t.to).ok_or(StoreError::InvalidTransition { from: t.from, to: t.to })?;
+            t.check()?;
             let doc = self.get_deployment(&t.deployment_id).await?;
             let cur = deployment_of(&doc)?;
-            if cur.status != t.from || t.expected_version.is_some_and(|v| v != cur.version) {
-                return Err(StoreError::Conflict {
-                    id: cur.id.clone(),
-                    expected: t.from,
-                    actual: cur.status,
-                    expected_version: t.expected_version,
-                    actual_version: cur.version,
-                }
-                .into());
-            }
             let at = now();
-            let mut next = cur.clone();
-            next.status = t.to;
-            next.version = cur.version + 1;
-            next.reason = Some(t.reason.clone());
-            next.updated_at = at;
-            if kind == TransitionKind::Retry {
-                next.attempt += 1;
-                next.config_errors.clear();
-            }
-            if let Some(c) = &t.patch.config {
-                next.config = Some(c.clone());
-            }
-            if let Some(e) = &t.patch.config_errors {
-                next.config_errors = e.clone();
-            }
-            if let Some(a) = &t.patch.artifact {
-                next.artifact = Some(a.clone());
-            }
+            let next = t.apply_to(&cur, at)?;
             let entry = Entry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
             let hash = self.append_audit(&next, &doc.audit_head, entry).await?;
             let col = self.cols.deployments.clone();
             self.set(&col, &next.id, &deployment_doc(&next, &hash)?)?;
-            self.emit(event_for(&next, Some(cur.status), &t.reason, &t.actor, at)).await?;
+            self.emit(Event::of(&next, Some(cur.status), &t.reason, &t.actor, at)).await?;
 
             if t.patch.make_live {
                 let pcol = self.cols.projects.clone();
@@ -675,21 +623,7 @@ impl Tx<'_> {
 #[async_trait]
 impl Store for FirestoreStore {
     async fn create_project(&self, p: NewProject) -> StoreResult<Project> {
-        if !is_dns_label(&p.name) {
-            return Err(StoreError::Invalid(format!(
-                "project name {:?} must be a DNS label (1-63 lowercase letters, digits or '-')",
-                p.name
-            )));
-        }
-        let project = Project {
-            id: new_id("p"),
-            name: p.name.clone(),
-            repo: p.repo.clone(),
-            branch: p.branch.clone(),
-            webhook_secret: p.webhook_secret.clone(),
-            created_at: now(),
-            live_deployment_id: None,
-        };
+        let project = Project::create(p)?;
         self.write(|tx| {
             let project = project.clone();
             async move {
@@ -764,27 +698,8 @@ impl Store for FirestoreStore {
                     return Ok(Created { deployment: d, duplicate: true, superseded: vec![] });
                 }
                 let at = now();
-                let reason = match &new.rollback_of {
-                    Some(of) => format!("rollback to {of}"),
-                    None => format!("deploy {}", new.source.short()),
-                };
-                let d = Deployment {
-                    id: new_id("d"),
-                    project_id: project.id.clone(),
-                    project: project.name.clone(),
-                    status: Status::Queued,
-                    version: 1,
-                    attempt: 1,
-                    source: new.source.clone(),
-                    config: None,
-                    config_errors: vec![],
-                    reason: Some(reason.clone()),
-                    artifact: new.artifact.clone(),
-                    rollback_of: new.rollback_of.clone(),
-                    created_by: new.actor.clone(),
-                    created_at: at,
-                    updated_at: at,
-                };
+                let d = Deployment::queued(&new, &project, at);
+                let reason = d.reason.clone().unwrap_or_default();
                 let in_flight: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_in_flight()).collect();
                 let mut superseded = vec![];
                 for old in tx.query_deployments(Some(&project.id), &in_flight).await? {
@@ -807,7 +722,7 @@ impl Store for FirestoreStore {
                     let col = tx.cols.dedupe.clone();
                     tx.set(&col, key, &DedupeDoc { deployment_id: d.id.clone() })?;
                 }
-                tx.emit(event_for(&d, None, &reason, &new.actor, at)).await?;
+                tx.emit(Event::of(&d, None, &reason, &new.actor, at)).await?;
                 Ok(Created { deployment: d, duplicate: false, superseded })
             }
             .boxed()
@@ -1088,10 +1003,7 @@ impl Store for FirestoreStore {
     }
 
     async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken> {
-        if name.is_empty() || name.len() > 64 || name.contains('/') {
-            return Err(StoreError::Invalid("token name must be 1-64 characters, without '/'".into()));
-        }
-        let token = ApiToken { id: new_id("t"), name: name.to_string(), role, created_at: now(), last_used_at: None };
+        let token = ApiToken::create(name, role)?;
         let doc =
             TokenDoc { id: token.id.clone(), hash: token_hash.to_string(), revoked: false, data: to_data(&token)? };
         self.write(|tx| {
