@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GCP infrastructure checks that can run here: terraform fmt on
 # terraform/, and checkov (PyPI, pinned, in .tools/checkov) on terraform/
-# on the GKE manifests the golden tests pin, and on docker/Dockerfile. `terraform validate` needs
+# on the GKE manifests the golden tests pin, on docker/Dockerfile and on the
+# Dockerfiles the Cloud Build builder generates (golden files). `terraform validate` needs
 # the google provider, which cannot be downloaded here (docs/gcp.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,3 +32,4 @@ run_checkov() {
 run_checkov -d terraform --framework terraform
 run_checkov -d shared/tests/golden/gke --framework kubernetes
 run_checkov -d docker --framework dockerfile
+run_checkov -d shared/tests/golden/cloud_build --framework dockerfile

@@ -25,6 +25,16 @@ cargo --version
 if [ ! -x /usr/lib/google-cloud-sdk/platform/cloud-firestore-emulator/cloud_firestore_emulator ]; then
   echo "Google's Firestore emulator is missing (expected under /usr/lib/google-cloud-sdk/platform/)" >&2
 fi
+# Google ships no Cloud Storage emulator: PyPI's gcp-storage-emulator
+# (pinned) backs the Cloud Storage and Cloud Build tests.
+GCS_EMULATOR_VERSION=2026.7.19
+gcs_venv=.tools/gcs-emulator
+if [ ! -x "$gcs_venv/bin/gcp-storage-emulator" ] \
+  || [ "$("$gcs_venv/bin/pip" show gcp-storage-emulator 2>/dev/null | sed -n 's/^Version: //p')" != "$GCS_EMULATOR_VERSION" ]; then
+  echo "installing gcp-storage-emulator $GCS_EMULATOR_VERSION (PyPI) into $gcs_venv (one time)"
+  python3 -m venv "$gcs_venv"
+  "$gcs_venv/bin/pip" install -q --disable-pip-version-check "gcp-storage-emulator==$GCS_EMULATOR_VERSION" >/dev/null
+fi
 # The dashboard: its client is wasm (built by `cargo xtask web`, shrunk by
 # npm binaryen's wasm-opt); its browser tests drive Debian's Chromium.
 scripts/setup-web.sh

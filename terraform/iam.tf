@@ -12,6 +12,27 @@ resource "google_service_account" "pubsub_invoker" {
   display_name = "Bifrost Pub/Sub push invoker"
 }
 
+# The account the apps' Cloud Build builds run as (not Cloud Build's
+# default, which is project-wide editor in older projects).
+resource "google_service_account" "builds" {
+  account_id   = "bifrost-builds"
+  display_name = "Bifrost app builds (Cloud Build)"
+}
+
+resource "google_artifact_registry_repository_iam_member" "builds_push" {
+  location   = google_artifact_registry_repository.bifrost.location
+  repository = google_artifact_registry_repository.bifrost.name
+  role       = "roles/artifactregistry.writer"
+  member     = "serviceAccount:${google_service_account.builds.email}"
+}
+
+# The build function submits builds that run as that account.
+resource "google_service_account_iam_member" "build_acts_as_builds" {
+  service_account_id = google_service_account.builds.name
+  role               = "roles/iam.serviceAccountUser"
+  member             = "serviceAccount:${google_service_account.function["build"].email}"
+}
+
 resource "google_service_account" "scheduler" {
   account_id   = "bifrost-scheduler"
   display_name = "Bifrost Cloud Scheduler invoker"
@@ -23,7 +44,7 @@ locals {
     gateway   = ["roles/datastore.user", "roles/pubsub.publisher"]
     web       = []
     validate  = ["roles/datastore.user", "roles/pubsub.publisher"]
-    build     = ["roles/datastore.user", "roles/pubsub.publisher", "roles/cloudbuild.builds.editor", "roles/logging.viewer"]
+    build     = ["roles/datastore.user", "roles/pubsub.publisher", "roles/cloudbuild.builds.editor"]
     deploy    = ["roles/datastore.user", "roles/pubsub.publisher", "roles/container.developer"]
     verify    = ["roles/datastore.user", "roles/pubsub.publisher"]
     analytics = ["roles/datastore.user"]

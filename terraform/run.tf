@@ -51,6 +51,19 @@ resource "google_cloud_run_v2_service" "functions" {
         name  = "BIFROST_API_URL"
         value = "https://bifrost-gateway-${data.google_project.this.number}.${var.region}.run.app"
       }
+      # Where the build function builds (Cloud Build) and pushes.
+      dynamic "env" {
+        for_each = each.value == "build" ? {
+          BIFROST_REGION                = var.region
+          BIFROST_BUILD_LOGS_BUCKET     = google_storage_bucket.data["build-logs"].name
+          BIFROST_ARTIFACT_REPOSITORY   = "${local.registry}/apps"
+          BIFROST_BUILD_SERVICE_ACCOUNT = google_service_account.builds.id
+        } : {}
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
       dynamic "env" {
         for_each = each.value == "gateway" ? [1] : []
         content {

@@ -25,12 +25,15 @@ resource "google_storage_bucket" "access_logs" {
 }
 
 # sources: uploaded sources (`bifrost deploy` of a directory) and build
-# contexts, kept 30 days. scripts: routing scripts ([traffic] script) the
-# routers load, kept.
+# contexts, kept 30 days. build-logs: the logs Cloud Build writes
+# (log-<build>.txt), which the build function streams into the deployment's
+# log, kept 30 days. scripts: routing scripts ([traffic] script) the routers
+# load, kept.
 locals {
   data_buckets = {
-    sources = { delete_after_days = 30 }
-    scripts = { delete_after_days = null }
+    sources      = { delete_after_days = 30 }
+    "build-logs" = { delete_after_days = 30 }
+    scripts      = { delete_after_days = null }
   }
 }
 
@@ -65,11 +68,26 @@ resource "google_storage_bucket" "data" {
   }
 }
 
+# gateway stores uploads; validate reads them; build reads them and writes
+# (and on a retry overwrites) build contexts.
 resource "google_storage_bucket_iam_member" "sources" {
-  for_each = toset(["gateway", "build", "validate"])
+  for_each = { gateway = "roles/storage.objectCreator", validate = "roles/storage.objectViewer", build = "roles/storage.objectUser" }
   bucket   = google_storage_bucket.data["sources"].name
-  role     = each.value == "gateway" ? "roles/storage.objectCreator" : "roles/storage.objectViewer"
-  member   = "serviceAccount:${google_service_account.function[each.value].email}"
+  role     = each.value
+  member   = "serviceAccount:${google_service_account.function[each.key].email}"
+}
+
+# Builds run as their own account: they read the build context, write their
+# log, push the image; the build function reads the log.
+resource "google_storage_bucket_iam_member" "builds" {
+  for_each = {
+    sources   = { bucket = "sources", role = "roles/storage.objectViewer", member = google_service_account.builds.email }
+    logs      = { bucket = "build-logs", role = "roles/storage.objectUser", member = google_service_account.builds.email }
+    log_tails = { bucket = "build-logs", role = "roles/storage.objectViewer", member = google_service_account.function["build"].email }
+  }
+  bucket = google_storage_bucket.data[each.value.bucket].name
+  role   = each.value.role
+  member = "serviceAccount:${each.value.member}"
 }
 
 resource "google_storage_bucket_iam_member" "scripts_writer" {

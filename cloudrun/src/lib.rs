@@ -9,32 +9,30 @@
 //! Configuration is the environment terraform/ sets: `BIFROST_GCP_PROJECT`,
 //! `BIFROST_API_URL`, `BIFROST_APPS_DOMAIN`; optionally
 //! `BIFROST_COLLECTION_PREFIX` and `BIFROST_TOPIC_PREFIX` (tests share one
-//! emulator), `FIRESTORE_EMULATOR_HOST`, `PUBSUB_EMULATOR_HOST`.
+//! emulator), `FIRESTORE_EMULATOR_HOST`, `PUBSUB_EMULATOR_HOST`,
+//! `STORAGE_EMULATOR_HOST`; `BIFROST_SOURCES_BUCKET` (uploads and build
+//! contexts in Cloud Storage); for `build`, `BIFROST_REGION`,
+//! `BIFROST_BUILD_LOGS_BUCKET`, `BIFROST_ARTIFACT_REPOSITORY`,
+//! `BIFROST_BUILD_SERVICE_ACCOUNT` and (tests) `BIFROST_CLOUD_BUILD_API`.
 
-mod logging;
 mod unconfigured;
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use axum::routing::{get, post};
 use bifrost_functions::{Ctx, Functions, Settings};
 use bifrost_shared::embedded::{GitSources, LogLimits, LogWriter};
 use bifrost_shared::events::{Outcome, PushEnvelope};
+use bifrost_shared::gcp::cloud_build::{
+    CloudBuildBuilder, CloudBuildConfig, GoogleCredentials, NoCredentials, TokenSource,
+};
 use bifrost_shared::gcp::pubsub::PubSubBus;
+use bifrost_shared::gcp::storage::{Gcs, GcsSources};
 use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
-use bifrost_shared::ports::{PushHandler, Store};
-use tracing::Instrument;
-
-/// Cloud Run sends SIGTERM, then SIGKILL 10 s later: stop accepting at once,
-/// give in-flight requests what is left.
-const DRAIN: Duration = Duration::from_secs(9);
+use bifrost_shared::ports::{Builder, PushHandler, Sources, Store};
 
 /// The functions this crate serves.
 pub const FUNCTIONS: [&str; 6] = ["gateway", "validate", "build", "deploy", "verify", "analytics"];
@@ -46,7 +44,9 @@ fn env(name: &str) -> Option<String> {
 /// The entry point of every binary.
 pub fn main(function: &'static str) -> ExitCode {
     let gcp_project = env("BIFROST_GCP_PROJECT").unwrap_or_else(|| "bifrost-local".into());
-    logging::init(env("K_SERVICE").is_some(), &gcp_project);
+    // reqwest (Cloud Build calls) is built without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    bifrost_service::init_logging(&gcp_project);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -79,7 +79,7 @@ impl PushHandler for Only {
     }
 }
 
-async fn context(gcp_project: &str) -> anyhow::Result<Ctx> {
+async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
     let prefix = env("BIFROST_COLLECTION_PREFIX").unwrap_or_default();
     let topic_prefix = env("BIFROST_TOPIC_PREFIX").unwrap_or_else(|| "bifrost-".into());
     let pubsub_endpoint = env("PUBSUB_EMULATOR_HOST").map(|h| format!("http://{h}"));
@@ -90,14 +90,31 @@ async fn context(gcp_project: &str) -> anyhow::Result<Ctx> {
     let store: Arc<dyn Store> = Arc::new(store);
     let (logs, _task) = LogWriter::start(store.clone(), LogLimits::default());
     // Cloud Run's only writable disk is memory-backed /tmp: git mirrors for
-    // reading deploy.toml live there for the instance's life.
+    // reading deploy.toml, and build contexts, live there.
     let scratch = std::env::temp_dir().join("bifrost");
+    // Uploaded sources live in Cloud Storage when the bucket is configured
+    // (always, from terraform/); without it, git repositories only.
+    let gcs = match env("BIFROST_SOURCES_BUCKET") {
+        Some(bucket) => {
+            let endpoint = env("STORAGE_EMULATOR_HOST").map(|h| format!("http://{h}"));
+            Some((Gcs::connect(endpoint.as_deref()).await.map_err(anyhow::Error::msg)?, bucket))
+        }
+        None => None,
+    };
+    let sources: Arc<dyn Sources> = match &gcs {
+        Some((gcs, bucket)) => Arc::new(GcsSources::new(&scratch, gcs.clone(), bucket)),
+        None => Arc::new(GitSources::new(&scratch)),
+    };
+    let builder: Arc<dyn Builder> = match (function, &gcs) {
+        ("build", Some((gcs, bucket))) => Arc::new(cloud_build(gcp_project, gcs, bucket, sources.clone(), &scratch)?),
+        _ => Arc::new(unconfigured::Unconfigured("the Cloud Build builder (BIFROST_SOURCES_BUCKET)")),
+    };
     Ok(Ctx {
         health: tokio::sync::broadcast::channel(1024).0,
         store,
         dead_letters: Arc::new(unconfigured::Unconfigured("dead letters (Pub/Sub dead-letter subscriptions)")),
-        sources: Arc::new(GitSources::new(&scratch)),
-        builder: Arc::new(unconfigured::Unconfigured("the Cloud Build builder")),
+        sources,
+        builder,
         runtime: Arc::new(unconfigured::Unconfigured("the GKE runtime")),
         logs,
         settings: Settings {
@@ -106,6 +123,33 @@ async fn context(gcp_project: &str) -> anyhow::Result<Ctx> {
             ..Settings::default()
         },
     })
+}
+
+/// The build function's builder: Cloud Build in `BIFROST_REGION`, pushing
+/// to `BIFROST_ARTIFACT_REPOSITORY`, logs from `BIFROST_BUILD_LOGS_BUCKET`.
+/// `BIFROST_CLOUD_BUILD_API` points it elsewhere (tests), without credentials.
+fn cloud_build(
+    gcp_project: &str,
+    gcs: &Gcs,
+    sources_bucket: &str,
+    sources: Arc<dyn Sources>,
+    scratch: &std::path::Path,
+) -> anyhow::Result<CloudBuildBuilder> {
+    let region = env("BIFROST_REGION").context("BIFROST_REGION is not set (the region builds run in)")?;
+    let defaults = CloudBuildConfig::new(gcp_project, &region);
+    let (auth, api): (Arc<dyn TokenSource>, String) = match env("BIFROST_CLOUD_BUILD_API") {
+        Some(api) => (Arc::new(NoCredentials), api),
+        None => (Arc::new(GoogleCredentials::from_environment().map_err(anyhow::Error::msg)?), defaults.api.clone()),
+    };
+    let cfg = CloudBuildConfig {
+        sources_bucket: sources_bucket.to_string(),
+        logs_bucket: env("BIFROST_BUILD_LOGS_BUCKET").unwrap_or(defaults.logs_bucket.clone()),
+        repository: env("BIFROST_ARTIFACT_REPOSITORY").unwrap_or(defaults.repository.clone()),
+        service_account: env("BIFROST_BUILD_SERVICE_ACCOUNT"),
+        api,
+        ..defaults
+    };
+    CloudBuildBuilder::new(cfg, sources, gcs.clone(), auth, scratch).map_err(anyhow::Error::msg)
 }
 
 /// The routes of one function's service.
@@ -120,7 +164,7 @@ pub fn router(function: &'static str, ctx: Ctx) -> Router {
         }
         r
     };
-    app.layer(axum::middleware::from_fn(traced))
+    app.layer(axum::middleware::from_fn(bifrost_service::traced))
 }
 
 /// Cloud Scheduler's call: fold health reports older than an hour into
@@ -136,77 +180,17 @@ async fn analytics(ctx: Ctx) -> Result<String, (axum::http::StatusCode, String)>
     }
 }
 
-/// Every request runs in a span carrying Cloud Trace's id from
-/// `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=1`), which the JSON logs
-/// turn into `logging.googleapis.com/trace`, so a request's lines group
-/// under it in the console.
-async fn traced(req: Request, next: Next) -> Response {
-    let trace = req
-        .headers()
-        .get("x-cloud-trace-context")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split('/').next())
-        .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(str::to_string)
-        .unwrap_or_default();
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let span = tracing::info_span!("request", trace = %trace, method = %method, path = %path);
-    let started = std::time::Instant::now();
-    async move {
-        let response = next.run(req).await;
-        tracing::info!(
-            status = response.status().as_u16(),
-            latency_ms = started.elapsed().as_millis() as u64,
-            "{method} {path}"
-        );
-        response
-    }
-    .instrument(span)
-    .await
-}
-
 async fn serve(function: &'static str, gcp_project: String) -> anyhow::Result<()> {
     anyhow::ensure!(FUNCTIONS.contains(&function), "no function named {function:?}");
     let port: u16 = match env("PORT") {
         Some(p) => p.parse().with_context(|| format!("PORT={p:?} is not a port number"))?,
         None => 8080,
     };
-    let ctx = context(&gcp_project).await?;
+    let ctx = context(function, &gcp_project).await?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .with_context(|| format!("cannot listen on port {port}"))?;
     tracing::info!(port, function, "bifrost-{function} listening");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot watch SIGTERM");
-                return;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("SIGTERM: not accepting new requests, draining");
-        let _ = stop_tx.send(true);
-    });
-    let mut graceful = stop_rx.clone();
-    let server = axum::serve(listener, router(function, ctx))
-        .with_graceful_shutdown(async move {
-            let _ = graceful.wait_for(|s| *s).await;
-        })
-        .into_future();
-    let mut deadline = stop_rx;
-    tokio::select! {
-        r = server => r.context("serving")?,
-        _ = async move {
-            let _ = deadline.wait_for(|s| *s).await;
-            tokio::time::sleep(DRAIN).await;
-        } => tracing::warn!("requests still running after {}s; exiting anyway", DRAIN.as_secs()),
-    }
-    tracing::info!("stopped");
-    Ok(())
+    bifrost_service::serve(listener, router(function, ctx)).await
 }

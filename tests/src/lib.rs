@@ -527,3 +527,134 @@ pub mod pubsub {
         }
     }
 }
+
+/// Cloud Build's API as the builder sees it (Cloud Build cannot run here),
+/// writing its build log into a real (emulated) Cloud Storage bucket.
+pub mod cloud_build {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse;
+    use bifrost_shared::gcp::storage::Gcs;
+    use bytes::Bytes;
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+
+    pub const DIGEST: &str = "sha256:4b825dc642cb6eb9a060e54bf8d69288fbee4904c0ae1ab57e2b2c9a3b4e5f60";
+    /// What the fake's build writes to its log, the last line without a newline.
+    pub const LOG: [&str; 4] =
+        ["Step 1/6 : FROM python:3.12-slim", "Step 6/6 : CMD [\"python3\"]", "Successfully built 3f2a", "DONE"];
+
+    #[derive(Clone, Copy, PartialEq)]
+    pub enum Verdict {
+        Success,
+        Failure,
+        /// Never finishes (the test cancels it).
+        Hang,
+        /// Refuses the submit with 403.
+        Forbidden,
+    }
+
+    pub struct FakeCloudBuild {
+        pub gcs: Gcs,
+        pub logs_bucket: String,
+        pub verdict: Verdict,
+        pub polls: AtomicU32,
+        /// Every request: method, path, JSON body.
+        pub seen: Mutex<Vec<(Method, String, Value)>>,
+    }
+
+    impl FakeCloudBuild {
+        async fn handle(&self, method: Method, path: String, body: Value) -> axum::response::Response {
+            self.seen.lock().expect("lock").push((method.clone(), path.clone(), body.clone()));
+            // `/v1/projects/P/locations/R/builds[/ID[:cancel]]`, any P and R.
+            let builds = match path.find("/builds") {
+                Some(i) if path.starts_with("/v1/projects/") && path.contains("/locations/") => &path[..i + 7],
+                _ => "/v1/projects/-/locations/-/builds",
+            };
+            let build_id = "7f0c1b2a-build";
+            if method == Method::POST && path == builds {
+                if self.verdict == Verdict::Forbidden {
+                    let err = json!({"error": {"code": 403, "message": "The caller does not have permission", "status": "PERMISSION_DENIED"}});
+                    return (StatusCode::FORBIDDEN, axum::Json(err)).into_response();
+                }
+                return axum::Json(json!({
+                    "name": "projects/acme/locations/europe-west1/operations/op-1",
+                    "metadata": {
+                        "@type": "type.googleapis.com/google.devtools.cloudbuild.v1.BuildOperationMetadata",
+                        "build": { "id": build_id, "status": "QUEUED",
+                                   "logUrl": format!("https://console.cloud.google.com/cloud-build/builds;region=europe-west1/{build_id}?project=acme") }
+                    }
+                }))
+                .into_response();
+            }
+            if method == Method::POST && path == format!("{builds}/{build_id}:cancel") {
+                return axum::Json(json!({ "id": build_id, "status": "CANCELLED" })).into_response();
+            }
+            if method == Method::GET && path == format!("{builds}/{build_id}") {
+                let n = self.polls.fetch_add(1, Ordering::SeqCst) as usize;
+                // The log grows by a line per poll, as Cloud Build streams it.
+                let shown = (n + 1).min(LOG.len());
+                let text = LOG[..shown].join("\n") + if shown < LOG.len() { "\n" } else { "" };
+                let object = format!("log-{build_id}.txt");
+                if let Err(e) = self.gcs.put(&self.logs_bucket, &object, Bytes::from(text), "text/plain").await {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, e).into_response();
+                }
+                let status = match (n, self.verdict) {
+                    (0, _) => "QUEUED",
+                    (_, Verdict::Hang) => "WORKING",
+                    (n, _) if n < LOG.len() => "WORKING",
+                    (_, Verdict::Failure) => "FAILURE",
+                    _ => "SUCCESS",
+                };
+                let mut build = json!({ "id": build_id, "status": status });
+                if status == "SUCCESS" {
+                    let image = body_image(&self.seen.lock().expect("lock"));
+                    build["results"] = json!({ "images": [{ "name": image, "digest": DIGEST }] });
+                }
+                if status == "FAILURE" {
+                    build["failureInfo"] = json!({ "type": "USER_BUILD_STEP",
+                        "detail": "Build step failure: build step 0 \"gcr.io/cloud-builders/docker\" failed: step exited with non-zero status: 1" });
+                }
+                return axum::Json(build).into_response();
+            }
+            (StatusCode::NOT_FOUND, axum::Json(json!({"error": {"code": 404, "message": format!("no route {path}")}})))
+                .into_response()
+        }
+    }
+
+    /// The image the submitted build said it would push.
+    fn body_image(seen: &[(Method, String, Value)]) -> String {
+        seen.iter()
+            .find(|(m, _, _)| m == Method::POST)
+            .map(|(_, _, b)| b["images"][0].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+
+    pub async fn serve(fake: Arc<FakeCloudBuild>) -> String {
+        let app = axum::Router::new().fallback(move |method: Method, uri: axum::http::Uri, body: Bytes| {
+            let fake = fake.clone();
+            async move {
+                let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                fake.handle(method, uri.path().to_string(), body).await
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    /// Buckets come from terraform on GCP; on the emulator, from its JSON API.
+    pub async fn create_bucket(host: &str, name: &str) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let resp = reqwest::Client::new()
+            .post(format!("http://{host}/storage/v1/b?project=acme"))
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .expect("the emulator answers");
+        assert!(resp.status().is_success(), "creating bucket {name}: {}", resp.status());
+    }
+}

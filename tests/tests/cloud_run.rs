@@ -1,9 +1,11 @@
 //! The function binaries on Cloud Run's contract, through Google's
-//! emulators: `bifrost-gateway` and `bifrost-validate` run as separate
-//! processes on `$PORT` with `K_SERVICE` set; the Pub/Sub emulator's push
-//! subscriptions point at the validate binary; a signed webhook to the
-//! gateway binary drives the deployment to `building`. Their logs are Cloud
-//! Logging JSON with the request's trace; SIGTERM stops them within 10 s.
+//! emulators: `bifrost-gateway`, `bifrost-validate` and `bifrost-build` run
+//! as separate processes on `$PORT` with `K_SERVICE` set; the Pub/Sub
+//! emulator's push subscriptions point at validate and build; a signed
+//! webhook to the gateway binary drives the deployment to `built`: the build
+//! binary uploads the source to the storage emulator and builds it with a
+//! fake Cloud Build (none can run here) whose log it streams. Their logs are
+//! Cloud Logging JSON with the request's trace; SIGTERM stops them within 10 s.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -11,10 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::AtomicU32;
+
+use bifrost_e2e::cloud_build::{DIGEST, FakeCloudBuild, LOG, Verdict, create_bucket, serve};
 use bifrost_e2e::{ADMIN_TOKEN, Client, GitRepo, bifrost_bin};
 use bifrost_shared::auth::hash_token;
 use bifrost_shared::domain::Role;
 use bifrost_shared::gcp::emulator::{Emulator, Kind};
+use bifrost_shared::gcp::storage::Gcs;
 use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
 use bifrost_shared::ports::Store;
 use serde_json::{Value, json};
@@ -39,9 +45,10 @@ fn binary(name: &str) -> PathBuf {
     bin
 }
 
-fn start(function: &str, firestore: &Emulator, pubsub: &Emulator) -> Service {
+fn start(function: &str, firestore: &Emulator, pubsub: &Emulator, extra: &[(&str, &str)]) -> Service {
     let port = free_port();
     let mut child = Command::new(binary(&format!("bifrost-{function}")))
+        .envs(extra.iter().copied())
         .env("PORT", port.to_string())
         .env("K_SERVICE", format!("bifrost-{function}"))
         .env("BIFROST_GCP_PROJECT", PROJECT)
@@ -96,12 +103,37 @@ async fn function_binaries_run_the_pipeline_on_cloud_runs_contract() {
     let store = FirestoreStore::connect(config).await.expect("firestore");
     store.create_token("admin", Role::Admin, &hash_token(ADMIN_TOKEN)).await.expect("token");
 
-    let mut gateway = start("gateway", &firestore, &pubsub);
-    let mut validate = start("validate", &firestore, &pubsub);
+    // Cloud Storage (emulated) for sources and build logs; Cloud Build (fake).
+    let storage = Emulator::start(Kind::Storage).expect("the storage emulator starts");
+    for bucket in ["sources", "build-logs"] {
+        create_bucket(&storage.host, bucket).await;
+    }
+    let gcs = Gcs::connect(Some(&format!("http://{}", storage.host))).await.expect("gcs");
+    let fake = Arc::new(FakeCloudBuild {
+        gcs: gcs.clone(),
+        logs_bucket: "build-logs".into(),
+        verdict: Verdict::Success,
+        polls: AtomicU32::new(0),
+        seen: Mutex::new(vec![]),
+    });
+    let cloud_build_api = serve(fake.clone()).await;
+    let gcs_env = [("BIFROST_SOURCES_BUCKET", "sources"), ("STORAGE_EMULATOR_HOST", storage.host.as_str())];
+    let build_env = [
+        gcs_env[0],
+        gcs_env[1],
+        ("BIFROST_REGION", "europe-west1"),
+        ("BIFROST_BUILD_LOGS_BUCKET", "build-logs"),
+        ("BIFROST_ARTIFACT_REPOSITORY", "europe-west1-docker.pkg.dev/bifrost-test/bifrost/apps"),
+        ("BIFROST_CLOUD_BUILD_API", cloud_build_api.as_str()),
+    ];
+
+    let mut gateway = start("gateway", &firestore, &pubsub, &gcs_env);
+    let mut validate = start("validate", &firestore, &pubsub, &gcs_env);
+    let mut build = start("build", &firestore, &pubsub, &build_env);
     let http = reqwest::Client::new();
-    let validate_url = validate.url.clone();
-    bifrost_e2e::pubsub::setup(&http, &format!("http://{}", pubsub.host), PROJECT, &["validate"], |_| {
-        validate_url.clone()
+    let (validate_url, build_url) = (validate.url.clone(), build.url.clone());
+    bifrost_e2e::pubsub::setup(&http, &format!("http://{}", pubsub.host), PROJECT, &["validate", "build"], |f| {
+        if f == "build" { build_url.clone() } else { validate_url.clone() }
     })
     .await;
 
@@ -112,36 +144,62 @@ async fn function_binaries_run_the_pipeline_on_cloud_runs_contract() {
     let push = c.webhook("push", "cr-1", SECRET, &repo.push_payload("refs/heads/main", &repo.head())).await;
     assert_eq!(push.status, 201, "{:?}", push.body);
     let id = push.body["deployment"]["id"].as_str().expect("id").to_string();
-    let d = c.wait_deployment(&id, "building", |d| d["status"] == "building").await;
+    let d = c.wait_deployment(&id, "built", |d| d["status"] == "built" || d["status"] == "failed").await;
     let history: Vec<&str> =
         d["history"].as_array().expect("history").iter().filter_map(|h| h["to"].as_str()).collect();
-    assert_eq!(history, ["queued", "validating", "building"]);
-
-    // /healthz, and a request's logs carry its Cloud Trace id.
-    let trace = "105445aa7843bc8bf206b12000100000";
-    let h = http
-        .get(format!("{}/healthz", validate.url))
-        .header("x-cloud-trace-context", format!("{trace}/1;o=1"))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(h.status().as_u16(), 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let lines = json_lines(&validate);
-    assert!(lines.iter().all(|l| l["severity"].is_string() && l["message"].is_string()), "{lines:?}");
-    let traced = lines
+    assert_eq!(history, ["queued", "validating", "building", "built"], "{d}");
+    let stored = store.get_deployment(&id).await.expect("the deployment");
+    assert_eq!(
+        stored.artifact.as_ref().map(|a| a["image"].clone()).unwrap_or_default(),
+        format!("europe-west1-docker.pkg.dev/bifrost-test/bifrost/apps/app@{DIGEST}"),
+        "the build's image, by digest: {d}"
+    );
+    let context = gcs.get("sources", &format!("builds/{id}.tar.gz")).await.expect("reads");
+    assert!(context.is_some(), "the build context was uploaded");
+    let logs = c.get(&format!("/api/v1/deployments/{id}/logs")).await;
+    let lines: Vec<&str> = logs
+        .body
+        .as_array()
+        .expect("feed items")
         .iter()
-        .find(|l| l["message"] == "GET /healthz")
-        .unwrap_or_else(|| panic!("no log line for /healthz: {lines:?}"));
-    assert_eq!(traced["logging.googleapis.com/trace"], format!("projects/{PROJECT}/traces/{trace}"));
-    assert_eq!(traced["severity"], "INFO");
+        .filter(|item| item["kind"] == "log" && item["stream"] == "build")
+        .filter_map(|item| item["line"].as_str())
+        .filter(|l| !l.starts_with("==>"))
+        .collect();
+    assert_eq!(lines, LOG, "Cloud Build's log is the deployment's build log, in order, once");
+
+    // /healthz, and a request's logs carry its Cloud Trace id: the function
+    // services and the dashboard's own service alike.
+    let mut web = start("web", &firestore, &pubsub, &[("BIFROST_API_URL", gateway.url.as_str())]);
+    let trace = "105445aa7843bc8bf206b12000100000";
+    for s in [&validate, &web] {
+        let h = http
+            .get(format!("{}/healthz", s.url))
+            .header("x-cloud-trace-context", format!("{trace}/1;o=1"))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(h.status().as_u16(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for s in [&validate, &web] {
+        let lines = json_lines(s);
+        assert!(lines.iter().all(|l| l["severity"].is_string() && l["message"].is_string()), "{lines:?}");
+        let traced = lines
+            .iter()
+            .find(|l| l["message"] == "GET /healthz")
+            .unwrap_or_else(|| panic!("no log line for /healthz: {lines:?}"));
+        assert_eq!(traced["logging.googleapis.com/trace"], format!("projects/{PROJECT}/traces/{trace}"));
+        assert_eq!(traced["severity"], "INFO");
+    }
+    let lines = json_lines(&validate);
     assert!(
         lines.iter().any(|l| l["message"] == "POST /push/validate" && l["status"] == 204),
         "validate answered pushes: {lines:?}"
     );
 
     // SIGTERM: both drain and exit, well within Cloud Run's 10 s.
-    for s in [&mut gateway, &mut validate] {
+    for s in [&mut gateway, &mut validate, &mut build, &mut web] {
         let started = Instant::now();
         let pid = s.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
@@ -155,5 +213,5 @@ async fn function_binaries_run_the_pipeline_on_cloud_runs_contract() {
         assert!(status.success(), "{} exited with {status}", s.url);
     }
     assert!(json_lines(&validate).iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("SIGTERM"))));
-    drop((firestore, pubsub));
+    drop((firestore, pubsub, storage));
 }

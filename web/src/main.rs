@@ -28,9 +28,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BIFROST_LOG").unwrap_or_else(|_| "info".into()))
-        .init();
+    // Cloud Logging JSON on Cloud Run, like the function services.
+    let gcp_project = std::env::var("BIFROST_GCP_PROJECT").unwrap_or_else(|_| "bifrost-local".into());
+    bifrost_service::init_logging(&gcp_project);
     let args = Args::parse();
     let listen = match args.listen {
         Some(a) => a,
@@ -48,17 +48,11 @@ async fn main() -> anyhow::Result<()> {
         site_root,
         secure_cookies: args.secure_cookies,
     })
-    .route("/healthz", axum::routing::get(|| async { "ok" }));
+    .route("/healthz", axum::routing::get(|| async { "ok" }))
+    .layer(axum::middleware::from_fn(bifrost_service::traced));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    println!("bifrost-web: listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-            }
-        })
-        .await?;
-    Ok(())
+    tracing::info!(url = %format!("http://{}", listener.local_addr()?), "bifrost-web listening");
+    // SIGTERM: stop accepting, drain, and exit within Cloud Run's 10 s
+    // even with dashboards' SSE streams still open.
+    bifrost_service::serve(listener, app).await
 }

@@ -130,14 +130,14 @@ fn plan(
                 );
                 s.env.push(("CARGO_TARGET_DIR".into(), target.display().to_string()));
                 steps.push(s);
-                artifact.command = Some(format!("./.bifrost/bin/{bin}"));
+                artifact.command = start_command(rt, dir)?;
             }
         }
         Runtime::Go => {
             if custom_build.is_none() {
                 need("go", rt)?;
                 steps.push(step("go build", "mkdir -p .bifrost/bin && go build -o .bifrost/bin/app ."));
-                artifact.command = Some("./.bifrost/bin/app".into());
+                artifact.command = start_command(rt, dir)?;
             }
         }
         Runtime::Python => {
@@ -157,10 +157,7 @@ fn plan(
                 }
             }
             artifact.path_prepend.push(dir.join(".venv/bin"));
-            artifact.command = match first_existing(dir, &["app.py", "main.py", "server.py"]) {
-                Some(f) => Some(format!("python3 {f}")),
-                None => procfile_web(dir),
-            };
+            artifact.command = start_command(rt, dir)?;
         }
         Runtime::Node => {
             need("node", rt)?;
@@ -177,17 +174,10 @@ fn plan(
                     }
                 }
             }
-            artifact.command = if pkg.as_ref().is_some_and(|p| p["scripts"]["start"].is_string()) {
-                Some("npm start --silent".into())
-            } else {
-                let main = pkg.as_ref().and_then(|p| p["main"].as_str().map(str::to_string));
-                main.or_else(|| first_existing(dir, &["server.js", "index.js", "app.js"]).map(str::to_string))
-                    .map(|f| format!("node {f}"))
-            };
+            artifact.command = start_command(rt, dir)?;
         }
         Runtime::Static => {
-            let root = first_existing(dir, &["public", "dist", "build", "site"]).unwrap_or(".");
-            artifact.static_root = Some(dir.join(root));
+            artifact.static_root = Some(dir.join(static_root(dir)));
         }
         Runtime::Docker => {
             return Err(BuildError::Failed(
@@ -204,16 +194,51 @@ fn plan(
         artifact.command = Some(cmd.clone());
     }
     if artifact.command.is_none() && artifact.static_root.is_none() {
-        return Err(BuildError::Failed(format!(
-            "no start command for runtime {rt}: set [run] command in deploy.toml{}",
-            match rt {
-                Runtime::Python => " (or add app.py, main.py, server.py or a Procfile `web:` line)",
-                Runtime::Node => " (or add a `start` script, `main`, or server.js/index.js)",
-                _ => "",
-            }
-        )));
+        return Err(no_start_command(rt));
     }
     Ok((steps, artifact))
+}
+
+/// How a checkout of runtime `rt` starts when `[run] command` is not set,
+/// after the runtime's default build (which puts compiled binaries in
+/// `.bifrost/bin/`). `None` for static sites and Docker images, which start
+/// their own way. Shared by the local builder and the generated Dockerfile.
+pub(crate) fn start_command(rt: Runtime, dir: &Path) -> Result<Option<String>, BuildError> {
+    Ok(match rt {
+        Runtime::Rust => Some(format!("./.bifrost/bin/{}", rust_binary(dir)?)),
+        Runtime::Go => Some("./.bifrost/bin/app".into()),
+        Runtime::Python => match first_existing(dir, &["app.py", "main.py", "server.py"]) {
+            Some(f) => Some(format!("python3 {f}")),
+            None => procfile_web(dir),
+        },
+        Runtime::Node => {
+            let pkg = read_json(&dir.join("package.json"));
+            if pkg.as_ref().is_some_and(|p| p["scripts"]["start"].is_string()) {
+                Some("npm start --silent".into())
+            } else {
+                let main = pkg.as_ref().and_then(|p| p["main"].as_str().map(str::to_string));
+                main.or_else(|| first_existing(dir, &["server.js", "index.js", "app.js"]).map(str::to_string))
+                    .map(|f| format!("node {f}"))
+            }
+        }
+        Runtime::Static | Runtime::Docker => None,
+    })
+}
+
+pub(crate) fn no_start_command(rt: Runtime) -> BuildError {
+    BuildError::Failed(format!(
+        "no start command for runtime {rt}: set [run] command in deploy.toml{}",
+        match rt {
+            Runtime::Python => " (or add app.py, main.py, server.py or a Procfile `web:` line)",
+            Runtime::Node => " (or add a `start` script, `main`, or server.js/index.js)",
+            _ => "",
+        }
+    ))
+}
+
+/// The folder a static site serves from.
+pub(crate) fn static_root(dir: &Path) -> &'static str {
+    first_existing(dir, &["public", "dist", "build", "site"]).unwrap_or(".")
 }
 
 fn procfile_web(dir: &Path) -> Option<String> {

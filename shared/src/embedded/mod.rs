@@ -1,11 +1,11 @@
 //! The embedded home: everything `bifrost up` needs on one machine.
 
-mod builder;
+pub(crate) mod builder;
 mod dispatcher;
 mod logs;
 pub mod process;
 mod runtime;
-mod sources;
+pub(crate) mod sources;
 mod store;
 
 pub use crate::ports::PushHandler;

@@ -150,7 +150,7 @@ fn read_from_archive(archive: &Path, want: &str) -> Result<Option<String>, Sourc
 }
 
 /// Checks an upload is a gzipped tar whose paths stay inside the tree.
-fn check_archive(bytes: &[u8]) -> Result<usize, SourceError> {
+pub(crate) fn check_archive(bytes: &[u8]) -> Result<usize, SourceError> {
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
     let entries = tar.entries().map_err(|e| SourceError::Invalid(format!("upload is not a .tar.gz archive: {e}")))?;
     let mut n = 0;

@@ -1,5 +1,6 @@
 //! Google's own emulators (installed with the Cloud SDK under
-//! `/usr/lib/google-cloud-sdk/platform/`), started on a free loopback port
+//! `/usr/lib/google-cloud-sdk/platform/`), and PyPI's `gcp-storage-emulator`
+//! for Cloud Storage (Google ships none), started on a free loopback port
 //! for tests and local runs. The wrapper scripts leave a java child behind,
 //! so each emulator gets its own process group and the whole group is
 //! killed on drop.
@@ -16,6 +17,21 @@ const SDK_PLATFORM: &str = "/usr/lib/google-cloud-sdk/platform";
 pub enum Kind {
     Firestore,
     PubSub,
+    /// PyPI `gcp-storage-emulator` (scripts/test.sh installs it into
+    /// `.tools/gcs-emulator`; `BIFROST_GCS_EMULATOR` overrides the path).
+    Storage,
+}
+
+/// The storage emulator: `$BIFROST_GCS_EMULATOR`, else the first
+/// `.tools/gcs-emulator/bin/gcp-storage-emulator` up from the current
+/// directory (tests run in a crate's directory).
+fn storage_emulator() -> PathBuf {
+    if let Some(p) = std::env::var_os("BIFROST_GCS_EMULATOR") {
+        return PathBuf::from(p);
+    }
+    let rel = ".tools/gcs-emulator/bin/gcp-storage-emulator";
+    let cwd = std::env::current_dir().unwrap_or_default();
+    cwd.ancestors().map(|d| d.join(rel)).find(|p| p.exists()).unwrap_or_else(|| PathBuf::from(rel))
 }
 
 impl Kind {
@@ -25,6 +41,7 @@ impl Kind {
         match self {
             Kind::Firestore => root.join("cloud-firestore-emulator/cloud_firestore_emulator"),
             Kind::PubSub => root.join("pubsub-emulator/bin/cloud-pubsub-emulator"),
+            Kind::Storage => storage_emulator(),
         }
     }
 
@@ -33,6 +50,7 @@ impl Kind {
         match self {
             Kind::Firestore => "FIRESTORE_EMULATOR_HOST",
             Kind::PubSub => "PUBSUB_EMULATOR_HOST",
+            Kind::Storage => "STORAGE_EMULATOR_HOST",
         }
     }
 }
@@ -40,9 +58,11 @@ impl Kind {
 /// A running emulator; killed (with its children) on drop.
 pub struct Emulator {
     child: Child,
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT`: where clients connect (for Storage, the shim).
     pub host: String,
     pub kind: Kind,
+    /// Stops the Storage shim's thread when dropped.
+    _shim: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -55,17 +75,20 @@ impl Emulator {
     pub fn start(kind: Kind) -> Result<Emulator, String> {
         let cmd = kind.command();
         if !cmd.exists() {
-            return Err(format!(
-                "{} is not installed (expected at {}; set BIFROST_GCLOUD_PLATFORM to the Cloud SDK's platform/ directory)",
-                kind.env_var(),
-                cmd.display()
-            ));
+            let hint = match kind {
+                Kind::Storage => "scripts/test.sh installs it; or set BIFROST_GCS_EMULATOR",
+                _ => "set BIFROST_GCLOUD_PLATFORM to the Cloud SDK's platform/ directory",
+            };
+            return Err(format!("{} is not installed (expected at {}; {hint})", kind.env_var(), cmd.display()));
         }
         let port = free_port().map_err(|e| format!("finding a free port: {e}"))?;
         let mut command = Command::new(&cmd);
         match kind {
             Kind::Firestore => command.args(["start", "--host=127.0.0.1", &format!("--port={port}")]),
             Kind::PubSub => command.args(["--host=127.0.0.1", &format!("--port={port}")]),
+            Kind::Storage => {
+                command.args(["start", "--host=127.0.0.1", &format!("--port={port}"), "--in-memory", "-q"])
+            }
         };
         let child = command
             .stdin(Stdio::null())
@@ -75,10 +98,15 @@ impl Emulator {
             .spawn()
             .map_err(|e| format!("starting {}: {e}", cmd.display()))?;
         let host = format!("127.0.0.1:{port}");
-        let mut emulator = Emulator { child, host, kind };
+        let mut emulator = Emulator { child, host, kind, _shim: None };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if std::net::TcpStream::connect(&emulator.host).is_ok() {
+                if kind == Kind::Storage {
+                    let (host, stop) = storage_shim::start(&emulator.host)?;
+                    emulator.host = host;
+                    emulator._shim = Some(stop);
+                }
                 return Ok(emulator);
             }
             if let Ok(Some(status)) = emulator.child.try_wait() {
@@ -99,5 +127,108 @@ impl Drop for Emulator {
         let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `gcp-storage-emulator` answers object downloads without the
+/// `x-goog-generation` header Cloud Storage always sends, and Google's
+/// client refuses a read without it. This loopback proxy forwards every
+/// request unchanged and, on a download lacking the header, adds it from
+/// the object's own metadata: the adapter talks to the emulator exactly as
+/// it talks to Cloud Storage.
+mod storage_shim {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Request, Response, StatusCode};
+
+    pub fn start(upstream: &str) -> Result<(String, tokio::sync::oneshot::Sender<()>), String> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("shim: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| format!("shim: {e}"))?;
+        let host = listener.local_addr().map_err(|e| format!("shim: {e}"))?.to_string();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let upstream = format!("http://{upstream}");
+        std::thread::Builder::new()
+            .name("gcs-emulator-shim".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
+                    let client = reqwest::Client::new();
+                    loop {
+                        let stream = tokio::select! {
+                            _ = &mut stopped => return,
+                            accepted = listener.accept() => match accepted { Ok((s, _)) => s, Err(_) => continue },
+                        };
+                        let (client, upstream) = (client.clone(), upstream.clone());
+                        tokio::spawn(async move {
+                            let service = hyper::service::service_fn(move |req| {
+                                let (client, upstream) = (client.clone(), upstream.clone());
+                                async move { Ok::<_, Infallible>(forward(&client, &upstream, req).await) }
+                            });
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                        });
+                    }
+                });
+            })
+            .map_err(|e| format!("shim: {e}"))?;
+        Ok((host, stop))
+    }
+
+    async fn forward(
+        client: &reqwest::Client,
+        upstream: &str,
+        req: Request<hyper::body::Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let fail = |e: String| {
+            let mut r = Response::new(Full::new(Bytes::from(e)));
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        };
+        let (parts, body) = req.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return fail(e.to_string()),
+        };
+        let mut out = client.request(parts.method.clone(), format!("{upstream}{path_and_query}")).body(body);
+        for (name, value) in &parts.headers {
+            if name != hyper::header::HOST {
+                out = out.header(name, value);
+            }
+        }
+        let resp = match out.send().await {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
+        };
+        let mut headers = resp.headers().clone();
+        let status = resp.status();
+        let download = parts.method == hyper::Method::GET && path_and_query.contains("alt=media");
+        if download && status.is_success() && !headers.contains_key("x-goog-generation") {
+            let meta_url = format!("{upstream}{}", parts.uri.path());
+            let generation = match client.get(meta_url).send().await {
+                Ok(m) => m.json::<serde_json::Value>().await.ok().and_then(|v| match &v["generation"] {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                }),
+                Err(_) => None,
+            };
+            if let Some(value) = generation.and_then(|g| hyper::header::HeaderValue::from_str(&g).ok()) {
+                headers.insert("x-goog-generation", value);
+            }
+        }
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return fail(e.to_string()),
+        };
+        let mut r = Response::new(Full::new(bytes));
+        *r.status_mut() = status;
+        headers.remove(hyper::header::TRANSFER_ENCODING);
+        headers.remove(hyper::header::CONTENT_LENGTH);
+        *r.headers_mut() = headers;
+        r
     }
 }

@@ -3,6 +3,8 @@
 //! can run (GKE, Cloud Build), checked by the exact objects they send.
 
 #[cfg(feature = "gcp")]
+pub mod cloud_build;
+#[cfg(feature = "gcp")]
 pub mod emulator;
 #[cfg(feature = "gcp")]
 pub mod firestore;
@@ -12,6 +14,8 @@ pub mod gke;
 pub mod gke_runtime;
 #[cfg(feature = "gcp")]
 pub mod pubsub;
+#[cfg(feature = "gcp")]
+pub mod storage;
 
 #[cfg(feature = "gcp")]
 pub use self::firestore::{FirestoreConfig, FirestoreStore};
