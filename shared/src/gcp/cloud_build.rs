@@ -55,7 +55,9 @@ impl CloudBuildConfig {
             service_account: None,
             api: "https://cloudbuild.googleapis.com".into(),
             poll: Duration::from_secs(2),
-            timeout: Duration::from_secs(20 * 60),
+            // Within the build subscription's 600 s ack deadline (terraform/), so
+            // the verdict is in before Pub/Sub would redeliver the push.
+            timeout: Duration::from_secs(540),
         }
     }
 
