@@ -41,12 +41,12 @@ resource "google_service_account" "scheduler" {
 locals {
   # Project-level roles per function (docs/gcp.md explains each).
   function_roles = {
-    gateway   = ["roles/datastore.user", "roles/pubsub.publisher"]
+    gateway   = ["roles/datastore.user", "roles/pubsub.publisher", "roles/container.viewer"]
     web       = []
     validate  = ["roles/datastore.user", "roles/pubsub.publisher"]
     build     = ["roles/datastore.user", "roles/pubsub.publisher", "roles/cloudbuild.builds.editor"]
     deploy    = ["roles/datastore.user", "roles/pubsub.publisher", "roles/container.developer"]
-    verify    = ["roles/datastore.user", "roles/pubsub.publisher"]
+    verify    = ["roles/datastore.user", "roles/pubsub.publisher", "roles/container.viewer"]
     analytics = ["roles/datastore.user"]
   }
   function_role_pairs = flatten([

@@ -7,6 +7,26 @@ resource "google_artifact_registry_repository" "bifrost" {
   depends_on    = [google_project_service.apis]
 }
 
+locals {
+  gke_env = {
+    BIFROST_GKE_ENDPOINT   = "https://${google_container_cluster.apps.endpoint}"
+    BIFROST_GKE_CA_CERT    = google_container_cluster.apps.master_auth[0].cluster_ca_certificate
+    BIFROST_APPS_NAMESPACE = "apps"
+    BIFROST_SIDECAR_IMAGE  = "${local.registry}/sidecar${var.image_tag}"
+  }
+  function_env = {
+    build = {
+      BIFROST_REGION                = var.region
+      BIFROST_BUILD_LOGS_BUCKET     = google_storage_bucket.data["build-logs"].name
+      BIFROST_ARTIFACT_REPOSITORY   = "${local.registry}/apps"
+      BIFROST_BUILD_SERVICE_ACCOUNT = google_service_account.builds.id
+    }
+    deploy  = local.gke_env
+    verify  = local.gke_env
+    gateway = local.gke_env
+  }
+}
+
 resource "google_cloud_run_v2_service" "functions" {
   for_each            = toset(local.functions)
   name                = "bifrost-${each.value}"
@@ -51,21 +71,17 @@ resource "google_cloud_run_v2_service" "functions" {
         name  = "BIFROST_API_URL"
         value = "https://bifrost-gateway-${data.google_project.this.number}.${var.region}.run.app"
       }
-      # Where the build function builds (Cloud Build) and pushes.
+      # Per-function settings: where build builds and pushes; where deploy,
+      # verify and the gateway (replica status) find the apps' cluster.
       dynamic "env" {
-        for_each = each.value == "build" ? {
-          BIFROST_REGION                = var.region
-          BIFROST_BUILD_LOGS_BUCKET     = google_storage_bucket.data["build-logs"].name
-          BIFROST_ARTIFACT_REPOSITORY   = "${local.registry}/apps"
-          BIFROST_BUILD_SERVICE_ACCOUNT = google_service_account.builds.id
-        } : {}
+        for_each = lookup(local.function_env, each.value, {})
         content {
           name  = env.key
           value = env.value
         }
       }
       dynamic "env" {
-        for_each = each.value == "gateway" ? [1] : []
+        for_each = contains(["gateway", "deploy"], each.value) ? [1] : []
         content {
           name = "BIFROST_ENCRYPTION_KEY"
           value_source {

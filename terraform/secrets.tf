@@ -32,3 +32,10 @@ resource "google_secret_manager_secret_iam_member" "gateway" {
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.function["gateway"].email}"
 }
+
+# deploy signs the health sidecars' report tokens with the key.
+resource "google_secret_manager_secret_iam_member" "deploy" {
+  secret_id = google_secret_manager_secret.bifrost["encryption_key"].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.function["deploy"].email}"
+}

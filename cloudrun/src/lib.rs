@@ -13,7 +13,9 @@
 //! `STORAGE_EMULATOR_HOST`; `BIFROST_SOURCES_BUCKET` (uploads and build
 //! contexts in Cloud Storage); for `build`, `BIFROST_REGION`,
 //! `BIFROST_BUILD_LOGS_BUCKET`, `BIFROST_ARTIFACT_REPOSITORY`,
-//! `BIFROST_BUILD_SERVICE_ACCOUNT` and (tests) `BIFROST_CLOUD_BUILD_API`.
+//! `BIFROST_BUILD_SERVICE_ACCOUNT` and (tests) `BIFROST_CLOUD_BUILD_API`;
+//! for deploy, verify and the gateway, the apps' cluster: `BIFROST_GKE_*`
+//! (see `gke`).
 
 mod unconfigured;
 
@@ -29,6 +31,7 @@ use bifrost_shared::events::{Outcome, PushEnvelope};
 use bifrost_shared::gcp::cloud_build::{
     CloudBuildBuilder, CloudBuildConfig, GoogleCredentials, NoCredentials, TokenSource,
 };
+use bifrost_shared::gcp::gke_runtime::{GkeRuntime, GkeSettings};
 use bifrost_shared::gcp::pubsub::PubSubBus;
 use bifrost_shared::gcp::storage::{Gcs, GcsSources};
 use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
@@ -109,17 +112,21 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
         ("build", Some((gcs, bucket))) => Arc::new(cloud_build(gcp_project, gcs, bucket, sources.clone(), &scratch)?),
         _ => Arc::new(unconfigured::Unconfigured("the Cloud Build builder (BIFROST_SOURCES_BUCKET)")),
     };
+    let app_domain = env("BIFROST_APPS_DOMAIN").unwrap_or_else(|| "apps.example.com".into());
     Ok(Ctx {
         health: tokio::sync::broadcast::channel(1024).0,
         store,
         dead_letters: Arc::new(unconfigured::Unconfigured("dead letters (Pub/Sub dead-letter subscriptions)")),
         sources,
         builder,
-        runtime: Arc::new(unconfigured::Unconfigured("the GKE runtime")),
+        runtime: match env("BIFROST_GKE_ENDPOINT") {
+            Some(endpoint) => Arc::new(gke(&endpoint, &app_domain)?),
+            None => Arc::new(unconfigured::Unconfigured("the GKE runtime (BIFROST_GKE_ENDPOINT)")),
+        },
         logs,
         settings: Settings {
             public_url: env("BIFROST_API_URL").unwrap_or_default(),
-            app_domain: env("BIFROST_APPS_DOMAIN").unwrap_or_else(|| "apps.example.com".into()),
+            app_domain,
             ..Settings::default()
         },
     })
@@ -150,6 +157,34 @@ fn cloud_build(
         ..defaults
     };
     CloudBuildBuilder::new(cfg, sources, gcs.clone(), auth, scratch).map_err(anyhow::Error::msg)
+}
+
+/// The apps' GKE cluster, reached with the service account's credentials:
+/// `BIFROST_GKE_ENDPOINT` (`https://IP`), `BIFROST_GKE_CA_CERT` (base64 PEM,
+/// as terraform reads it from the cluster), `BIFROST_APPS_NAMESPACE`,
+/// `BIFROST_SIDECAR_IMAGE`, `BIFROST_INGEST_URL`.
+fn gke(endpoint: &str, app_domain: &str) -> anyhow::Result<GkeRuntime> {
+    use base64::Engine;
+    let ca = match env("BIFROST_GKE_CA_CERT") {
+        Some(b64) => {
+            let pem = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .context("BIFROST_GKE_CA_CERT is not base64")?;
+            Some(String::from_utf8(pem).context("BIFROST_GKE_CA_CERT is not a PEM text")?)
+        }
+        None => None,
+    };
+    let settings = GkeSettings {
+        namespace: env("BIFROST_APPS_NAMESPACE").unwrap_or_else(|| "apps".into()),
+        sidecar_image: env("BIFROST_SIDECAR_IMAGE").context("BIFROST_SIDECAR_IMAGE is not set")?,
+        domain: app_domain.to_string(),
+        ingest_url: env("BIFROST_INGEST_URL").unwrap_or_default(),
+        // The ingest's key signs the sidecars' report tokens.
+        sidecar_key: env("BIFROST_ENCRYPTION_KEY").unwrap_or_default().into_bytes(),
+        poll: std::time::Duration::from_secs(2),
+    };
+    let auth = Arc::new(GoogleCredentials::from_environment().map_err(anyhow::Error::msg)?);
+    GkeRuntime::with_google_auth(endpoint, ca.as_deref(), auth, settings).map_err(anyhow::Error::msg)
 }
 
 /// The routes of one function's service.

@@ -12,7 +12,9 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
+use bifrost_shared::auth::sidecar_token;
 use bifrost_shared::config;
+use bifrost_shared::gcp::cloud_build::TokenSource;
 use bifrost_shared::gcp::gke::{GkeTarget, render};
 use bifrost_shared::gcp::gke_runtime::{GkeRuntime, GkeSettings};
 use bifrost_shared::ports::{ReplicaSpec, Runtime, RuntimeError};
@@ -29,6 +31,10 @@ max_replicas = 5
 
 [health]
 path = "/healthz"
+
+[env]
+LOG_LEVEL = "info"
+STRIPE_KEY = { secret = "stripe-key" }
 "#;
 
 #[derive(Debug, Clone)]
@@ -37,6 +43,7 @@ struct Seen {
     path: String,
     query: BTreeMap<String, String>,
     content_type: String,
+    authorization: String,
     body: Value,
 }
 
@@ -66,11 +73,13 @@ async fn fake(
         .collect();
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     c.seen.lock().expect("lock").push(Seen {
         method: method.clone(),
         path: uri.path().to_string(),
         query: query.clone(),
         content_type,
+        authorization,
         body: body_json.clone(),
     });
     match method {
@@ -119,7 +128,8 @@ async fn fake(
     }
 }
 
-async fn start(stalled: bool, polls_until_ready: u32) -> (GkeRuntime, Cluster) {
+/// Serves the fake cluster; returns its base URL.
+async fn serve(stalled: bool, polls_until_ready: u32) -> (String, Cluster) {
     let cluster = Cluster {
         seen: Arc::default(),
         version: Arc::default(),
@@ -130,16 +140,62 @@ async fn start(stalled: bool, polls_until_ready: u32) -> (GkeRuntime, Cluster) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let config = kube::Config::new(format!("http://{addr}").parse().expect("url"));
-    let client = kube::Client::try_from(config).expect("client");
-    let settings = GkeSettings {
+    (format!("http://{addr}"), cluster)
+}
+
+fn settings() -> GkeSettings {
+    GkeSettings {
         namespace: "apps".into(),
         sidecar_image: "registry.example/sidecar@sha256:11".into(),
         domain: "apps.acme.dev".into(),
         ingest_url: "http://bifrost-ingest:7481".into(),
+        sidecar_key: b"ingest-key".to_vec(),
         poll: Duration::from_millis(20),
-    };
-    (GkeRuntime::new(client, settings), cluster)
+    }
+}
+
+async fn start(stalled: bool, polls_until_ready: u32) -> (GkeRuntime, Cluster) {
+    let (url, cluster) = serve(stalled, polls_until_ready).await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+    (GkeRuntime::new(client, settings()), cluster)
+}
+
+/// Google credentials as the metadata server hands them out: a bearer
+/// token that changes when it is refreshed.
+struct Tokens(Mutex<String>);
+
+#[async_trait::async_trait]
+impl TokenSource for Tokens {
+    async fn headers(&self) -> Result<reqwest::header::HeaderMap, String> {
+        let mut h = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {}", self.0.lock().expect("lock"));
+        h.insert("authorization", value.parse().map_err(|e| format!("{e}"))?);
+        Ok(h)
+    }
+}
+
+/// From Cloud Run, every call to the cluster carries the service account's
+/// current token, also after it was refreshed.
+#[tokio::test]
+async fn on_cloud_run_every_request_carries_the_current_google_token() {
+    let (url, cluster) = serve(false, 0).await;
+    let tokens = Arc::new(Tokens(Mutex::new("ya29.first".into())));
+    let rt = GkeRuntime::with_google_auth(&url, None, tokens.clone(), settings()).expect("runtime");
+    rt.apply(spec("d-1")).await.expect("applies");
+    let first = cluster.seen.lock().expect("lock").len();
+    assert!(first >= 8, "every object applied: {first}");
+    *tokens.0.lock().expect("lock") = "ya29.refreshed".into();
+    rt.wait_listening("d-1", Duration::from_secs(5)).await.expect("rolls out");
+    let seen = cluster.seen.lock().expect("lock").clone();
+    assert!(seen.len() > first, "the rollout was watched");
+    assert!(seen[..first].iter().all(|s| s.authorization == "Bearer ya29.first"), "{seen:?}");
+    assert!(seen[first..].iter().all(|s| s.authorization == "Bearer ya29.refreshed"), "{seen:?}");
+
+    // A CA bundle that is not PEM is refused up front, naming the problem.
+    let err = GkeRuntime::with_google_auth("https://10.0.0.2", Some("not a certificate"), tokens, settings())
+        .err()
+        .expect("refused");
+    assert!(err.contains("no certificate"), "{err}");
 }
 
 fn spec(id: &str) -> ReplicaSpec {
@@ -148,7 +204,7 @@ fn spec(id: &str) -> ReplicaSpec {
         project: "shop".into(),
         artifact: json!({"image": "registry.example/shop@sha256:22"}),
         config: config::parse(TOML).expect("valid"),
-        env: BTreeMap::new(),
+        env: BTreeMap::from([("LOG_LEVEL".into(), "info".into()), ("STRIPE_KEY".into(), "sk_live_1".into())]),
         replicas: 2,
     }
 }
@@ -177,6 +233,7 @@ async fn applies_every_object_then_watches_the_rollout_then_deletes() {
         paths,
         [
             "/api/v1/namespaces/apps/serviceaccounts/shop",
+            "/api/v1/namespaces/apps/secrets/shop-env",
             "/apis/apps/v1/namespaces/apps/deployments/shop",
             "/api/v1/namespaces/apps/services/shop",
             "/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/shop",
@@ -185,7 +242,19 @@ async fn applies_every_object_then_watches_the_rollout_then_deletes() {
             "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/shop",
         ]
     );
-    for (s, obj) in seen.iter().zip(&want) {
+    // The env Secret: the resolved secret under its secret name (what the
+    // secretKeyRef reads), plain values not, and the sidecar's token.
+    let secret = &seen[1].body;
+    assert_eq!(secret["kind"], "Secret");
+    assert_eq!(
+        secret["stringData"],
+        json!({"stripe-key": "sk_live_1", "bifrost-sidecar-token": sidecar_token(b"ingest-key", "d-1", 0)})
+    );
+    let objects: Vec<&Seen> = seen.iter().filter(|s| !s.path.contains("/secrets/")).collect();
+    assert_eq!(objects.len(), want.len());
+    assert_eq!(seen[1].method, Method::PATCH);
+    assert_eq!(seen[1].content_type, "application/apply-patch+yaml");
+    for (s, obj) in objects.into_iter().zip(&want) {
         assert_eq!(s.method, Method::PATCH, "{}", s.path);
         assert_eq!(s.content_type, "application/apply-patch+yaml", "{}", s.path);
         assert_eq!(s.query.get("fieldManager").map(String::as_str), Some("bifrost"), "{}", s.path);
@@ -206,11 +275,12 @@ async fn applies_every_object_then_watches_the_rollout_then_deletes() {
     rt.stop("d-0", Duration::from_secs(5)).await.expect("stops");
     let deletes = cluster.seen.lock().expect("lock")[before..].iter().filter(|s| s.method == Method::DELETE).count();
     assert_eq!(deletes, 0, "an old deployment's stop must not delete the live objects");
-    // The owner deletes all seven, with its drain as the grace period.
+    // The owner deletes everything, with its drain as the grace period.
     rt.stop("d-1", Duration::from_secs(5)).await.expect("stops");
     let seen = cluster.seen.lock().expect("lock").clone();
     let deleted: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::DELETE).collect();
-    assert_eq!(deleted.len(), 7, "{deleted:?}");
+    assert_eq!(deleted.len(), 8, "the seven objects and the env Secret: {deleted:?}");
+    assert!(deleted.iter().any(|d| d.path == "/api/v1/namespaces/apps/secrets/shop-env"), "{deleted:?}");
     assert!(deleted.iter().all(|d| d.body["gracePeriodSeconds"] == 5), "{deleted:?}");
 }
 

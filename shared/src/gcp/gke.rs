@@ -70,6 +70,35 @@ pub fn env_secret_name(project: &str) -> String {
     format!("{project}-env")
 }
 
+/// The project's env Secret for one deployment: each `[env]` secret's
+/// resolved value under its secret name (what the app container's
+/// `secretKeyRef`s read) and the health sidecar's report token. Never in
+/// the printed manifests: its values are secrets.
+pub fn env_secret(
+    c: &DeployConfig,
+    t: &GkeTarget,
+    resolved: &BTreeMap<String, String>,
+    sidecar_token: &str,
+) -> k8s_openapi::api::core::v1::Secret {
+    let mut data: BTreeMap<String, String> = c
+        .env
+        .iter()
+        .filter_map(|(name, value)| match value {
+            EnvValue::Secret { secret } => resolved.get(name).map(|v| (secret.clone(), v.clone())),
+            EnvValue::Value(_) => None,
+        })
+        .collect();
+    data.insert("bifrost-sidecar-token".into(), sidecar_token.to_string());
+    let mut meta = meta(t, "config");
+    meta.name = Some(env_secret_name(&t.project));
+    k8s_openapi::api::core::v1::Secret {
+        metadata: meta,
+        type_: Some("Opaque".into()),
+        string_data: Some(data),
+        ..Default::default()
+    }
+}
+
 /// The Kubernetes recommended labels.
 fn labels(t: &GkeTarget, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([

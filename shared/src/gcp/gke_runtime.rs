@@ -14,14 +14,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::gke::{FIELD_MANAGER, GkeTarget, render};
+use super::cloud_build::TokenSource;
+use super::gke::{FIELD_MANAGER, GkeTarget, env_secret, env_secret_name, render};
 use crate::ports::{ReplicaSpec, ReplicaStatus, Runtime, RuntimeError};
 
 const VERSION_LABEL: &str = "app.kubernetes.io/version";
@@ -33,13 +34,56 @@ pub struct GkeSettings {
     pub sidecar_image: String,
     pub domain: String,
     pub ingest_url: String,
+    /// Signs the sidecars' report tokens (the ingest's key).
+    pub sidecar_key: Vec<u8>,
     /// How often the rollout is polled.
     pub poll: Duration,
 }
 
 pub struct GkeRuntime {
-    client: kube::Client,
+    access: Access,
     settings: GkeSettings,
+}
+
+/// How the runtime reaches the cluster.
+enum Access {
+    /// A ready client (kubeconfig, in-cluster, tests).
+    Fixed(kube::Client),
+    /// GKE from Cloud Run: the control plane's endpoint and CA, and the
+    /// service account's Google OAuth token as bearer. Tokens expire within
+    /// the hour; the credentials library refreshes them, and a client is
+    /// rebuilt whenever the token changes.
+    Google {
+        endpoint: hyper::http::Uri,
+        ca: Option<Vec<Vec<u8>>>,
+        auth: std::sync::Arc<dyn TokenSource>,
+        cached: std::sync::Mutex<Option<(String, kube::Client)>>,
+    },
+}
+
+/// The DER certificates of a PEM bundle (what terraform outputs as the
+/// cluster's `cluster_ca_certificate`, base64-decoded).
+pub fn pem_to_der(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    use base64::Engine;
+    let mut out = vec![];
+    let mut body: Option<String> = None;
+    for line in pem.lines().map(str::trim) {
+        if line.starts_with("-----BEGIN CERTIFICATE") {
+            body = Some(String::new());
+        } else if line.starts_with("-----END CERTIFICATE") {
+            let b64 = body.take().ok_or("END without BEGIN in the CA certificate")?;
+            let der = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| format!("the CA certificate is not valid base64: {e}"))?;
+            out.push(der);
+        } else if let Some(b) = body.as_mut() {
+            b.push_str(line);
+        }
+    }
+    if out.is_empty() {
+        return Err("no certificate found in the CA bundle".into());
+    }
+    Ok(out)
 }
 
 fn kube_error(what: &str, e: kube::Error) -> RuntimeError {
@@ -55,15 +99,56 @@ fn kube_error(what: &str, e: kube::Error) -> RuntimeError {
 
 impl GkeRuntime {
     pub fn new(client: kube::Client, settings: GkeSettings) -> Self {
-        GkeRuntime { client, settings }
+        GkeRuntime { access: Access::Fixed(client), settings }
     }
 
-    fn api<K>(&self) -> Api<K>
+    /// A GKE cluster reached with Google credentials: `endpoint` is the
+    /// control plane (`https://IP`), `ca_pem` its CA (PEM; none for a plain
+    /// `http://` endpoint in tests).
+    pub fn with_google_auth(
+        endpoint: &str,
+        ca_pem: Option<&str>,
+        auth: std::sync::Arc<dyn TokenSource>,
+        settings: GkeSettings,
+    ) -> Result<Self, String> {
+        let endpoint = endpoint.parse().map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
+        let ca = ca_pem.map(pem_to_der).transpose()?;
+        Ok(GkeRuntime { access: Access::Google { endpoint, ca, auth, cached: Default::default() }, settings })
+    }
+
+    async fn client(&self) -> Result<kube::Client, RuntimeError> {
+        let (endpoint, ca, auth, cached) = match &self.access {
+            Access::Fixed(c) => return Ok(c.clone()),
+            Access::Google { endpoint, ca, auth, cached } => (endpoint, ca, auth, cached),
+        };
+        let headers = auth.headers().await.map_err(RuntimeError::Unavailable)?;
+        let token = headers
+            .get(hyper::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| RuntimeError::Unavailable("the credentials gave no bearer token for GKE".into()))?
+            .to_string();
+        let mut cached = cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, c)) = cached.as_ref()
+            && *t == token
+        {
+            return Ok(c.clone());
+        }
+        let mut config = kube::Config::new(endpoint.clone());
+        config.root_cert = ca.clone();
+        config.auth_info.token = Some(secrecy::SecretString::from(token.clone()));
+        let client = kube::Client::try_from(config)
+            .map_err(|e| RuntimeError::Unavailable(format!("creating the GKE client: {e}")))?;
+        *cached = Some((token, client.clone()));
+        Ok(client)
+    }
+
+    async fn api<K>(&self) -> Result<Api<K>, RuntimeError>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
         <K as kube::Resource>::DynamicType: Default,
     {
-        Api::namespaced(self.client.clone(), &self.settings.namespace)
+        Ok(Api::namespaced(self.client().await?, &self.settings.namespace))
     }
 
     async fn apply_one<K>(&self, obj: &K) -> Result<(), RuntimeError>
@@ -78,6 +163,7 @@ impl GkeRuntime {
         let name = obj.meta().name.clone().unwrap_or_default();
         let kind = K::kind(&Default::default()).to_string();
         self.api::<K>()
+            .await?
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
             .await
             .map(|_| ())
@@ -87,7 +173,8 @@ impl GkeRuntime {
     /// The project's Deployment, if this deployment is the one it runs.
     async fn current(&self, deployment_id: &str) -> Result<Option<Deployment>, RuntimeError> {
         let lp = ListParams::default().labels(&format!("{VERSION_LABEL}={deployment_id}"));
-        let found = self.api::<Deployment>().list(&lp).await.map_err(|e| kube_error("listing deployments", e))?;
+        let found =
+            self.api::<Deployment>().await?.list(&lp).await.map_err(|e| kube_error("listing deployments", e))?;
         Ok(found.items.into_iter().next())
     }
 }
@@ -134,8 +221,14 @@ impl Runtime for GkeRuntime {
             deployment_id: spec.deployment_id.clone(),
         };
         let m = render(&config, &target);
-        // Apply order: identity first, the workload, then what points at it.
+        // Every replica reports as replica 0 on GKE (pods have names, not
+        // indexes): one token per deployment.
+        let token = crate::auth::sidecar_token(&self.settings.sidecar_key, &spec.deployment_id, 0);
+        let secret = env_secret(&config, &target, &spec.env, &token);
+        // Apply order: identity and configuration first, the workload, then
+        // what points at it.
         self.apply_one::<ServiceAccount>(&m.service_account).await?;
+        self.apply_one::<Secret>(&secret).await?;
         self.apply_one::<Deployment>(&m.deployment).await?;
         self.apply_one::<Service>(&m.service).await?;
         self.apply_one::<HorizontalPodAutoscaler>(&m.hpa).await?;
@@ -182,7 +275,7 @@ impl Runtime for GkeRuntime {
         };
         macro_rules! delete {
             ($k:ty) => {
-                match self.api::<$k>().delete(&name, &dp).await {
+                match self.api::<$k>().await?.delete(&name, &dp).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(kube_error(&format!("deleting {} {name}", stringify!($k)), e)),
@@ -196,6 +289,11 @@ impl Runtime for GkeRuntime {
         delete!(Service);
         delete!(Deployment);
         delete!(ServiceAccount);
+        match self.api::<Secret>().await?.delete(&env_secret_name(&name), &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(kube_error(&format!("deleting Secret {}", env_secret_name(&name)), e)),
+        }
         Ok(())
     }
 
@@ -223,5 +321,19 @@ impl Runtime for GkeRuntime {
                 open_fds: None,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pem_to_der;
+
+    #[test]
+    fn pem_bundles_decode_to_der() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAAEC\nAw==\n-----END CERTIFICATE-----\n\
+                   -----BEGIN CERTIFICATE-----\n/w==\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_to_der(pem), Ok(vec![vec![0, 1, 2, 3], vec![255]]));
+        assert!(pem_to_der("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----").is_err());
+        assert!(pem_to_der("").is_err());
     }
 }
