@@ -82,15 +82,19 @@ impl PushHandler for Only {
     }
 }
 
-async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
+/// The functions' world on GCP, and the Firestore store itself (the
+/// analytics service runs its outbox re-publisher).
+async fn context(function: &str, gcp_project: &str) -> anyhow::Result<(Ctx, Arc<FirestoreStore>)> {
     let prefix = env("BIFROST_COLLECTION_PREFIX").unwrap_or_default();
     let topic_prefix = env("BIFROST_TOPIC_PREFIX").unwrap_or_else(|| "bifrost-".into());
     let pubsub_endpoint = env("PUBSUB_EMULATOR_HOST").map(|h| format!("http://{h}"));
     let bus =
         PubSubBus::connect(gcp_project, &topic_prefix, pubsub_endpoint.as_deref()).await.map_err(anyhow::Error::msg)?;
     let config = FirestoreConfig { collection_prefix: prefix, ..FirestoreConfig::new(gcp_project) };
-    let store = FirestoreStore::connect(config).await.context("connecting to Firestore")?.with_publisher(Arc::new(bus));
-    let store: Arc<dyn Store> = Arc::new(store);
+    let firestore = Arc::new(
+        FirestoreStore::connect(config).await.context("connecting to Firestore")?.with_publisher(Arc::new(bus)),
+    );
+    let store: Arc<dyn Store> = firestore.clone();
     let (logs, _task) = LogWriter::start(store.clone(), LogLimits::default());
     // Cloud Run's only writable disk is memory-backed /tmp: git mirrors for
     // reading deploy.toml, and build contexts, live there.
@@ -113,7 +117,7 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
         _ => Arc::new(unconfigured::Unconfigured("the Cloud Build builder (BIFROST_SOURCES_BUCKET)")),
     };
     let app_domain = env("BIFROST_APPS_DOMAIN").unwrap_or_else(|| "apps.example.com".into());
-    Ok(Ctx {
+    let ctx = Ctx {
         health: tokio::sync::broadcast::channel(1024).0,
         store,
         dead_letters: Arc::new(unconfigured::Unconfigured("dead letters (Pub/Sub dead-letter subscriptions)")),
@@ -129,7 +133,8 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
             app_domain,
             ..Settings::default()
         },
-    })
+    };
+    Ok((ctx, firestore))
 }
 
 /// The build function's builder: Cloud Build in `BIFROST_REGION`, pushing
@@ -188,31 +193,30 @@ fn gke(endpoint: &str, app_domain: &str) -> anyhow::Result<GkeRuntime> {
 }
 
 /// The routes of one function's service.
-pub fn router(function: &'static str, ctx: Ctx) -> Router {
+pub fn router(function: &'static str, ctx: Ctx, firestore: Arc<FirestoreStore>) -> Router {
     let app = if function == "gateway" {
         bifrost_functions::gateway::router(ctx)
     } else {
         let handler = Arc::new(Only { function, inner: Functions { ctx: ctx.clone() } });
         let mut r = bifrost_functions::push::router(handler).route("/healthz", get(|| async { "ok" }));
         if function == "analytics" {
-            r = r.route("/run", post(move || analytics(ctx.clone())));
+            r = r.route("/run", post(move || analytics(ctx.clone(), firestore.clone())));
         }
         r
     };
     app.layer(axum::middleware::from_fn(bifrost_service::traced))
 }
 
-/// Cloud Scheduler's call: fold health reports older than an hour into
-/// one-minute buckets.
-async fn analytics(ctx: Ctx) -> Result<String, (axum::http::StatusCode, String)> {
+/// Cloud Scheduler's call: publish outbox events Pub/Sub never confirmed
+/// (older than a minute, so none still in flight), then fold health
+/// reports older than an hour into one-minute buckets.
+async fn analytics(ctx: Ctx, firestore: Arc<FirestoreStore>) -> Result<String, (axum::http::StatusCode, String)> {
+    let unavailable = |e: bifrost_shared::StoreError| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let republished = firestore.republish(std::time::Duration::from_secs(60)).await.map_err(unavailable)?;
     let before = bifrost_shared::domain::now() - chrono::Duration::hours(1);
-    match ctx.store.downsample_health(before).await {
-        Ok(n) => {
-            tracing::info!(folded = n, "health downsampled");
-            Ok(format!("folded {n} reports\n"))
-        }
-        Err(e) => Err((axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-    }
+    let folded = ctx.store.downsample_health(before).await.map_err(unavailable)?;
+    tracing::info!(republished, folded, "analytics run");
+    Ok(format!("republished {republished} events; folded {folded} health reports\n"))
 }
 
 async fn serve(function: &'static str, gcp_project: String) -> anyhow::Result<()> {
@@ -221,11 +225,11 @@ async fn serve(function: &'static str, gcp_project: String) -> anyhow::Result<()
         Some(p) => p.parse().with_context(|| format!("PORT={p:?} is not a port number"))?,
         None => 8080,
     };
-    let ctx = context(function, &gcp_project).await?;
+    let (ctx, firestore) = context(function, &gcp_project).await?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .with_context(|| format!("cannot listen on port {port}"))?;
     tracing::info!(port, function, "bifrost-{function} listening");
 
-    bifrost_service::serve(listener, router(function, ctx)).await
+    bifrost_service::serve(listener, router(function, ctx, firestore)).await
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bifrost_shared::contract;
 use bifrost_shared::domain::{Actor, NewDeployment, NewProject, Source};
 use bifrost_shared::gcp::emulator::{Emulator, Kind};
+use bifrost_shared::gcp::pubsub::Publish;
 use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
 use bifrost_shared::ports::{Store, Transition};
 use bifrost_shared::{Status, StoreError};
@@ -45,6 +46,7 @@ async fn firestore_store_on_the_emulator() {
     use_emulator(&emulator);
     contract_suite().await;
     a_refused_transition_writes_nothing().await;
+    unconfirmed_events_are_republished().await;
     two_instances_race().await;
     drop(emulator);
 }
@@ -87,6 +89,49 @@ async fn a_refused_transition_writes_nothing() {
     assert!(matches!(stale, Err(StoreError::Conflict { actual_version: 1, .. })), "{stale:?}");
     assert_eq!(s.feed_head().await.expect("head"), head, "a refused transition took a sequence number");
     assert_eq!(s.history(&d.id).await.expect("history").len(), 1);
+}
+
+/// A bus that is down until told otherwise, recording what it was given.
+#[derive(Default)]
+struct Bus {
+    up: std::sync::atomic::AtomicBool,
+    sent: std::sync::Mutex<Vec<(u64, String)>>,
+}
+
+#[async_trait::async_trait]
+impl Publish for Bus {
+    async fn publish(&self, events: &[bifrost_shared::events::Event]) -> Result<(), String> {
+        if !self.up.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("Pub/Sub unavailable (injected)".into());
+        }
+        self.sent.lock().expect("lock").extend(events.iter().map(|e| (e.seq, e.kind.clone())));
+        Ok(())
+    }
+}
+
+/// An event whose publish failed stays in the outbox and is sent by the
+/// re-publisher, once; an event published at commit is not sent again.
+async fn unconfirmed_events_are_republished() {
+    let bus = Arc::new(Bus::default());
+    let s = store("repub_").await.with_publisher(bus.clone());
+    s.create_project(NewProject { name: "app".into(), repo: None, branch: "main".into(), webhook_secret: None })
+        .await
+        .expect("project");
+    let d = s.create_deployment(new_deployment("app", 'a')).await.expect("creates").deployment;
+    assert!(bus.sent.lock().expect("lock").is_empty(), "the bus was down");
+
+    bus.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let v = s.transition(Transition::new(&d.id, Status::Queued, Status::Validating, "go", Actor::function("x"))).await;
+    v.expect("transitions");
+    assert_eq!(bus.sent.lock().expect("lock").len(), 1, "published at commit");
+
+    let young = s.republish(std::time::Duration::from_secs(3600)).await.expect("republishes");
+    assert_eq!(young, 0, "events younger than the cutoff may still be in flight elsewhere");
+    let sent = s.republish(std::time::Duration::ZERO).await.expect("republishes");
+    assert_eq!(sent, 1, "only the event whose publish failed");
+    let kinds: Vec<String> = bus.sent.lock().expect("lock").iter().map(|(_, k)| k.clone()).collect();
+    assert_eq!(kinds, ["deployment.validating", "deployment.queued"]);
+    assert_eq!(s.republish(std::time::Duration::ZERO).await.expect("republishes"), 0, "sent once");
 }
 
 /// Two stores (two Cloud Run instances) race the same transitions: here

@@ -168,6 +168,14 @@ async fn function_binaries_run_the_pipeline_on_cloud_runs_contract() {
         .collect();
     assert_eq!(lines, LOG, "Cloud Build's log is the deployment's build log, in order, once");
 
+    // Cloud Scheduler's call to analytics: the outbox re-publisher finds
+    // nothing unconfirmed (every publish succeeded), health is folded.
+    let mut analytics = start("analytics", &firestore, &pubsub, &[]);
+    let run = http.post(format!("{}/run", analytics.url)).send().await.expect("analytics answers");
+    assert_eq!(run.status().as_u16(), 200);
+    let body = run.text().await.expect("body");
+    assert!(body.starts_with("republished 0 events; folded "), "{body}");
+
     // /healthz, and a request's logs carry its Cloud Trace id: the function
     // services and the dashboard's own service alike.
     let mut web = start("web", &firestore, &pubsub, &[("BIFROST_API_URL", gateway.url.as_str())]);
@@ -199,7 +207,7 @@ async fn function_binaries_run_the_pipeline_on_cloud_runs_contract() {
     );
 
     // SIGTERM: both drain and exit, well within Cloud Run's 10 s.
-    for s in [&mut gateway, &mut validate, &mut build, &mut web] {
+    for s in [&mut gateway, &mut validate, &mut build, &mut web, &mut analytics] {
         let started = Instant::now();
         let pid = s.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());

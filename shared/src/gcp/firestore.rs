@@ -120,6 +120,13 @@ struct SeqItemDoc {
     data: String,
 }
 
+/// `unpublished/{seq}`: an outbox event Pub/Sub has not confirmed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Unpublished {
+    seq: i64,
+    at_ms: i64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct DedupeDoc {
     deployment_id: String,
@@ -157,6 +164,8 @@ struct Cols {
     meta: String,
     audit: String,
     events: String,
+    /// Markers of committed events not yet confirmed published.
+    unpublished: String,
     feed: String,
     dedupe: String,
     tokens: String,
@@ -174,6 +183,7 @@ impl Cols {
             meta: c("meta"),
             audit: c("audit"),
             events: c("events"),
+            unpublished: c("unpublished"),
             feed: c("feed"),
             dedupe: c("dedupe"),
             tokens: c("tokens"),
@@ -335,6 +345,60 @@ impl FirestoreStore {
         self
     }
 
+    /// Drops the markers of events Pub/Sub confirmed. If this fails the
+    /// re-publisher sends them again: a duplicate, which functions ignore.
+    async fn published(&self, events: &[Event]) {
+        for e in events {
+            let res = self
+                .db
+                .fluent()
+                .delete()
+                .from(self.cols.unpublished.as_str())
+                .document_id(seq_id(e.seq))
+                .execute()
+                .await;
+            if let Err(err) = res {
+                tracing::warn!(error = %err, seq = e.seq, "could not clear a published event's marker");
+            }
+        }
+    }
+
+    /// The outbox's re-publisher: publishes, in commit order, every event
+    /// committed before `older_than` ago that Pub/Sub never confirmed (a
+    /// failed publish, an instance stopped between commit and publish), and
+    /// clears its marker. Younger ones may still be in flight from another
+    /// instance. Returns how many were sent. Run by the analytics service
+    /// on Cloud Scheduler's call.
+    pub async fn republish(&self, older_than: Duration) -> StoreResult<usize> {
+        let Some(p) = &self.publisher else { return Ok(0) };
+        let cutoff =
+            (crate::domain::now() - chrono::Duration::from_std(older_than).unwrap_or_default()).timestamp_millis();
+        let markers: Vec<Unpublished> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.unpublished.as_str())
+            .filter(|q| q.field("at_ms").less_than(cutoff))
+            .order(|o| o.fields([o.field("at_ms").asc()]))
+            .limit(500)
+            .obj()
+            .query()
+            .await?;
+        let mut sent = 0;
+        let mut markers: Vec<i64> = markers.into_iter().map(|m| m.seq).collect();
+        markers.sort_unstable();
+        for seq in markers {
+            let doc: Option<SeqItemDoc> =
+                self.db.fluent().select().by_id_in(self.cols.events.as_str()).obj().one(&seq_id(seq as u64)).await?;
+            let Some(doc) = doc else { continue };
+            let event: Event = serde_json::from_str(&doc.data).map_err(backend)?;
+            p.publish(std::slice::from_ref(&event)).await.map_err(StoreError::Backend)?;
+            self.published(std::slice::from_ref(&event)).await;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
     /// Reads outside a transaction, through the same helpers.
     fn reader(&self) -> Tx<'_> {
         Tx { db: self.db.clone(), cols: &self.cols, ops: vec![], seq: None, events: vec![], feed: vec![] }
@@ -392,9 +456,13 @@ impl FirestoreStore {
                     // re-publisher is still to come: docs/gcp.md).
                     if let Some(p) = &self.publisher
                         && !events.is_empty()
-                        && let Err(e) = p.publish(&events).await
                     {
-                        tracing::warn!(error = %e, "publishing events failed; they stay in the outbox");
+                        match p.publish(&events).await {
+                            Ok(()) => self.published(&events).await,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "publishing events failed; the re-publisher sends them")
+                            }
+                        }
                     }
                     for item in feed {
                         *last_published = (*last_published).max(item.seq);
@@ -564,6 +632,11 @@ impl Tx<'_> {
         let doc = SeqItemDoc { seq: seq as i64, deployment_id: e.deployment_id.clone(), data: to_data(&e)? };
         let col = self.cols.events.clone();
         self.set(&col, &seq_id(seq), &doc)?;
+        // Removed once Pub/Sub has the event; the re-publisher sends what
+        // is left (a publish that failed, an instance that died in between).
+        let marker = Unpublished { seq: seq as i64, at_ms: e.at.timestamp_millis() };
+        let col = self.cols.unpublished.clone();
+        self.set(&col, &seq_id(seq), &marker)?;
         self.events.push(e.clone());
         let kind = FeedKind::of_event(&e);
         let fseq = self.next_seq().await?;
