@@ -14,13 +14,29 @@ resource "google_pubsub_topic" "dead_letters" {
   message_retention_duration = "604800s"
 }
 
-# Dead letters are kept (pulled by `bifrost events dead` / the dashboard).
+# Dead letters are pushed to the analytics service, which records them in
+# Firestore for the API (`bifrost events dead`, the dashboard) to list and
+# redrive; the topic keeps them a week as well.
 resource "google_pubsub_subscription" "dead_letters" {
   for_each                   = local.subscriptions
   name                       = "bifrost-dead-${each.key}"
   topic                      = google_pubsub_topic.dead_letters[each.key].id
   message_retention_duration = "604800s"
   ack_deadline_seconds       = 60
+
+  push_config {
+    push_endpoint = "${google_cloud_run_v2_service.functions["analytics"].uri}/push/dead-letter"
+    oidc_token {
+      service_account_email = google_service_account.pubsub_invoker.email
+      audience              = google_cloud_run_v2_service.functions["analytics"].uri
+    }
+  }
+
+  retry_policy {
+    minimum_backoff = "10s"
+    maximum_backoff = "600s"
+  }
+
   expiration_policy {
     ttl = ""
   }

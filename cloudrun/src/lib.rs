@@ -66,15 +66,30 @@ pub fn main(function: &'static str) -> ExitCode {
     }
 }
 
-/// One function's service, answering pushes for it alone.
+/// What the dead-letter topics' push subscriptions call (on analytics).
+pub const DEAD_LETTER_PUSH: &str = "dead-letter";
+
+/// One function's service, answering pushes for it alone (and, on
+/// analytics, the dead-letter topics' pushes).
 struct Only {
     function: &'static str,
     inner: Functions,
+    firestore: Arc<FirestoreStore>,
 }
 
 #[async_trait::async_trait]
 impl PushHandler for Only {
     async fn push(&self, function: &str, envelope: PushEnvelope) -> Outcome {
+        if function == DEAD_LETTER_PUSH && self.function == "analytics" {
+            return match self.firestore.record_dead_letter(&envelope).await {
+                Ok(d) => {
+                    tracing::warn!(id = d.id, subscription = d.subscription, "dead letter recorded");
+                    Outcome::Ack
+                }
+                Err(bifrost_shared::StoreError::Invalid(why)) => Outcome::Reject(why),
+                Err(e) => Outcome::Retry(e.to_string()),
+            };
+        }
         if function != self.function {
             return Outcome::Reject(format!("this is the {} service; {function} pushes go elsewhere", self.function));
         }
@@ -120,7 +135,7 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<(Ctx, Arc<
     let ctx = Ctx {
         health: tokio::sync::broadcast::channel(1024).0,
         store,
-        dead_letters: Arc::new(unconfigured::Unconfigured("dead letters (Pub/Sub dead-letter subscriptions)")),
+        dead_letters: firestore.clone(),
         sources,
         builder,
         runtime: match env("BIFROST_GKE_ENDPOINT") {
@@ -197,7 +212,7 @@ pub fn router(function: &'static str, ctx: Ctx, firestore: Arc<FirestoreStore>) 
     let app = if function == "gateway" {
         bifrost_functions::gateway::router(ctx)
     } else {
-        let handler = Arc::new(Only { function, inner: Functions { ctx: ctx.clone() } });
+        let handler = Arc::new(Only { function, inner: Functions { ctx: ctx.clone() }, firestore: firestore.clone() });
         let mut r = bifrost_functions::push::router(handler).route("/healthz", get(|| async { "ok" }));
         if function == "analytics" {
             r = r.route("/run", post(move || analytics(ctx.clone(), firestore.clone())));

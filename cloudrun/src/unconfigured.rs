@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bifrost_shared::error::{StoreError, StoreResult};
-use bifrost_shared::events::DeadLetter;
 use bifrost_shared::ports::{
-    BuildError, BuildRequest, Builder, DeadLetters, LogSink, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError,
+    BuildError, BuildRequest, Builder, LogSink, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError,
 };
 
 pub struct Unconfigured(pub &'static str);
@@ -41,15 +39,5 @@ impl Runtime for Unconfigured {
     }
     async fn status(&self, _id: &str) -> Vec<ReplicaStatus> {
         vec![]
-    }
-}
-
-#[async_trait]
-impl DeadLetters for Unconfigured {
-    async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
-        Err(StoreError::Backend(self.why()))
-    }
-    async fn redrive(&self, _ids: Option<Vec<String>>) -> StoreResult<usize> {
-        Err(StoreError::Backend(self.why()))
     }
 }

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use bifrost_shared::contract;
 use bifrost_shared::domain::{Actor, NewDeployment, NewProject, Source};
+use bifrost_shared::events::PushEnvelope;
 use bifrost_shared::gcp::emulator::{Emulator, Kind};
 use bifrost_shared::gcp::pubsub::Publish;
 use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
-use bifrost_shared::ports::{Store, Transition};
+use bifrost_shared::ports::{DeadLetters, Store, Transition};
 use bifrost_shared::{Status, StoreError};
 
 fn new_deployment(project: impl Into<String>, commit: char) -> NewDeployment {
@@ -47,6 +48,7 @@ async fn firestore_store_on_the_emulator() {
     contract_suite().await;
     a_refused_transition_writes_nothing().await;
     unconfirmed_events_are_republished().await;
+    dead_letters_are_kept_and_redriven().await;
     two_instances_race().await;
     drop(emulator);
 }
@@ -132,6 +134,46 @@ async fn unconfirmed_events_are_republished() {
     let kinds: Vec<String> = bus.sent.lock().expect("lock").iter().map(|(_, k)| k.clone()).collect();
     assert_eq!(kinds, ["deployment.validating", "deployment.queued"]);
     assert_eq!(s.republish(std::time::Duration::ZERO).await.expect("republishes"), 0, "sent once");
+}
+
+/// A message Pub/Sub moved to a dead-letter topic, pushed to the analytics
+/// service, becomes a dead letter the API lists; redrive re-publishes it.
+async fn dead_letters_are_kept_and_redriven() {
+    let bus = Arc::new(Bus::default());
+    bus.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let s = store("dead_").await.with_publisher(bus.clone());
+    s.create_project(NewProject { name: "app".into(), repo: None, branch: "main".into(), webhook_secret: None })
+        .await
+        .expect("project");
+    let d = s.create_deployment(new_deployment("app", 'a')).await.expect("creates").deployment;
+    let event = s.events(Some(&d.id), 0, 10).await.expect("events").remove(0);
+    // As Pub/Sub delivers a dead-lettered message: the original data and
+    // attributes plus where it died and after how many deliveries.
+    let mut envelope = PushEnvelope::wrap(&event, "bifrost-test", "bifrost-dead-validate-queued", None);
+    let attrs = &mut envelope.message.attributes;
+    attrs.insert(
+        "CloudPubSubDeadLetterSourceSubscription".into(),
+        "projects/bifrost-test/subscriptions/bifrost-validate-queued".into(),
+    );
+    attrs.insert("CloudPubSubDeadLetterSourceDeliveryCount".into(), "10".into());
+    let recorded = s.record_dead_letter(&envelope).await.expect("records");
+    s.record_dead_letter(&envelope).await.expect("a redelivered dead letter is recorded once");
+    let listed = s.dead_letters().await.expect("lists");
+    assert_eq!(listed, std::slice::from_ref(&recorded));
+    assert_eq!(recorded.id, format!("{}/validate-queued", event.seq));
+    assert_eq!((recorded.attempts, recorded.event.clone()), (10, event.clone()));
+    assert!(recorded.last_error.contains("gave up after 10 deliveries"), "{}", recorded.last_error);
+
+    let mut junk = envelope.clone();
+    junk.message.data = "bm90IGpzb24=".into();
+    assert!(matches!(s.record_dead_letter(&junk).await, Err(StoreError::Invalid(_))));
+    let unknown = s.redrive(Some(vec!["1/nope".into()])).await;
+    assert!(matches!(unknown, Err(StoreError::NotFound { .. })), "{unknown:?}");
+
+    let before = bus.sent.lock().expect("lock").len();
+    assert_eq!(s.redrive(Some(vec![recorded.id.clone()])).await.expect("redrives"), 1);
+    assert_eq!(bus.sent.lock().expect("lock")[before..], [(event.seq, "deployment.queued".to_string())]);
+    assert!(s.dead_letters().await.expect("lists").is_empty(), "a redriven letter is gone");
 }
 
 /// Two stores (two Cloud Run instances) race the same transitions: here
