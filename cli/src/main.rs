@@ -5,6 +5,7 @@ mod archive;
 mod client;
 mod commands;
 mod follow;
+mod listener;
 mod output;
 mod routes;
 mod serve_static;

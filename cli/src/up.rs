@@ -250,10 +250,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let make = axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
         std::net::SocketAddr,
     >(service);
-    // Small API and proxied responses must not wait for delayed ACKs.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    // SSE subscriptions are taken off the HTTP server at their first
+    // request head (the fan-out keeps ~1 KiB per subscriber, hyper ~38).
+    let fanout = bifrost_functions::gateway::fanout::Fanout::start(ctx.clone());
+    let listener = crate::listener::Sniffing::new(listener, fanout, args.app_domain.clone()).context("serving HTTP")?;
+    // (tap_io: axum's ConnectInfo<SocketAddr> is implemented through it.)
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
     axum::serve(listener, make).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("shutting down: draining deliveries, stopping replicas");
     let _ = stop_tx.send(true);

@@ -356,3 +356,82 @@ async fn deploying_a_directory_uploads_it_and_creates_the_project() {
     assert_eq!(rm.code, 0, "{rm:?}");
     assert_eq!(c.get("/api/v1/projects/hello-python").await.status, 404);
 }
+
+/// What arrives on `s` until a second passes without a byte.
+async fn read_for_a_while(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(std::time::Duration::from_millis(1000), s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// A response's head (lowercased) and its de-chunked body.
+fn split_chunked(response: &str) -> (String, String) {
+    let (head, mut rest) = response.split_once("\r\n\r\n").expect("a response head");
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        body.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    (head.to_lowercase(), body)
+}
+
+/// A subscription on a fresh connection is served by the fan-out (no
+/// hyper: no `date` header); the same request after another one on a
+/// kept-alive connection is served by the router. Both send the same bytes.
+#[tokio::test]
+async fn the_sse_fan_out_sends_what_the_router_sends() {
+    use tokio::io::AsyncWriteExt;
+    let p = Platform::start();
+    let repo = GitRepo::new(&[("deploy.toml", VALID)]);
+    setup(&p, &repo).await;
+    let sha = repo.commit(&[("deploy.toml", "[app]\nname = \"app\"\nruntime = \"pyhton\"\n")], "break it");
+    let c = p.client();
+    let push = c.webhook("push", "fan-1", SECRET, &repo.push_payload("refs/heads/main", &sha)).await;
+    let id = push.body["deployment"]["id"].as_str().expect("id").to_string();
+    c.wait_deployment(&id, "failed", |d| d["status"] == "failed").await;
+    let addr = p.url.trim_start_matches("http://").to_string();
+    let sub = format!(
+        "GET /api/v1/deployments/{id}/events?after=0 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+
+    let mut fresh = tokio::net::TcpStream::connect(&addr).await.expect("connects");
+    fresh.write_all(sub.as_bytes()).await.expect("writes");
+    let (fast_head, fast) = split_chunked(&read_for_a_while(&mut fresh).await);
+
+    let mut reused = tokio::net::TcpStream::connect(&addr).await.expect("connects");
+    let two = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n{sub}");
+    reused.write_all(two.as_bytes()).await.expect("writes");
+    let text = read_for_a_while(&mut reused).await;
+    let second = text.rfind("HTTP/1.1 200").expect("two responses");
+    assert!(second > 0, "the health check answered first: {text}");
+    let (routed_head, routed) = split_chunked(&text[second..]);
+
+    for head in [&fast_head, &routed_head] {
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert!(head.contains("cache-control: no-cache"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    }
+    assert!(!fast_head.contains("date:"), "a fresh connection's subscription is the fan-out's: {fast_head}");
+    assert!(routed_head.contains("date:"), "the kept-alive connection's is hyper's: {routed_head}");
+    assert!(fast.contains("event: status") && fast.contains("\"status\":\"failed\""), "{fast}");
+    assert_eq!(fast, routed, "the fan-out sends byte for byte what the router sends");
+
+    // A bad token on a fresh connection is the router's to answer: 401, JSON.
+    let mut bad = tokio::net::TcpStream::connect(&addr).await.expect("connects");
+    let req = format!("GET /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer nope\r\n\r\n");
+    bad.write_all(req.as_bytes()).await.expect("writes");
+    let answer = read_for_a_while(&mut bad).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use bifrost_shared::domain::{FeedItem, FeedKind};
+use bifrost_shared::domain::{FeedItem, FeedKind, HealthSample};
 use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -18,13 +18,20 @@ use super::api::{EventParams, Query};
 use super::auth::Caller;
 use super::error::ApiResult;
 
-fn sse_event(item: &FeedItem) -> SseEvent {
+pub(super) fn sse_event(item: &FeedItem) -> SseEvent {
     let kind = match item.kind {
         FeedKind::Status { .. } => "status",
         FeedKind::Log { .. } => "log",
     };
     let data = serde_json::to_string(item).unwrap_or_default();
     SseEvent::default().id(item.seq.to_string()).event(kind).data(data)
+}
+
+/// A live health sample: no id (resuming replays status and logs; the
+/// series itself is at /deployments/{id}/health).
+pub(super) fn health_event(h: &HealthSample) -> SseEvent {
+    let data = serde_json::to_string(h).unwrap_or_default();
+    SseEvent::default().event("health").data(data)
 }
 
 /// Where to resume: `Last-Event-ID` wins over `?after=`.
@@ -75,14 +82,10 @@ fn async_stream(
             let next = tokio::select! {
                 item = rx.recv() => item,
                 sample = hrx.recv() => {
-                    // Live only (no id: resuming replays status and logs; the
-                    // series itself is at /deployments/{id}/health).
                     if let Ok(h) = sample
                         && dep.as_deref().is_none_or(|d| d == h.deployment_id)
                     {
-                        let data = serde_json::to_string(&h).unwrap_or_default();
-                        let ev = SseEvent::default().event("health").data(data);
-                        return Some((Ok(ev), (state, dep, (rx, hrx), backlog, last)));
+                        return Some((Ok(health_event(&h)), (state, dep, (rx, hrx), backlog, last)));
                     }
                     continue;
                 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod fanout;
 pub mod live;
 pub mod openapi;
 pub mod webhook;
