@@ -46,6 +46,11 @@ const READERS: usize = 4;
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
+    /// Store calls in flight on blocking threads: one per connection. More
+    /// would only wait on a connection's lock, each in a thread of its own
+    /// (20,000 SSE subscribers authenticating at once spawned hundreds of
+    /// threads, ~170 MiB of stacks and malloc arenas).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) struct Inner {
@@ -235,6 +240,7 @@ impl SqliteStore {
         // Sized for log bursts; a lagging subscriber re-reads from the table.
         let (changes, _) = broadcast::channel(16384);
         Ok(SqliteStore {
+            in_flight: Arc::new(tokio::sync::Semaphore::new(READERS + 1)),
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
                 readers,
@@ -255,8 +261,14 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        let permit = self.in_flight.clone().acquire_owned().await.map_err(|e| backend(e.to_string()))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| backend(format!("store task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&inner)
+        })
+        .await
+        .map_err(|e| backend(format!("store task failed: {e}")))?
     }
 
     /// The synchronous transition, for callers on their own threads (tests,
