@@ -182,7 +182,7 @@ fn cloud_build(
 /// The apps' GKE cluster, reached with the service account's credentials:
 /// `BIFROST_GKE_ENDPOINT` (`https://IP`), `BIFROST_GKE_CA_CERT` (base64 PEM,
 /// as terraform reads it from the cluster), `BIFROST_APPS_NAMESPACE`,
-/// `BIFROST_SIDECAR_IMAGE`, `BIFROST_INGEST_URL`.
+/// `BIFROST_SIDECAR_IMAGE`, `BIFROST_INGEST_URL` (default: the in-cluster ingest).
 fn gke(endpoint: &str, app_domain: &str) -> anyhow::Result<GkeRuntime> {
     use base64::Engine;
     let ca = match env("BIFROST_GKE_CA_CERT") {
@@ -198,7 +198,9 @@ fn gke(endpoint: &str, app_domain: &str) -> anyhow::Result<GkeRuntime> {
         namespace: env("BIFROST_APPS_NAMESPACE").unwrap_or_else(|| "apps".into()),
         sidecar_image: env("BIFROST_SIDECAR_IMAGE").context("BIFROST_SIDECAR_IMAGE is not set")?,
         domain: app_domain.to_string(),
-        ingest_url: env("BIFROST_INGEST_URL").unwrap_or_default(),
+        // Where sidecars report: an in-cluster ingest. Until one runs there,
+        // they keep probing and buffer their reports (the pod stays ready).
+        ingest_url: env("BIFROST_INGEST_URL").unwrap_or_else(|| "http://bifrost-ingest.bifrost.svc:7481".into()),
         // The ingest's key signs the sidecars' report tokens.
         sidecar_key: env("BIFROST_ENCRYPTION_KEY").unwrap_or_default().into_bytes(),
         poll: std::time::Duration::from_secs(2),

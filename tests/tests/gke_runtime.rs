@@ -301,3 +301,38 @@ async fn a_build_without_an_image_is_refused_before_any_request() {
     assert!(matches!(&err, RuntimeError::Failed(m) if m.contains("no image")), "{err:?}");
     assert!(cluster.seen.lock().expect("lock").is_empty(), "nothing was sent");
 }
+
+/// The health sidecar accepts the exact arguments and environment the GKE
+/// manifest gives it (`--flag=value`, the token from the env Secret): it
+/// starts, probes, and keeps retrying an ingest it cannot reach instead of
+/// exiting (which would crash-loop the container and keep the pod unready).
+#[tokio::test]
+async fn the_sidecar_accepts_the_manifests_arguments() {
+    let cfg = config::parse(TOML).expect("valid");
+    let target = GkeTarget {
+        project: "shop".into(),
+        namespace: "apps".into(),
+        image: "registry.example/shop@sha256:22".into(),
+        sidecar_image: "registry.example/sidecar@sha256:11".into(),
+        domain: "apps.acme.dev".into(),
+        ingest_url: "http://127.0.0.1:9".into(),
+        deployment_id: "d-1".into(),
+    };
+    let deployment = render(&cfg, &target).deployment;
+    let pod = deployment.spec.and_then(|s| s.template.spec).expect("a pod spec");
+    let sidecar = pod.containers.iter().find(|c| c.name == "health-sidecar").expect("the sidecar container");
+    let mut cmd = std::process::Command::new(bifrost_e2e::sidecar_bin());
+    cmd.args(sidecar.args.clone().unwrap_or_default());
+    for e in sidecar.env.clone().unwrap_or_default() {
+        // Values from the env Secret are the token; the rest are literal.
+        cmd.env(&e.name, e.value.unwrap_or_else(|| sidecar_token(b"k", "d-1", 0)));
+    }
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("starts the sidecar");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let exited = child.try_wait().expect("waits");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(exited.is_none(), "the sidecar exited ({exited:?}) on the manifest's arguments: {stderr}");
+    assert!(stderr.contains("cannot reach http://127.0.0.1:9"), "it runs and tries its ingest: {stderr}");
+}
