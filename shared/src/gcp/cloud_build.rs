@@ -149,7 +149,8 @@ pub fn dockerfile(config: &DeployConfig, dir: &Path) -> Result<Option<String>, B
          WORKDIR /app\n\
          COPY --from=build --chown=10001:10001 /app /app\n\
          USER 10001\n\
-         ENV PORT={port} PATH=/app/.venv/bin:$PATH\n\
+         # HOME on the pod's writable /tmp: the root filesystem is read-only on GKE.\n\
+         ENV PORT={port} PATH=/app/.venv/bin:$PATH HOME=/tmp\n\
          EXPOSE {port}\n\
          # [health] becomes the pod's probes; Docker's own check is unused on GKE.\n\
          HEALTHCHECK NONE\n\

@@ -8,7 +8,8 @@ FROM docker.io/library/debian:bookworm-slim
 WORKDIR /app
 COPY --from=build --chown=10001:10001 /app /app
 USER 10001
-ENV PORT=8080 PATH=/app/.venv/bin:$PATH
+# HOME on the pod's writable /tmp: the root filesystem is read-only on GKE.
+ENV PORT=8080 PATH=/app/.venv/bin:$PATH HOME=/tmp
 EXPOSE 8080
 # [health] becomes the pod's probes; Docker's own check is unused on GKE.
 HEALTHCHECK NONE
