@@ -240,7 +240,16 @@ async fn function_binaries_run_the_pipeline_on_cloud_runs_contract() {
         "validate answered pushes: {lines:?}"
     );
 
-    // SIGTERM: both drain and exit, well within Cloud Run's 10 s.
+    // A dashboard's live stream is open on the gateway: it must not hold
+    // the drain past Cloud Run's 10 s.
+    let mut live = tokio::net::TcpStream::connect(gateway.url.trim_start_matches("http://")).await.expect("connects");
+    let sub = format!("GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut live, sub.as_bytes()).await.expect("subscribes");
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut live, &mut head).await.expect("answered");
+    assert_eq!(&head, b"HTTP/1.1 200", "the stream is open");
+
+    // SIGTERM: every service drains and exits within Cloud Run's 10 s.
     for s in [&mut gateway, &mut validate, &mut build, &mut web, &mut analytics] {
         let started = Instant::now();
         let pid = s.child.id().to_string();
