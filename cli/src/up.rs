@@ -265,8 +265,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     runtime.stop_all().await;
     let _ = ingest_task.await;
     drop(ctx);
+    // Every line logged so far is stored before the process ends (other
+    // holders of the writer, like the SSE fan-out's encoder, live on until
+    // exit, so waiting for the writer task to end would wait for nothing).
+    let _ = tokio::time::timeout(Duration::from_secs(5), LogSink::flush(&*log_writer)).await;
     drop(log_writer);
-    let _ = tokio::time::timeout(Duration::from_secs(5), log_task).await;
+    drop(log_task);
     drop(lock);
     Ok(())
 }
