@@ -354,6 +354,22 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// What one audit record says happened (both stores chain it the same way).
+pub struct AuditEntry<'a> {
+    pub at: &'a Timestamp,
+    pub actor: &'a Actor,
+    pub from: Option<Status>,
+    pub to: Status,
+    pub reason: &'a str,
+}
+
+impl AuditEntry<'_> {
+    /// Its chain hash after `prev_hash`.
+    pub fn hash(&self, prev_hash: &str, deployment_id: &str) -> String {
+        AuditRecord::compute_hash(prev_hash, deployment_id, self.at, self.actor, self.from, self.to, self.reason)
+    }
+}
+
 impl AuditRecord {
     /// The chain hash: SHA-256 over the previous hash and the record's fields.
     pub fn compute_hash(

@@ -162,11 +162,6 @@ impl Fanout {
         fanout
     }
 
-    /// How many subscribers are connected.
-    pub fn subscribers(&self) -> usize {
-        self.tx.receiver_count()
-    }
-
     /// Serves `sub` on `stream` if it may: the token is valid and the
     /// deployment exists. Otherwise the stream comes back untouched, for
     /// the router to answer.

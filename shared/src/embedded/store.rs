@@ -428,19 +428,10 @@ fn get_deployment_tx(conn: &Connection, id: &str) -> StoreResult<Deployment> {
         .ok_or_else(|| StoreError::not_found("deployment", id))
 }
 
-/// What one audit record says happened.
-struct Entry<'a> {
-    at: &'a Timestamp,
-    actor: &'a Actor,
-    from: Option<Status>,
-    to: Status,
-    reason: &'a str,
-}
-
 /// Appends an audit record chained to the deployment's previous one.
-fn append_audit(tx: &Connection, d: &Deployment, prev_hash: &str, e: Entry<'_>) -> StoreResult<String> {
-    let Entry { at, actor, from, to, reason } = e;
-    let hash = AuditRecord::compute_hash(prev_hash, &d.id, at, actor, from, to, reason);
+fn append_audit(tx: &Connection, d: &Deployment, prev_hash: &str, e: AuditEntry<'_>) -> StoreResult<String> {
+    let hash = e.hash(prev_hash, &d.id);
+    let AuditEntry { at, actor, from, to, reason } = e;
     exec(
         tx,
         "INSERT INTO audit (deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash)
@@ -473,7 +464,7 @@ fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResu
     let at = now();
     let next = t.apply_to(&cur, at)?;
     let retry = next.attempt != cur.attempt;
-    let entry = Entry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
+    let entry = AuditEntry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
     let hash = append_audit(tx, &next, &audit_head, entry)?;
     // The compare-and-set. Patch columns are written only when present, so a
     // plain step does not rewrite the (large) config snapshot.
@@ -583,7 +574,7 @@ fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewDeployment) 
             ts(&at)
         ],
     )?;
-    let entry = Entry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
+    let entry = AuditEntry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
     let hash = append_audit(tx, &d, "", entry)?;
     exec(tx, "UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id])?;
     if let Some(key) = &new.dedupe_key {

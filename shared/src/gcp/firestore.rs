@@ -462,13 +462,13 @@ impl FirestoreStore {
                 Ok((value, events, feed)) => {
                     // Under the writer lock: one deployment's events are
                     // handed to Pub/Sub in commit order. A failed publish
-                    // leaves the event in the outbox collection (its
-                    // re-publisher is still to come: docs/gcp.md).
+                    // leaves the event's marker for the re-publisher.
+                    let mut confirmed = false;
                     if let Some(p) = &self.publisher
                         && !events.is_empty()
                     {
                         match p.publish(&events).await {
-                            Ok(()) => self.published(&events).await,
+                            Ok(()) => confirmed = true,
                             Err(e) => {
                                 tracing::warn!(error = %e, "publishing events failed; the re-publisher sends them")
                             }
@@ -477,6 +477,12 @@ impl FirestoreStore {
                     for item in feed {
                         *last_published = (*last_published).max(item.seq);
                         let _ = self.changes.send(item);
+                    }
+                    // Clearing the markers needs no order: other writers
+                    // need not wait for it.
+                    drop(last_published);
+                    if confirmed {
+                        self.published(&events).await;
                     }
                     return Ok(value);
                 }
@@ -561,15 +567,6 @@ impl From<FirestoreError> for TxError {
     }
 }
 
-/// What one audit record says happened.
-struct Entry<'a> {
-    at: &'a Timestamp,
-    actor: &'a Actor,
-    from: Option<Status>,
-    to: Status,
-    reason: &'a str,
-}
-
 impl Tx<'_> {
     async fn project_by_key(&self, name_or_id: &str) -> Result<Option<ProjectDoc>, FirestoreError> {
         if let Some(p) =
@@ -612,9 +609,9 @@ impl Tx<'_> {
     }
 
     /// Appends an audit record chained to `prev_hash`; returns its hash.
-    async fn append_audit(&mut self, d: &Deployment, prev_hash: &str, e: Entry<'_>) -> Result<String, TxError> {
-        let Entry { at, actor, from, to, reason } = e;
-        let hash = AuditRecord::compute_hash(prev_hash, &d.id, at, actor, from, to, reason);
+    async fn append_audit(&mut self, d: &Deployment, prev_hash: &str, e: AuditEntry<'_>) -> Result<String, TxError> {
+        let hash = e.hash(prev_hash, &d.id);
+        let AuditEntry { at, actor, from, to, reason } = e;
         let seq = self.next_seq().await?;
         let record = AuditRecord {
             seq,
@@ -666,7 +663,8 @@ impl Tx<'_> {
             let cur = deployment_of(&doc)?;
             let at = now();
             let next = t.apply_to(&cur, at)?;
-            let entry = Entry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
+            let entry =
+                AuditEntry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
             let hash = self.append_audit(&next, &doc.audit_head, entry).await?;
             let col = self.cols.deployments.clone();
             self.set(&col, &next.id, &deployment_doc(&next, &hash)?)?;
@@ -797,7 +795,7 @@ impl Store for FirestoreStore {
                     tx.transition(&t).await?;
                     superseded.push(old.id);
                 }
-                let entry = Entry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
+                let entry = AuditEntry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
                 let hash = tx.append_audit(&d, "", entry).await?;
                 let col = tx.cols.deployments.clone();
                 tx.set(&col, &d.id, &deployment_doc(&d, &hash)?)?;
