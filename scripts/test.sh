@@ -46,6 +46,16 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
     || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 fi
 
+# Apps run as users of their own when the platform is root: a toolchain
+# under /root (rustup's) is out of their reach, so the Rust example builds
+# with the distribution's cargo (readable by every user).
+if [ "$(id -u)" = 0 ] && [ ! -x /usr/bin/cargo ]; then
+  echo "installing Debian's cargo for apps' Rust builds (apt, one time)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq cargo >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq cargo >/dev/null; }
+fi
+
 if [ "$quick" = 0 ]; then
   step "Format"
   cargo fmt --all -- --check
@@ -59,6 +69,8 @@ fi
 
 step "Build"
 cargo build --quiet --workspace --all-targets
+# What scripts/up.sh runs next to every replica (the README test starts it so).
+cargo build --quiet --profile sidecar -p bifrost-sidecar
 cargo xtask web
 # The e2e tests run the real binary.
 export BIFROST_BIN="$PWD/target/debug/bifrost"

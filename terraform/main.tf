@@ -14,6 +14,7 @@ locals {
     "deploy-built"        = { function = "deploy", status = "built" }
     "deploy-deploying"    = { function = "deploy", status = "deploying" }
     "verify-running"      = { function = "verify", status = "running" }
+    "deploy-healthy"      = { function = "deploy", status = "healthy" }
     "deploy-superseded"   = { function = "deploy", status = "superseded" }
     "deploy-cancelled"    = { function = "deploy", status = "cancelled" }
     "deploy-failed"       = { function = "deploy", status = "failed" }

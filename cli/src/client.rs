@@ -86,14 +86,9 @@ pub fn save_token(server: &str, token: Option<&str>) -> std::io::Result<PathBuf>
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&v).unwrap_or_default())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    // 0600 from the first byte, and atomic: no reader ever sees a partial
+    // file or one readable by others.
+    bifrost_shared::embedded::sandbox::write_private(&path, &serde_json::to_vec_pretty(&v).unwrap_or_default())?;
     Ok(path)
 }
 
@@ -168,7 +163,7 @@ pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let message = parsed
         .as_ref()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .and_then(|v| v["error"]["message"].as_str().map(crate::output::term_safe))
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
     let exit = match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Exit::Auth,

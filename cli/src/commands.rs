@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::archive;
 use crate::client::{Api, CliError, CliResult, Exit, save_token};
+use crate::output::seg;
 use crate::output::{self, bold, dim, s};
 
 type Res = CliResult<ExitCode>;
@@ -156,9 +157,10 @@ pub async fn projects_add(
     json: bool,
     name: &str,
     repo: Option<String>,
-    branch: &str,
+    branch: Option<String>,
     webhook_secret: Option<String>,
 ) -> Res {
+    // No --branch: the platform takes the branch the repository's HEAD names.
     let body =
         json!({"name": name, "repo": repo.map(normalize_repo), "branch": branch, "webhook_secret": webhook_secret});
     let p: Value = api.post("/api/v1/projects", &body).await?;
@@ -352,7 +354,7 @@ async fn wait_for(api: &Api, id: &str, json: bool) -> CliResult<Value> {
         let d: Value = api.get(&format!("/api/v1/deployments/{id}")).await?;
         let history = d["history"].as_array().cloned().unwrap_or_default();
         for h in history.iter().skip(seen) {
-            let line = format!("  {} {}", output::status(s(h, "to")), dim(s(h, "reason")));
+            let line = format!("  {} {}", output::status(s(h, "to")), dim(&output::term_safe(s(h, "reason"))));
             if show {
                 bar.println(line);
             } else if !json {
@@ -383,7 +385,7 @@ pub async fn deployments_list(api: &Api, json: bool, project: Option<String>, li
             output::status(s(d, "status")),
             output::source_label(&d["source"]),
             output::when(s(d, "created_at")),
-            d["reason"].as_str().unwrap_or("").chars().take(60).collect(),
+            output::term_safe(d["reason"].as_str().unwrap_or("")).chars().take(60).collect(),
         ]
     })
     .await?;
@@ -448,12 +450,13 @@ pub async fn dead(api: &Api, json: bool, redrive: bool, ids: Vec<String>) -> Res
     ok()
 }
 
-pub async fn tokens_create(api: &Api, json: bool, name: &str, role: &str) -> Res {
-    let t: Value = api.post("/api/v1/tokens", &json!({"name": name, "role": role})).await?;
+pub async fn tokens_create(api: &Api, json: bool, name: &str, role: &str, project: Option<&str>) -> Res {
+    let t: Value = api.post("/api/v1/tokens", &json!({"name": name, "role": role, "project": project})).await?;
     if json {
         output::print_json(&t);
     } else {
-        println!("token {} ({}) — shown only this once:", s(&t, "name"), s(&t, "role"));
+        let scope = t["project"].as_str().map(|p| format!(", project {p} only")).unwrap_or_default();
+        println!("token {} ({}{scope}) — shown only this once:", s(&t, "name"), s(&t, "role"));
         println!("{}", s(&t, "token"));
     }
     ok()
@@ -461,10 +464,11 @@ pub async fn tokens_create(api: &Api, json: bool, name: &str, role: &str) -> Res
 
 pub async fn tokens_list(api: &Api, json: bool) -> Res {
     let empty = "no tokens: bifrost tokens create NAME --role ROLE";
-    list(api, "/api/v1/tokens", json, empty, &["name", "role", "created", "last used"], |t| {
+    list(api, "/api/v1/tokens", json, empty, &["name", "role", "project", "created", "last used"], |t| {
         vec![
             s(t, "name").to_string(),
             s(t, "role").to_string(),
+            t["project"].as_str().unwrap_or("all").to_string(),
             output::when(s(t, "created_at")),
             t["last_used_at"].as_str().map(output::when).unwrap_or_else(|| "never".into()),
         ]
@@ -562,11 +566,18 @@ async fn finish_wait(api: &Api, json: bool, id: &str) -> Res {
     }
     Err(CliError::new(
         Exit::DeployFailed,
-        format!("deployment {id} ended {status}: {}", last["reason"].as_str().unwrap_or("no reason given")),
+        format!(
+            "deployment {id} ended {status}: {}",
+            output::term_safe(last["reason"].as_str().unwrap_or("no reason given"))
+        ),
     ))
 }
 
-pub async fn secrets_set(api: &Api, name: &str, value: Option<String>) -> Res {
+fn secret_path(project: &str, name: &str) -> String {
+    format!("/api/v1/projects/{}/secrets/{}", seg(project), seg(name))
+}
+
+pub async fn secrets_set(api: &Api, project: &str, name: &str, value: Option<String>) -> Res {
     let value = match value {
         Some(v) => v,
         None => {
@@ -576,28 +587,40 @@ pub async fn secrets_set(api: &Api, name: &str, value: Option<String>) -> Res {
             v.trim_end_matches(['\n', '\r']).to_string()
         }
     };
-    let rb = api.request(Method::PUT, &format!("/api/v1/secrets/{name}")).json(&json!({"value": value}));
+    let rb = api.request(Method::PUT, &secret_path(project, name)).json(&json!({"value": value}));
     let resp = rb.send().await.map_err(|e| CliError::new(Exit::Error, format!("cannot reach {}: {e}", api.server)))?;
     if !resp.status().is_success() {
         let status = resp.status();
         return Err(crate::client::api_error(status, &resp.bytes().await.unwrap_or_default()));
     }
-    println!("secret {name} set");
+    println!("secret {name} set for project {project} (stored sealed)");
     ok()
 }
 
-pub async fn secrets_list(api: &Api, json: bool) -> Res {
-    let empty = "no secrets: bifrost secrets set NAME";
-    list(api, "/api/v1/secrets", json, empty, &["name", "updated"], |x| {
-        vec![s(x, "name").to_string(), output::when(s(x, "updated_at"))]
-    })
-    .await?;
+pub async fn secrets_list(api: &Api, json: bool, project: Option<&str>) -> Res {
+    match project {
+        Some(p) => {
+            let empty = format!("no secrets in {p}: bifrost secrets set NAME --project {p}");
+            list(api, &format!("/api/v1/projects/{}/secrets", seg(p)), json, &empty, &["name", "updated"], |x| {
+                vec![s(x, "name").to_string(), output::when(s(x, "updated_at"))]
+            })
+            .await?;
+        }
+        None => {
+            let empty = "no secrets: bifrost secrets set NAME --project PROJECT";
+            list(api, "/api/v1/secrets", json, empty, &["project", "name", "updated"], |x| {
+                let project = x["project"].as_str().unwrap_or("(none: unused, set it again with --project)");
+                vec![project.to_string(), s(x, "name").to_string(), output::when(s(x, "updated_at"))]
+            })
+            .await?;
+        }
+    }
     ok()
 }
 
-pub async fn secrets_rm(api: &Api, name: &str) -> Res {
+pub async fn secrets_rm(api: &Api, project: &str, name: &str) -> Res {
     let resp = api
-        .request(Method::DELETE, &format!("/api/v1/secrets/{name}"))
+        .request(Method::DELETE, &secret_path(project, name))
         .send()
         .await
         .map_err(|e| CliError::new(Exit::Error, format!("cannot reach {}: {e}", api.server)))?;
@@ -605,7 +628,7 @@ pub async fn secrets_rm(api: &Api, name: &str) -> Res {
         let status = resp.status();
         return Err(crate::client::api_error(status, &resp.bytes().await.unwrap_or_default()));
     }
-    println!("secret {name} deleted");
+    println!("secret {name} deleted from project {project}");
     ok()
 }
 

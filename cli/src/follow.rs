@@ -23,10 +23,25 @@ pub struct SseEvent {
 #[derive(Default)]
 pub struct SseParser {
     buf: String,
+    pending: Vec<u8>,
     current: SseEvent,
 }
 
 impl SseParser {
+    /// Bytes as they arrive: a UTF-8 character split across two chunks is
+    /// kept until its rest arrives.
+    pub fn push_bytes(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
+        self.pending.extend_from_slice(chunk);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => self.pending.len(),
+        };
+        let rest = self.pending.split_off(valid);
+        let text = String::from_utf8_lossy(&std::mem::replace(&mut self.pending, rest)).into_owned();
+        self.push(&text)
+    }
+
     pub fn push(&mut self, chunk: &str) -> Vec<SseEvent> {
         self.buf.push_str(chunk);
         let mut out = vec![];
@@ -67,9 +82,9 @@ pub fn print_item(item: &Value) {
             "{} {} {}",
             dim(&output::when(s(item, "at"))),
             output::status(s(item, "status")),
-            dim(s(item, "reason"))
+            dim(&output::term_safe(s(item, "reason")))
         ),
-        _ => println!("{} {}", dim(&format!("{:>9} |", s(item, "stream"))), s(item, "line")),
+        _ => println!("{} {}", dim(&format!("{:>9} |", s(item, "stream"))), output::term_safe(s(item, "line"))),
     }
 }
 
@@ -104,7 +119,7 @@ pub async fn follow(api: &Api, id: &str, json: bool, mut until: impl FnMut(&Valu
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else { break };
-            for ev in parser.push(&String::from_utf8_lossy(&chunk)) {
+            for ev in parser.push_bytes(&chunk) {
                 if ev.id.is_some() {
                     last = ev.id.clone();
                 }

@@ -82,7 +82,7 @@ async fn sniff(
             .uri("/api/v1/events")
             .header(axum::http::header::HOST, sub.host.as_str())
             .body(axum::body::Body::empty());
-        let platform = probe.is_ok_and(|r| bifrost_router::app_of(&r, &domain).is_none());
+        let platform = probe.is_ok_and(|r| bifrost_router::app_by_host(&r, &domain).is_none());
         if platform {
             match fanout.take(tcp, sub).await {
                 Ok(()) => return,

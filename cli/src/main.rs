@@ -109,7 +109,7 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Manage secrets used by [env] entries (admin).
+    /// Manage projects' secrets, used by [env] entries (deployer).
     #[command(subcommand)]
     Secrets(SecretsCmd),
     /// Inspect events.
@@ -128,9 +128,9 @@ enum ProjectsCmd {
         /// Git URL or local path of a git repository.
         #[arg(long)]
         repo: Option<String>,
-        /// Branch whose pushes deploy.
-        #[arg(long, default_value = "main")]
-        branch: String,
+        /// Branch whose pushes deploy (default: the one the repository's HEAD names).
+        #[arg(long)]
+        branch: Option<String>,
         /// HMAC secret for the GitHub webhook (generated when omitted).
         #[arg(long, env = "BIFROST_WEBHOOK_SECRET", hide_env_values = true)]
         webhook_secret: Option<String>,
@@ -173,14 +173,25 @@ enum EventsCmd {
 
 #[derive(Subcommand, Debug)]
 enum SecretsCmd {
-    /// Set a secret (the value is read from stdin when omitted).
+    /// Set a project's secret (the value is read from stdin when omitted;
+    /// prefer stdin: arguments show in `ps` and shell history).
     Set {
         name: String,
+        /// The project whose deployments may use it.
+        #[arg(long, short)]
+        project: String,
         value: Option<String>,
     },
-    List,
+    /// Names and update times (never values): of one project, or (admin) all.
+    List {
+        #[arg(long, short)]
+        project: Option<String>,
+    },
+    /// Delete a project's secret.
     Rm {
         name: String,
+        #[arg(long, short)]
+        project: String,
     },
 }
 
@@ -191,6 +202,9 @@ enum TokensCmd {
         name: String,
         #[arg(long, value_parser = ["viewer", "deployer", "admin"])]
         role: String,
+        /// Limit the token to this project (deployer and viewer only).
+        #[arg(long, short)]
+        project: Option<String>,
     },
     List,
     Revoke {
@@ -215,6 +229,14 @@ fn init_tracing(verbose_default: &str) {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // `bifrost sandbox run|enter|probe …`: the platform's own helper in
+    // front of every build and replica. Plain and synchronous (it restricts
+    // itself and execs), so it runs before clap and the async runtime.
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == "sandbox") {
+        let mode = args.next().map(|m| m.to_string_lossy().into_owned()).unwrap_or_default();
+        bifrost_shared::embedded::sandbox::helper::main(&mode, args.collect());
+    }
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -262,7 +284,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Logout => commands::logout(&cli.server),
         Command::Projects(p) => match p {
             ProjectsCmd::Add { name, repo, branch, webhook_secret } => {
-                commands::projects_add(&api, json, &name, repo, &branch, webhook_secret).await
+                commands::projects_add(&api, json, &name, repo, branch, webhook_secret).await
             }
             ProjectsCmd::List => commands::projects_list(&api, json).await,
             ProjectsCmd::Show { name } => commands::projects_show(&api, json, &name).await,
@@ -282,12 +304,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Open { app, print } => commands::open(&api, json, &app, print).await,
         Command::Rollback { project, to, wait } => commands::rollback(&api, json, &project, to, wait).await,
         Command::Secrets(sc) => match sc {
-            SecretsCmd::Set { name, value } => commands::secrets_set(&api, &name, value).await,
-            SecretsCmd::List => commands::secrets_list(&api, json).await,
-            SecretsCmd::Rm { name } => commands::secrets_rm(&api, &name).await,
+            SecretsCmd::Set { name, project, value } => commands::secrets_set(&api, &project, &name, value).await,
+            SecretsCmd::List { project } => commands::secrets_list(&api, json, project.as_deref()).await,
+            SecretsCmd::Rm { name, project } => commands::secrets_rm(&api, &project, &name).await,
         },
         Command::Tokens(t) => match t {
-            TokensCmd::Create { name, role } => commands::tokens_create(&api, json, &name, &role).await,
+            TokensCmd::Create { name, role, project } => {
+                commands::tokens_create(&api, json, &name, &role, project.as_deref()).await
+            }
             TokensCmd::List => commands::tokens_list(&api, json).await,
             TokensCmd::Revoke { name } => commands::tokens_revoke(&api, json, &name).await,
         },

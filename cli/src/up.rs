@@ -11,9 +11,10 @@ use bifrost_functions::{Ctx, Functions, Settings, gateway};
 use bifrost_router::RouterConfig;
 use bifrost_shared::auth::{generate_token, hash_token};
 use bifrost_shared::domain::Role;
+use bifrost_shared::embedded::sandbox::{self, Sandbox, SandboxConfig};
 use bifrost_shared::embedded::{
     Dispatcher, DispatcherConfig, GitSources, LocalBuilder, LogLimits, LogWriter, ProcessRuntime, RuntimeEvent,
-    SidecarLauncher, SqliteStore, process,
+    SidecarLauncher, SqliteStore, archive, process,
 };
 use bifrost_shared::ports::{LogSink, Store};
 use tokio::sync::watch;
@@ -53,9 +54,35 @@ pub struct UpArgs {
     #[arg(long, env = "BIFROST_INGEST_LISTEN", default_value = "127.0.0.1:7071")]
     pub ingest_listen: SocketAddr,
     /// The `bifrost-sidecar` binary (default: next to this one). Without it
-    /// the platform probes replicas itself.
+    /// the platform probes replicas itself. A relative path is resolved
+    /// against the directory `bifrost up` starts in.
     #[arg(long, env = "BIFROST_SIDECAR_BIN")]
     pub sidecar_bin: Option<PathBuf>,
+    /// Where apps' trees and build caches live. When the platform runs as
+    /// root, apps run as users of their own, so this must be reachable by
+    /// other users (default then: /var/lib/bifrost-apps/<data dir id>;
+    /// otherwise <data dir>/apps).
+    #[arg(long, env = "BIFROST_APPS_DIR")]
+    pub apps_dir: Option<PathBuf>,
+    /// Run apps and builds without Landlock where the kernel has none. They
+    /// can then read the platform's data, tokens and other apps: for
+    /// development machines only.
+    #[arg(long, env = "BIFROST_INSECURE_NO_SANDBOX", value_parser = clap::builder::FalseyValueParser::new())]
+    pub insecure_no_sandbox: bool,
+    /// First uid handed to a project's processes (when running as root).
+    #[arg(long, env = "BIFROST_APP_UID_BASE", default_value_t = sandbox::DEFAULT_UID_BASE)]
+    pub app_uid_base: u32,
+    /// Also serve apps by path (`/apps/<app>/…`) on this address, for
+    /// clients that cannot send `Host: <app>.localhost`. Off by default: it
+    /// is never the dashboard's origin.
+    #[arg(long, env = "BIFROST_APPS_LISTEN")]
+    pub apps_listen: Option<SocketAddr>,
+    /// Largest upload (`bifrost deploy DIR`), in bytes.
+    #[arg(long, env = "BIFROST_MAX_UPLOAD_BYTES", default_value_t = 100 << 20)]
+    pub max_upload_bytes: usize,
+    /// Largest unpacked source tree (upload or checkout), in bytes.
+    #[arg(long, env = "BIFROST_MAX_UNPACKED_BYTES", default_value_t = 1 << 30)]
+    pub max_unpacked_bytes: u64,
     /// Folder holding the dashboard's client bundle, pkg/ (default: beside
     /// this binary, `target/site` in a checkout; `cargo xtask web` builds it).
     #[arg(long, env = "BIFROST_WEB_SITE_ROOT")]
@@ -73,10 +100,76 @@ fn default_data_dir() -> PathBuf {
         .join("bifrost")
 }
 
+/// A path from the command line, resolved against where `bifrost up` was
+/// started: children run in directories of their own.
+fn absolute(p: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let joined = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) };
+    Ok(joined.canonicalize().unwrap_or(joined))
+}
+
+/// The health sidecar to run, checked now: a missing or unrunnable binary
+/// is a start-up error naming it, never a restart loop later.
+fn sidecar_program(given: Option<&std::path::Path>, exe: &std::path::Path) -> anyhow::Result<Option<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = match given {
+        Some(p) => absolute(p)?,
+        None => {
+            let sibling = exe.with_file_name("bifrost-sidecar");
+            if !sibling.exists() {
+                return Ok(None);
+            }
+            sibling
+        }
+    };
+    let meta = std::fs::metadata(&program)
+        .with_context(|| format!("--sidecar-bin {}: health sidecar not found", program.display()))?;
+    anyhow::ensure!(
+        meta.is_file() && meta.permissions().mode() & 0o111 != 0,
+        "--sidecar-bin {}: the health sidecar is not an executable file",
+        program.display()
+    );
+    Ok(Some(program))
+}
+
+/// Where apps' trees live when not told (see `--apps-dir`).
+fn default_apps_dir(data_dir: &std::path::Path, owner: &str) -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/bifrost-apps").join(owner)
+    } else {
+        data_dir.join("apps")
+    }
+}
+
+/// The master key for secrets at rest: `BIFROST_SECRETS_KEY`, or a 0600
+/// file made at first start. Plaintext secrets left by an older version
+/// are sealed with it.
+fn secrets_key(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use bifrost_shared::seal;
+    if let Ok(k) = std::env::var("BIFROST_SECRETS_KEY") {
+        return seal::parse_key(&k).map_err(|e| anyhow::anyhow!("BIFROST_SECRETS_KEY: {e}"));
+    }
+    let path = data_dir.join("secrets.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => seal::parse_key(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = seal::generate_key();
+            sandbox::write_private(&path, key.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+            Ok(seal::parse_key(&key)?)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let data_dir = absolute(&args.data_dir.clone().unwrap_or_else(default_data_dir))?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
+    // The platform's own: the database, keys, git mirrors, uploads.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", data_dir.display()))?;
+    }
 
     // One platform per data dir: a second `bifrost up` would race the first.
     let lock = std::fs::File::create(data_dir.join("bifrost.lock")).context("creating the lock file")?;
@@ -85,53 +178,82 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
     let store = SqliteStore::open(&data_dir.join("bifrost.db"), bifrost_functions::subscriptions())
         .context("opening the store")?;
+    let master = secrets_key(&data_dir)?;
+    let keys = bifrost_shared::seal::Keys::from_master(&master)?;
+    let sealed = store
+        .seal_plaintext(|context, plain| {
+            if context.starts_with("webhook:") {
+                keys.webhooks.seal(plain, context)
+            } else {
+                keys.secrets.seal(plain, context)
+            }
+        })
+        .context("sealing plaintext secrets")?;
+    if sealed > 0 {
+        tracing::info!(count = sealed, "sealed secrets an older version stored in plaintext");
+    }
+    // The database file and its WAL: the platform's user only.
+    for f in ["bifrost.db", "bifrost.db-wal", "bifrost.db-shm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(data_dir.join(f), std::fs::Permissions::from_mode(0o600));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is something else using it? try --listen)", args.listen))?;
     let addr = listener.local_addr()?;
     let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
 
-    // Children carry this marker; a platform that died left them running,
-    // and this start kills them before anything else runs.
     let owner = process::owner_id(&data_dir);
-    let orphans = process::kill_orphans(&owner);
+    let exe = std::env::current_exe().context("locating the bifrost binary")?;
+    let apps_dir = match &args.apps_dir {
+        Some(d) => absolute(d)?,
+        None => default_apps_dir(&data_dir, &owner),
+    };
+    let sandbox = Sandbox::new(SandboxConfig {
+        helper: exe.clone(),
+        owner: owner.clone(),
+        data_dir: data_dir.clone(),
+        apps_root: apps_dir.clone(),
+        insecure: args.insecure_no_sandbox,
+        uid_base: args.app_uid_base,
+    })?;
+    let isolation = sandbox.isolation();
+    if let Some(w) = &isolation.warning {
+        tracing::warn!("{w}");
+    }
+    // Supervisors of a platform that died end their trees themselves; this
+    // catches what is left (a supervisor killed outright, cgroups).
+    let orphans = tokio::task::spawn_blocking({
+        let s = sandbox.clone();
+        move || s.sweep()
+    })
+    .await
+    .unwrap_or(0);
     if orphans > 0 {
-        tracing::warn!(count = orphans, "killed processes left behind by a previous run");
+        tracing::warn!(count = orphans, "stopped processes left behind by a previous run");
     }
 
     let store_dyn: Arc<dyn Store> = Arc::new(store.clone());
     let (log_writer, log_task) = LogWriter::start(store_dyn.clone(), LogLimits::default());
     let logs: Arc<dyn LogSink> = log_writer.clone();
-    let sources = Arc::new(GitSources::new(&data_dir));
-    let exe = std::env::current_exe().context("locating the bifrost binary")?;
+    let limits = archive::Limits { unpacked_bytes: args.max_unpacked_bytes, ..archive::Limits::default() };
+    let sources = Arc::new(GitSources::with_limits(&data_dir, limits));
     let ingest_listener = tokio::net::TcpListener::bind(args.ingest_listen).await.with_context(|| {
         format!("cannot listen on {} for the sidecar ingest (try --ingest-listen)", args.ingest_listen)
     })?;
     let ingest_addr = ingest_listener.local_addr()?;
     let ingest_key = ingest_key(&data_dir)?;
-    let sidecar_bin = args.sidecar_bin.clone().or_else(|| {
-        let sibling = exe.with_file_name("bifrost-sidecar");
-        sibling.exists().then_some(sibling)
-    });
-    let launcher = match &sidecar_bin {
-        Some(program) if program.exists() => Some(SidecarLauncher {
-            program: program.clone(),
-            endpoint: format!("http://{ingest_addr}"),
-            key: ingest_key.clone(),
-        }),
-        Some(program) => anyhow::bail!("--sidecar-bin {}: no such file", program.display()),
+    let launcher = match sidecar_program(args.sidecar_bin.as_deref(), &exe)? {
+        Some(program) => {
+            Some(SidecarLauncher { program, endpoint: format!("http://{ingest_addr}"), key: ingest_key.clone() })
+        }
         None => {
             tracing::warn!("bifrost-sidecar not found next to {}: replicas are probed in-process", exe.display());
             None
         }
     };
-    let (runtime, runtime_events) = ProcessRuntime::new(
-        logs.clone(),
-        &owner,
-        vec![exe.display().to_string(), "serve-static".into()],
-        launcher.clone(),
-    );
-    let builder = LocalBuilder::new(&data_dir, sources.clone(), &owner, Duration::from_secs(args.build_timeout));
+    let (runtime, runtime_events) = ProcessRuntime::new(logs.clone(), sandbox.clone(), launcher.clone());
+    let builder = LocalBuilder::new(sandbox.clone(), sources.clone(), Duration::from_secs(args.build_timeout));
     let app_domain = match addr.port() {
         80 => args.app_domain.clone(),
         port => format!("{}:{port}", args.app_domain),
@@ -144,10 +266,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         builder: Arc::new(builder),
         runtime: Arc::new(runtime.clone()),
         logs,
+        keys: Some(keys.clone()),
         settings: Settings {
             public_url: public_url.clone(),
             app_domain: app_domain.clone(),
             start_timeout: Duration::from_secs(args.start_timeout),
+            max_upload_bytes: args.max_upload_bytes,
+            isolation: Some(isolation.clone()),
             ..Settings::default()
         },
     };
@@ -185,20 +310,47 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         backend: bifrost_web::server::Backend::InProcess(gateway::router(ctx.clone())),
         site_root: site_root.clone(),
         secure_cookies: public_url.starts_with("https://"),
+        session_key: bifrost_web::server::SessionKey::new(bifrost_shared::seal::derive_key(&master, "sessions")?),
+        public_origin: Some(public_url.clone()),
     });
     let api = api.merge(web);
     let routes = EmbeddedRoutes::start(store_dyn.clone(), runtime.clone()).await?;
     let router_config = RouterConfig { domain: args.app_domain.clone(), ..RouterConfig::default() };
-    let apps = bifrost_router::service(routes, router_config.clone());
-    // One listener: requests for <app>.<domain> (or /apps/<app>/) go to the
-    // router, everything else to the API.
+    let apps = bifrost_router::service(routes.clone(), router_config.clone());
+    // One listener: requests for <app>.<domain> go to the router, everything
+    // else to the API and dashboard. Apps are never served on the
+    // dashboard's own host (an app's page would share its origin).
     let domain = args.app_domain.clone();
     let service = tower::steer::Steer::new(
         vec![apps, tower::util::BoxCloneSyncService::new(api)],
         move |req: &axum::http::Request<axum::body::Body>, _: &[_]| {
-            usize::from(bifrost_router::app_of(req, &domain).is_none())
+            usize::from(bifrost_router::app_by_host(req, &domain).is_none())
         },
     );
+    // `--apps-listen`: apps by Host or by path, on an origin of their own.
+    let apps_listener = match args.apps_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for --apps-listen"))?;
+            let by_path = bifrost_router::service(routes, RouterConfig { path_routing: true, ..router_config.clone() });
+            let local = l.local_addr()?;
+            tokio::spawn(async move {
+                let make =
+                    axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
+                        std::net::SocketAddr,
+                    >(by_path);
+                let l = axum::serve::ListenerExt::tap_io(l, |tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                if let Err(e) = axum::serve(l, make).await {
+                    tracing::error!(error = %e, "the apps listener stopped");
+                }
+            });
+            Some(local)
+        }
+        None => None,
+    };
     // Health sidecars stream here (gRPC over HTTP/2).
     let ingest = bifrost_functions::ingest::service(Arc::new(ctx.clone()), ingest_key);
     let mut ingest_stop = stop_tx.subscribe();
@@ -241,6 +393,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     println!("bifrost: data dir {}", data_dir.display());
     println!("bifrost: apps answer at http://<app>.{app_domain}/");
+    if let Some(a) = apps_listener {
+        println!("bifrost: apps by path at http://{a}/apps/<app>/");
+    }
+    match &isolation.warning {
+        Some(w) => println!("bifrost: WARNING: {w}"),
+        None => println!("bifrost: apps run sandboxed in {} ({})", apps_dir.display(), isolation.summary),
+    }
     match &launcher {
         Some(l) => println!("bifrost: sidecar ingest on http://{ingest_addr} ({})", l.program.display()),
         None => println!("bifrost: sidecar ingest on http://{ingest_addr} (no sidecar binary: probing in-process)"),
@@ -279,7 +438,7 @@ async fn forward_runtime_events(
     mut events: tokio::sync::mpsc::UnboundedReceiver<RuntimeEvent>,
     to: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 ) {
-    while let Some(RuntimeEvent::Failed { deployment_id, reason }) = events.recv().await {
+    while let Some(RuntimeEvent::CrashLoop { deployment_id, reason }) = events.recv().await {
         let _ = to.send((deployment_id, reason));
     }
 }
@@ -292,7 +451,7 @@ async fn bootstrap_admin(store: &dyn Store, public_url: &str) -> anyhow::Result<
         if store.authenticate(&hash).await?.is_none() {
             let name = if store.list_tokens().await?.iter().any(|t| t.name == "admin") { "admin-env" } else { "admin" };
             let _ = store.revoke_token("admin-env").await;
-            store.create_token(name, Role::Admin, &hash).await?;
+            store.create_token(name, Role::Admin, &hash, None).await?;
             tracing::info!(token = name, "admin token taken from BIFROST_ADMIN_TOKEN");
         }
         return Ok(());
@@ -301,7 +460,7 @@ async fn bootstrap_admin(store: &dyn Store, public_url: &str) -> anyhow::Result<
         return Ok(());
     }
     let token = generate_token();
-    store.create_token("admin", Role::Admin, &hash_token(&token)).await?;
+    store.create_token("admin", Role::Admin, &hash_token(&token), None).await?;
     let saved = save_token(public_url, Some(&token));
     eprintln!();
     eprintln!("  First start: an admin API token was created. It is shown only this once:");

@@ -132,7 +132,20 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<(Ctx, Arc<
         _ => Arc::new(unconfigured::Unconfigured("the Cloud Build builder (BIFROST_SOURCES_BUCKET)")),
     };
     let app_domain = env("BIFROST_APPS_DOMAIN").unwrap_or_else(|| "apps.example.com".into());
+    // The gateway seals secrets and opens webhook secrets; deploy opens
+    // secrets. For them a missing or empty key is an error at start, never
+    // an empty key.
+    let keys = match function {
+        "gateway" | "deploy" => {
+            let text = env("BIFROST_ENCRYPTION_KEY")
+                .context("BIFROST_ENCRYPTION_KEY is not set (Secret Manager secret bifrost-encryption-key)")?;
+            let master = bifrost_shared::seal::parse_key(&text).context("BIFROST_ENCRYPTION_KEY")?;
+            Some(bifrost_shared::seal::Keys::from_master(&master)?)
+        }
+        _ => None,
+    };
     let ctx = Ctx {
+        keys,
         health: tokio::sync::broadcast::channel(1024).0,
         store,
         dead_letters: firestore.clone(),
@@ -202,7 +215,9 @@ fn gke(endpoint: &str, app_domain: &str) -> anyhow::Result<GkeRuntime> {
         // they keep probing and buffer their reports (the pod stays ready).
         ingest_url: env("BIFROST_INGEST_URL").unwrap_or_else(|| "http://bifrost-ingest.bifrost.svc:7481".into()),
         // The ingest's key signs the sidecars' report tokens.
-        sidecar_key: env("BIFROST_ENCRYPTION_KEY").unwrap_or_default().into_bytes(),
+        sidecar_key: env("BIFROST_ENCRYPTION_KEY")
+            .context("BIFROST_ENCRYPTION_KEY is not set: the sidecars' report tokens are signed with it")?
+            .into_bytes(),
         poll: std::time::Duration::from_secs(2),
     };
     let auth = Arc::new(GoogleCredentials::from_environment().map_err(anyhow::Error::msg)?);

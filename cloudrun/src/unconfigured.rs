@@ -23,7 +23,7 @@ impl Builder for Unconfigured {
     async fn build(&self, _req: BuildRequest, _log: Arc<dyn LogSink>) -> Result<serde_json::Value, BuildError> {
         Err(BuildError::Unavailable(self.why()))
     }
-    async fn discard(&self, _deployment_id: &str) {}
+    async fn discard(&self, _project_id: &str, _deployment_id: &str) {}
 }
 
 #[async_trait]

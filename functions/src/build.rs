@@ -42,6 +42,7 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
     };
     let req = BuildRequest {
         deployment_id: d.id.clone(),
+        project_id: d.project_id.clone(),
         project: d.project.clone(),
         source: d.source.clone(),
         config: snapshot.config,
@@ -50,7 +51,7 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
     let result = tokio::select! {
         r = ctx.builder.build(req, ctx.logs.clone()) => r,
         _ = left_status(ctx, &event) => {
-            ctx.builder.discard(&event.deployment_id).await;
+            ctx.builder.discard(&event.project_id, &event.deployment_id).await;
             ctx.logs.line(&d.id, &d.project, "build", "[bifrost] build stopped: the deployment was cancelled or superseded".into());
             return Outcome::Ack;
         }

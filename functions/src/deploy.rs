@@ -61,13 +61,36 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
                 Some(Err(RuntimeError::Unavailable(e))) => Outcome::Retry(e),
             }
         }
+        Status::Healthy => match current_deployment(ctx, &event).await {
+            // Live: the app's traffic goes to it (idempotent; retried until done).
+            Ok(_) => match ctx.runtime.promote(&event.deployment_id).await {
+                Ok(()) => Outcome::Ack,
+                Err(e) => Outcome::Retry(format!("sending traffic to {}: {e}", event.deployment_id)),
+            },
+            Err(o) => o,
+        },
         Status::Superseded | Status::Cancelled | Status::Failed => {
+            // Traffic first goes to whatever is live now (the healthy event
+            // of the replacement may not have been handled yet), so stopping
+            // this one never leaves the app's URL pointing at nothing.
+            if let Ok(p) = ctx.store.get_project(&event.project_id).await
+                && let Some(live) = p.live_deployment_id.filter(|l| *l != event.deployment_id)
+                && let Err(e) = ctx.runtime.promote(&live).await
+            {
+                return Outcome::Retry(format!("sending traffic to the live deployment {live}: {e}"));
+            }
             // Out of service: drain (the router already stopped sending
             // new requests), stop, and drop build output nobody can roll
             // back to.
             let _ = ctx.runtime.stop(&event.deployment_id, ctx.settings.drain).await;
-            if !was_ever_healthy(ctx, &event.deployment_id).await {
-                ctx.builder.discard(&event.deployment_id).await;
+            match ctx.store.get_project(&event.project_id).await {
+                // The project was deleted: everything of it goes.
+                Err(StoreError::NotFound { .. }) => ctx.builder.discard_project(&event.project_id).await,
+                _ => {
+                    if !was_ever_healthy(ctx, &event.deployment_id).await {
+                        ctx.builder.discard(&event.project_id, &event.deployment_id).await;
+                    }
+                }
             }
             Outcome::Ack
         }
@@ -105,16 +128,30 @@ pub(crate) async fn spec_for(ctx: &Ctx, d: &Deployment) -> Result<ReplicaSpec, S
     let secrets = if secret_names.is_empty() {
         Default::default()
     } else {
-        match ctx.store.secret_values(&secret_names).await {
+        let sealed = match ctx.store.secret_values(&d.project_id, &secret_names).await {
             Ok(v) => v,
             Err(StoreError::NotFound { id, .. }) => {
+                // Another project's secret of that name is no different from none.
                 return Err(SpecError::Fail(format!(
-                    "secret {id:?} is not set (bifrost secrets set {id} VALUE), and [env] needs it"
+                    "secret {id:?} does not exist in project {p} (bifrost secrets set {id} --project {p}), and \
+                     [env] needs it",
+                    p = d.project
                 )));
             }
             Err(e) => return Err(SpecError::Retry(e.to_string())),
+        };
+        let keys = ctx.keys().map_err(SpecError::Retry)?;
+        let mut open = std::collections::BTreeMap::new();
+        for (name, value) in sealed {
+            let plain = keys
+                .secrets
+                .open(&value, &bifrost_shared::seal::secret_context(&d.project_id, &name))
+                .map_err(|e| SpecError::Fail(format!("secret {name:?} of project {}: {e}", d.project)))?;
+            open.insert(name, plain);
         }
+        open
     };
+    let masked = secrets.values().cloned().collect();
     let env = config
         .env
         .iter()
@@ -128,10 +165,12 @@ pub(crate) async fn spec_for(ctx: &Ctx, d: &Deployment) -> Result<ReplicaSpec, S
         .collect();
     Ok(ReplicaSpec {
         deployment_id: d.id.clone(),
+        project_id: d.project_id.clone(),
         project: d.project.clone(),
         artifact: artifact.clone(),
         config: config.clone(),
         env,
+        masked,
         replicas: config.scaling.min_replicas,
     })
 }

@@ -33,7 +33,22 @@ pub struct Ctx {
     pub logs: Arc<dyn LogSink>,
     /// Sidecar reports as they arrive (SSE subscribers listen here).
     pub health: tokio::sync::broadcast::Sender<bifrost_shared::domain::HealthSample>,
+    /// Seal and open secrets. `None` in services that never touch one
+    /// (validate, build, verify on Cloud Run); those that do refuse to run
+    /// without it.
+    pub keys: Option<bifrost_shared::seal::Keys>,
     pub settings: Settings,
+}
+
+impl Ctx {
+    /// The keys, or the error a caller can act on.
+    pub fn keys(&self) -> Result<&bifrost_shared::seal::Keys, String> {
+        self.keys.as_ref().ok_or_else(|| {
+            "this service has no secrets key (BIFROST_SECRETS_KEY / BIFROST_ENCRYPTION_KEY): it cannot seal or open \
+             secrets"
+                .to_string()
+        })
+    }
 }
 
 /// Limits and knobs shared by the functions.
@@ -52,6 +67,8 @@ pub struct Settings {
     pub start_timeout: std::time::Duration,
     /// How long a replaced deployment keeps serving in-flight requests.
     pub drain: std::time::Duration,
+    /// What confines apps where this platform runs them (`/healthz`).
+    pub isolation: Option<bifrost_shared::ports::Isolation>,
 }
 
 impl Default for Settings {
@@ -63,6 +80,7 @@ impl Default for Settings {
             app_domain: "localhost:7070".into(),
             start_timeout: std::time::Duration::from_secs(60),
             drain: std::time::Duration::from_secs(2),
+            isolation: None,
         }
     }
 }
@@ -78,6 +96,8 @@ pub fn subscriptions() -> Vec<Subscription> {
         Subscription::new(deploy::NAME, Status::Built),
         Subscription::new(deploy::NAME, Status::Deploying),
         Subscription::new(verify::NAME, Status::Running),
+        // Live: the deploy function moves the app's traffic to it (GKE).
+        Subscription::new(deploy::NAME, Status::Healthy),
         // Leaving service: the deploy function stops the replicas.
         Subscription::new(deploy::NAME, Status::Superseded),
         Subscription::new(deploy::NAME, Status::Cancelled),
@@ -179,10 +199,24 @@ pub(crate) async fn left_status(ctx: &Ctx, event: &Event) {
     }
 }
 
-/// Fails deployments the runtime reports as unable to stay up.
-pub async fn watch_runtime(ctx: Ctx, mut failures: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
-    while let Some((deployment_id, reason)) = failures.recv().await {
-        fail(&ctx, &deployment_id, &reason, Actor::system("runtime")).await;
+/// Acts on replicas the runtime reports as crash-looping: a deployment on
+/// its way up fails; the live one is never stopped for it — its replicas
+/// keep being restarted (with capped backoff) and it shows as degraded,
+/// with the exit reasons, until it recovers or is replaced.
+pub async fn watch_runtime(ctx: Ctx, mut crash_loops: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    while let Some((deployment_id, reason)) = crash_loops.recv().await {
+        match ctx.store.get_deployment(&deployment_id).await {
+            Ok(d) if d.status == Status::Healthy => {
+                tracing::warn!(deployment = %deployment_id, project = %d.project, %reason, "live deployment degraded");
+                ctx.logs.line(
+                    &deployment_id,
+                    &d.project,
+                    "platform",
+                    format!("[bifrost] degraded: {reason}\n[bifrost] the live deployment keeps being restarted; roll back or deploy a fix"),
+                );
+            }
+            _ => fail(&ctx, &deployment_id, &reason, Actor::system("runtime")).await,
+        }
     }
 }
 

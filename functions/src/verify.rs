@@ -63,12 +63,15 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
         }
         if started.elapsed() > budget {
             let r = replicas.iter().find(|r| !r.healthy).unwrap_or(&replicas[0]);
-            let reason = format!(
-                "no health verdict within {}s: replica {} last saw {}",
-                budget.as_secs(),
-                r.index,
-                r.last_probe.as_deref().unwrap_or("nothing (not listening)")
-            );
+            // Blame what failed: a health sidecar that never reported is the
+            // platform's problem, not the app's.
+            let saw = match (&r.sidecar, &r.last_probe, r.listening) {
+                (Some(sidecar), _, _) => format!("no health reports: {sidecar}"),
+                (None, Some(probe), _) => format!("last saw {probe}"),
+                (None, None, true) => "listens, but no health report arrived".to_string(),
+                (None, None, false) => "last saw nothing (not listening)".to_string(),
+            };
+            let reason = format!("no health verdict within {}s: replica {} {saw}", budget.as_secs(), r.index);
             return step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await;
         }
         if !matches!(still_current(ctx, &event).await, Ok(true)) {

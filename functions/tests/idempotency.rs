@@ -52,6 +52,22 @@ struct Run {
     deployment: Deployment,
 }
 
+/// Builds and replicas are not reached here (only validate is subscribed);
+/// the sandbox is the real one all the same.
+fn test_sandbox(data: &std::path::Path) -> bifrost_shared::embedded::sandbox::Sandbox {
+    use bifrost_shared::embedded::sandbox::{DEFAULT_UID_BASE, Sandbox, SandboxConfig};
+    std::fs::create_dir_all(data).expect("data dir");
+    Sandbox::new(SandboxConfig {
+        helper: "bifrost".into(),
+        owner: "idempotency-test".into(),
+        data_dir: data.to_path_buf(),
+        apps_root: data.join("apps"),
+        insecure: true,
+        uid_base: DEFAULT_UID_BASE,
+    })
+    .expect("sandbox")
+}
+
 async fn run_twice(deploy_toml: &str) -> Run {
     let tmp = tempfile::tempdir().expect("tmp");
     let repo = tmp.path().join("repo");
@@ -68,15 +84,17 @@ async fn run_twice(deploy_toml: &str) -> Run {
     let store = SqliteStore::open(&data.join("b.db"), subs).expect("store");
     let sources = Arc::new(GitSources::new(&data));
     let (logs, _task) = LogWriter::start(Arc::new(store.clone()), LogLimits::default());
-    let (runtime, _events) = ProcessRuntime::new(logs.clone(), "idempotency-test", vec![], None);
+    let sandbox = test_sandbox(&data);
+    let (runtime, _events) = ProcessRuntime::new(logs.clone(), sandbox.clone(), None);
     let ctx = Ctx {
         health: tokio::sync::broadcast::channel(1024).0,
         store: Arc::new(store.clone()),
         dead_letters: Arc::new(store.clone()),
         sources: sources.clone(),
-        builder: Arc::new(LocalBuilder::new(&data, sources, "idempotency-test", Duration::from_secs(60))),
+        builder: Arc::new(LocalBuilder::new(sandbox, sources, Duration::from_secs(60))),
         runtime: Arc::new(runtime),
         logs,
+        keys: None,
         settings: Settings::default(),
     };
     let handler = Arc::new(Recording { inner: Functions { ctx: ctx.clone() }, outcomes: Mutex::new(vec![]) });

@@ -1,8 +1,13 @@
-//! The data plane. A request for `<app>.<domain>` (or `/apps/<app>/...`) goes
-//! to one of the healthy replicas of the app's live deployment, through a
-//! pooled keep-alive client. Built as a tower stack — access log around the
-//! proxy — so rate limiting, traffic splits, header rewrites and scripts
-//! slot in as layers of their own.
+//! The data plane. A request for `<app>.<domain>` (or, on a listener of its
+//! own, `/apps/<app>/...`) goes to one of the healthy replicas of the app's
+//! live deployment, through a pooled keep-alive client. Built as a tower
+//! stack — access log around the proxy — so rate limiting, traffic splits,
+//! header rewrites and scripts slot in as layers of their own.
+//!
+//! *Boundary*: an app never sees the platform's credentials — the session
+//! cookie and Bifrost API tokens are stripped from every request — and
+//! cannot set cookies for the platform's domain (such `Set-Cookie` headers
+//! are dropped from its responses).
 //!
 //! The router knows nothing of stores or runtimes: it asks a [`Routes`].
 
@@ -37,31 +42,44 @@ pub trait Routes: Send + Sync + 'static {
     fn route(&self, app: &str) -> Option<Route>;
 }
 
+/// The session cookie the dashboard sets: never forwarded to an app.
+pub const SESSION_COOKIE: &str = "bifrost_session";
+
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
     /// Apps are `<name>.<domain>`; embedded: `localhost`.
     pub domain: String,
     /// Longest wait for an upstream's response headers (then 504).
     pub upstream_timeout: Duration,
+    /// Also route `/apps/<app>/...` by path. Only on a listener of its own
+    /// (`--apps-listen`): on the dashboard's it would put apps on the
+    /// dashboard's origin.
+    pub path_routing: bool,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { domain: "localhost".into(), upstream_timeout: Duration::from_secs(60) }
+        RouterConfig { domain: "localhost".into(), upstream_timeout: Duration::from_secs(60), path_routing: false }
     }
 }
 
-/// Which app a request is for: `Host: <app>.<domain>[:port]`, or the path
-/// fallback `/apps/<app>/...` (then also the path the app should see).
-pub fn app_of(req: &Request<Body>, domain: &str) -> Option<(String, Option<String>)> {
+/// The app a `Host: <app>.<domain>[:port]` names.
+pub fn app_by_host(req: &Request<Body>, domain: &str) -> Option<String> {
     let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host()).unwrap_or("");
     let host =
         host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(host);
-    if let Some(app) = host.strip_suffix(domain).and_then(|h| h.strip_suffix('.'))
-        && !app.is_empty()
-        && !app.contains('.')
-    {
-        return Some((app.to_ascii_lowercase(), None));
+    let app = host.strip_suffix(domain).and_then(|h| h.strip_suffix('.'))?;
+    (!app.is_empty() && !app.contains('.')).then(|| app.to_ascii_lowercase())
+}
+
+/// Which app a request is for: `Host: <app>.<domain>[:port]`, or (with
+/// `path_routing`) `/apps/<app>/...`, then also the path the app should see.
+pub fn app_of(req: &Request<Body>, domain: &str, path_routing: bool) -> Option<(String, Option<String>)> {
+    if let Some(app) = app_by_host(req, domain) {
+        return Some((app, None));
+    }
+    if !path_routing {
+        return None;
     }
     let path = req.uri().path();
     let rest = path.strip_prefix("/apps/")?;
@@ -88,11 +106,11 @@ pub type RouterService = BoxCloneSyncService<Request<Body>, Response<Body>, Infa
 
 /// The router's tower stack.
 pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
-    let domain = config.domain.clone();
+    let (domain, by_path) = (config.domain.clone(), config.path_routing);
     let stack = ServiceBuilder::new()
         // Which app: computed once, read by every layer below.
         .map_request(move |mut req: Request<Body>| {
-            if let Some((app, path)) = app_of(&req, &domain) {
+            if let Some((app, path)) = app_of(&req, &domain, by_path) {
                 req.extensions_mut().insert(AppTarget { app, path });
             }
             req
@@ -121,6 +139,7 @@ mod tests {
 
     #[test]
     fn apps_by_host_and_path() {
+        let app_of = |r: &Request<Body>, d: &str| app_of(r, d, true);
         assert_eq!(app_of(&req("hello.localhost:7070", "/x"), "localhost"), Some(("hello".into(), None)));
         assert_eq!(app_of(&req("Hello.localhost", "/"), "localhost"), Some(("hello".into(), None)));
         assert_eq!(
@@ -135,5 +154,11 @@ mod tests {
         assert_eq!(app_of(&req("a.b.localhost", "/"), "localhost"), None);
         assert_eq!(app_of(&req("evil-localhost", "/"), "localhost"), None);
         assert_eq!(app_of(&req("web.apps.example.com", "/"), "apps.example.com"), Some(("web".into(), None)));
+    }
+
+    #[test]
+    fn the_dashboards_host_never_routes_apps_by_path() {
+        assert_eq!(super::app_of(&req("127.0.0.1:7070", "/apps/hello/"), "localhost", false), None);
+        assert_eq!(super::app_of(&req("hello.localhost", "/"), "localhost", false), Some(("hello".into(), None)));
     }
 }

@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
-use crate::{AppTarget, RouterConfig, Routes, app_of, error};
+use crate::{AppTarget, RouterConfig, Routes, SESSION_COOKIE, app_of, error};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -68,7 +68,7 @@ impl Proxy {
     async fn forward(&self, mut req: Request<Body>) -> Response<Body> {
         let target = match req.extensions().get::<AppTarget>().cloned() {
             Some(t) => t,
-            None => match app_of(&req, &self.config.domain) {
+            None => match app_of(&req, &self.config.domain, self.config.path_routing) {
                 Some((app, path)) => AppTarget { app, path },
                 None => return error(StatusCode::NOT_FOUND, "not_found", "no app in this request".into(), ""),
             },
@@ -95,6 +95,7 @@ impl Proxy {
         let client_host = req.headers().get(header::HOST).cloned();
         let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
         strip_hop_by_hop(req.headers_mut());
+        strip_credentials(req.headers_mut());
         if let Some(h) = client_host {
             req.headers_mut().insert(HeaderName::from_static("x-forwarded-host"), h);
         }
@@ -130,6 +131,7 @@ impl Proxy {
                 Ok(Ok(resp)) => {
                     let (mut parts, incoming) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    strip_platform_cookies(&mut parts.headers, &self.config.domain);
                     if let Ok(v) = HeaderValue::from_str(&route.deployment_id) {
                         parts.headers.insert(HeaderName::from_static("x-bifrost-deployment"), v);
                     }
@@ -157,6 +159,63 @@ impl Proxy {
     }
 }
 
+/// The platform's credentials never reach an app: its session cookie is cut
+/// out of `Cookie` (other cookies stay), and an `Authorization` carrying a
+/// Bifrost API token (`Bearer bft_…`) is removed.
+pub(crate) fn strip_credentials(headers: &mut axum::http::HeaderMap) {
+    let cookies: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').map(|(k, _)| k.trim()) != Some(SESSION_COOKIE))
+        .map(str::to_string)
+        .collect();
+    if headers.contains_key(header::COOKIE) {
+        headers.remove(header::COOKIE);
+        if !cookies.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&cookies.join("; "))
+        {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+    let bifrost_token = headers.get_all(header::AUTHORIZATION).iter().any(|v| {
+        v.to_str().ok().and_then(|v| v.trim().split_once(' ')).is_some_and(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && token.trim_start().starts_with("bft_")
+        })
+    });
+    if bifrost_token {
+        headers.remove(header::AUTHORIZATION);
+    }
+}
+
+/// An app may set cookies for its own host only: a `Set-Cookie` whose
+/// `Domain` covers the platform's domain (`Domain=localhost` from
+/// `hello.localhost`) would reach the dashboard, and is dropped.
+pub(crate) fn strip_platform_cookies(headers: &mut axum::http::HeaderMap, domain: &str) {
+    let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+    let keep: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            let Ok(text) = v.to_str() else { return false };
+            !text.split(';').skip(1).any(|attr| {
+                let Some((k, val)) = attr.split_once('=') else { return false };
+                let val = val.trim().trim_start_matches('.').to_ascii_lowercase();
+                k.trim().eq_ignore_ascii_case("domain") && (val == domain || domain.ends_with(&format!(".{val}")))
+            })
+        })
+        .cloned()
+        .collect();
+    if headers.contains_key(header::SET_COOKIE) {
+        headers.remove(header::SET_COOKIE);
+        for v in keep {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
 fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
     // Also drop headers the Connection header names.
     let named: Vec<HeaderName> = headers
@@ -171,5 +230,41 @@ fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
     }
     for h in HOP_BY_HOP {
         headers.remove(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    #[test]
+    fn the_session_cookie_and_bifrost_tokens_are_stripped() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "theme=dark; bifrost_session=abc".parse().expect("v"));
+        h.append(header::COOKIE, "app=1".parse().expect("v"));
+        h.insert(header::AUTHORIZATION, "Bearer bft_admin".parse().expect("v"));
+        strip_credentials(&mut h);
+        assert_eq!(h.get(header::COOKIE).and_then(|v| v.to_str().ok()), Some("theme=dark; app=1"));
+        assert!(!h.contains_key(header::AUTHORIZATION));
+        // The app's own bearer tokens pass.
+        let mut own = HeaderMap::new();
+        own.insert(header::AUTHORIZATION, "Bearer app-token".parse().expect("v"));
+        own.insert(header::COOKIE, "bifrost_session=x".parse().expect("v"));
+        strip_credentials(&mut own);
+        assert!(own.contains_key(header::AUTHORIZATION) && !own.contains_key(header::COOKIE));
+    }
+
+    #[test]
+    fn an_app_cannot_set_cookies_for_the_platforms_domain() {
+        let mut h = HeaderMap::new();
+        h.append(header::SET_COOKIE, "own=1; Path=/".parse().expect("v"));
+        h.append(header::SET_COOKIE, "bifrost_session=evil; Domain=localhost; Path=/".parse().expect("v"));
+        h.append(header::SET_COOKIE, "x=1; domain=.apps.example.com".parse().expect("v"));
+        strip_platform_cookies(&mut h, "localhost");
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+        assert_eq!(left, ["own=1; Path=/", "x=1; domain=.apps.example.com"]);
+        strip_platform_cookies(&mut h, "apps.example.com");
+        assert_eq!(h.get_all(header::SET_COOKIE).iter().count(), 1);
     }
 }

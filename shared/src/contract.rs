@@ -269,11 +269,20 @@ pub async fn make_live(store: &dyn Store, prefix: &str) -> Result<(), String> {
 pub async fn tokens(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}alice");
     let hash = format!("{prefix}{}", "f".repeat(32));
-    let t = store.create_token(&name, Role::Deployer, &hash).await.map_err(|e| e.to_string())?;
-    let dup = store.create_token(&name, Role::Viewer, "other").await;
+    let t = store.create_token(&name, Role::Deployer, &hash, None).await.map_err(|e| e.to_string())?;
+    let dup = store.create_token(&name, Role::Viewer, "other", None).await;
     check!(matches!(dup, Err(StoreError::AlreadyExists { .. })), "duplicate token name: {dup:?}");
     let found = store.authenticate(&hash).await.map_err(|e| e.to_string())?;
     check!(found.as_ref().is_some_and(|f| f.id == t.id && f.role == Role::Deployer), "authenticate: {found:?}");
+    check!(found.as_ref().is_some_and(|f| f.project_id.is_none()), "unscoped token came back scoped: {found:?}");
+    // Limited to one project: the limit comes back with the token.
+    let scoped_hash = format!("{prefix}{}", "e".repeat(32));
+    let scoped_name = format!("{prefix}bob");
+    store.create_token(&scoped_name, Role::Deployer, &scoped_hash, Some("p_x")).await.map_err(|e| e.to_string())?;
+    let scoped = store.authenticate(&scoped_hash).await.map_err(|e| e.to_string())?;
+    check!(scoped.as_ref().and_then(|s| s.project_id.as_deref()) == Some("p_x"), "scoped token: {scoped:?}");
+    let admin = store.create_token(&format!("{prefix}carol"), Role::Admin, "x", Some("p_x")).await;
+    check!(matches!(admin, Err(StoreError::Invalid(_))), "a project-limited admin token: {admin:?}");
     check!(store.authenticate("nope").await.map_err(|e| e.to_string())?.is_none(), "unknown hash authenticated");
     store.revoke_token(&name).await.map_err(|e| e.to_string())?;
     check!(store.authenticate(&hash).await.map_err(|e| e.to_string())?.is_none(), "revoked token authenticated");
@@ -398,18 +407,33 @@ pub async fn feed_orders_status_and_logs(store: &dyn Store, prefix: &str) -> Res
     Ok(())
 }
 
+/// Secrets belong to a project: another project's secret of the same name
+/// is another secret, and one a project does not have is `NotFound`.
 pub async fn secrets(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let a = format!("{prefix}db-url");
-    store.set_secret(&a, "postgres://one").await.map_err(|e| e.to_string())?;
-    store.set_secret(&a, "postgres://two").await.map_err(|e| e.to_string())?;
-    let values = store.secret_values(std::slice::from_ref(&a)).await.map_err(|e| e.to_string())?;
-    check!(values.get(&a).map(String::as_str) == Some("postgres://two"), "secret value {values:?}");
-    let missing = store.secret_values(&[format!("{prefix}nope")]).await;
+    let (p1, p2) = (format!("{prefix}p_one"), format!("{prefix}p_two"));
+    store.set_secret(&p1, &a, "sealed:v1:one").await.map_err(|e| e.to_string())?;
+    store.set_secret(&p1, &a, "sealed:v1:two").await.map_err(|e| e.to_string())?;
+    let values = store.secret_values(&p1, std::slice::from_ref(&a)).await.map_err(|e| e.to_string())?;
+    check!(values.get(&a).map(String::as_str) == Some("sealed:v1:two"), "secret value {values:?}");
+    let other = store.secret_values(&p2, std::slice::from_ref(&a)).await;
+    check!(matches!(other, Err(StoreError::NotFound { .. })), "another project's secret resolved: {other:?}");
+    store.set_secret(&p2, &a, "sealed:v1:three").await.map_err(|e| e.to_string())?;
+    let values = store.secret_values(&p1, std::slice::from_ref(&a)).await.map_err(|e| e.to_string())?;
+    check!(values.get(&a).map(String::as_str) == Some("sealed:v1:two"), "project two's write leaked: {values:?}");
+    let missing = store.secret_values(&p1, &[format!("{prefix}nope")]).await;
     check!(matches!(missing, Err(StoreError::NotFound { .. })), "missing secret: {missing:?}");
-    let names = store.list_secrets().await.map_err(|e| e.to_string())?;
-    check!(names.iter().any(|(n, _)| *n == a), "list_secrets misses {a}");
-    store.delete_secret(&a).await.map_err(|e| e.to_string())?;
-    check!(matches!(store.delete_secret(&a).await, Err(StoreError::NotFound { .. })), "deleted twice");
+    let listed = store.list_secrets(Some(&p1)).await.map_err(|e| e.to_string())?;
+    check!(
+        listed.len() == 1 && listed[0].name == a && listed[0].project_id.as_deref() == Some(p1.as_str()),
+        "list_secrets(one project): {listed:?}"
+    );
+    let all = store.list_secrets(None).await.map_err(|e| e.to_string())?;
+    check!(all.iter().filter(|s| s.name == a).count() == 2, "list_secrets(all): {all:?}");
+    store.delete_secret(&p1, &a).await.map_err(|e| e.to_string())?;
+    check!(matches!(store.delete_secret(&p1, &a).await, Err(StoreError::NotFound { .. })), "deleted twice");
+    check!(store.secret_values(&p2, std::slice::from_ref(&a)).await.is_ok(), "deleting one project's took the other's");
+    store.delete_secret(&p2, &a).await.map_err(|e| e.to_string())?;
     Ok(())
 }
 

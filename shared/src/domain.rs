@@ -293,17 +293,49 @@ pub struct ApiToken {
     pub role: Role,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,
+    /// When set, the token reaches only this project (its id): other
+    /// projects do not exist for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<String>,
 }
 
 impl ApiToken {
     /// A new token record, its name checked (1-64 characters, no `/`:
-    /// Firestore keys tokens by name).
-    pub fn create(name: &str, role: Role) -> Result<ApiToken, StoreError> {
+    /// Firestore keys tokens by name). Admin tokens cannot be limited to
+    /// a project: administering the platform is not a project's business.
+    pub fn create(name: &str, role: Role, project_id: Option<&str>) -> Result<ApiToken, StoreError> {
         if name.is_empty() || name.len() > 64 || name.contains('/') {
             return Err(StoreError::Invalid("token name must be 1-64 characters, without '/'".into()));
         }
-        Ok(ApiToken { id: new_id("t"), name: name.to_string(), role, created_at: now(), last_used_at: None })
+        if role == Role::Admin && project_id.is_some() {
+            return Err(StoreError::Invalid(
+                "an admin token cannot be limited to a project (use --role deployer or viewer)".into(),
+            ));
+        }
+        Ok(ApiToken {
+            id: new_id("t"),
+            name: name.to_string(),
+            role,
+            created_at: now(),
+            last_used_at: None,
+            project_id: project_id.map(str::to_string),
+        })
     }
+
+    /// May this token see or act on the project with this id?
+    pub fn reaches(&self, project_id: &str) -> bool {
+        self.project_id.as_deref().is_none_or(|p| p == project_id)
+    }
+}
+
+/// A secret as listed: never its value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// The owning project's id; `None` for a secret kept from before
+    /// secrets belonged to projects (never resolved by a deployment).
+    pub project_id: Option<String>,
+    pub name: String,
+    pub updated_at: Timestamp,
 }
 
 /// One line of output from a build or a replica.

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod ports;
 pub mod repo;
+pub mod seal;
 pub mod status;
 
 #[cfg(feature = "embedded")]

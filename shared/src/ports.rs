@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use crate::config::ConfigError;
 use crate::domain::{
     Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
-    NewProject, Project, Role, Source, Timestamp,
+    NewProject, Project, Role, SecretInfo, Source, Timestamp,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::events::{DeadLetter, Event, Outcome, PushEnvelope};
@@ -152,6 +152,10 @@ pub trait Store: Send + Sync {
 
     /// Appends log lines to their deployments' feeds.
     async fn append_logs(&self, lines: Vec<LogLine>) -> StoreResult<()>;
+    /// Keeps the newest of a deployment's log lines of one kind (its build
+    /// log, or everything else) within `keep_bytes`, dropping the oldest:
+    /// past its cap a log is a rolling window. Returns how many lines went.
+    async fn trim_logs(&self, deployment_id: &str, build: bool, keep_bytes: usize) -> StoreResult<usize>;
     /// Feed items (status changes and log lines) after `after_seq`, oldest
     /// first, of one deployment or all.
     async fn feed(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<FeedItem>>;
@@ -170,15 +174,30 @@ pub trait Store: Send + Sync {
     /// returns how many reports were folded.
     async fn downsample_health(&self, before: Timestamp) -> StoreResult<usize>;
 
-    /// Secrets for `[env]` entries written `{ secret = "name" }`.
-    async fn set_secret(&self, name: &str, value: &str) -> StoreResult<()>;
-    async fn delete_secret(&self, name: &str) -> StoreResult<()>;
-    /// Names and last update times; values never leave through this.
-    async fn list_secrets(&self) -> StoreResult<Vec<(String, Timestamp)>>;
-    /// The values of the named secrets; a missing one is `NotFound`.
-    async fn secret_values(&self, names: &[String]) -> StoreResult<std::collections::BTreeMap<String, String>>;
+    /// A project's secrets, for `[env]` entries written `{ secret = "name" }`.
+    /// Values arrive sealed ([`crate::seal`]) and leave sealed: no store
+    /// ever holds a plaintext secret.
+    async fn set_secret(&self, project_id: &str, name: &str, sealed: &str) -> StoreResult<()>;
+    async fn delete_secret(&self, project_id: &str, name: &str) -> StoreResult<()>;
+    /// Names and last update times, of one project or all; values never
+    /// leave through this.
+    async fn list_secrets(&self, project_id: Option<&str>) -> StoreResult<Vec<SecretInfo>>;
+    /// The sealed values of a project's named secrets; one it does not
+    /// have is `NotFound` (whatever other projects hold).
+    async fn secret_values(
+        &self,
+        project_id: &str,
+        names: &[String],
+    ) -> StoreResult<std::collections::BTreeMap<String, String>>;
 
-    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken>;
+    /// A token; with `project_id` it reaches only that project.
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        project_id: Option<&str>,
+    ) -> StoreResult<ApiToken>;
     /// The token with this hash, if it exists and is not revoked.
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
@@ -211,6 +230,9 @@ pub enum SourceError {
 pub trait Sources: Send + Sync {
     /// Checks that `repo` is a reachable git repository.
     async fn check_repo(&self, repo: &str) -> Result<(), SourceError>;
+    /// The branch a repository's `HEAD` names (what `projects add`
+    /// deploys when no branch is given).
+    async fn default_branch(&self, repo: &str) -> Result<String, SourceError>;
     /// Resolves a branch, tag or commit to a full commit id.
     async fn resolve(&self, repo: &str, git_ref: &str) -> Result<String, SourceError>;
     /// One file of the source; `Ok(None)` if it does not exist there.
@@ -218,7 +240,7 @@ pub trait Sources: Send + Sync {
     /// Writes the whole source tree into `dest` (an empty directory).
     async fn checkout(&self, source: &Source, dest: &Path) -> Result<(), SourceError>;
     /// Keeps an uploaded `.tar.gz` and returns where it lives.
-    async fn store_archive(&self, bytes: &[u8]) -> Result<Source, SourceError>;
+    async fn store_archive(&self, bytes: Vec<u8>) -> Result<Source, SourceError>;
 }
 
 /// Something that takes Pub/Sub pushes: the functions. The embedded
@@ -242,6 +264,7 @@ pub trait LogSink: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct BuildRequest {
     pub deployment_id: String,
+    pub project_id: String,
     pub project: String,
     pub source: Source,
     pub config: crate::config::DeployConfig,
@@ -266,19 +289,37 @@ pub trait Builder: Send + Sync {
     async fn build(&self, req: BuildRequest, log: std::sync::Arc<dyn LogSink>)
     -> Result<serde_json::Value, BuildError>;
     /// Forgets an artifact that will never run again. Missing is fine.
-    async fn discard(&self, deployment_id: &str);
+    async fn discard(&self, project_id: &str, deployment_id: &str);
+    /// Forgets everything of a deleted project (artifacts, caches).
+    async fn discard_project(&self, _project_id: &str) {}
 }
 
 /// The desired state of one deployment's replicas.
 #[derive(Clone, Debug)]
 pub struct ReplicaSpec {
     pub deployment_id: String,
+    pub project_id: String,
     pub project: String,
     pub artifact: serde_json::Value,
     pub config: crate::config::DeployConfig,
     /// `[env]` with secrets resolved.
     pub env: std::collections::BTreeMap<String, String>,
+    /// Secret values: masked as `***` wherever the replicas print them.
+    pub masked: Vec<String>,
     pub replicas: u32,
+}
+
+/// What confines apps and builds where the platform runs (shown by
+/// `/healthz` and at start).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Isolation {
+    /// Landlock (or the cluster's pod security) is in force.
+    pub enforced: bool,
+    /// What confines them, e.g. `Landlock (filesystem, TCP bind, …), a uid per project`.
+    pub summary: String,
+    /// Set when apps are not confined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// What the last health probe of a replica saw.
@@ -304,6 +345,10 @@ pub struct ReplicaStatus {
     pub rss_bytes: Option<u64>,
     pub threads: Option<u32>,
     pub open_fds: Option<u32>,
+    /// Why the replica's health sidecar is not reporting, when it is not
+    /// (e.g. `health sidecar /usr/bin/bifrost-sidecar exited with 127`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<String>,
 }
 
 /// One health observation of a replica, from outside the runtime (the
@@ -336,7 +381,14 @@ pub trait Runtime: Send + Sync {
     async fn apply(&self, spec: ReplicaSpec) -> Result<(), RuntimeError>;
     /// Waits until every replica listens, or fails with what went wrong.
     async fn wait_listening(&self, deployment_id: &str, timeout: std::time::Duration) -> Result<(), RuntimeError>;
-    /// Drains (stops routing, waits `drain`) then stops the replicas.
+    /// Sends the app's traffic to this (healthy) deployment. Runtimes whose
+    /// router follows the store's live pointer (embedded) do nothing here;
+    /// GKE moves the app's Ingress. Idempotent.
+    async fn promote(&self, _deployment_id: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    /// Drains (stops routing, waits `drain`) then stops the replicas. Only
+    /// this deployment's own objects go; what the app shares stays.
     async fn stop(&self, deployment_id: &str, drain: std::time::Duration) -> Result<(), RuntimeError>;
     /// The replicas and what their health probes see.
     async fn status(&self, deployment_id: &str) -> Vec<ReplicaStatus>;

@@ -38,6 +38,7 @@ fn settings() -> CloudBuildConfig {
 fn request(cfg: DeployConfig) -> BuildRequest {
     BuildRequest {
         deployment_id: "01JD6GOLDEN0000000000000000".into(),
+        project_id: "p_golden".into(),
         project: cfg.app.name.clone(),
         source: Source::Git {
             repo: "https://git.example/acme/app".into(),

@@ -61,7 +61,7 @@ async fn cloud_storage_on_the_emulator() {
     let b = tempfile::tempdir().expect("tmp");
     let one = GcsSources::new(a.path(), gcs.clone(), "sources");
     let two = GcsSources::new(b.path(), gcs.clone(), "sources");
-    let source = one.store_archive(&archive).await.expect("stores the upload");
+    let source = one.store_archive(archive.clone()).await.expect("stores the upload");
     let Source::Archive { uri, sha256 } = &source else { panic!("an archive source: {source:?}") };
     let (bucket, object) = parse_uri(uri).expect("a gs:// uri");
     assert_eq!((bucket, object), ("sources", format!("uploads/{sha256}.tar.gz").as_str()));
@@ -74,7 +74,7 @@ async fn cloud_storage_on_the_emulator() {
     assert_eq!(std::fs::read_to_string(dest.join("src/main.py")).expect("unpacked"), "print('hi')\n");
 
     // Not an archive: refused before anything is written.
-    let err = one.store_archive(b"not a tarball").await.expect_err("refused");
+    let err = one.store_archive(b"not a tarball".to_vec()).await.expect_err("refused");
     assert!(matches!(err, SourceError::Invalid(ref m) if m.contains("not a .tar.gz")), "{err:?}");
 
     // A digest that does not match the object, and an object that is gone.

@@ -40,6 +40,20 @@ pub fn bifrost_bin() -> PathBuf {
     .clone()
 }
 
+/// Builds the size-optimized health sidecar (profile `sidecar`, what
+/// scripts/up.sh runs) when `path` does not exist yet.
+pub fn ensure_sidecar_profile(path: &Path) {
+    if path.exists() {
+        return;
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-q", "--profile", "sidecar", "-p", "bifrost-sidecar"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success() && path.exists(), "building {} failed", path.display());
+}
+
 /// A running `bifrost up`. Killed (SIGKILL) on drop so no test leaks it.
 pub struct Platform {
     pub url: String,
@@ -59,6 +73,12 @@ impl Platform {
 
     pub fn start_with(env: &[(&str, &str)]) -> Platform {
         let home = tempfile::tempdir().expect("tempdir");
+        // Apps run as users of their own (the tests run as root in CI):
+        // their trees under home/apps must be reachable, the rest is not.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod home");
+        }
         let data_dir = home.path().join("data");
         let mut p = Platform {
             url: String::new(),
@@ -78,6 +98,8 @@ impl Platform {
         let mut cmd = Command::new(bifrost_bin());
         cmd.args(["up", "--listen", listen, "--ingest-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
+            .arg("--apps-dir")
+            .arg(self.apps_dir())
             .env("BIFROST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BIFROST_CONFIG_DIR", self.home.path().join("cfg"))
             .env("BIFROST_LOG", "info,bifrost_shared=debug")
@@ -119,6 +141,11 @@ impl Platform {
             }
         }
         self.child = Some(child);
+    }
+
+    /// Where this platform keeps apps' trees: `<apps>/<project id>/<deployment id>`.
+    pub fn apps_dir(&self) -> PathBuf {
+        self.home.path().join("apps")
     }
 
     pub fn log_text(&self) -> String {
@@ -180,9 +207,9 @@ impl Platform {
 impl Drop for Platform {
     fn drop(&mut self) {
         self.kill9();
-        // A killed platform leaves its builds and replicas running (that is
-        // what the next start cleans up); a finished test has no next start.
-        bifrost_shared::embedded::process::kill_orphans(&bifrost_shared::embedded::process::owner_id(&self.data_dir));
+        // A killed platform's supervisors end their trees when they notice;
+        // a finished test does not wait for that.
+        bifrost_shared::embedded::sandbox::sweep(&bifrost_shared::embedded::process::owner_id(&self.data_dir));
     }
 }
 
@@ -242,6 +269,21 @@ impl Client {
             .await
             .expect("POST");
         Self::answer(r).await
+    }
+
+    /// Any request: method, path, raw body and extra headers.
+    pub async fn request(&self, method: &str, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut rb = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token).body(body);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        Self::answer(rb.send().await.expect("request")).await
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`).
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     pub async fn delete(&self, path: &str) -> Answer {

@@ -82,6 +82,7 @@ impl World {
         let toml = std::fs::read_to_string(self.repo.path().join("deploy.toml")).expect("deploy.toml");
         BuildRequest {
             deployment_id: id.into(),
+            project_id: "p_hello".into(),
             project: "hello-python".into(),
             source: Source::Git { repo: self.repo.path_str(), git_ref: "main".into(), commit: self.repo.head() },
             config: config::parse(&toml).expect("valid"),

@@ -102,7 +102,7 @@ async fn function_binaries_run_the_pipeline_on_cloud_runs_contract() {
     use_firestore_emulator(&firestore);
     let config = FirestoreConfig { collection_prefix: PREFIX.into(), ..FirestoreConfig::new(PROJECT) };
     let store = FirestoreStore::connect(config).await.expect("firestore");
-    store.create_token("admin", Role::Admin, &hash_token(ADMIN_TOKEN)).await.expect("token");
+    store.create_token("admin", Role::Admin, &hash_token(ADMIN_TOKEN), None).await.expect("token");
 
     // Cloud Storage (emulated) for sources and build logs; Cloud Build (fake).
     let storage = Emulator::start(Kind::Storage).expect("the storage emulator starts");

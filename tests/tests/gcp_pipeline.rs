@@ -86,23 +86,33 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
     let config = FirestoreConfig { collection_prefix: "pipe_".into(), ..FirestoreConfig::new(PROJECT) };
     let store = FirestoreStore::connect(config).await.expect("firestore").with_publisher(Arc::new(bus));
     let store: Arc<dyn Store> = Arc::new(store);
-    store.create_token("admin", Role::Admin, &hash_token(ADMIN_TOKEN)).await.expect("token");
+    store.create_token("admin", Role::Admin, &hash_token(ADMIN_TOKEN), None).await.expect("token");
 
     // The adapters validate uses (git sources) are the real ones; build and
     // run are not reached in this test.
     let dir = tempfile::tempdir().expect("tempdir");
     let sources = Arc::new(GitSources::new(dir.path()));
     let (logs, _log_task) = LogWriter::start(store.clone(), LogLimits::default());
-    let (runtime, _events) = ProcessRuntime::new(logs.clone(), "gcp-e2e", vec!["true".into()], None);
+    let sandbox = bifrost_shared::embedded::sandbox::Sandbox::new(bifrost_shared::embedded::sandbox::SandboxConfig {
+        helper: bifrost_e2e::bifrost_bin(),
+        owner: "gcp-e2e".into(),
+        data_dir: dir.path().to_path_buf(),
+        apps_root: dir.path().join("apps"),
+        insecure: true,
+        uid_base: bifrost_shared::embedded::sandbox::DEFAULT_UID_BASE,
+    })
+    .expect("sandbox");
+    let (runtime, _events) = ProcessRuntime::new(logs.clone(), sandbox.clone(), None);
     let dead = SqliteStore::open(&dir.path().join("unused.db"), vec![]).expect("sqlite");
     let ctx = Ctx {
         health: tokio::sync::broadcast::channel(16).0,
         store: store.clone(),
         dead_letters: Arc::new(dead),
         sources: sources.clone(),
-        builder: Arc::new(LocalBuilder::new(dir.path(), sources, "gcp-e2e", Duration::from_secs(5))),
+        builder: Arc::new(LocalBuilder::new(sandbox, sources, Duration::from_secs(5))),
         runtime: Arc::new(runtime),
         logs,
+        keys: Some(bifrost_shared::seal::Keys::from_master(&[7; 32]).expect("keys")),
         settings: Settings::default(),
     };
     let flaky = Arc::new(Flaky { inner: Functions { ctx: ctx.clone() }, pushes: Mutex::default() });

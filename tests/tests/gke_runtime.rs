@@ -1,9 +1,10 @@
 //! The GKE runtime against the Kubernetes API's wire format. No API server
 //! can run on the build machine, so a fake serves the exact paths, query
-//! strings and bodies a real one takes, and checks every request: server-side
-//! apply of each rendered object (field manager `bifrost`, forced, content
-//! type `application/apply-patch+yaml`), the rollout watch by label, and
-//! deletion only while the deployment still owns the objects.
+//! strings and bodies a real one takes, keeps what was applied, and checks
+//! every request: server-side apply of each rendered object (field manager
+//! `bifrost`, forced, content type `application/apply-patch+yaml`), the
+//! rollout watch by label, the Ingress moved only on promotion, and a
+//! deployment's stop deleting its own objects only.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -47,14 +48,24 @@ struct Seen {
     body: Value,
 }
 
-/// What the fake cluster answers about the project's Deployment.
+/// The fake cluster: every request seen, and the objects that exist (by path).
 #[derive(Clone)]
 struct Cluster {
     seen: Arc<Mutex<Vec<Seen>>>,
-    /// The Deployment's labels' version, and how many list calls until it is available.
-    version: Arc<Mutex<Option<String>>>,
+    objects: Arc<Mutex<BTreeMap<String, Value>>>,
+    /// How many list calls until a Deployment is available.
     polls_until_ready: Arc<Mutex<u32>>,
     stalled: bool,
+}
+
+impl Cluster {
+    fn exists(&self, path: &str) -> bool {
+        self.objects.lock().expect("lock").contains_key(path)
+    }
+
+    fn object(&self, path: &str) -> Value {
+        self.objects.lock().expect("lock").get(path).cloned().unwrap_or(Value::Null)
+    }
 }
 
 async fn fake(
@@ -86,17 +97,20 @@ async fn fake(
         Method::PATCH => {
             let mut obj = body_json;
             obj["metadata"]["generation"] = json!(1);
-            if uri.path().contains("/deployments/") {
-                *c.version.lock().expect("lock") =
-                    obj["metadata"]["labels"]["app.kubernetes.io/version"].as_str().map(str::to_string);
-            }
+            c.objects.lock().expect("lock").insert(uri.path().to_string(), obj.clone());
             axum::Json(obj).into_response()
         }
         Method::GET if uri.path() == "/apis/apps/v1/namespaces/apps/deployments" => {
             let selector = query.get("labelSelector").cloned().unwrap_or_default();
-            let version = c.version.lock().expect("lock").clone();
+            let (key, value) = selector.split_once('=').unwrap_or_default();
+            let objects = c.objects.lock().expect("lock").clone();
             let mut items = vec![];
-            if let Some(v) = version.filter(|v| selector == format!("app.kubernetes.io/version={v}")) {
+            for (path, obj) in
+                objects.iter().filter(|(p, _)| p.starts_with("/apis/apps/v1/namespaces/apps/deployments/"))
+            {
+                if obj["metadata"]["labels"][key].as_str() != Some(value) {
+                    continue;
+                }
                 let mut left = c.polls_until_ready.lock().expect("lock");
                 let available = if *left == 0 { 2 } else { 0 };
                 *left = left.saturating_sub(1);
@@ -106,9 +120,9 @@ async fn fake(
                     status["conditions"] = json!([{"type": "Progressing", "status": "False",
                         "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"shop-7c\" has timed out progressing."}]);
                 }
+                let name = path.rsplit('/').next().unwrap_or_default();
                 items.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": "shop", "namespace": "apps", "generation": 1,
-                        "labels": {"app.kubernetes.io/version": v}},
+                    "metadata": {"name": name, "namespace": "apps", "generation": 1, "labels": obj["metadata"]["labels"]},
                     "spec": {"replicas": 2, "selector": {}, "template": {}},
                     "status": status}));
             }
@@ -116,6 +130,14 @@ async fn fake(
                 .into_response()
         }
         Method::DELETE => {
+            if c.objects.lock().expect("lock").remove(uri.path()).is_none() {
+                return (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})),
+                )
+                    .into_response();
+            }
             axum::Json(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 200}))
                 .into_response()
         }
@@ -132,7 +154,7 @@ async fn fake(
 async fn serve(stalled: bool, polls_until_ready: u32) -> (String, Cluster) {
     let cluster = Cluster {
         seen: Arc::default(),
-        version: Arc::default(),
+        objects: Arc::default(),
         polls_until_ready: Arc::new(Mutex::new(polls_until_ready)),
         stalled,
     };
@@ -183,7 +205,7 @@ async fn on_cloud_run_every_request_carries_the_current_google_token() {
     let rt = GkeRuntime::with_google_auth(&url, None, tokens.clone(), settings()).expect("runtime");
     rt.apply(spec("d-1")).await.expect("applies");
     let first = cluster.seen.lock().expect("lock").len();
-    assert!(first >= 8, "every object applied: {first}");
+    assert!(first >= 7, "every object applied: {first}");
     *tokens.0.lock().expect("lock") = "ya29.refreshed".into();
     rt.wait_listening("d-1", Duration::from_secs(5)).await.expect("rolls out");
     let seen = cluster.seen.lock().expect("lock").clone();
@@ -201,10 +223,12 @@ async fn on_cloud_run_every_request_carries_the_current_google_token() {
 fn spec(id: &str) -> ReplicaSpec {
     ReplicaSpec {
         deployment_id: id.into(),
+        project_id: "p_shop".into(),
         project: "shop".into(),
         artifact: json!({"image": "registry.example/shop@sha256:22"}),
         config: config::parse(TOML).expect("valid"),
         env: BTreeMap::from([("LOG_LEVEL".into(), "info".into()), ("STRIPE_KEY".into(), "sk_live_1".into())]),
+        masked: vec!["sk_live_1".into()],
         replicas: 2,
     }
 }
@@ -214,32 +238,21 @@ async fn applies_every_object_then_watches_the_rollout_then_deletes() {
     let (rt, cluster) = start(false, 3).await;
     rt.apply(spec("d-1")).await.expect("applies");
 
-    let want = render(
-        &config::parse(TOML).expect("valid"),
-        &GkeTarget {
-            project: "shop".into(),
-            namespace: "apps".into(),
-            image: "registry.example/shop@sha256:22".into(),
-            sidecar_image: "registry.example/sidecar@sha256:11".into(),
-            domain: "apps.acme.dev".into(),
-            ingest_url: "http://bifrost-ingest:7481".into(),
-            deployment_id: "d-1".into(),
-        },
-    )
-    .objects();
+    let want = render(&config::parse(TOML).expect("valid"), &target("d-1")).objects();
     let seen = cluster.seen.lock().expect("lock").clone();
     let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    // The deployment's own objects are `shop-<short id>`; the app's shared
+    // ServiceAccount and NetworkPolicy are `shop`. No Ingress until promoted.
     assert_eq!(
         paths,
         [
             "/api/v1/namespaces/apps/serviceaccounts/shop",
-            "/api/v1/namespaces/apps/secrets/shop-env",
-            "/apis/apps/v1/namespaces/apps/deployments/shop",
-            "/api/v1/namespaces/apps/services/shop",
-            "/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/shop",
-            "/apis/policy/v1/namespaces/apps/poddisruptionbudgets/shop",
+            "/api/v1/namespaces/apps/secrets/shop-d-1-env",
+            "/apis/apps/v1/namespaces/apps/deployments/shop-d-1",
+            "/api/v1/namespaces/apps/services/shop-d-1",
+            "/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/shop-d-1",
+            "/apis/policy/v1/namespaces/apps/poddisruptionbudgets/shop-d-1",
             "/apis/networking.k8s.io/v1/namespaces/apps/networkpolicies/shop",
-            "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/shop",
         ]
     );
     // The env Secret: the resolved secret under its secret name (what the
@@ -251,7 +264,8 @@ async fn applies_every_object_then_watches_the_rollout_then_deletes() {
         json!({"stripe-key": "sk_live_1", "bifrost-sidecar-token": sidecar_token(b"ingest-key", "d-1", 0)})
     );
     let objects: Vec<&Seen> = seen.iter().filter(|s| !s.path.contains("/secrets/")).collect();
-    assert_eq!(objects.len(), want.len());
+    // Everything rendered but the Ingress.
+    assert_eq!(objects.len(), want.len() - 1);
     assert_eq!(seen[1].method, Method::PATCH);
     assert_eq!(seen[1].content_type, "application/apply-patch+yaml");
     for (s, obj) in objects.into_iter().zip(&want) {
@@ -270,18 +284,84 @@ async fn applies_every_object_then_watches_the_rollout_then_deletes() {
     assert_eq!(status.len(), 2);
     assert!(status.iter().all(|r| r.healthy && r.listening), "{status:?}");
 
-    // A deployment that no longer owns the objects deletes nothing.
+    // Promoted: the app's Ingress points at this deployment's Service, as rendered.
+    rt.promote("d-1").await.expect("promotes");
+    let ingress = cluster.object("/apis/networking.k8s.io/v1/namespaces/apps/ingresses/shop");
+    assert_eq!(
+        &ingress,
+        want.last()
+            .map(|w| {
+                let mut w = w.clone();
+                w["metadata"]["generation"] = json!(1);
+                w
+            })
+            .as_ref()
+            .expect("rendered ingress")
+    );
+
+    // A deployment with no objects deletes nothing.
     let before = cluster.seen.lock().expect("lock").len();
     rt.stop("d-0", Duration::from_secs(5)).await.expect("stops");
     let deletes = cluster.seen.lock().expect("lock")[before..].iter().filter(|s| s.method == Method::DELETE).count();
-    assert_eq!(deletes, 0, "an old deployment's stop must not delete the live objects");
-    // The owner deletes everything, with its drain as the grace period.
+    assert_eq!(deletes, 0, "an unknown deployment's stop must delete nothing");
+    // The owner deletes its own objects, with its drain as the grace
+    // period; the app's shared ones stay.
     rt.stop("d-1", Duration::from_secs(5)).await.expect("stops");
     let seen = cluster.seen.lock().expect("lock").clone();
     let deleted: Vec<&Seen> = seen.iter().filter(|s| s.method == Method::DELETE).collect();
-    assert_eq!(deleted.len(), 8, "the seven objects and the env Secret: {deleted:?}");
-    assert!(deleted.iter().any(|d| d.path == "/api/v1/namespaces/apps/secrets/shop-env"), "{deleted:?}");
+    assert_eq!(deleted.len(), 5, "Deployment, Service, HPA, PDB and the env Secret: {deleted:?}");
+    assert!(deleted.iter().all(|d| d.path.ends_with("/shop-d-1") || d.path.ends_with("/shop-d-1-env")), "{deleted:?}");
     assert!(deleted.iter().all(|d| d.body["gracePeriodSeconds"] == 5), "{deleted:?}");
+    assert!(cluster.exists("/api/v1/namespaces/apps/serviceaccounts/shop"));
+    assert!(cluster.exists("/apis/networking.k8s.io/v1/namespaces/apps/networkpolicies/shop"));
+}
+
+fn target(id: &str) -> GkeTarget {
+    GkeTarget {
+        project: "shop".into(),
+        namespace: "apps".into(),
+        image: "registry.example/shop@sha256:22".into(),
+        sidecar_image: "registry.example/sidecar@sha256:11".into(),
+        domain: "apps.acme.dev".into(),
+        ingest_url: "http://bifrost-ingest:7481".into(),
+        deployment_id: id.into(),
+    }
+}
+
+/// v1 is live. v2 is applied, never becomes healthy, and is stopped (as a
+/// failed or cancelled deployment is): every object of v1 is untouched and
+/// the app's URL still points at v1. Then v3 goes live: the Ingress moves
+/// to it, and stopping the superseded v1 leaves v3 serving.
+#[tokio::test]
+async fn a_failed_deploy_never_touches_what_is_live() {
+    let (rt, cluster) = start(false, 0).await;
+    rt.apply(spec("d-v1")).await.expect("v1 applies");
+    rt.wait_listening("d-v1", Duration::from_secs(5)).await.expect("v1 rolls out");
+    rt.promote("d-v1").await.expect("v1 promoted");
+    let v1: BTreeMap<String, Value> = cluster.objects.lock().expect("lock").clone();
+    let ingress_path = "/apis/networking.k8s.io/v1/namespaces/apps/ingresses/shop";
+    let backend = |c: &Cluster| {
+        c.object(ingress_path)["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"].clone()
+    };
+    assert_eq!(backend(&cluster), "shop-d-v1");
+
+    rt.apply(spec("d-v2")).await.expect("v2 applies");
+    rt.stop("d-v2", Duration::from_secs(1)).await.expect("v2 stops");
+    let now = cluster.objects.lock().expect("lock").clone();
+    for (path, obj) in &v1 {
+        assert_eq!(now.get(path), Some(obj), "{path} changed or vanished when the failed v2 stopped");
+    }
+    assert!(now.keys().all(|p| !p.contains("d-v2")), "v2 left objects behind: {:?}", now.keys());
+    assert_eq!(backend(&cluster), "shop-d-v1");
+
+    rt.apply(spec("d-v3")).await.expect("v3 applies");
+    rt.promote("d-v3").await.expect("v3 promoted");
+    assert_eq!(backend(&cluster), "shop-d-v3");
+    rt.stop("d-v1", Duration::from_secs(1)).await.expect("v1 stops");
+    assert!(cluster.exists("/apis/apps/v1/namespaces/apps/deployments/shop-d-v3"));
+    assert!(cluster.exists("/api/v1/namespaces/apps/services/shop-d-v3"));
+    assert!(!cluster.exists("/api/v1/namespaces/apps/services/shop-d-v1"));
+    assert_eq!(backend(&cluster), "shop-d-v3");
 }
 
 #[tokio::test]
@@ -309,15 +389,7 @@ async fn a_build_without_an_image_is_refused_before_any_request() {
 #[tokio::test]
 async fn the_sidecar_accepts_the_manifests_arguments() {
     let cfg = config::parse(TOML).expect("valid");
-    let target = GkeTarget {
-        project: "shop".into(),
-        namespace: "apps".into(),
-        image: "registry.example/shop@sha256:22".into(),
-        sidecar_image: "registry.example/sidecar@sha256:11".into(),
-        domain: "apps.acme.dev".into(),
-        ingest_url: "http://127.0.0.1:9".into(),
-        deployment_id: "d-1".into(),
-    };
+    let target = GkeTarget { ingest_url: "http://127.0.0.1:9".into(), ..target("d-1") };
     let deployment = render(&cfg, &target).deployment;
     let pod = deployment.spec.and_then(|s| s.template.spec).expect("a pod spec");
     let sidecar = pod.containers.iter().find(|c| c.name == "health-sidecar").expect("the sidecar container");

@@ -38,8 +38,7 @@ pub fn shell(options: leptos::config::LeptosOptions) -> impl IntoView {
 #[server(prefix = "/ui/api", endpoint = "whoami")]
 pub async fn whoami() -> Result<Option<Me>, ServerFnError> {
     let state = crate::server::state()?;
-    let token = use_context::<axum::http::request::Parts>().and_then(|p| crate::server::token_in(&p.headers));
-    let Some(token) = token else { return Ok(None) };
+    let Some(token) = crate::server::current_token() else { return Ok(None) };
     match state.backend.get::<serde_json::Value>("/api/v1/whoami", &token).await {
         Ok(v) => Ok(Some(crate::server::convert::me(&v))),
         Err(_) => Ok(None),

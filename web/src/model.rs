@@ -123,6 +123,10 @@ pub struct DeploymentPage {
     pub last_seq: u64,
     pub health: Vec<HealthPoint>,
     pub replicas: Vec<Replica>,
+    /// Live, but some replicas are not healthy: what each last did (they
+    /// keep being restarted).
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -7,14 +7,15 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
 use bifrost_shared::auth::{generate_secret, generate_token, hash_token};
 use bifrost_shared::config;
-use bifrost_shared::domain::{NewDeployment, NewProject, Role, Source};
+use bifrost_shared::domain::{NewDeployment, NewProject, Project, Role, Source};
 use bifrost_shared::ports::Transition;
 use bifrost_shared::repo::is_remote;
+use bifrost_shared::seal;
 use bifrost_shared::{Status, StoreError};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::auth::Caller;
+use super::auth::{Admin, Caller, Deployer, Viewer};
 use super::error::{ApiError, ApiResult};
 use super::wire::*;
 use super::{AppState, read_body};
@@ -63,10 +64,9 @@ fn limit(p: &ListParams) -> usize {
     security(("token" = ["admin"])))]
 pub async fn create_project(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Admin,
     Body(req): Body<CreateProject>,
 ) -> ApiResult<(StatusCode, Json<ProjectOut>)> {
-    caller.require(Role::Admin)?;
     let repo = match req.repo.map(|r| r.trim().to_string()).filter(|r| !r.is_empty()) {
         Some(r) if !is_remote(&r) && !r.starts_with('/') && !r.starts_with("file://") => {
             return Err(ApiError::new(
@@ -81,7 +81,13 @@ pub async fn create_project(
         }
         None => None,
     };
-    let branch = req.branch.unwrap_or_else(|| "main".into());
+    // No branch given: the one the repository's HEAD names (`master` on
+    // hosts whose git says so), `main` for upload-only projects.
+    let branch = match (req.branch.filter(|b| !b.is_empty()), &repo) {
+        (Some(b), _) => b,
+        (None, Some(r)) => s.ctx.sources.default_branch(r).await?,
+        (None, None) => "main".into(),
+    };
     if branch.is_empty() || branch.starts_with('-') || branch.contains("..") || branch.contains(char::is_whitespace) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -89,17 +95,14 @@ pub async fn create_project(
             format!("branch {branch:?} is not a valid branch name"),
         ));
     }
-    let project = s
-        .ctx
-        .store
-        .create_project(NewProject {
-            name: req.name,
-            repo,
-            branch,
-            webhook_secret: Some(req.webhook_secret.filter(|w| !w.is_empty()).unwrap_or_else(generate_secret)),
-        })
-        .await?;
+    let webhook_secret = req.webhook_secret.filter(|w| !w.is_empty()).unwrap_or_else(generate_secret);
+    let keys = s.ctx.keys().map_err(ApiError::unavailable)?;
+    let sealed = keys.webhooks.seal(&webhook_secret, &seal::webhook_context(&req.name));
+    let mut project =
+        s.ctx.store.create_project(NewProject { name: req.name, repo, branch, webhook_secret: Some(sealed) }).await?;
     tracing::info!(project = %project.name, by = %caller.actor(), "project created");
+    // The answer carries the secret once, in the clear; the store keeps it sealed.
+    project.webhook_secret = Some(webhook_secret);
     Ok((
         StatusCode::CREATED,
         Json(ProjectOut::from_project(project, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, true)),
@@ -108,7 +111,7 @@ pub async fn create_project(
 
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects",
     responses((status = 200, body = Vec<ProjectOut>)), security(("token" = ["viewer"])))]
-pub async fn list_projects(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<ProjectOut>>> {
+pub async fn list_projects(State(s): State<AppState>, caller: Viewer) -> ApiResult<Json<Vec<ProjectOut>>> {
     let url = &s.ctx.settings.public_url;
     Ok(Json(
         s.ctx
@@ -116,9 +119,20 @@ pub async fn list_projects(State(s): State<AppState>, _caller: Caller) -> ApiRes
             .list_projects()
             .await?
             .into_iter()
+            .filter(|p| caller.0.0.reaches(&p.id))
             .map(|p| ProjectOut::from_project(p, url, &s.ctx.settings.app_domain, false))
             .collect(),
     ))
+}
+
+/// A project the caller may see (a project-limited token sees only its own).
+async fn project_for(s: &AppState, caller: &Caller, name: &str) -> ApiResult<Project> {
+    caller.reach(s.ctx.store.get_project(name).await?)
+}
+
+/// A deployment the caller may see.
+async fn deployment_for(s: &AppState, caller: &Caller, id: &str) -> ApiResult<bifrost_shared::domain::Deployment> {
+    caller.reach_deployment(s.ctx.store.get_deployment(id).await?)
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{name}", tag = "projects",
@@ -126,10 +140,10 @@ pub async fn list_projects(State(s): State<AppState>, _caller: Caller) -> ApiRes
     responses((status = 200, body = ProjectOut), (status = 404, body = ErrorBody)), security(("token" = ["viewer"])))]
 pub async fn get_project(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ProjectOut>> {
-    let p = s.ctx.store.get_project(&name).await?;
+    let p = project_for(&s, &caller, &name).await?;
     Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
 }
 
@@ -140,12 +154,13 @@ pub async fn get_project(
     security(("token" = ["admin"])))]
 pub async fn delete_project(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<ProjectOut>> {
-    caller.require(Role::Admin)?;
     let p = s.ctx.store.delete_project(&name, caller.actor()).await?;
     tracing::info!(project = %p.name, by = %caller.actor(), "project deleted");
+    // Its build output and caches go too (replicas stop on the cancel events).
+    s.ctx.builder.discard_project(&p.id).await;
     Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
 }
 
@@ -159,12 +174,11 @@ pub async fn delete_project(
     security(("token" = ["deployer"])))]
 pub async fn create_deployment(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Deployer,
     Path(name): Path<String>,
     req: Request,
 ) -> ApiResult<(StatusCode, Json<CreatedDeployment>)> {
-    caller.require(Role::Deployer)?;
-    let project = s.ctx.store.get_project(&name).await?;
+    let project = project_for(&s, &caller, &name).await?;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -176,7 +190,7 @@ pub async fn create_deployment(
         || content_type.starts_with("application/octet-stream")
     {
         let bytes = read_body(req, s.ctx.settings.max_upload_bytes).await?;
-        s.ctx.sources.store_archive(&bytes).await?
+        s.ctx.sources.store_archive(bytes.into()).await?
     } else if content_type.starts_with("application/json") {
         let bytes = read_body(req, 64 << 10).await?;
         let body: CreateDeployment = if bytes.is_empty() {
@@ -229,11 +243,12 @@ pub async fn create_deployment(
     security(("token" = ["viewer"])))]
 pub async fn list_project_deployments(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Path(name): Path<String>,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Vec<DeploymentOut>>> {
-    let list = s.ctx.store.list_deployments(Some(&name), limit(&p)).await?;
+    let project = project_for(&s, &caller, &name).await?;
+    let list = s.ctx.store.list_deployments(Some(&project.id), limit(&p)).await?;
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
@@ -241,10 +256,13 @@ pub async fn list_project_deployments(
     responses((status = 200, body = Vec<DeploymentOut>)), security(("token" = ["viewer"])))]
 pub async fn list_deployments(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Query(p): Query<ListParams>,
 ) -> ApiResult<Json<Vec<DeploymentOut>>> {
-    let list = s.ctx.store.list_deployments(None, limit(&p)).await?;
+    let list = match caller.project_limit() {
+        Some(project) => s.ctx.store.list_deployments(Some(project), limit(&p)).await?,
+        None => s.ctx.store.list_deployments(None, limit(&p)).await?,
+    };
     Ok(Json(list.into_iter().map(Into::into).collect()))
 }
 
@@ -254,12 +272,36 @@ pub async fn list_deployments(
     security(("token" = ["viewer"])))]
 pub async fn get_deployment(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeploymentDetail>> {
-    let d = s.ctx.store.get_deployment(&id).await?;
+    let d = deployment_for(&s, &caller, &id).await?;
     let history = s.ctx.store.history(&id).await?;
-    Ok(Json(DeploymentDetail { deployment: d.into(), history: history.into_iter().map(Into::into).collect() }))
+    // A live deployment whose replicas are not all healthy is degraded
+    // (it keeps being restarted; it is never stopped for it).
+    let degraded = if d.status == Status::Healthy {
+        let replicas = s.ctx.runtime.status(&id).await;
+        let down: Vec<String> = replicas
+            .iter()
+            .filter(|r| !r.healthy)
+            .map(|r| {
+                format!(
+                    "replica {}: {} ({} restarts)",
+                    r.index,
+                    r.last_exit.as_deref().or(r.last_probe.as_deref()).unwrap_or("not healthy"),
+                    r.restarts
+                )
+            })
+            .collect();
+        (!down.is_empty()).then_some(down)
+    } else {
+        None
+    };
+    Ok(Json(DeploymentDetail {
+        deployment: d.into(),
+        history: history.into_iter().map(Into::into).collect(),
+        degraded,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/deployments/{id}/history", tag = "deployments",
@@ -269,11 +311,11 @@ pub async fn get_deployment(
     security(("token" = ["viewer"])))]
 pub async fn deployment_events(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Path(id): Path<String>,
     Query(p): Query<EventParams>,
 ) -> ApiResult<Json<Vec<EventOut>>> {
-    s.ctx.store.get_deployment(&id).await?;
+    deployment_for(&s, &caller, &id).await?;
     let events = s.ctx.store.events(Some(&id), p.after.unwrap_or(0), 10_000).await?;
     Ok(Json(events.into_iter().map(Into::into).collect()))
 }
@@ -285,11 +327,10 @@ pub async fn deployment_events(
     security(("token" = ["deployer"])))]
 pub async fn retry(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Deployer,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeploymentOut>> {
-    caller.require(Role::Deployer)?;
-    let d = s.ctx.store.get_deployment(&id).await?;
+    let d = deployment_for(&s, &caller, &id).await?;
     if !matches!(d.status, Status::Failed | Status::Cancelled) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -315,13 +356,24 @@ pub async fn retry(
     security(("token" = ["deployer"])))]
 pub async fn cancel(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Deployer,
     Path(id): Path<String>,
 ) -> ApiResult<Json<DeploymentOut>> {
-    caller.require(Role::Deployer)?;
     // Retry the read-then-CAS a few times: the pipeline may move it meanwhile.
     for _ in 0..5 {
-        let d = s.ctx.store.get_deployment(&id).await?;
+        let d = deployment_for(&s, &caller, &id).await?;
+        if d.status == Status::Healthy {
+            // Cancelling the live deployment would take the app down.
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "live",
+                format!(
+                    "deployment {id} is live; it cannot be cancelled. Roll back (bifrost rollback {}) or deploy \
+                     another version instead",
+                    d.project
+                ),
+            ));
+        }
         if d.status.is_terminal() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -348,14 +400,14 @@ pub async fn cancel(
 
 #[utoipa::path(get, path = "/api/v1/events/dead", tag = "events",
     responses((status = 200, body = Vec<DeadLetterOut>)), security(("token" = ["viewer"])))]
-pub async fn dead_letters(State(s): State<AppState>, _caller: Caller) -> ApiResult<Json<Vec<DeadLetterOut>>> {
-    Ok(Json(s.ctx.dead_letters.dead_letters().await?.into_iter().map(Into::into).collect()))
+pub async fn dead_letters(State(s): State<AppState>, caller: Viewer) -> ApiResult<Json<Vec<DeadLetterOut>>> {
+    let all = s.ctx.dead_letters.dead_letters().await?;
+    Ok(Json(all.into_iter().filter(|d| caller.0.0.reaches(&d.event.project_id)).map(Into::into).collect()))
 }
 
 #[utoipa::path(post, path = "/api/v1/events/dead/redrive", tag = "events", request_body = Redrive,
     responses((status = 200, body = Redriven), (status = 404, body = ErrorBody)), security(("token" = ["admin"])))]
-pub async fn redrive(State(s): State<AppState>, caller: Caller, req: Request) -> ApiResult<Json<Redriven>> {
-    caller.require(Role::Admin)?;
+pub async fn redrive(State(s): State<AppState>, caller: Admin, req: Request) -> ApiResult<Json<Redriven>> {
     let bytes = read_body(req, 1 << 20).await?;
     let ids = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
@@ -371,9 +423,10 @@ pub async fn redrive(State(s): State<AppState>, caller: Caller, req: Request) ->
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = Vec<TokenOut>)), security(("token" = ["admin"])))]
-pub async fn list_tokens(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TokenOut>>> {
-    caller.require(Role::Admin)?;
-    Ok(Json(s.ctx.store.list_tokens().await?.into_iter().map(Into::into).collect()))
+pub async fn list_tokens(State(s): State<AppState>, _caller: Admin) -> ApiResult<Json<Vec<TokenOut>>> {
+    let projects = s.ctx.store.list_projects().await?;
+    let tokens = s.ctx.store.list_tokens().await?;
+    Ok(Json(tokens.into_iter().map(|t| TokenOut::with_project(t, &projects)).collect()))
 }
 
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = CreateToken,
@@ -382,16 +435,23 @@ pub async fn list_tokens(State(s): State<AppState>, caller: Caller) -> ApiResult
     security(("token" = ["admin"])))]
 pub async fn create_token(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Admin,
     Body(req): Body<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<TokenOut>)> {
-    caller.require(Role::Admin)?;
     let role: Role =
         req.role.parse().map_err(|e: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e))?;
+    let project = match req.project.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => Some(s.ctx.store.get_project(p).await?),
+        None => None,
+    };
     let secret = generate_token();
-    let t = s.ctx.store.create_token(&req.name, role, &hash_token(&secret)).await?;
-    tracing::info!(token = %t.name, role = %t.role, by = %caller.actor(), "token created");
-    let mut out = TokenOut::from(t);
+    let t = s
+        .ctx
+        .store
+        .create_token(&req.name, role, &hash_token(&secret), project.as_ref().map(|p| p.id.as_str()))
+        .await?;
+    tracing::info!(token = %t.name, role = %t.role, project = ?project.as_ref().map(|p| &p.name), by = %caller.actor(), "token created");
+    let mut out = TokenOut::with_project(t, project.as_slice());
     out.token = Some(secret);
     Ok((StatusCode::CREATED, Json(out)))
 }
@@ -401,23 +461,26 @@ pub async fn create_token(
     responses((status = 200, body = TokenOut), (status = 404, body = ErrorBody)), security(("token" = ["admin"])))]
 pub async fn revoke_token(
     State(s): State<AppState>,
-    caller: Caller,
+    _caller: Admin,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TokenOut>> {
-    caller.require(Role::Admin)?;
     Ok(Json(s.ctx.store.revoke_token(&name).await?.into()))
 }
 
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "tokens",
     responses((status = 200, body = TokenOut), (status = 401, body = ErrorBody)), security(("token" = ["viewer"])))]
-pub async fn whoami(caller: Caller) -> Json<TokenOut> {
-    Json(caller.0.into())
+pub async fn whoami(State(s): State<AppState>, caller: Viewer) -> ApiResult<Json<TokenOut>> {
+    let projects = match &caller.0.0.project_id {
+        Some(p) => vec![s.ctx.store.get_project(p).await?],
+        None => vec![],
+    };
+    Ok(Json(TokenOut::with_project(caller.0.0, &projects)))
 }
 
 #[utoipa::path(post, path = "/api/v1/validate", tag = "deploy.toml",
     request_body(content = String, description = "A deploy.toml", content_type = "application/toml"),
     responses((status = 200, body = ValidationOut)), security(("token" = ["viewer"])))]
-pub async fn validate(_caller: Caller, req: Request) -> ApiResult<Json<ValidationOut>> {
+pub async fn validate(_caller: Viewer, req: Request) -> ApiResult<Json<ValidationOut>> {
     let bytes = read_body(req, config::MAX_CONFIG_BYTES).await?;
     let text =
         String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::bad_request("deploy.toml must be UTF-8 text"))?;
@@ -440,11 +503,11 @@ pub struct AuditParams {
     security(("token" = ["viewer"])))]
 pub async fn audit(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Json<Vec<AuditOut>>> {
     let records = s.ctx.store.audit(p.before, p.limit.unwrap_or(100).clamp(1, 1000)).await?;
-    Ok(Json(records.into_iter().map(Into::into).collect()))
+    Ok(Json(records.into_iter().filter(|r| caller.0.0.reaches(&r.project_id)).map(Into::into).collect()))
 }
 
 #[utoipa::path(get, path = "/api/v1/deployments/{id}/logs", tag = "deployments",
@@ -454,11 +517,11 @@ pub async fn audit(
     security(("token" = ["viewer"])))]
 pub async fn deployment_logs(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Path(id): Path<String>,
     Query(p): Query<EventParams>,
 ) -> ApiResult<Json<Vec<FeedItemOut>>> {
-    s.ctx.store.get_deployment(&id).await?;
+    deployment_for(&s, &caller, &id).await?;
     let items = s.ctx.store.feed(Some(&id), p.after.unwrap_or(0), 100_000).await?;
     Ok(Json(items.into_iter().map(Into::into).collect()))
 }
@@ -469,10 +532,10 @@ pub async fn deployment_logs(
     security(("token" = ["viewer"])))]
 pub async fn replicas(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<ReplicaOut>>> {
-    s.ctx.store.get_deployment(&id).await?;
+    deployment_for(&s, &caller, &id).await?;
     Ok(Json(s.ctx.runtime.status(&id).await.into_iter().map(Into::into).collect()))
 }
 
@@ -491,11 +554,11 @@ pub struct HealthParams {
     security(("token" = ["viewer"])))]
 pub async fn health(
     State(s): State<AppState>,
-    _caller: Caller,
+    caller: Viewer,
     Path(id): Path<String>,
     Query(p): Query<HealthParams>,
 ) -> ApiResult<Json<Vec<HealthSampleOut>>> {
-    s.ctx.store.get_deployment(&id).await?;
+    deployment_for(&s, &caller, &id).await?;
     let since = match &p.since {
         Some(t) => chrono::DateTime::parse_from_rfc3339(t)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("since {t:?}: {e}")))?
@@ -513,18 +576,17 @@ pub async fn health(
     security(("token" = ["deployer"])))]
 pub async fn rollback(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Deployer,
     Path(name): Path<String>,
     req: Request,
 ) -> ApiResult<(StatusCode, Json<CreatedDeployment>)> {
-    caller.require(Role::Deployer)?;
+    let project = project_for(&s, &caller, &name).await?;
     let bytes = read_body(req, 64 << 10).await?;
     let body: Rollback = if bytes.iter().all(u8::is_ascii_whitespace) {
         Rollback::default()
     } else {
         serde_json::from_slice(&bytes).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?
     };
-    let project = s.ctx.store.get_project(&name).await?;
     let candidates = s.ctx.store.list_deployments(Some(&project.id), 1000).await?;
     let mut ever_healthy = vec![];
     for d in candidates {
@@ -581,23 +643,30 @@ pub async fn rollback(
 }
 
 #[utoipa::path(get, path = "/api/v1/secrets", tag = "secrets",
-    responses((status = 200, body = Vec<SecretOut>, description = "Names only; values never leave")), security(("token" = ["admin"])))]
-pub async fn list_secrets(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<SecretOut>>> {
-    caller.require(Role::Admin)?;
-    let list = s.ctx.store.list_secrets().await?;
-    Ok(Json(list.into_iter().map(|(name, at)| SecretOut { name, updated_at: rfc3339(&at) }).collect()))
+    responses((status = 200, body = Vec<SecretOut>, description = "Every project's secrets (names only; values never leave)")),
+    security(("token" = ["admin"])))]
+pub async fn list_all_secrets(State(s): State<AppState>, _caller: Admin) -> ApiResult<Json<Vec<SecretOut>>> {
+    let projects = s.ctx.store.list_projects().await?;
+    let list = s.ctx.store.list_secrets(None).await?;
+    Ok(Json(list.into_iter().map(|i| SecretOut::of(i, &projects)).collect()))
 }
 
-#[utoipa::path(put, path = "/api/v1/secrets/{name}", tag = "secrets", request_body = SetSecret,
-    params(("name" = String, Path, description = "Secret name")),
-    responses((status = 204, description = "Stored"), (status = 422, body = ErrorBody)), security(("token" = ["admin"])))]
-pub async fn set_secret(
+#[utoipa::path(get, path = "/api/v1/projects/{name}/secrets", tag = "secrets",
+    params(("name" = String, Path, description = "Project name or id")),
+    responses((status = 200, body = Vec<SecretOut>, description = "The project's secrets: names and update times, never values"),
+              (status = 404, body = ErrorBody)),
+    security(("token" = ["deployer"])))]
+pub async fn list_secrets(
     State(s): State<AppState>,
-    caller: Caller,
+    caller: Deployer,
     Path(name): Path<String>,
-    Body(req): Body<SetSecret>,
-) -> ApiResult<StatusCode> {
-    caller.require(Role::Admin)?;
+) -> ApiResult<Json<Vec<SecretOut>>> {
+    let project = project_for(&s, &caller, &name).await?;
+    let list = s.ctx.store.list_secrets(Some(&project.id)).await?;
+    Ok(Json(list.into_iter().map(|i| SecretOut::of(i, std::slice::from_ref(&project))).collect()))
+}
+
+fn check_secret_name(name: &str) -> ApiResult<()> {
     if name.is_empty() || name.len() > 128 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -605,20 +674,51 @@ pub async fn set_secret(
             format!("secret name {name:?} must be 1-128 of [A-Za-z0-9-_.]"),
         ));
     }
-    s.ctx.store.set_secret(&name, &req.value).await?;
-    tracing::info!(secret = %name, by = %caller.actor(), "secret set");
+    Ok(())
+}
+
+#[utoipa::path(put, path = "/api/v1/projects/{name}/secrets/{secret}", tag = "secrets", request_body = SetSecret,
+    params(("name" = String, Path, description = "Project name or id"), ("secret" = String, Path, description = "Secret name")),
+    responses((status = 204, description = "Stored (sealed)"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = ["deployer"])))]
+pub async fn set_secret(
+    State(s): State<AppState>,
+    caller: Deployer,
+    Path((name, secret)): Path<(String, String)>,
+    Body(req): Body<SetSecret>,
+) -> ApiResult<StatusCode> {
+    check_secret_name(&secret)?;
+    let project = project_for(&s, &caller, &name).await?;
+    let keys = s.ctx.keys().map_err(ApiError::unavailable)?;
+    let sealed = keys.secrets.seal(&req.value, &seal::secret_context(&project.id, &secret));
+    s.ctx.store.set_secret(&project.id, &secret, &sealed).await?;
+    tracing::info!(project = %project.name, secret = %secret, by = %caller.actor(), "secret set");
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(delete, path = "/api/v1/secrets/{name}", tag = "secrets",
-    params(("name" = String, Path, description = "Secret name")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)), security(("token" = ["admin"])))]
+#[utoipa::path(delete, path = "/api/v1/projects/{name}/secrets/{secret}", tag = "secrets",
+    params(("name" = String, Path, description = "Project name or id"), ("secret" = String, Path, description = "Secret name")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)), security(("token" = ["deployer"])))]
 pub async fn delete_secret(
     State(s): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
+    caller: Deployer,
+    Path((name, secret)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(Role::Admin)?;
-    s.ctx.store.delete_secret(&name).await?;
+    let project = project_for(&s, &caller, &name).await?;
+    s.ctx.store.delete_secret(&project.id, &secret).await?;
+    tracing::info!(project = %project.name, secret = %secret, by = %caller.actor(), "secret deleted");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT`/`DELETE /api/v1/secrets/{name}` from before secrets belonged to
+/// projects: a clear answer instead of a 404.
+pub async fn global_secret_moved(_caller: Deployer, Path(name): Path<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "secrets_belong_to_projects",
+        format!(
+            "secrets belong to a project: use /api/v1/projects/{{project}}/secrets/{name} \
+             (bifrost secrets set {name} --project PROJECT)"
+        ),
+    )
 }

@@ -167,13 +167,16 @@ impl Fanout {
     /// the router to answer.
     pub async fn take(self: &Arc<Self>, mut stream: TcpStream, sub: Subscription) -> Result<(), TcpStream> {
         let store = &self.ctx.store;
-        if !matches!(store.authenticate(&hash_token(&sub.token)).await, Ok(Some(_))) {
-            return Err(stream);
-        }
-        if let Some(id) = &sub.deployment
-            && store.get_deployment(id).await.is_err()
-        {
-            return Err(stream);
+        let Ok(Some(token)) = store.authenticate(&hash_token(&sub.token)).await else { return Err(stream) };
+        match &sub.deployment {
+            // A project-limited token's view of every deployment is filtered:
+            // the router serves that.
+            None if token.project_id.is_some() => return Err(stream),
+            None => {}
+            Some(id) => match store.get_deployment(id).await {
+                Ok(d) if token.reaches(&d.project_id) => {}
+                _ => return Err(stream),
+            },
         }
         // Subscribe before reading the store: nothing committed in between
         // is missed; the sequence check drops what the replay sent.

@@ -30,6 +30,7 @@ pub struct AppState {
 /// The gateway's routes. `bifrost up` merges the router and dashboard onto
 /// the same listener; the Cloud Run `gateway` service serves this alone.
 pub fn router(ctx: Ctx) -> Router {
+    let isolation = ctx.settings.isolation.clone();
     let state = AppState { ctx };
     let v1 = Router::new()
         .route("/projects", get(api::list_projects).post(api::create_project))
@@ -44,8 +45,10 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/deployments/{id}/health", get(api::health))
         .route("/projects/{name}/rollback", post(api::rollback))
         .route("/events", get(live::all_events))
-        .route("/secrets", get(api::list_secrets))
-        .route("/secrets/{name}", axum::routing::put(api::set_secret).delete(api::delete_secret))
+        .route("/secrets", get(api::list_all_secrets))
+        .route("/secrets/{name}", axum::routing::put(api::global_secret_moved).delete(api::global_secret_moved))
+        .route("/projects/{name}/secrets", get(api::list_secrets))
+        .route("/projects/{name}/secrets/{secret}", axum::routing::put(api::set_secret).delete(api::delete_secret))
         .route("/deployments/{id}/retry", post(api::retry))
         .route("/deployments/{id}/cancel", post(api::cancel))
         .route("/audit", get(api::audit))
@@ -60,15 +63,27 @@ pub fn router(ctx: Ctx) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
-        .route("/healthz", get(healthz))
-        // Bodies are read with explicit limits (read_body); the extractor
-        // default would cut uploads at 2 MB.
-        .layer(DefaultBodyLimit::disable())
+        .route("/healthz", get(move || healthz(isolation.clone())))
+        // JSON bodies: 64 KiB. Routes that take more (uploads, webhooks)
+        // read the raw body with their own limit (read_body).
+        .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// The largest JSON body a route without its own limit accepts.
+pub const MAX_JSON_BYTES: usize = 64 << 10;
+
+/// Liveness, and what confines apps here: a platform running them
+/// unconfined says so on every check.
+async fn healthz(isolation: Option<bifrost_shared::ports::Isolation>) -> Json<serde_json::Value> {
+    let mut v = serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")});
+    if let Some(i) = isolation {
+        v["sandbox"] = serde_json::to_value(&i).unwrap_or_default();
+        if !i.enforced {
+            v["status"] = "insecure".into();
+        }
+    }
+    Json(v)
 }
 
 /// Bodies past the limit are still read (and dropped) up to this much, so

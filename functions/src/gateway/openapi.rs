@@ -16,7 +16,7 @@ use super::{api, live, webhook, wire};
         api::list_tokens, api::create_token, api::revoke_token, api::whoami,
         api::validate, webhook::github,
         api::deployment_logs, api::replicas, api::rollback, live::deployment_events, live::all_events,
-        api::list_secrets, api::set_secret, api::delete_secret, api::health, api::audit,
+        api::list_all_secrets, api::list_secrets, api::set_secret, api::delete_secret, api::health, api::audit,
     ),
     components(schemas(
         wire::ProjectOut, wire::CreateProject, wire::DeploymentOut, wire::DeploymentDetail, wire::TransitionOut,

@@ -4,6 +4,15 @@
 //! secret) is checked in constant time before anything is acted on. An
 //! unknown repository and a bad signature get the same 401, so the endpoint
 //! does not reveal which repositories exist.
+//!
+//! Replays: GitHub signs the body only, not `X-GitHub-Delivery`, so a
+//! captured push can be sent again under a fresh delivery id and its
+//! signature still holds. The defence does not rely on the delivery id: a
+//! push deploys only if its `after` is still the branch's head in the
+//! repository when the mirror is fetched. A replayed push of an older
+//! commit, or one that arrives after a newer push, is acknowledged and
+//! ignored with the reason. (The delivery id still dedupes GitHub's own
+//! redeliveries of the current head.)
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -74,6 +83,10 @@ pub fn parse_payload(body: &[u8]) -> Result<Payload, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
 fn is_zero_commit(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b == b'0')
 }
@@ -124,6 +137,7 @@ pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(Statu
         parse_payload(&body).map_err(|e| ApiError::bad_request(format!("webhook body is not a JSON payload: {e}")))?;
     let repository = payload.repository.as_ref().ok_or_else(rejected)?;
     // Verify against every project of this repository; any match authenticates.
+    let keys = s.ctx.keys().map_err(ApiError::unavailable)?;
     let project = s
         .ctx
         .store
@@ -131,7 +145,11 @@ pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(Statu
         .await?
         .into_iter()
         .filter(|p| repository.matches(p))
-        .find(|p| p.webhook_secret.as_deref().is_some_and(|secret| verify_github_signature(secret.as_bytes(), &body, &signature)))
+        .find(|p| {
+            p.webhook_secret.as_deref().and_then(|stored| keys.open_webhook(&p.name, stored).ok()).is_some_and(
+                |secret| verify_github_signature(secret.as_bytes(), &body, &signature),
+            )
+        })
         .ok_or_else(|| {
             tracing::warn!(repo = ?repository.full_name, delivery = ?delivery, "webhook rejected: unknown repository or bad signature");
             rejected()
@@ -173,12 +191,21 @@ pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(Statu
         .or(payload.pusher.and_then(|p| p.name))
         .unwrap_or_else(|| "unknown".into());
     let repo = project.repo.clone().unwrap_or_default();
+    // Only the branch's current head deploys (see the module's note on replays).
+    let head = s.ctx.sources.resolve(&repo, &format!("refs/heads/{branch}")).await?;
+    let after = after.to_lowercase();
+    if head != after {
+        return Ok(ignored(
+            &project,
+            format!("stale push: {branch} is now at {} (this push names {})", short(&head), short(&after)),
+        ));
+    }
     let created = s
         .ctx
         .store
         .create_deployment(NewDeployment {
             project: project.name.clone(),
-            source: Source::Git { repo, git_ref: branch.to_string(), commit: after.to_lowercase() },
+            source: Source::Git { repo, git_ref: branch.to_string(), commit: after },
             actor: Actor::github(&pusher),
             dedupe_key: delivery.map(|d| format!("github:{d}")),
             rollback_of: None,

@@ -2,7 +2,7 @@
 //! with `From`. They carry the OpenAPI schemas.
 
 use bifrost_shared::config::ConfigError;
-use bifrost_shared::domain::{ApiToken, AuditRecord, Deployment, Project, Source};
+use bifrost_shared::domain::{ApiToken, AuditRecord, Deployment, Project, SecretInfo, Source};
 use bifrost_shared::events::{DeadLetter, Event};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -213,6 +213,11 @@ pub struct DeploymentDetail {
     pub deployment: DeploymentOut,
     /// Every transition, oldest first.
     pub history: Vec<TransitionOut>,
+    /// Set when the deployment is live but some replicas are not healthy
+    /// (crashing, failing probes): what each one last did. It keeps being
+    /// restarted; roll back or deploy a fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, ToSchema, Debug, Default)]
@@ -309,9 +314,23 @@ pub struct TokenOut {
     pub role: String,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    /// The only project this token reaches (its name), when it is limited to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// The secret: only in the answer that creates the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+}
+
+impl TokenOut {
+    /// With the name of the project it is limited to, looked up in `projects`.
+    pub fn with_project(t: ApiToken, projects: &[Project]) -> Self {
+        let project = t
+            .project_id
+            .as_ref()
+            .map(|id| projects.iter().find(|p| &p.id == id).map_or(id.clone(), |p| p.name.clone()));
+        TokenOut { project, ..t.into() }
+    }
 }
 
 impl From<ApiToken> for TokenOut {
@@ -322,6 +341,7 @@ impl From<ApiToken> for TokenOut {
             role: t.role.to_string(),
             created_at: rfc3339(&t.created_at),
             last_used_at: t.last_used_at.as_ref().map(rfc3339),
+            project: t.project_id,
             token: None,
         }
     }
@@ -332,6 +352,9 @@ pub struct CreateToken {
     pub name: String,
     /// viewer, deployer or admin.
     pub role: String,
+    /// Limit the token to this project (name or id); deployer and viewer only.
+    #[serde(default)]
+    pub project: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
@@ -406,6 +429,9 @@ pub struct ReplicaOut {
     pub rss_bytes: Option<u64>,
     pub threads: Option<u32>,
     pub open_fds: Option<u32>,
+    /// Why the replica's health sidecar is not reporting, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<String>,
 }
 
 /// One sidecar report (or, for older data, a one-minute bucket).
@@ -461,6 +487,7 @@ impl From<bifrost_shared::ports::ReplicaStatus> for ReplicaOut {
             rss_bytes: r.rss_bytes,
             threads: r.threads,
             open_fds: r.open_fds,
+            sidecar: r.sidecar,
         }
     }
 }
@@ -473,5 +500,17 @@ pub struct SetSecret {
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
 pub struct SecretOut {
     pub name: String,
+    /// The owning project's name; absent for a secret kept from before
+    /// secrets belonged to projects (no deployment resolves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     pub updated_at: String,
+}
+
+impl SecretOut {
+    pub fn of(i: SecretInfo, projects: &[Project]) -> Self {
+        let project =
+            i.project_id.map(|id| projects.iter().find(|p| p.id == id).map_or(id.clone(), |p| p.name.clone()));
+        SecretOut { name: i.name, project, updated_at: rfc3339(&i.updated_at) }
+    }
 }

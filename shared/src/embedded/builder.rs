@@ -1,16 +1,17 @@
 //! The embedded builder: checks out the exact commit into the deployment's
 //! own directory and builds it there with the machine's toolchains (or the
-//! `[build] command`). The directory then is the artifact.
+//! `[build] command`), every step confined by the [`Sandbox`] as the
+//! project's own user. The directory then is the artifact.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::process::{GroupGuard, TAIL_LINES, describe_exit, shell, stream_output};
+use super::process::{Masker, Output, describe_exit, pump_child};
+use super::sandbox::{Jail, Limits, Sandbox, Supervised};
 use crate::config::{DeployConfig, Runtime};
 use crate::ports::{BuildError, BuildRequest, Builder, LogSink, Sources};
 
@@ -30,26 +31,33 @@ pub struct LocalArtifact {
 }
 
 pub struct LocalBuilder {
-    apps: PathBuf,
-    cache: PathBuf,
+    sandbox: Sandbox,
     sources: Arc<dyn Sources>,
-    owner: String,
     timeout: Duration,
 }
 
+/// Processes one build may have (a fork bomb stops there).
+const BUILD_PIDS: u32 = 1024;
+
 impl LocalBuilder {
-    pub fn new(data_dir: &Path, sources: Arc<dyn Sources>, owner: &str, timeout: Duration) -> Self {
-        LocalBuilder {
-            apps: data_dir.join("apps"),
-            cache: data_dir.join("cache"),
-            sources,
-            owner: owner.to_string(),
-            timeout,
-        }
+    pub fn new(sandbox: Sandbox, sources: Arc<dyn Sources>, timeout: Duration) -> Self {
+        LocalBuilder { sandbox, sources, timeout }
     }
 
-    pub fn artifact_dir(&self, deployment_id: &str) -> PathBuf {
-        self.apps.join(deployment_id)
+    pub fn artifact_dir(&self, project_id: &str, deployment_id: &str) -> PathBuf {
+        self.sandbox.deployment_dir(project_id, deployment_id)
+    }
+}
+
+/// Removes a build's directory unless the build succeeded — also when the
+/// build is dropped half-way (cancelled, superseded, platform shutdown).
+struct Unfinished(Option<PathBuf>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -64,18 +72,8 @@ fn step(title: &str, command: &str) -> Step {
     Step { title: title.to_string(), command: command.to_string(), env: vec![] }
 }
 
-fn on_path(bin: &str) -> bool {
-    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file())).unwrap_or(false)
-}
-
-fn need(bin: &str, runtime: Runtime) -> Result<(), BuildError> {
-    if on_path(bin) {
-        Ok(())
-    } else {
-        Err(BuildError::Failed(format!(
-            "runtime {runtime} needs `{bin}` on the platform's machine, and it is not in PATH; install it or set [build] command"
-        )))
-    }
+fn need(sandbox: &Sandbox, bin: &str, runtime: Runtime) -> Result<(), BuildError> {
+    sandbox.find(bin).map(|_| ()).map_err(|why| BuildError::Failed(format!("runtime {runtime} needs {why}")))
 }
 
 /// The first file of `names` that exists in `dir`.
@@ -106,18 +104,19 @@ fn rust_binary(dir: &Path) -> Result<String, BuildError> {
 
 /// The build steps and start command for a checkout.
 fn plan(
+    sandbox: &Sandbox,
     config: &DeployConfig,
     dir: &Path,
     cache: &Path,
-    project: &str,
 ) -> Result<(Vec<Step>, LocalArtifact), BuildError> {
+    let need = |bin: &str, rt: Runtime| need(sandbox, bin, rt);
     let rt = config.app.runtime;
     let mut steps = vec![];
     let mut artifact = LocalArtifact { dir: dir.to_path_buf(), command: None, static_root: None, path_prepend: vec![] };
     let custom_build = config.build.command.clone();
     match rt {
         Runtime::Rust => {
-            let target = cache.join(project).join("cargo-target");
+            let target = cache.join("cargo-target");
             if custom_build.is_none() {
                 need("cargo", rt)?;
                 let locked = if dir.join("Cargo.lock").exists() { " --locked" } else { "" };
@@ -129,6 +128,7 @@ fn plan(
                     ),
                 );
                 s.env.push(("CARGO_TARGET_DIR".into(), target.display().to_string()));
+                s.env.push(("CARGO_HOME".into(), cache.join("cargo-home").display().to_string()));
                 steps.push(s);
                 artifact.command = start_command(rt, dir)?;
             }
@@ -136,7 +136,10 @@ fn plan(
         Runtime::Go => {
             if custom_build.is_none() {
                 need("go", rt)?;
-                steps.push(step("go build", "mkdir -p .bifrost/bin && go build -o .bifrost/bin/app ."));
+                let mut s = step("go build", "mkdir -p .bifrost/bin && go build -o .bifrost/bin/app .");
+                s.env.push(("GOPATH".into(), cache.join("go").display().to_string()));
+                s.env.push(("GOCACHE".into(), cache.join("go-build").display().to_string()));
+                steps.push(s);
                 artifact.command = start_command(rt, dir)?;
             }
         }
@@ -254,40 +257,46 @@ impl LocalBuilder {
         steps: Vec<Step>,
         log: &Arc<dyn LogSink>,
     ) -> Result<(), BuildError> {
-        let say = |text: String| log.line(&req.deployment_id, &req.project, "build", text);
+        let out = Output::new(log.clone(), &req.deployment_id, &req.project, "build", Arc::new(Masker::default()));
+        let cache = self.sandbox.cache_dir(&req.project_id);
         for s in steps {
-            say(format!("\u{1b}[1m==> {}\u{1b}[0m", s.title));
+            out.say(format!("\u{1b}[1m==> {}\u{1b}[0m", s.title));
             let started = std::time::Instant::now();
-            let mut cmd = shell(&s.command, dir, &self.owner);
-            for (k, v) in &s.env {
-                cmd.env(k, v);
-            }
-            cmd.env("CI", "true").env("BIFROST_DEPLOYMENT", &req.deployment_id);
-            let mut child =
-                cmd.spawn().map_err(|e| BuildError::Unavailable(format!("cannot start `{}`: {e}", s.command)))?;
-            // Dropping this (cancel, timeout, platform shutdown) kills the whole group.
-            let _guard = GroupGuard::new(&child);
-            let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-            stream_output(
-                &mut child,
-                log.clone(),
-                req.deployment_id.clone(),
-                req.project.clone(),
-                "build".into(),
-                tail.clone(),
-            )
-            .await;
+            let mut env = s.env.clone();
+            env.push(("CI".into(), "true".into()));
+            env.push(("BIFROST_DEPLOYMENT".into(), req.deployment_id.clone()));
+            // Kept across the project's builds (and only its builds).
+            env.push(("BIFROST_CACHE_DIR".into(), cache.display().to_string()));
+            let jail = Jail {
+                name: format!("{}-build", req.deployment_id),
+                project_id: req.project_id.clone(),
+                dir: dir.to_path_buf(),
+                writable: vec![cache.clone()],
+                // Test suites may listen on an ephemeral port; nothing else.
+                bind: vec![0],
+                env,
+                limits: Limits { pids_max: Some(BUILD_PIDS), ..Limits::default() },
+                command: vec!["sh".into(), "-c".into(), s.command.clone().into()],
+            };
+            let mut child = self
+                .sandbox
+                .command(&jail)
+                .and_then(|mut c| c.spawn().map_err(|e| e.to_string()))
+                .map_err(|e| BuildError::Unavailable(format!("cannot start `{}`: {e}", s.command)))?;
+            // Dropping this (cancel, timeout, platform shutdown) ends the whole tree.
+            let mut sup = Supervised::new(&child);
+            pump_child(&mut child, &out).await;
             let status = child.wait().await.map_err(|e| BuildError::Unavailable(e.to_string()))?;
+            sup.done();
             if !status.success() {
-                let lines: Vec<String> = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
-                let last = lines.iter().map(|l| strip_ansi(l)).collect::<Vec<_>>().join("\n");
+                let last = out.tail().iter().map(|l| strip_ansi(l)).collect::<Vec<_>>().join("\n");
                 return Err(BuildError::Failed(format!(
                     "build step `{}` {}; last lines:\n{last}",
                     s.title,
                     describe_exit(status)
                 )));
             }
-            say(format!("\u{1b}[2m    {} took {:.3}s\u{1b}[0m", s.title, started.elapsed().as_secs_f64()));
+            out.say(format!("\u{1b}[2m    {} took {:.3}s\u{1b}[0m", s.title, started.elapsed().as_secs_f64()));
         }
         Ok(())
     }
@@ -317,51 +326,71 @@ pub fn strip_ansi(s: &str) -> String {
 #[async_trait]
 impl Builder for LocalBuilder {
     async fn build(&self, req: BuildRequest, log: Arc<dyn LogSink>) -> Result<serde_json::Value, BuildError> {
-        let dir = self.artifact_dir(&req.deployment_id);
+        let dir = self.artifact_dir(&req.project_id, &req.deployment_id);
+        let unavailable = |what: &str, e: std::io::Error| BuildError::Unavailable(format!("{what}: {e}"));
         // A redelivered build (after a crash) starts from a clean directory.
         if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .map_err(|e| BuildError::Unavailable(format!("cleaning {}: {e}", dir.display())))?;
+            let d = dir.clone();
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(d))
+                .await
+                .map_err(|e| BuildError::Unavailable(e.to_string()))?
+                .map_err(|e| unavailable(&format!("cleaning {}", dir.display()), e))?;
         }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| BuildError::Unavailable(format!("creating {}: {e}", dir.display())))?;
-        let result = async {
-            log.line(
-                &req.deployment_id,
-                &req.project,
-                "build",
-                format!("\u{1b}[1m==> checkout {}\u{1b}[0m", req.source.short()),
-            );
-            self.sources.checkout(&req.source, &dir).await.map_err(|e| match e {
-                crate::ports::SourceError::Unavailable(m) => BuildError::Unavailable(m),
-                other => BuildError::Failed(format!("checkout failed: {other}")),
-            })?;
-            let (steps, artifact) = plan(&req.config, &dir, &self.cache, &req.project)?;
-            match tokio::time::timeout(self.timeout, self.run_steps(&req, &dir, steps, &log)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(BuildError::Failed(format!(
-                        "build timed out after {}s (BIFROST_BUILD_TIMEOUT)",
-                        self.timeout.as_secs()
-                    )));
-                }
+        let cache = self.sandbox.cache_dir(&req.project_id);
+        for d in [&dir, &cache] {
+            self.sandbox
+                .own_dir(&req.project_id, d)
+                .map_err(|e| unavailable(&format!("creating {}", d.display()), e))?;
+        }
+        let mut unfinished = Unfinished(Some(dir.clone()));
+        log.line(
+            &req.deployment_id,
+            &req.project,
+            "build",
+            format!("\u{1b}[1m==> checkout {}\u{1b}[0m", req.source.short()),
+        );
+        self.sources.checkout(&req.source, &dir).await.map_err(|e| match e {
+            crate::ports::SourceError::Unavailable(m) => BuildError::Unavailable(m),
+            other => BuildError::Failed(format!("checkout failed: {other}")),
+        })?;
+        let (sandbox, project_id, d) = (self.sandbox.clone(), req.project_id.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || sandbox.hand_over(&project_id, &d))
+            .await
+            .map_err(|e| BuildError::Unavailable(e.to_string()))?
+            .map_err(|e| unavailable("handing the checkout to the project's user", e))?;
+        let (steps, artifact) = plan(&self.sandbox, &req.config, &dir, &cache)?;
+        match tokio::time::timeout(self.timeout, self.run_steps(&req, &dir, steps, &log)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(BuildError::Failed(format!(
+                    "build timed out after {}s (BIFROST_BUILD_TIMEOUT)",
+                    self.timeout.as_secs()
+                )));
             }
-            log.line(&req.deployment_id, &req.project, "build", "\u{1b}[1;32m==> build succeeded\u{1b}[0m".into());
-            serde_json::to_value(&artifact).map_err(|e| BuildError::Unavailable(e.to_string()))
         }
-        .await;
-        if result.is_err() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        result
+        log.line(&req.deployment_id, &req.project, "build", "\u{1b}[1;32m==> build succeeded\u{1b}[0m".into());
+        let artifact = serde_json::to_value(&artifact).map_err(|e| BuildError::Unavailable(e.to_string()))?;
+        unfinished.0 = None;
+        Ok(artifact)
     }
 
-    async fn discard(&self, deployment_id: &str) {
-        let dir = self.artifact_dir(deployment_id);
+    async fn discard(&self, project_id: &str, deployment_id: &str) {
+        let dir = self.artifact_dir(project_id, deployment_id);
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove an artifact");
+        }
+    }
+
+    async fn discard_project(&self, project_id: &str) {
+        let (sandbox, id) = (self.sandbox.clone(), project_id.to_string());
+        match tokio::task::spawn_blocking(move || sandbox.remove_project(&id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(project = project_id, error = %e, "could not remove a deleted project's files")
+            }
+            Err(e) => tracing::warn!(project = project_id, error = %e, "could not remove a deleted project's files"),
         }
     }
 }

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use crate::domain::{LogLine, now};
 use crate::ports::{LogSink, Store};
 
-/// Stored bytes per deployment and stream kind before lines are dropped.
+/// Stored bytes per deployment and stream kind; past it the oldest lines
+/// are dropped (a rolling window).
 #[derive(Clone, Copy, Debug)]
 pub struct LogLimits {
     pub build_bytes: usize,
@@ -80,6 +81,8 @@ impl LogSink for LogWriter {
 async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, limits: LogLimits) {
     // (deployment, is_build) → bytes stored so far in this process.
     let mut used: HashMap<(String, bool), usize> = HashMap::new();
+    // (deployment, is_build) → lines dropped from the window so far.
+    let mut dropped_lines: HashMap<(String, bool), usize> = HashMap::new();
     let mut batch = Vec::with_capacity(BATCH);
     let mut flushes = vec![];
     while let Some(first) = rx.recv().await {
@@ -106,26 +109,48 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Msg>, limits: LogLimi
             }
         }
         let mut kept = Vec::with_capacity(batch.len());
+        let mut over: Vec<(String, String, bool)> = vec![];
         for l in batch.drain(..) {
             let build = l.stream == "build";
             let cap = if build { limits.build_bytes } else { limits.runtime_bytes };
             let n = used.entry((l.deployment_id.clone(), build)).or_default();
-            let before = *n;
             *n += l.line.len() + 1;
-            if *n <= cap {
-                kept.push(l);
-            } else if before <= cap {
-                kept.push(LogLine {
-                    line: format!(
-                        "[bifrost] log limit reached ({} MiB for this stream); further lines are not stored",
-                        cap >> 20
-                    ),
-                    ..l
-                });
+            if *n > cap && !over.iter().any(|(d, _, b)| *d == l.deployment_id && *b == build) {
+                over.push((l.deployment_id.clone(), l.project.clone(), build));
             }
+            kept.push(l);
         }
         if let Err(e) = store.append_logs(kept).await {
             tracing::error!(error = %e, "could not store log lines");
+        }
+        // Past its cap a log keeps its newest lines: the oldest quarter goes,
+        // and a line says how many went.
+        for (deployment_id, project, build) in over {
+            let cap = if build { limits.build_bytes } else { limits.runtime_bytes };
+            let keep = cap / 4 * 3;
+            match store.trim_logs(&deployment_id, build, keep).await {
+                Ok(dropped) => {
+                    let total = dropped_lines.entry((deployment_id.clone(), build)).or_default();
+                    *total += dropped;
+                    used.insert((deployment_id.clone(), build), keep);
+                    let note = LogLine {
+                        deployment_id,
+                        project,
+                        at: now(),
+                        stream: if build { "build".into() } else { "platform".into() },
+                        line: format!(
+                            "[bifrost] log limit ({} MiB per deployment {}): {total} older lines dropped so far; \
+                             the newest are kept",
+                            cap >> 20,
+                            if build { "build" } else { "runtime" }
+                        ),
+                    };
+                    if let Err(e) = store.append_logs(vec![note]).await {
+                        tracing::error!(error = %e, "could not store log lines");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, deployment = %deployment_id, "could not trim a log"),
+            }
         }
         for done in flushes.drain(..) {
             let _ = done.send(());

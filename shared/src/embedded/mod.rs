@@ -1,10 +1,12 @@
 //! The embedded home: everything `bifrost up` needs on one machine.
 
+pub mod archive;
 pub(crate) mod builder;
 mod dispatcher;
 mod logs;
 pub mod process;
 mod runtime;
+pub mod sandbox;
 pub(crate) mod sources;
 mod store;
 

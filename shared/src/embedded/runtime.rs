@@ -1,8 +1,9 @@
 //! The embedded runtime: supervised local processes, one per replica, each
-//! on a free loopback port, in its own process group, with its own log
-//! stream. A supervisor restarts a replica that exits (with backoff) and
-//! reports one that keeps crashing; a prober checks `[health]` continuously
-//! so the router only sends traffic to healthy replicas.
+//! on a free loopback port, confined by the [`Sandbox`], with its own log
+//! stream. A supervisor restarts a replica that exits (with capped backoff)
+//! and reports one that keeps crashing; a prober (or the replica's health
+//! sidecar) checks `[health]` continuously so the router only sends traffic
+//! to healthy replicas.
 //!
 //! It is a reconciler like the GKE runtime: `apply` is idempotent, `stop`
 //! of something unknown is done.
@@ -15,19 +16,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use nix::sys::signal::Signal;
 use tokio::sync::{Notify, mpsc, watch};
 
 use super::builder::{LocalArtifact, strip_ansi};
-use super::process::{GroupGuard, OWNER_ENV, TAIL_LINES, describe_exit, free_port, pump_pair, shell};
+use super::process::{GroupGuard, Masker, Output, describe_exit, free_port, pump_pair};
+use super::sandbox::{Jail, Limits, Sandbox, Supervised, main_pid};
 use crate::config::Health;
 use crate::ports::{LogSink, Observation, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError};
 
 /// What the runtime tells the platform on its own initiative.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RuntimeEvent {
-    /// A deployment's replicas cannot stay up: fail it with this reason.
-    Failed { deployment_id: String, reason: String },
+    /// A deployment's replicas keep crashing (five exits in five minutes).
+    /// Before it is live this fails it; a live one is only reported
+    /// degraded, and its replicas keep being restarted.
+    CrashLoop { deployment_id: String, reason: String },
 }
 
 /// Crashes within this window that make a crash loop.
@@ -35,6 +38,10 @@ const CRASH_WINDOW: Duration = Duration::from_secs(300);
 const CRASH_LOOP: usize = 5;
 /// How long a stopped replica gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(10);
+/// Longest wait between restarts of a crashing replica (or sidecar).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Processes one replica may have (a fork bomb stops there).
+const REPLICA_PIDS: u32 = 512;
 
 #[derive(Clone)]
 pub struct ProcessRuntime {
@@ -44,10 +51,8 @@ pub struct ProcessRuntime {
 struct Inner {
     deployments: Mutex<HashMap<String, Arc<Running>>>,
     log: Arc<dyn LogSink>,
-    owner: String,
+    sandbox: Sandbox,
     events: mpsc::UnboundedSender<RuntimeEvent>,
-    /// Program and leading arguments of the static file server.
-    static_server: Vec<String>,
     /// When set, each replica gets a health sidecar and its reports (via
     /// [`Runtime::observe`]) decide health; otherwise the runtime probes.
     sidecar: Option<SidecarLauncher>,
@@ -100,26 +105,46 @@ struct ReplicaState {
     rss_bytes: Option<u64>,
     threads: Option<u32>,
     open_fds: Option<u32>,
+    /// Why the health sidecar is not reporting, if it is not.
+    sidecar_problem: Option<String>,
+}
+
+impl ReplicaState {
+    /// Counts one probe result (the runtime's own, or a sidecar's report)
+    /// against `[health]`'s thresholds. Returns true when a replica that
+    /// was healthy has now failed enough to be restarted (liveness).
+    fn record_probe(&mut self, ok: bool, description: String, health: &Health) -> bool {
+        self.last_probe = Some(description);
+        if ok {
+            self.successes += 1;
+            self.failures = 0;
+            if self.successes >= health.success_threshold {
+                self.healthy = true;
+                self.ever_healthy = true;
+            }
+            false
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            if self.failures >= health.failure_threshold {
+                self.healthy = false;
+                return self.ever_healthy;
+            }
+            false
+        }
+    }
 }
 
 impl ProcessRuntime {
-    /// `static_server`: the program (and leading args) serving static sites,
-    /// normally `[<bifrost binary>, "serve-static"]`.
+    /// Replicas run confined by `sandbox`; with a `sidecar`, each gets a
+    /// health sidecar whose reports decide its health.
     pub fn new(
         log: Arc<dyn LogSink>,
-        owner: &str,
-        static_server: Vec<String>,
+        sandbox: Sandbox,
         sidecar: Option<SidecarLauncher>,
     ) -> (ProcessRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let inner = Inner {
-            deployments: Mutex::new(HashMap::new()),
-            log,
-            owner: owner.to_string(),
-            events: tx,
-            static_server,
-            sidecar,
-        };
+        let inner = Inner { deployments: Mutex::new(HashMap::new()), log, sandbox, events: tx, sidecar };
         (ProcessRuntime { inner: Arc::new(inner) }, rx)
     }
 
@@ -145,11 +170,15 @@ impl ProcessRuntime {
         self.inner.deployments.lock().map(|m| m.keys().cloned().collect()).unwrap_or_default()
     }
 
-    /// Stops everything (platform shutdown).
+    /// Stops everything (platform shutdown), all deployments at once.
     pub async fn stop_all(&self) {
-        for id in self.running() {
-            let _ = self.stop(&id, Duration::ZERO).await;
-        }
+        let stops = self.running().into_iter().map(|id| {
+            let this = self.clone();
+            async move {
+                let _ = this.stop(&id, Duration::ZERO).await;
+            }
+        });
+        futures_join_all(stops).await;
     }
 }
 
@@ -252,25 +281,10 @@ impl Runtime for ProcessRuntime {
             s.rss_bytes = o.rss_bytes;
             s.threads = o.threads;
             s.open_fds = o.open_fds;
+            s.sidecar_problem = None;
             // Like the runtime's own probes, counting starts once the app listens.
-            if !s.listening {
-                return;
-            }
-            s.last_probe = Some(o.description.clone());
-            if o.ok {
-                s.successes += 1;
-                s.failures = 0;
-                if s.successes >= health.success_threshold {
-                    s.healthy = true;
-                    s.ever_healthy = true;
-                }
-            } else {
-                s.failures += 1;
-                s.successes = 0;
-                if s.failures >= health.failure_threshold {
-                    s.healthy = false;
-                    restart = s.ever_healthy;
-                }
+            if s.listening {
+                restart = s.record_probe(o.ok, o.description.clone(), health);
             }
         });
         if restart {
@@ -346,9 +360,17 @@ impl Runtime for ProcessRuntime {
                     rss_bytes: s.rss_bytes,
                     threads: s.threads,
                     open_fds: s.open_fds,
+                    sidecar: s.sidecar_problem,
                 })
             })
             .collect()
+    }
+}
+
+async fn futures_join_all(futs: impl IntoIterator<Item = impl std::future::Future<Output = ()> + Send + 'static>) {
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
     }
 }
 
@@ -359,6 +381,70 @@ fn update(rep: &Replica, f: impl FnOnce(&mut ReplicaState)) {
     rep.changes.send_modify(|g| *g = g.wrapping_add(1));
 }
 
+/// The command a replica runs, confined.
+fn replica_jail(inner: &Inner, run: &Running, index: u32, port: u16) -> Result<Jail, String> {
+    let spec = &run.spec;
+    let command: Vec<std::ffi::OsString> = match (&run.artifact.static_root, &run.artifact.command) {
+        (Some(root), _) => {
+            let server = inner.sandbox.static_server()?;
+            vec![
+                server.into(),
+                "serve-static".into(),
+                "--root".into(),
+                root.into(),
+                "--port".into(),
+                port.to_string().into(),
+            ]
+        }
+        (None, Some(command)) => vec!["sh".into(), "-c".into(), format!("exec {command}").into()],
+        (None, None) => return Err("no start command".into()),
+    };
+    let mut path: Vec<PathBuf> = run.artifact.path_prepend.clone();
+    path.extend(std::env::split_paths(&inner.sandbox.path()));
+    let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend([
+        ("PORT".to_string(), port.to_string()),
+        ("BIFROST_APP".to_string(), spec.project.clone()),
+        ("BIFROST_DEPLOYMENT".to_string(), spec.deployment_id.clone()),
+        ("BIFROST_REPLICA".to_string(), index.to_string()),
+    ]);
+    if let Ok(joined) = std::env::join_paths(path) {
+        env.push(("PATH".into(), joined.to_string_lossy().into_owned()));
+    }
+    if run.artifact.path_prepend.iter().any(|p| p.ends_with(".venv/bin")) {
+        env.push(("VIRTUAL_ENV".into(), run.artifact.dir.join(".venv").display().to_string()));
+    }
+    let resources = &spec.config.resources;
+    Ok(Jail {
+        name: format!("{}-r{index}", spec.deployment_id),
+        project_id: spec.project_id.clone(),
+        dir: run.artifact.dir.clone(),
+        writable: vec![],
+        bind: vec![port],
+        env,
+        limits: Limits {
+            memory_bytes: Some(resources.memory.bytes).filter(|b| *b > 0),
+            cpu_millis: u32::try_from(resources.cpu.millicores).ok().filter(|m| *m > 0),
+            pids_max: Some(REPLICA_PIDS),
+        },
+        command,
+    })
+}
+
+/// Waits for a supervised process to end after asking it to stop: its
+/// grace period, then at once, then the supervisor itself (last resort).
+async fn end(child: &mut tokio::process::Child, sup: &mut Supervised) {
+    sup.stop();
+    if tokio::time::timeout(TERM_GRACE + Duration::from_secs(2), child.wait()).await.is_err() {
+        sup.kill();
+        if tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err() {
+            sup.kill_supervisor();
+            let _ = child.wait().await;
+        }
+    }
+    sup.done();
+}
+
 /// Keeps one replica running until the deployment is stopped.
 async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
     let mut stop = run.stop.subscribe();
@@ -366,6 +452,7 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
     let mut backoff = Duration::from_millis(250);
     let spec = &run.spec;
     let stream = format!("replica-{}", rep.index);
+    let masker = Arc::new(Masker::new(spec.masked.iter().cloned()));
     loop {
         if *stop.borrow() {
             break;
@@ -378,78 +465,51 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
                 continue;
             }
         };
-        let mut cmd = match (&run.artifact.static_root, &run.artifact.command) {
-            (Some(root), _) => {
-                let (program, args) =
-                    inner.static_server.split_first().map(|(p, a)| (p.clone(), a.to_vec())).unwrap_or_default();
-                let mut c = shell("exec \"$0\" \"$@\"", &run.artifact.dir, &inner.owner);
-                c.arg(program).args(args).arg("--root").arg(root).arg("--port").arg(port.to_string());
-                c
-            }
-            (None, Some(command)) => shell(&format!("exec {command}"), &run.artifact.dir, &inner.owner),
-            (None, None) => shell("echo 'no start command' >&2; exit 1", &run.artifact.dir, &inner.owner),
-        };
-        let mut path: Vec<PathBuf> = run.artifact.path_prepend.clone();
-        if let Some(p) = std::env::var_os("PATH") {
-            path.extend(std::env::split_paths(&p));
-        }
-        cmd.envs(&spec.env)
-            .env("PORT", port.to_string())
-            .env("BIFROST_APP", &spec.project)
-            .env("BIFROST_DEPLOYMENT", &spec.deployment_id)
-            .env("BIFROST_REPLICA", rep.index.to_string())
-            .env(OWNER_ENV, &inner.owner);
-        if let Ok(joined) = std::env::join_paths(path) {
-            cmd.env("PATH", joined);
-        }
-        if run.artifact.path_prepend.iter().any(|p| p.ends_with(".venv/bin")) {
-            cmd.env("VIRTUAL_ENV", run.artifact.dir.join(".venv"));
-        }
+        let out = Output::new(inner.log.clone(), &spec.deployment_id, &spec.project, &stream, masker.clone());
+        let spawned = replica_jail(&inner, &run, rep.index, port)
+            .and_then(|jail| inner.sandbox.command(&jail))
+            .and_then(|mut cmd| cmd.spawn().map_err(|e| format!("could not start: {e}")));
         let started = Instant::now();
-        let mut child = match cmd.spawn() {
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                update(&rep, |s| s.last_exit = Some(format!("could not start: {e}")));
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                out.say(format!("[bifrost] replica {} {e}", rep.index));
+                update(&rep, |s| {
+                    s.last_exit = Some(e.clone());
+                    s.exits_before_listening += 1;
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => break,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        let guard = GroupGuard::new(&child);
+        let mut sup = Supervised::new(&child);
+        // The app's own pid (below its supervisor): what the sidecar watches.
+        let app_pid = match child.id() {
+            Some(sup_pid) => main_pid(sup_pid, Duration::from_secs(2)).await.or(Some(sup_pid)),
+            None => None,
+        };
         update(&rep, |s| {
             s.port = Some(port);
-            s.pid = child.id();
+            s.pid = app_pid;
             s.listening = false;
             s.healthy = false;
             s.successes = 0;
             s.failures = 0;
         });
-        inner.log.line(
-            &spec.deployment_id,
-            &spec.project,
-            &stream,
-            format!("[bifrost] started pid {} on port {port}", child.id().unwrap_or(0)),
-        );
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-        let pump = tokio::spawn(pump_pair(
-            child.stdout.take(),
-            child.stderr.take(),
-            inner.log.clone(),
-            spec.deployment_id.clone(),
-            spec.project.clone(),
-            stream.clone(),
-            tail.clone(),
-        ));
-        let announce = Announce {
-            log: inner.log.clone(),
-            deployment_id: spec.deployment_id.clone(),
-            project: spec.project.clone(),
-            stream: stream.clone(),
-            started,
+        out.say(format!("[bifrost] started pid {} on port {port}", app_pid.unwrap_or(0)));
+        let pump = {
+            let (stdout, stderr, out) = (child.stdout.take(), child.stderr.take(), out.clone());
+            tokio::spawn(async move { pump_pair(stdout, stderr, &out).await })
         };
+        let announce = Announce { out: out.clone(), started };
         let self_probe = inner.sidecar.is_none();
         let prober = tokio::spawn(probe_loop(rep.clone(), port, spec.config.health.clone(), announce, self_probe));
         let sidecar = inner.sidecar.clone().map(|launcher| {
-            tokio::spawn(run_sidecar(inner.clone(), run.clone(), rep.index, port, child.id().unwrap_or(0), launcher))
+            tokio::spawn(run_sidecar(inner.clone(), run.clone(), rep.clone(), port, app_pid.unwrap_or(0), launcher))
         });
 
         let outcome = tokio::select! {
@@ -462,17 +522,12 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
             // Dropping the sidecar's task kills its process group.
             sc.abort();
         }
-        if !matches!(outcome, Exit::Died(_)) {
-            // SIGTERM, then SIGKILL after the grace period.
-            guard.signal(Signal::SIGTERM);
-            if tokio::time::timeout(TERM_GRACE, child.wait()).await.is_err() {
-                guard.signal(Signal::SIGKILL);
-                let _ = child.wait().await;
-            }
+        match outcome {
+            Exit::Died(_) => sup.done(),
+            _ => end(&mut child, &mut sup).await,
         }
-        drop(guard);
         let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
-        let tail: Vec<String> = tail.lock().map(|t| t.iter().map(|l| strip_ansi(l)).collect()).unwrap_or_default();
+        let tail: Vec<String> = out.tail().iter().map(|l| strip_ansi(l)).collect();
         let was_listening = rep.state.lock().map(|s| s.listening).unwrap_or(false);
         let how = match &outcome {
             Exit::Stopped => break,
@@ -490,20 +545,23 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
                 s.exits_before_listening += 1;
             }
         });
-        inner.log.line(
-            &spec.deployment_id,
-            &spec.project,
-            &stream,
-            format!("[bifrost] replica {} {how}; restarting", rep.index),
-        );
 
         let now = Instant::now();
         crashes.push_back(now);
         while crashes.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
             crashes.pop_front();
         }
+        // Back off, doubling (capped), reset after a run that lasted.
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_millis(250);
+        }
+        out.say(format!(
+            "[bifrost] replica {} {how}; restarting in {}",
+            rep.index,
+            crate::config::Duration::from_millis(backoff.as_millis() as u64)
+        ));
         if crashes.len() >= CRASH_LOOP && !run.failure_reported.swap(true, Ordering::Relaxed) {
-            let _ = inner.events.send(RuntimeEvent::Failed {
+            let _ = inner.events.send(RuntimeEvent::CrashLoop {
                 deployment_id: spec.deployment_id.clone(),
                 reason: format!(
                     "replica {} keeps crashing ({how}, {} times in {} min); last lines:\n{}",
@@ -514,15 +572,11 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
                 ),
             });
         }
-        // Back off, doubling, reset after a run that lasted.
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_millis(250);
-        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.changed() => break,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
     update(&rep, |s| {
         s.listening = false;
@@ -532,54 +586,51 @@ async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>) {
 }
 
 /// Keeps one replica's health sidecar running for as long as this
-/// incarnation of the replica lives (the caller aborts the task).
-async fn run_sidecar(inner: Arc<Inner>, run: Arc<Running>, replica: u32, port: u16, pid: u32, l: SidecarLauncher) {
+/// incarnation of the replica lives (the caller aborts the task). The
+/// sidecar is the platform's own code: it runs outside the app's sandbox
+/// (it reads the app's /proc entries) with only its token in its
+/// environment. A sidecar that cannot start or keeps exiting is reported
+/// on the replica (the verify function's reason says so) and restarted
+/// with backoff.
+async fn run_sidecar(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Replica>, port: u16, pid: u32, l: SidecarLauncher) {
     let spec = &run.spec;
     let health = &spec.config.health;
-    let token = crate::auth::sidecar_token(&l.key, &spec.deployment_id, replica);
-    let stream = format!("replica-{replica}");
+    let token = crate::auth::sidecar_token(&l.key, &spec.deployment_id, rep.index);
+    let stream = format!("replica-{}", rep.index);
+    let out = Output::new(inner.log.clone(), &spec.deployment_id, &spec.project, &stream, Arc::new(Masker::default()));
+    let mut backoff = Duration::from_secs(1);
     loop {
-        let mut cmd = shell("exec \"$0\" \"$@\"", &run.artifact.dir, &inner.owner);
-        cmd.arg(&l.program)
-            .args(["--target", &format!("127.0.0.1:{port}"), "--health-path", &health.path])
+        let mut cmd = tokio::process::Command::new(&l.program);
+        cmd.args(["--target", &format!("127.0.0.1:{port}"), "--health-path", &health.path])
             .args(["--interval", &format!("{}ms", health.interval.as_std().as_millis())])
             .args(["--timeout", &format!("{}ms", health.timeout.as_std().as_millis())])
             .args(["--pid", &pid.to_string(), "--endpoint", &l.endpoint, "--deployment", &spec.deployment_id])
-            .args(["--replica", &replica.to_string()])
-            .env("BIFROST_SIDECAR_TOKEN", &token);
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                inner.log.line(
-                    &spec.deployment_id,
-                    &spec.project,
-                    &stream,
-                    format!("[bifrost] cannot start the health sidecar {}: {e}", l.program.display()),
-                );
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
+            .args(["--replica", &rep.index.to_string()])
+            .env_clear()
+            .env("BIFROST_SIDECAR_TOKEN", &token)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let how = match cmd.spawn() {
+            Err(e) => format!("cannot start: {e}"),
+            Ok(mut child) => {
+                let _guard = GroupGuard::new(&child);
+                let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+                let (status, _) = tokio::join!(child.wait(), pump_pair(stdout, stderr, &out));
+                status.map(describe_exit).unwrap_or_else(|e| e.to_string())
             }
         };
-        let _guard = GroupGuard::new(&child);
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let pump = pump_pair(
-            child.stdout.take(),
-            child.stderr.take(),
-            inner.log.clone(),
-            spec.deployment_id.clone(),
-            spec.project.clone(),
-            stream.clone(),
-            tail,
-        );
-        let (status, _) = tokio::join!(child.wait(), pump);
-        let how = status.map(describe_exit).unwrap_or_else(|e| e.to_string());
-        inner.log.line(
-            &spec.deployment_id,
-            &spec.project,
-            &stream,
-            format!("[bifrost] health sidecar {how}; restarting it"),
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Duration::from_secs(1);
+        }
+        let problem = format!("health sidecar {} {how}", l.program.display());
+        out.say(format!("[bifrost] {problem}; restarting it in {}s", backoff.as_secs()));
+        update(&rep, |s| s.sidecar_problem = Some(problem.clone()));
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -591,10 +642,7 @@ enum Exit {
 
 /// Where a replica says it is listening, and how long that took.
 struct Announce {
-    log: Arc<dyn LogSink>,
-    deployment_id: String,
-    project: String,
-    stream: String,
+    out: Output,
     started: Instant,
 }
 
@@ -605,14 +653,8 @@ async fn probe_loop(rep: Arc<Replica>, port: u16, health: Health, announce: Anno
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             update(&rep, |s| s.listening = true);
-            let a = announce;
-            let ms = a.started.elapsed().as_secs_f64() * 1000.0;
-            a.log.line(
-                &a.deployment_id,
-                &a.project,
-                &a.stream,
-                format!("[bifrost] listening on port {port} after {ms:.1} ms"),
-            );
+            let ms = announce.started.elapsed().as_secs_f64() * 1000.0;
+            announce.out.say(format!("[bifrost] listening on port {port} after {ms:.1} ms"));
             break;
         }
         // A refused loopback connect costs microseconds; polling often keeps
@@ -627,31 +669,12 @@ async fn probe_loop(rep: Arc<Replica>, port: u16, health: Health, announce: Anno
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let result = probe_http(addr, &health.path, health.timeout.as_std()).await;
+        let (ok, description) = match probe_http(addr, &health.path, health.timeout.as_std()).await {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
         let mut restart = false;
-        update(&rep, |s| {
-            match &result {
-                Ok(desc) => {
-                    s.successes += 1;
-                    s.failures = 0;
-                    s.last_probe = Some(desc.clone());
-                    if s.successes >= health.success_threshold {
-                        s.healthy = true;
-                        s.ever_healthy = true;
-                    }
-                }
-                Err(desc) => {
-                    s.failures += 1;
-                    s.successes = 0;
-                    s.last_probe = Some(desc.clone());
-                    if s.failures >= health.failure_threshold {
-                        s.healthy = false;
-                        // Liveness: a replica that was healthy and stopped answering is restarted.
-                        restart = s.ever_healthy;
-                    }
-                }
-            }
-        });
+        update(&rep, |s| restart = s.record_probe(ok, description, &health));
         if restart {
             rep.restart.notify_one();
             return;

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 
+use super::archive;
 use crate::domain::Source;
 use crate::ports::{SourceError, Sources};
 use crate::repo::{is_remote, repo_key};
@@ -24,6 +25,7 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct GitSources {
     mirrors: PathBuf,
     archives: PathBuf,
+    limits: archive::Limits,
     /// One git operation per mirror at a time (git takes locks of its own,
     /// but a clone racing a fetch fails rather than waits).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -31,9 +33,15 @@ pub struct GitSources {
 
 impl GitSources {
     pub fn new(data_dir: &Path) -> Self {
+        Self::with_limits(data_dir, archive::Limits::default())
+    }
+
+    /// Sources whose uploads and checkouts are held to `limits`.
+    pub fn with_limits(data_dir: &Path, limits: archive::Limits) -> Self {
         GitSources {
             mirrors: data_dir.join("git"),
             archives: data_dir.join("sources"),
+            limits,
             locks: Mutex::new(HashMap::new()),
         }
     }
@@ -138,6 +146,9 @@ fn read_from_archive(archive: &Path, want: &str) -> Result<Option<String>, Sourc
         let mut entry = entry.map_err(|e| SourceError::Invalid(format!("archive unreadable: {e}")))?;
         let path = entry.path().map(|p| entry_path(&p)).unwrap_or_default();
         if path == want {
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(SourceError::Invalid(format!("{want} is not a regular file")));
+            }
             if entry.size() > MAX_READ_BYTES {
                 return Err(SourceError::Invalid(format!("{want} is larger than {} KiB", MAX_READ_BYTES / 1024)));
             }
@@ -147,25 +158,6 @@ fn read_from_archive(archive: &Path, want: &str) -> Result<Option<String>, Sourc
         }
     }
     Ok(None)
-}
-
-/// Checks an upload is a gzipped tar whose paths stay inside the tree.
-pub(crate) fn check_archive(bytes: &[u8]) -> Result<usize, SourceError> {
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
-    let entries = tar.entries().map_err(|e| SourceError::Invalid(format!("upload is not a .tar.gz archive: {e}")))?;
-    let mut n = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| SourceError::Invalid(format!("upload is not a .tar.gz archive: {e}")))?;
-        let path = entry.path().map_err(|e| SourceError::Invalid(e.to_string()))?;
-        if path.is_absolute() || path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(SourceError::Invalid(format!(
-                "upload contains {} which points outside the source tree",
-                path.display()
-            )));
-        }
-        n += 1;
-    }
-    Ok(n)
 }
 
 #[async_trait]
@@ -178,6 +170,19 @@ impl Sources for GitSources {
             .await
             .map(|_| ())
             .map_err(|e| SourceError::NotFound(format!("{repo} is not a reachable git repository: {e}")))
+    }
+
+    async fn default_branch(&self, repo: &str) -> Result<String, SourceError> {
+        // `ref: refs/heads/<branch>\tHEAD` names what HEAD points at, local or remote.
+        let out = git(None, &["ls-remote", "--symref", repo, "HEAD"])
+            .await
+            .map_err(|e| SourceError::NotFound(format!("{repo} is not a reachable git repository: {e}")))?;
+        String::from_utf8_lossy(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("ref: refs/heads/").and_then(|r| r.split('\t').next()).map(str::to_string))
+            .ok_or_else(|| {
+                SourceError::NotFound(format!("{repo} has no branch checked out (HEAD names none); give --branch"))
+            })
     }
 
     async fn resolve(&self, repo: &str, git_ref: &str) -> Result<String, SourceError> {
@@ -231,46 +236,45 @@ impl Sources for GitSources {
 
     async fn checkout(&self, source: &Source, dest: &Path) -> Result<(), SourceError> {
         std::fs::create_dir_all(dest).map_err(|e| SourceError::Unavailable(e.to_string()))?;
-        let archive_bytes = match source {
+        let dest = dest.to_path_buf();
+        let limits = self.limits;
+        match source {
             Source::Git { repo, commit, .. } => {
                 let mirror = self.mirror_with(repo, commit).await?;
                 let tar = git(None, &["-C", &mirror.to_string_lossy(), "archive", "--format=tar", commit])
                     .await
                     .map_err(SourceError::Unavailable)?;
-                Some(tar)
+                // The repository's own links are checked like an upload's.
+                archive::off_runtime(move || archive::unpack(tar.as_slice(), None, &dest, &limits)).await.map(drop)
             }
-            Source::Archive { .. } => None,
-        };
-        let dest = dest.to_path_buf();
-        let archive = match source {
-            Source::Archive { uri, .. } => Some(self.archive_path(uri)?),
-            Source::Git { .. } => None,
-        };
-        tokio::task::spawn_blocking(move || -> Result<(), SourceError> {
-            let unpack_err = |e: std::io::Error| SourceError::Invalid(format!("cannot unpack source: {e}"));
-            match (archive_bytes, archive) {
-                (Some(tar), _) => tar::Archive::new(tar.as_slice()).unpack(&dest).map_err(unpack_err),
-                (None, Some(path)) => {
-                    let file = std::fs::File::open(path).map_err(|e| SourceError::Unavailable(e.to_string()))?;
-                    tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(&dest).map_err(unpack_err)
-                }
-                (None, None) => Ok(()),
+            Source::Archive { uri, .. } => {
+                let path = self.archive_path(uri)?;
+                archive::off_runtime(move || {
+                    let len = std::fs::metadata(&path).map(|m| m.len()).ok();
+                    let file = std::fs::File::open(&path).map_err(|e| SourceError::Unavailable(e.to_string()))?;
+                    archive::unpack(flate2::read::GzDecoder::new(file), len, &dest, &limits)
+                })
+                .await
+                .map(drop)
             }
-        })
-        .await
-        .map_err(|e| SourceError::Unavailable(e.to_string()))?
+        }
     }
 
-    async fn store_archive(&self, bytes: &[u8]) -> Result<Source, SourceError> {
-        check_archive(bytes)?;
-        let sha256 = hex::encode(Sha256::digest(bytes));
-        std::fs::create_dir_all(&self.archives).map_err(|e| SourceError::Unavailable(e.to_string()))?;
-        let path = self.archives.join(format!("{sha256}.tar.gz"));
-        if !path.exists() {
-            let tmp = path.with_extension("part");
-            std::fs::write(&tmp, bytes).map_err(|e| SourceError::Unavailable(e.to_string()))?;
-            std::fs::rename(&tmp, &path).map_err(|e| SourceError::Unavailable(e.to_string()))?;
-        }
-        Ok(Source::Archive { uri: format!("file://{}", path.display()), sha256 })
+    async fn store_archive(&self, bytes: Vec<u8>) -> Result<Source, SourceError> {
+        let limits = self.limits;
+        let archives = self.archives.clone();
+        archive::off_runtime(move || {
+            archive::check(&bytes, &limits)?;
+            let sha256 = hex::encode(Sha256::digest(&bytes));
+            std::fs::create_dir_all(&archives).map_err(|e| SourceError::Unavailable(e.to_string()))?;
+            let path = archives.join(format!("{sha256}.tar.gz"));
+            if !path.exists() {
+                let tmp = path.with_extension("part");
+                std::fs::write(&tmp, &bytes).map_err(|e| SourceError::Unavailable(e.to_string()))?;
+                std::fs::rename(&tmp, &path).map_err(|e| SourceError::Unavailable(e.to_string()))?;
+            }
+            Ok(Source::Archive { uri: format!("file://{}", path.display()), sha256 })
+        })
+        .await
     }
 }

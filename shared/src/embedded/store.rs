@@ -19,7 +19,7 @@ use crate::repo::repo_key;
 use crate::status::{Status, TRANSITIONS};
 
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Schema 2: sidecar health reports.
 const MIGRATION_2: &str = "
@@ -40,7 +40,22 @@ CREATE TABLE health (
 CREATE INDEX health_by_deployment ON health(deployment_id, at_ms);
 CREATE INDEX health_raw_by_time ON health(span_s, at_ms);
 ";
+/// Schema 3: secrets belong to projects and are stored sealed; tokens may
+/// be limited to a project. (The old global secrets are copied to every
+/// project whose deployments referenced them — see `migrate_secrets`.)
+const MIGRATION_3: &str = "
+CREATE TABLE project_secrets (
+    project_id TEXT NOT NULL,       -- '' : kept from before secrets had projects; never resolved
+    name       TEXT NOT NULL,
+    value      TEXT NOT NULL,       -- sealed:v1:... (the key is not in this database)
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (project_id, name)
+) WITHOUT ROWID;
+ALTER TABLE tokens ADD COLUMN project_id TEXT;
+";
 const READERS: usize = 4;
+/// Token columns, in `token_row`'s order.
+const TOKEN_COLS: &str = "id, name, role, created_at, last_used_at, project_id";
 
 /// Cheap to clone: all clones share the connections.
 #[derive(Clone)]
@@ -188,6 +203,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
         role: parse_col(&r.get::<_, String>(2)?)?,
         created_at: parse_ts(&r.get::<_, String>(3)?)?,
         last_used_at: last.as_deref().map(parse_ts).transpose()?,
+        project_id: r.get(5)?,
     })
 }
 
@@ -282,6 +298,39 @@ impl SqliteStore {
         self.inner.write(move |tx, out| create_deployment_tx(tx, out, &new))
     }
 
+    /// Seals what an older version stored in plaintext (secrets, webhook
+    /// secrets), in place, in one transaction. `seal(context, plaintext)`
+    /// returns the sealed value. Returns how many values it sealed.
+    pub fn seal_plaintext(&self, seal: impl Fn(&str, &str) -> String) -> StoreResult<usize> {
+        self.inner.write(|tx, _| {
+            let mut n = 0;
+            let secrets: Vec<(String, String, String)> = {
+                let mut stmt = tx.prepare("SELECT project_id, name, value FROM project_secrets")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+            };
+            for (project_id, name, value) in secrets.into_iter().filter(|(_, _, v)| !crate::seal::is_sealed(v)) {
+                let sealed = seal(&crate::seal::secret_context(&project_id, &name), &value);
+                exec(
+                    tx,
+                    "UPDATE project_secrets SET value = ?1 WHERE project_id = ?2 AND name = ?3",
+                    params![sealed, project_id, name],
+                )?;
+                n += 1;
+            }
+            let hooks: Vec<(String, String)> = {
+                let mut stmt =
+                    tx.prepare("SELECT name, webhook_secret FROM projects WHERE webhook_secret IS NOT NULL")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            };
+            for (name, value) in hooks.into_iter().filter(|(_, v)| !crate::seal::is_sealed(v)) {
+                let sealed = seal(&crate::seal::webhook_context(&name), &value);
+                exec(tx, "UPDATE projects SET webhook_secret = ?1 WHERE name = ?2", params![sealed, name])?;
+                n += 1;
+            }
+            Ok(n)
+        })
+    }
+
     /// Runs raw SQL on the writer connection. For tests that prove the
     /// trigger guard holds against hand-written SQL.
     pub fn execute_raw(&self, sql: &str) -> StoreResult<usize> {
@@ -354,6 +403,10 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     if version < 2 {
         tx.execute_batch(MIGRATION_2)?;
     }
+    if version < 3 {
+        tx.execute_batch(MIGRATION_3)?;
+        migrate_secrets(&tx)?;
+    }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     } else if version > SCHEMA_VERSION {
@@ -371,6 +424,46 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         )?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Schema 3's data step: each old (global) secret goes to every project
+/// whose deployments referenced it, so running apps keep their values;
+/// one nobody referenced is kept unscoped (listed, never resolved). The
+/// values are still plaintext here; [`SqliteStore::seal_plaintext`] seals
+/// them once the platform has its key.
+fn migrate_secrets(tx: &Connection) -> StoreResult<()> {
+    let old: Vec<(String, String, String)> = {
+        let mut stmt = tx.prepare("SELECT name, value, updated_at FROM secrets")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?
+    };
+    let mut users: std::collections::BTreeSet<(String, String)> = Default::default();
+    {
+        let mut stmt = tx.prepare("SELECT project_id, config FROM deployments WHERE config IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (project_id, config) = row?;
+            let Ok(snapshot) = serde_json::from_str::<crate::domain::ConfigSnapshot>(&config) else { continue };
+            for v in snapshot.config.env.values() {
+                if let crate::config::EnvValue::Secret { secret } = v {
+                    users.insert((project_id.clone(), secret.clone()));
+                }
+            }
+        }
+    }
+    for (name, value, at) in old {
+        let owners: Vec<&String> = users.iter().filter(|(_, n)| *n == name).map(|(p, _)| p).collect();
+        let owners: Vec<String> =
+            if owners.is_empty() { vec![String::new()] } else { owners.into_iter().cloned().collect() };
+        for project_id in owners {
+            exec(
+                tx,
+                "INSERT OR REPLACE INTO project_secrets (project_id, name, value, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                params![project_id, name, value, at],
+            )?;
+        }
+    }
+    tx.execute_batch("DROP TABLE secrets")?;
     Ok(())
 }
 
@@ -649,6 +742,13 @@ impl Store for SqliteStore {
                     transition_tx(tx, out, &t)?;
                 }
                 exec(tx, "DELETE FROM projects WHERE id = ?1", [&project.id])?;
+                // Its secrets go with it; tokens limited to it stop working.
+                exec(tx, "DELETE FROM project_secrets WHERE project_id = ?1", [&project.id])?;
+                exec(
+                    tx,
+                    "UPDATE tokens SET revoked_at = ?1 WHERE project_id = ?2 AND revoked_at IS NULL",
+                    params![ts(&now()), project.id],
+                )?;
                 Ok(project)
             })
         })
@@ -804,6 +904,32 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn trim_logs(&self, deployment_id: &str, build: bool, keep_bytes: usize) -> StoreResult<usize> {
+        let id = deployment_id.to_string();
+        self.run(move |inner| {
+            inner.write(move |tx, _| {
+                // The newest seq whose line, with every newer one, passes the budget.
+                let cut: Option<i64> = tx
+                    .query_row(
+                        "SELECT seq FROM (
+                            SELECT seq, SUM(LENGTH(CAST(data AS BLOB)) + 1) OVER (ORDER BY seq DESC) AS newer
+                            FROM feed WHERE deployment_id = ?1 AND kind = 'log' AND (stream = 'build') = ?2
+                         ) WHERE newer > ?3 ORDER BY seq DESC LIMIT 1",
+                        params![id, build, keep_bytes as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let Some(cut) = cut else { return Ok(0) };
+                Ok(exec(
+                    tx,
+                    "DELETE FROM feed WHERE deployment_id = ?1 AND kind = 'log' AND (stream = 'build') = ?2 AND seq <= ?3",
+                    params![id, build, cut],
+                )?)
+            })
+        })
+        .await
+    }
+
     async fn feed(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<FeedItem>> {
         let id = deployment_id.map(str::to_string);
         self.run(move |inner| {
@@ -843,15 +969,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_secret(&self, name: &str, value: &str) -> StoreResult<()> {
-        let (name, value) = (name.to_string(), value.to_string());
+    async fn set_secret(&self, project_id: &str, name: &str, sealed: &str) -> StoreResult<()> {
+        let (project_id, name, value) = (project_id.to_string(), name.to_string(), sealed.to_string());
         self.run(move |inner| {
             inner.write(move |tx, _| {
                 exec(
                     tx,
-                    "INSERT INTO secrets (name, value, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    params![name, value, ts(&now())],
+                    "INSERT INTO project_secrets (project_id, name, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(project_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    params![project_id, name, value, ts(&now())],
                 )?;
                 Ok(())
             })
@@ -859,11 +985,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn delete_secret(&self, name: &str) -> StoreResult<()> {
-        let name = name.to_string();
+    async fn delete_secret(&self, project_id: &str, name: &str) -> StoreResult<()> {
+        let (project_id, name) = (project_id.to_string(), name.to_string());
         self.run(move |inner| {
             inner.write(move |tx, _| {
-                if exec(tx, "DELETE FROM secrets WHERE name = ?1", [&name])? == 0 {
+                if exec(tx, "DELETE FROM project_secrets WHERE project_id = ?1 AND name = ?2", [&project_id, &name])?
+                    == 0
+                {
                     return Err(StoreError::not_found("secret", &name));
                 }
                 Ok(())
@@ -872,12 +1000,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_secrets(&self) -> StoreResult<Vec<(String, Timestamp)>> {
-        self.run(|inner| {
+    async fn list_secrets(&self, project_id: Option<&str>) -> StoreResult<Vec<SecretInfo>> {
+        let project_id = project_id.map(str::to_string);
+        self.run(move |inner| {
             inner.read(|c| {
-                let mut stmt = c.prepare_cached("SELECT name, updated_at FROM secrets ORDER BY name")?;
+                let mut stmt = c.prepare_cached(
+                    "SELECT project_id, name, updated_at FROM project_secrets
+                     WHERE ?1 IS NULL OR project_id = ?1 ORDER BY project_id, name",
+                )?;
                 let rows = stmt
-                    .query_map([], |r| Ok((r.get::<_, String>(0)?, parse_ts(&r.get::<_, String>(1)?)?)))?
+                    .query_map([&project_id], |r| {
+                        let p: String = r.get(0)?;
+                        Ok(SecretInfo {
+                            project_id: Some(p).filter(|p| !p.is_empty()),
+                            name: r.get(1)?,
+                            updated_at: parse_ts(&r.get::<_, String>(2)?)?,
+                        })
+                    })?
                     .collect::<Result<_, _>>()?;
                 Ok(rows)
             })
@@ -976,14 +1115,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn secret_values(&self, names: &[String]) -> StoreResult<std::collections::BTreeMap<String, String>> {
-        let names = names.to_vec();
+    async fn secret_values(
+        &self,
+        project_id: &str,
+        names: &[String],
+    ) -> StoreResult<std::collections::BTreeMap<String, String>> {
+        let (project_id, names) = (project_id.to_string(), names.to_vec());
         self.run(move |inner| {
             inner.read(|c| {
                 let mut out = std::collections::BTreeMap::new();
                 for n in names {
-                    let v: Option<String> =
-                        row(c, "SELECT value FROM secrets WHERE name = ?1", [&n], |r| r.get(0)).optional()?;
+                    let v: Option<String> = row(
+                        c,
+                        "SELECT value FROM project_secrets WHERE project_id = ?1 AND name = ?2",
+                        [&project_id, &n],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
                     out.insert(n.clone(), v.ok_or_else(|| StoreError::not_found("secret", &n))?);
                 }
                 Ok(out)
@@ -992,8 +1140,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken> {
-        let token = ApiToken::create(name, role)?;
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        project_id: Option<&str>,
+    ) -> StoreResult<ApiToken> {
+        let token = ApiToken::create(name, role, project_id)?;
         let (name, hash) = (name.to_string(), token_hash.to_string());
         self.run(move |inner| {
             inner.write(move |tx, _| {
@@ -1004,8 +1158,8 @@ impl Store for SqliteStore {
                 }
                 exec(
                     tx,
-                    "INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![token.id, token.name, role.as_str(), hash, ts(&token.created_at)],
+                    "INSERT INTO tokens (id, name, role, hash, created_at, project_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![token.id, token.name, role.as_str(), hash, ts(&token.created_at), token.project_id],
                 )?;
                 Ok(token)
             })
@@ -1017,8 +1171,9 @@ impl Store for SqliteStore {
         let hash = token_hash.to_string();
         self.run(move |inner| {
             let token = inner.read(|c| {
-                Ok(row(c,
-                    "SELECT id, name, role, created_at, last_used_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                Ok(row(
+                    c,
+                    &format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"),
                     [&hash],
                     token_row,
                 )
@@ -1042,9 +1197,9 @@ impl Store for SqliteStore {
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
         self.run(|inner| {
             inner.read(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT id, name, role, created_at, last_used_at FROM tokens WHERE revoked_at IS NULL ORDER BY name",
-                )?;
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {TOKEN_COLS} FROM tokens WHERE revoked_at IS NULL ORDER BY name"
+                ))?;
                 let rows = stmt.query_map([], token_row)?.collect::<Result<_, _>>()?;
                 Ok(rows)
             })
@@ -1058,8 +1213,7 @@ impl Store for SqliteStore {
             inner.write(move |tx, _| {
                 let token = tx
                     .query_row(
-                        "SELECT id, name, role, created_at, last_used_at FROM tokens
-                         WHERE (id = ?1 OR name = ?1) AND revoked_at IS NULL",
+                        &format!("SELECT {TOKEN_COLS} FROM tokens WHERE (id = ?1 OR name = ?1) AND revoked_at IS NULL"),
                         [&key],
                         token_row,
                     )

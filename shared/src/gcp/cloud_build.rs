@@ -472,5 +472,5 @@ impl Builder for CloudBuildBuilder {
 
     /// Sources and logs expire by the buckets' lifecycle rules; images by
     /// Artifact Registry's cleanup policy (terraform/).
-    async fn discard(&self, _deployment_id: &str) {}
+    async fn discard(&self, _project_id: &str, _deployment_id: &str) {}
 }

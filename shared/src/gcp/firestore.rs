@@ -148,10 +148,20 @@ struct TokenDoc {
     data: String,
 }
 
+/// `secrets/<project id>~<name>`; documents written before secrets
+/// belonged to projects have no `project_id` (listed, never resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct SecretDoc {
     value: String,
     updated_ms: i64,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn secret_doc_id(project_id: &str, name: &str) -> String {
+    format!("{project_id}~{name}")
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -741,26 +751,34 @@ impl Store for FirestoreStore {
     }
 
     async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project> {
-        self.write(|tx| {
-            let (key, actor) = (name_or_id.to_string(), actor.clone());
-            async move {
-                let doc =
-                    tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
-                let project: Project = from_data(&doc.data)?;
-                let open: Vec<Status> = Status::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
-                for d in tx.query_deployments(Some(&project.id), &open).await? {
-                    let from: Status = d.status.parse().map_err(backend)?;
-                    let t = Transition::new(&d.id, from, Status::Cancelled, "project deleted", actor.clone());
-                    tx.transition(&t).await?;
+        let deleted = self
+            .write(|tx| {
+                let (key, actor) = (name_or_id.to_string(), actor.clone());
+                async move {
+                    let doc =
+                        tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
+                    let project: Project = from_data(&doc.data)?;
+                    let open: Vec<Status> = Status::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
+                    for d in tx.query_deployments(Some(&project.id), &open).await? {
+                        let from: Status = d.status.parse().map_err(backend)?;
+                        let t = Transition::new(&d.id, from, Status::Cancelled, "project deleted", actor.clone());
+                        tx.transition(&t).await?;
+                    }
+                    let (names, projects) = (tx.cols.names.clone(), tx.cols.projects.clone());
+                    tx.delete(&names, &project.name);
+                    tx.delete(&projects, &project.id);
+                    Ok(project)
                 }
-                let (names, projects) = (tx.cols.names.clone(), tx.cols.projects.clone());
-                tx.delete(&names, &project.name);
-                tx.delete(&projects, &project.id);
-                Ok(project)
-            }
-            .boxed()
-        })
-        .await
+                .boxed()
+            })
+            .await?;
+        // Its secrets go with it (tokens limited to it stop authenticating:
+        // the gateway checks their project exists).
+        let project = deleted;
+        for s in self.list_secrets(Some(&project.id)).await? {
+            let _ = self.delete_secret(&project.id, &s.name).await;
+        }
+        Ok(project)
     }
 
     async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created> {
@@ -901,6 +919,25 @@ impl Store for FirestoreStore {
         Ok(())
     }
 
+    async fn trim_logs(&self, deployment_id: &str, build: bool, keep_bytes: usize) -> StoreResult<usize> {
+        let docs = self.seq_items(&self.cols.feed, Some(deployment_id), None, None, true, 1_000_000).await?;
+        let mut newer = 0usize;
+        let mut dropped = 0;
+        for d in docs {
+            let item: FeedItem = from_data(&d.data)?;
+            let FeedKind::Log { stream, line } = &item.kind else { continue };
+            if (stream == "build") != build {
+                continue;
+            }
+            newer += line.len() + 1;
+            if newer > keep_bytes {
+                self.db.fluent().delete().from(self.cols.feed.as_str()).document_id(seq_id(item.seq)).execute().await?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
     async fn feed(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<FeedItem>> {
         let docs = self.seq_items(&self.cols.feed, deployment_id, Some(after_seq), None, false, limit).await?;
         docs.iter().map(|d| from_data(&d.data)).collect()
@@ -1032,28 +1069,33 @@ impl Store for FirestoreStore {
         Ok(folded)
     }
 
-    async fn set_secret(&self, name: &str, value: &str) -> StoreResult<()> {
-        let doc = SecretDoc { value: value.to_string(), updated_ms: now().timestamp_millis() };
+    async fn set_secret(&self, project_id: &str, name: &str, sealed: &str) -> StoreResult<()> {
+        let doc = SecretDoc {
+            value: sealed.to_string(),
+            updated_ms: now().timestamp_millis(),
+            project_id: Some(project_id.to_string()),
+            name: Some(name.to_string()),
+        };
         self.db
             .fluent()
             .update()
             .in_col(&self.cols.secrets)
-            .document_id(name)
+            .document_id(secret_doc_id(project_id, name))
             .object(&doc)
             .execute::<SecretDoc>()
             .await?;
         Ok(())
     }
 
-    async fn delete_secret(&self, name: &str) -> StoreResult<()> {
+    async fn delete_secret(&self, project_id: &str, name: &str) -> StoreResult<()> {
         self.write(|tx| {
-            let name = name.to_string();
+            let (id, name) = (secret_doc_id(project_id, name), name.to_string());
             async move {
                 let col = tx.cols.secrets.clone();
-                if tx.get::<SecretDoc>(&col, &name).await?.is_none() {
+                if tx.get::<SecretDoc>(&col, &id).await?.is_none() {
                     return Err(StoreError::not_found("secret", name).into());
                 }
-                tx.delete(&col, &name);
+                tx.delete(&col, &id);
                 Ok(())
             }
             .boxed()
@@ -1061,30 +1103,44 @@ impl Store for FirestoreStore {
         .await
     }
 
-    async fn list_secrets(&self) -> StoreResult<Vec<(String, Timestamp)>> {
+    async fn list_secrets(&self, project_id: Option<&str>) -> StoreResult<Vec<SecretInfo>> {
         let docs: Vec<firestore::FirestoreDocument> =
             self.db.fluent().select().from(self.cols.secrets.as_str()).query().await?;
         let mut out = vec![];
         for doc in &docs {
             let s: SecretDoc = FirestoreDb::deserialize_doc_to(doc)?;
-            let name = doc.name.rsplit('/').next().unwrap_or_default().to_string();
-            out.push((name, chrono::DateTime::from_timestamp_millis(s.updated_ms).unwrap_or_default()));
+            if project_id.is_some() && s.project_id.as_deref() != project_id {
+                continue;
+            }
+            let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+            out.push(SecretInfo {
+                name: s.name.clone().unwrap_or(id),
+                project_id: s.project_id,
+                updated_at: chrono::DateTime::from_timestamp_millis(s.updated_ms).unwrap_or_default(),
+            });
         }
-        out.sort();
+        out.sort_by(|a, b| (&a.project_id, &a.name).cmp(&(&b.project_id, &b.name)));
         Ok(out)
     }
 
-    async fn secret_values(&self, names: &[String]) -> StoreResult<BTreeMap<String, String>> {
+    async fn secret_values(&self, project_id: &str, names: &[String]) -> StoreResult<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         for n in names {
-            let s: Option<SecretDoc> = self.db.fluent().select().by_id_in(&self.cols.secrets).obj().one(n).await?;
+            let s: Option<SecretDoc> =
+                self.db.fluent().select().by_id_in(&self.cols.secrets).obj().one(secret_doc_id(project_id, n)).await?;
             out.insert(n.clone(), s.ok_or_else(|| StoreError::not_found("secret", n))?.value);
         }
         Ok(out)
     }
 
-    async fn create_token(&self, name: &str, role: Role, token_hash: &str) -> StoreResult<ApiToken> {
-        let token = ApiToken::create(name, role)?;
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        project_id: Option<&str>,
+    ) -> StoreResult<ApiToken> {
+        let token = ApiToken::create(name, role, project_id)?;
         let doc =
             TokenDoc { id: token.id.clone(), hash: token_hash.to_string(), revoked: false, data: to_data(&token)? };
         self.write(|tx| {

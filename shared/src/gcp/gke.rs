@@ -4,6 +4,14 @@
 //! HorizontalPodAutoscaler, PodDisruptionBudget, NetworkPolicy,
 //! ServiceAccount and an Ingress giving it `<app>.<domain>`.
 //!
+//! *Invariant*: each deployment owns its objects — Deployment, Service,
+//! HPA, PDB and env Secret named `<app>-<short id>`, pods selected by the
+//! deployment's id — so stopping a failed or cancelled deployment deletes
+//! only what it made. The ServiceAccount and NetworkPolicy are the app's
+//! (shared, never deleted by a deployment); the Ingress is the app's too
+//! and points at the live deployment's Service, moved only once the new one
+//! is healthy.
+//!
 //! `bifrost render --target gke` prints exactly what the runtime applies
 //! (server-side apply, field manager `bifrost`); golden tests pin the YAML
 //! and checkov runs on it in CI.
@@ -64,10 +72,22 @@ pub struct Manifests {
     pub ingress: Ingress,
 }
 
-/// The name of the Kubernetes Secret holding a project's `[env]` secrets
-/// (synced from Secret Manager).
-pub fn env_secret_name(project: &str) -> String {
-    format!("{project}-env")
+/// The label that ties a deployment's objects and pods to it.
+pub const DEPLOYMENT_LABEL: &str = "bifrost.dev/deployment";
+
+/// The name of a deployment's own objects: `<app>-<last 8 of its id>`
+/// (a DNS label: at most 63 characters).
+pub fn object_name(project: &str, deployment_id: &str) -> String {
+    let id = deployment_id.to_ascii_lowercase();
+    let short = &id[id.len().saturating_sub(8)..];
+    let app = &project[..project.len().min(63 - 1 - short.len())];
+    format!("{app}-{short}")
+}
+
+/// The name of the Kubernetes Secret holding one deployment's `[env]`
+/// secrets and its sidecar token.
+pub fn env_secret_name(object: &str) -> String {
+    format!("{object}-env")
 }
 
 /// The project's env Secret for one deployment: each `[env]` secret's
@@ -90,7 +110,7 @@ pub fn env_secret(
         .collect();
     data.insert("bifrost-sidecar-token".into(), sidecar_token.to_string());
     let mut meta = meta(t, "config");
-    meta.name = Some(env_secret_name(&t.project));
+    meta.name = Some(env_secret_name(&t.object()));
     k8s_openapi::api::core::v1::Secret {
         metadata: meta,
         type_: Some("Opaque".into()),
@@ -111,20 +131,88 @@ fn labels(t: &GkeTarget, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// What selects the app's pods: stable across deployments of the project.
-fn selector(t: &GkeTarget) -> BTreeMap<String, String> {
+/// What selects every pod of the app, whichever deployment runs it (the
+/// NetworkPolicy).
+fn app_selector(t: &GkeTarget) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), t.project.clone()),
         ("app.kubernetes.io/instance".into(), t.project.clone()),
     ])
 }
 
+/// What selects one deployment's pods (its Deployment, Service, PDB).
+fn selector(t: &GkeTarget) -> BTreeMap<String, String> {
+    let mut s = app_selector(t);
+    s.insert(DEPLOYMENT_LABEL.into(), t.deployment_id.clone());
+    s
+}
+
+impl GkeTarget {
+    /// This deployment's objects' name.
+    pub fn object(&self) -> String {
+        object_name(&self.project, &self.deployment_id)
+    }
+}
+
+/// A deployment's own object.
 fn meta(t: &GkeTarget, component: &str) -> ObjectMeta {
+    let mut labels = labels(t, component);
+    labels.insert(DEPLOYMENT_LABEL.into(), t.deployment_id.clone());
     ObjectMeta {
-        name: Some(t.project.clone()),
+        name: Some(t.object()),
         namespace: Some(t.namespace.clone()),
-        labels: Some(labels(t, component)),
+        labels: Some(labels),
         ..ObjectMeta::default()
+    }
+}
+
+/// An object of the app, shared by its deployments: no deployment's labels.
+fn app_meta(project: &str, namespace: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(project.to_string()),
+        namespace: Some(namespace.to_string()),
+        labels: Some(BTreeMap::from([
+            ("app.kubernetes.io/name".into(), project.to_string()),
+            ("app.kubernetes.io/instance".into(), project.to_string()),
+            ("app.kubernetes.io/component".into(), component.into()),
+            ("app.kubernetes.io/part-of".into(), "bifrost".into()),
+            ("app.kubernetes.io/managed-by".into(), FIELD_MANAGER.into()),
+        ])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The app's Ingress: `<app>.<domain>` to the Service `service` (the live
+/// deployment's).
+pub fn ingress(project: &str, namespace: &str, domain: &str, service: &str) -> Ingress {
+    let mut ingress_meta = app_meta(project, namespace, "app");
+    ingress_meta.annotations = Some(BTreeMap::from([
+        ("kubernetes.io/ingress.allow-http".into(), "false".into()),
+        ("networking.gke.io/managed-certificates".into(), project.to_string()),
+    ]));
+    Ingress {
+        metadata: ingress_meta,
+        spec: Some(IngressSpec {
+            ingress_class_name: Some("gce".into()),
+            rules: Some(vec![IngressRule {
+                host: Some(format!("{project}.{domain}")),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend: IngressBackend {
+                            service: Some(IngressServiceBackend {
+                                name: service.to_string(),
+                                port: Some(ServiceBackendPort { name: Some("http".into()), number: None }),
+                            }),
+                            resource: None,
+                        },
+                    }],
+                }),
+            }]),
+            ..IngressSpec::default()
+        }),
+        status: None,
     }
 }
 
@@ -161,7 +249,7 @@ fn app_container(c: &DeployConfig, t: &GkeTarget) -> Container {
                 value: None,
                 value_from: Some(EnvVarSource {
                     secret_key_ref: Some(SecretKeySelector {
-                        name: env_secret_name(&t.project),
+                        name: env_secret_name(&t.object()),
                         key: secret.clone(),
                         optional: Some(false),
                     }),
@@ -240,7 +328,7 @@ fn sidecar_container(c: &DeployConfig, t: &GkeTarget) -> Container {
                 value: None,
                 value_from: Some(EnvVarSource {
                     secret_key_ref: Some(SecretKeySelector {
-                        name: env_secret_name(&t.project),
+                        name: env_secret_name(&t.object()),
                         key: "bifrost-sidecar-token".into(),
                         optional: Some(false),
                     }),
@@ -274,7 +362,7 @@ pub fn render(c: &DeployConfig, t: &GkeTarget) -> Manifests {
     let min = c.scaling.min_replicas.max(1).min(i32::MAX as u32) as i32;
     let max = c.scaling.max_replicas.max(c.scaling.min_replicas).max(1).min(i32::MAX as u32) as i32;
     let mut pod_labels = labels(t, "app");
-    pod_labels.insert("bifrost.dev/deployment".into(), t.deployment_id.clone());
+    pod_labels.insert(DEPLOYMENT_LABEL.into(), t.deployment_id.clone());
     let mut deployment_meta = meta(t, "app");
     // Env secrets arrive as variables: the app reads `[env]` from its
     // environment, the same embedded and on GKE. Checkov's file-mount
@@ -400,9 +488,9 @@ pub fn render(c: &DeployConfig, t: &GkeTarget) -> Manifests {
     // In: only the app's port (the load balancer and the router reach it
     // there). The sidecar listens on nothing.
     let network_policy = NetworkPolicy {
-        metadata: meta(t, "app"),
+        metadata: app_meta(&t.project, &t.namespace, "app"),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector { match_labels: Some(selector(t)), match_expressions: None }),
+            pod_selector: Some(LabelSelector { match_labels: Some(app_selector(t)), match_expressions: None }),
             policy_types: Some(vec!["Ingress".into()]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 ports: Some(vec![NetworkPolicyPort {
@@ -415,37 +503,10 @@ pub fn render(c: &DeployConfig, t: &GkeTarget) -> Manifests {
             egress: None,
         }),
     };
-    let mut ingress_meta = meta(t, "app");
-    ingress_meta.annotations = Some(BTreeMap::from([
-        ("kubernetes.io/ingress.allow-http".into(), "false".into()),
-        ("networking.gke.io/managed-certificates".into(), t.project.clone()),
-    ]));
-    let ingress = Ingress {
-        metadata: ingress_meta,
-        spec: Some(IngressSpec {
-            ingress_class_name: Some("gce".into()),
-            rules: Some(vec![IngressRule {
-                host: Some(format!("{}.{}", t.project, t.domain)),
-                http: Some(HTTPIngressRuleValue {
-                    paths: vec![HTTPIngressPath {
-                        path: Some("/".into()),
-                        path_type: "Prefix".into(),
-                        backend: IngressBackend {
-                            service: Some(IngressServiceBackend {
-                                name: t.project.clone(),
-                                port: Some(ServiceBackendPort { name: Some("http".into()), number: None }),
-                            }),
-                            resource: None,
-                        },
-                    }],
-                }),
-            }]),
-            ..IngressSpec::default()
-        }),
-        status: None,
-    };
+    // Once this deployment is live, the app's URL points at its Service.
+    let ingress = ingress(&t.project, &t.namespace, &t.domain, &t.object());
     let service_account = ServiceAccount {
-        metadata: meta(t, "app"),
+        metadata: app_meta(&t.project, &t.namespace, "app"),
         automount_service_account_token: Some(false),
         ..ServiceAccount::default()
     };

@@ -1,8 +1,11 @@
 //! The GKE runtime: runs a deployment's replicas by server-side applying
 //! the objects `gke::render` builds (field manager `bifrost`, forced: Bifrost
 //! owns these fields), then watching the rollout until every replica is
-//! available. Stateless: a deployment's objects are found by their
-//! `app.kubernetes.io/version` label, so any function instance can stop or
+//! available. Each deployment has objects of its own (`<app>-<short id>`);
+//! the app's Ingress moves to a deployment only when it is promoted (live),
+//! and stopping one deletes only its own objects — a failed or cancelled
+//! deploy never touches what serves traffic. Stateless: a deployment's
+//! objects are found by their label, so any function instance can stop or
 //! inspect what another applied.
 //!
 //! No Kubernetes API server runs on the build machine: the tests serve the
@@ -22,10 +25,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::cloud_build::TokenSource;
-use super::gke::{FIELD_MANAGER, GkeTarget, env_secret, env_secret_name, render};
+use super::gke::{DEPLOYMENT_LABEL, FIELD_MANAGER, GkeTarget, env_secret, env_secret_name, ingress, render};
 use crate::ports::{ReplicaSpec, ReplicaStatus, Runtime, RuntimeError};
-
-const VERSION_LABEL: &str = "app.kubernetes.io/version";
 
 /// Where apps go on the cluster.
 #[derive(Clone, Debug)]
@@ -170,9 +171,9 @@ impl GkeRuntime {
             .map_err(|e| kube_error(&format!("applying {kind} {name}"), e))
     }
 
-    /// The project's Deployment, if this deployment is the one it runs.
+    /// This deployment's own Deployment object, if it exists.
     async fn current(&self, deployment_id: &str) -> Result<Option<Deployment>, RuntimeError> {
-        let lp = ListParams::default().labels(&format!("{VERSION_LABEL}={deployment_id}"));
+        let lp = ListParams::default().labels(&format!("{DEPLOYMENT_LABEL}={deployment_id}"));
         let found =
             self.api::<Deployment>().await?.list(&lp).await.map_err(|e| kube_error("listing deployments", e))?;
         Ok(found.items.into_iter().next())
@@ -226,7 +227,8 @@ impl Runtime for GkeRuntime {
         let token = crate::auth::sidecar_token(&self.settings.sidecar_key, &spec.deployment_id, 0);
         let secret = env_secret(&config, &target, &spec.env, &token);
         // Apply order: identity and configuration first, the workload, then
-        // what points at it.
+        // what points at it. The Ingress waits for `promote`: traffic moves
+        // only to a healthy deployment.
         self.apply_one::<ServiceAccount>(&m.service_account).await?;
         self.apply_one::<Secret>(&secret).await?;
         self.apply_one::<Deployment>(&m.deployment).await?;
@@ -234,8 +236,24 @@ impl Runtime for GkeRuntime {
         self.apply_one::<HorizontalPodAutoscaler>(&m.hpa).await?;
         self.apply_one::<PodDisruptionBudget>(&m.pdb).await?;
         self.apply_one::<NetworkPolicy>(&m.network_policy).await?;
-        self.apply_one::<Ingress>(&m.ingress).await?;
         Ok(())
+    }
+
+    async fn promote(&self, deployment_id: &str) -> Result<(), RuntimeError> {
+        let Some(d) = self.current(deployment_id).await? else {
+            return Err(RuntimeError::Failed(format!(
+                "no Deployment runs {deployment_id}: nothing to send traffic to"
+            )));
+        };
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let project = d
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/name").cloned())
+            .ok_or_else(|| RuntimeError::Failed(format!("Deployment {name} has no app label")))?;
+        let ing = ingress(&project, &self.settings.namespace, &self.settings.domain, &name);
+        self.apply_one::<Ingress>(&ing).await
     }
 
     async fn wait_listening(&self, deployment_id: &str, timeout: Duration) -> Result<(), RuntimeError> {
@@ -265,8 +283,9 @@ impl Runtime for GkeRuntime {
     }
 
     async fn stop(&self, deployment_id: &str, drain: Duration) -> Result<(), RuntimeError> {
-        // Replaced by a newer deployment: the rolling update already moved
-        // the pods; the objects now belong to the new one.
+        // Only this deployment's own objects: the app's ServiceAccount,
+        // NetworkPolicy and Ingress stay (another deployment is, or will be,
+        // live behind them).
         let Some(d) = self.current(deployment_id).await? else { return Ok(()) };
         let name = d.metadata.name.clone().unwrap_or_default();
         let dp = DeleteParams {
@@ -282,13 +301,10 @@ impl Runtime for GkeRuntime {
                 }
             };
         }
-        delete!(Ingress);
-        delete!(NetworkPolicy);
         delete!(PodDisruptionBudget);
         delete!(HorizontalPodAutoscaler);
         delete!(Service);
         delete!(Deployment);
-        delete!(ServiceAccount);
         match self.api::<Secret>().await?.delete(&env_secret_name(&name), &dp).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -319,6 +335,7 @@ impl Runtime for GkeRuntime {
                 rss_bytes: None,
                 threads: None,
                 open_fds: None,
+                sidecar: None,
             })
             .collect()
     }

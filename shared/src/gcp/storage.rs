@@ -141,6 +141,10 @@ impl Sources for GcsSources {
         self.git.check_repo(repo).await
     }
 
+    async fn default_branch(&self, repo: &str) -> Result<String, SourceError> {
+        self.git.default_branch(repo).await
+    }
+
     async fn resolve(&self, repo: &str, git_ref: &str) -> Result<String, SourceError> {
         self.git.resolve(repo, git_ref).await
     }
@@ -153,17 +157,17 @@ impl Sources for GcsSources {
         self.git.checkout(&self.local(source).await?, dest).await
     }
 
-    async fn store_archive(&self, bytes: &[u8]) -> Result<Source, SourceError> {
-        crate::embedded::sources::check_archive(bytes)?;
-        let sha256 = hex::encode(Sha256::digest(bytes));
+    async fn store_archive(&self, bytes: Vec<u8>) -> Result<Source, SourceError> {
+        let bytes = Bytes::from(bytes);
+        let checked = bytes.clone();
+        let limits = crate::embedded::archive::Limits::default();
+        crate::embedded::archive::off_runtime(move || crate::embedded::archive::check(&checked, &limits)).await?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
         let object = format!("uploads/{sha256}.tar.gz");
         // Not application/json (the emulator's simple upload chokes on it)
         // and not application/gzip with a Content-Encoding (clients would
         // decompress it on read): a plain archive.
-        self.gcs
-            .put(&self.bucket, &object, Bytes::copy_from_slice(bytes), "application/x-tar+gzip")
-            .await
-            .map_err(SourceError::Unavailable)?;
+        self.gcs.put(&self.bucket, &object, bytes, "application/x-tar+gzip").await.map_err(SourceError::Unavailable)?;
         Ok(Source::Archive { uri: format!("gs://{}/{object}", self.bucket), sha256 })
     }
 }

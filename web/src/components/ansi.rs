@@ -88,11 +88,27 @@ pub fn parse(line: &str) -> Vec<Span> {
     };
     while let Some(c) = chars.next() {
         if c != '\u{1b}' {
-            text.push(c);
+            // Other control characters (BEL, backspace, C1) show as nothing.
+            if !c.is_control() || c == '\t' {
+                text.push(c);
+            }
             continue;
         }
-        if chars.peek() != Some(&'[') {
-            continue;
+        match chars.peek() {
+            Some('[') => {}
+            // OSC, DCS, SOS, PM, APC: their payload is not text.
+            Some(']' | 'P' | 'X' | '^' | '_') => {
+                while let Some(n) = chars.next() {
+                    if n == '\u{7}' || (n == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+                continue;
+            }
+            _ => {
+                chars.next();
+                continue;
+            }
         }
         chars.next();
         let mut params = String::new();
@@ -129,6 +145,15 @@ mod tests {
         assert_eq!(spans.len(), 2);
         assert_eq!(spans[0], Span { text: "   Compiling".into(), class: "fg-2 bold".into() });
         assert_eq!(spans[1], Span { text: " serde v1".into(), class: String::new() });
+    }
+
+    #[test]
+    fn only_colours_render_never_terminal_control() {
+        let hostile = "a\u{1b}]52;c;ZXZpbA==\u{7}b\u{1b}]0;pwned\u{1b}\\c\u{1b}[2J\u{1b}[Hd\u{7}\u{8}e\u{1b}cf";
+        let spans = parse(hostile);
+        assert_eq!(plain(hostile), "abcdef");
+        assert!(spans.iter().all(|s| s.class.is_empty()), "{spans:?}");
+        assert!(spans.iter().all(|s| !s.text.chars().any(char::is_control)), "{spans:?}");
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
         last_seq,
         health: health.as_array().map(|a| a.iter().filter_map(convert::health).collect()).unwrap_or_default(),
         replicas: convert::array(&replicas, convert::replica),
+        degraded: d
+            .get("degraded")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+            .unwrap_or_default(),
         deployment,
     })
 }
@@ -204,6 +209,13 @@ fn DeploymentView(page: Page) -> impl IntoView {
             <dt>"URL"</dt><dd><a href=page.url.clone() target="_blank" rel="noopener">{page.url.clone()}</a></dd>
             <dt>"Why"</dt><dd class="reason" data-testid="reason">{move || reason.get()}</dd>
         </dl>
+        {(!page.degraded.is_empty()).then(|| view! {
+            <div class="degraded" role="status" data-testid="degraded">
+                <strong>"Degraded"</strong>
+                " — live, but not every replica is healthy; they keep being restarted. Roll back or deploy a fix."
+                <ul>{page.degraded.iter().map(|r| view! { <li class="mono">{r.clone()}</li> }).collect_view()}</ul>
+            </div>
+        })}
         {can_deploy.then(|| view! { <Actions id=id.clone() status=status/> })}
         <Pipeline history=history status=status now_ms=now/>
         <ConfigErrors errors=page.config_errors.clone()/>

@@ -9,7 +9,7 @@ use crate::components::error_text;
 /// the browser back where it was going.
 #[server(prefix = "/ui/api", endpoint = "login")]
 pub async fn login(token: String, next: Option<String>) -> Result<(), ServerFnError> {
-    use crate::server::{fail, session_cookie, state};
+    use crate::server::{fail, state};
     use axum::http::{HeaderValue, header::SET_COOKIE};
     let state = state()?;
     let token = token.trim().to_string();
@@ -20,11 +20,11 @@ pub async fn login(token: String, next: Option<String>) -> Result<(), ServerFnEr
         ));
     }
     state.backend.get::<serde_json::Value>("/api/v1/whoami", &token).await.map_err(fail)?;
-    let cookie = HeaderValue::from_str(&session_cookie(Some(&token), state.secure_cookies))
-        .map_err(|_| ServerFnError::new("that token has characters a cookie cannot hold"))?;
+    let cookie = HeaderValue::from_str(&state.session_cookie(Some(&token)))
+        .map_err(|_| ServerFnError::new("could not make the session cookie"))?;
     expect_context::<leptos_axum::ResponseOptions>().append_header(SET_COOKIE, cookie);
     // Only paths on this site: never an open redirect.
-    let next = next.filter(|n| n.starts_with('/') && !n.starts_with("//")).unwrap_or_else(|| "/".into());
+    let next = next.filter(|n| crate::server::routes::same_site_path(n)).unwrap_or_else(|| "/".into());
     leptos_axum::redirect(&next);
     Ok(())
 }
@@ -33,7 +33,7 @@ pub async fn login(token: String, next: Option<String>) -> Result<(), ServerFnEr
 pub async fn logout() -> Result<(), ServerFnError> {
     use axum::http::{HeaderValue, header::SET_COOKIE};
     let state = crate::server::state()?;
-    let cookie = crate::server::session_cookie(None, state.secure_cookies);
+    let cookie = state.session_cookie(None);
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         expect_context::<leptos_axum::ResponseOptions>().append_header(SET_COOKIE, v);
     }

@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod convert;
 pub mod routes;
+pub mod session;
 
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -14,11 +15,9 @@ use serde::de::DeserializeOwned;
 
 pub use backend::{ApiFailure, Backend};
 pub use routes::{WebConfig, router};
+pub use session::{COOKIE, SessionKey};
 
 use crate::model::Me;
-
-/// The HttpOnly cookie holding the signed-in API token.
-pub const COOKIE: &str = "bifrost_session";
 
 /// Given to every page render and server function through context.
 #[derive(Clone)]
@@ -26,10 +25,24 @@ pub struct WebState {
     pub backend: Backend,
     /// Mark the cookie `Secure` (the dashboard is served over https).
     pub secure_cookies: bool,
+    /// Seals the session cookie.
+    pub session: SessionKey,
 }
 
-/// The session token in a request's cookies.
-pub fn token_in(headers: &HeaderMap) -> Option<String> {
+impl WebState {
+    /// The signed-in token a request's session cookie holds (sealed), if any.
+    pub fn token_in(&self, headers: &HeaderMap) -> Option<String> {
+        session_value(headers).and_then(|v| self.session.open(&v))
+    }
+
+    /// The `Set-Cookie` value that signs `token` in (`None`: signs out).
+    pub fn session_cookie(&self, token: Option<&str>) -> String {
+        session::cookie(token.map(|t| self.session.seal(t)).as_deref(), self.secure_cookies)
+    }
+}
+
+/// The raw session cookie of a request.
+fn session_value(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -41,13 +54,10 @@ pub fn token_in(headers: &HeaderMap) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The `Set-Cookie` value that signs in (`Some`) or out (`None`).
-pub fn session_cookie(token: Option<&str>, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    match token {
-        Some(t) => format!("{COOKIE}={t}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000{secure}"),
-        None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
-    }
+/// The signed-in token of the request being rendered or served.
+pub fn current_token() -> Option<String> {
+    let state = use_context::<WebState>()?;
+    use_context::<Parts>().and_then(|p| state.token_in(&p.headers))
 }
 
 /// Turns an API failure into a server-function error, with the API's status
@@ -72,7 +82,7 @@ pub struct Session {
 impl Session {
     pub fn current() -> Result<Session, ServerFnError> {
         let state = state()?;
-        let token = use_context::<Parts>().and_then(|p| token_in(&p.headers));
+        let token = use_context::<Parts>().and_then(|p| state.token_in(&p.headers));
         match token {
             Some(token) => Ok(Session { backend: state.backend, token }),
             None => Err(fail(ApiFailure {
@@ -128,19 +138,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_session_cookie_among_others() {
+    fn finds_the_sealed_session_among_other_cookies() {
+        let key = SessionKey::new([1; 32]);
+        let sealed = key.seal("bft_abc");
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, "theme=dark; bifrost_session=bft_abc; x=1".parse().expect("header"));
-        assert_eq!(token_in(&h).as_deref(), Some("bft_abc"));
+        h.append(header::COOKIE, format!("theme=dark; bifrost_session={sealed}; x=1").parse().expect("header"));
+        let state = WebState { backend: Backend::http("http://x"), secure_cookies: false, session: key };
+        assert_eq!(state.token_in(&h).as_deref(), Some("bft_abc"));
+        // A raw token in the cookie is not a session.
+        let mut raw = HeaderMap::new();
+        raw.append(header::COOKIE, "bifrost_session=bft_abc".parse().expect("header"));
+        assert_eq!(state.token_in(&raw), None);
         let mut empty = HeaderMap::new();
         empty.append(header::COOKIE, "bifrost_session=".parse().expect("header"));
-        assert_eq!(token_in(&empty), None);
-    }
-
-    #[test]
-    fn cookie_is_http_only_and_clears() {
-        let on = session_cookie(Some("t"), true);
-        assert!(on.contains("HttpOnly") && on.contains("Secure") && on.starts_with("bifrost_session=t;"));
-        assert!(session_cookie(None, false).contains("Max-Age=0"));
+        assert_eq!(state.token_in(&empty), None);
     }
 }

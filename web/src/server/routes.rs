@@ -16,7 +16,7 @@ use leptos_axum::{LeptosRoutes, generate_route_list};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::{Backend, WebState, seg, token_in};
+use super::{Backend, SessionKey, WebState, seg};
 use crate::app::{App, shell};
 
 pub struct WebConfig {
@@ -24,6 +24,57 @@ pub struct WebConfig {
     /// Holds `pkg/` with the client's js and wasm (`cargo xtask web`).
     pub site_root: PathBuf,
     pub secure_cookies: bool,
+    /// Seals the session cookie.
+    pub session_key: SessionKey,
+    /// The dashboard's public URL (`https://bifrost.example.com`): a
+    /// state-changing request must come from it (or from the request's own
+    /// host).
+    pub public_origin: Option<String>,
+}
+
+/// Is `next` a path on this site? Only `/…`; never `//host`, `/\host` (a
+/// browser reads both as another host), a scheme, or control characters.
+pub fn same_site_path(next: &str) -> bool {
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// Browsers send `Origin` with every POST; a state-changing call carrying
+/// the session cookie must come from the dashboard itself: another origin
+/// (an app's page on `<app>.localhost`, any site) is refused, however its
+/// cookies were obtained (`SameSite` does not separate same-site hosts).
+fn origin_allowed(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        // Fetch metadata, where a client sent no Origin.
+        return headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_none_or(|s| s == "same-origin");
+    };
+    let origin = origin.trim_end_matches('/');
+    if public_origin.is_some_and(|p| p.trim_end_matches('/').eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let authority = origin.split_once("://").map(|(_, a)| a).unwrap_or("");
+    !host.is_empty() && authority.eq_ignore_ascii_case(host)
+}
+
+async fn check_origin(State(cfg): State<Option<String>>, req: Request, next: Next) -> Response {
+    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let has_session = req
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.split(';').any(|p| p.trim().split_once('=').is_some_and(|(k, _)| k == super::COOKIE)));
+    if changes_state && has_session && !origin_allowed(req.headers(), cfg.as_deref()) {
+        tracing::warn!(path = %req.uri().path(), origin = ?req.headers().get(header::ORIGIN), "cross-origin request refused");
+        return (
+            StatusCode::FORBIDDEN,
+            "cross-origin request refused: this action must come from the dashboard's own pages",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Where the client bundle is looked for when not told: beside the binary
@@ -49,7 +100,7 @@ pub fn router(cfg: WebConfig) -> Router {
         .site_root(cfg.site_root.display().to_string())
         .site_pkg_dir("pkg")
         .build();
-    let state = WebState { backend: cfg.backend, secure_cookies: cfg.secure_cookies };
+    let state = WebState { backend: cfg.backend, secure_cookies: cfg.secure_cookies, session: cfg.session_key };
     let routes = generate_route_list(App);
     let context_state = state.clone();
     let shell_options = options.clone();
@@ -68,15 +119,18 @@ pub fn router(cfg: WebConfig) -> Router {
         .route("/ui/events", get(all_events))
         .route("/ui/events/{id}", get(deployment_events))
         .with_state(state);
-    pages.merge(live).nest_service(
-        "/pkg",
-        tower::ServiceBuilder::new()
-            .layer(SetResponseHeaderLayer::overriding(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-cache"),
-            ))
-            .service(pkg),
-    )
+    pages
+        .merge(live)
+        .nest_service(
+            "/pkg",
+            tower::ServiceBuilder::new()
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::CACHE_CONTROL,
+                    header::HeaderValue::from_static("no-cache"),
+                ))
+                .service(pkg),
+        )
+        .layer(middleware::from_fn_with_state(cfg.public_origin, check_origin))
 }
 
 /// Pages need a session: without one (or with a revoked token) the browser
@@ -88,7 +142,7 @@ async fn sign_in_first(State(state): State<WebState>, req: Request, next: Next) 
     if !is_page {
         return next.run(req).await;
     }
-    let signed_in = match token_in(req.headers()) {
+    let signed_in = match state.token_in(req.headers()) {
         Some(token) => state.backend.get::<serde_json::Value>("/api/v1/whoami", &token).await.is_ok(),
         None => false,
     };
@@ -104,7 +158,7 @@ async fn sign_in_first(State(state): State<WebState>, req: Request, next: Next) 
 /// API's streams with the session's token, passing `Last-Event-ID` and
 /// `?after=` through so a reconnect resumes exactly.
 async fn relay(state: WebState, headers: HeaderMap, path: String) -> Response {
-    let Some(token) = token_in(&headers) else {
+    let Some(token) = state.token_in(&headers) else {
         return (StatusCode::UNAUTHORIZED, "not signed in").into_response();
     };
     let mut extra = HeaderMap::new();
@@ -135,4 +189,39 @@ async fn deployment_events(
     headers: HeaderMap,
 ) -> Response {
     relay(state, headers, with_query(format!("/api/v1/deployments/{}/events", seg(&id)), q)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_same_site_paths_are_followed_after_sign_in() {
+        for ok in ["/", "/projects/web", "/deployments/d1?x=1"] {
+            assert!(same_site_path(ok), "{ok}");
+        }
+        for bad in ["//evil.example", "/\\evil.example", "https://evil.example", "evil", "/\tevil", "/ x", ""] {
+            assert!(!same_site_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn state_changing_calls_must_come_from_the_dashboard() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"), v.parse().expect("value"));
+            }
+            m
+        };
+        assert!(origin_allowed(&h(&[("host", "127.0.0.1:7070"), ("origin", "http://127.0.0.1:7070")]), None));
+        assert!(!origin_allowed(&h(&[("host", "127.0.0.1:7070"), ("origin", "http://hello.localhost:7070")]), None));
+        assert!(!origin_allowed(&h(&[("host", "localhost:7070"), ("origin", "http://evil.example")]), None));
+        assert!(origin_allowed(
+            &h(&[("host", "internal:8080"), ("origin", "https://bifrost.example.com")]),
+            Some("https://bifrost.example.com/")
+        ));
+        assert!(!origin_allowed(&h(&[("host", "x"), ("sec-fetch-site", "same-site")]), None));
+        assert!(origin_allowed(&h(&[("host", "x"), ("sec-fetch-site", "same-origin")]), None));
+    }
 }
