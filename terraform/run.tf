@@ -81,6 +81,18 @@ resource "google_cloud_run_v2_service" "functions" {
         }
       }
       dynamic "env" {
+        for_each = each.value == "web" ? [1] : []
+        content {
+          name = "BIFROST_SESSION_KEY"
+          value_source {
+            secret_key_ref {
+              secret  = google_secret_manager_secret.bifrost["session_key"].secret_id
+              version = "latest"
+            }
+          }
+        }
+      }
+      dynamic "env" {
         for_each = contains(["gateway", "deploy"], each.value) ? [1] : []
         content {
           name = "BIFROST_ENCRYPTION_KEY"

@@ -3,6 +3,7 @@ locals {
   secrets = {
     encryption_key = "bifrost-encryption-key"
     webhook_secret = "bifrost-github-webhook-secret"
+    session_key    = "bifrost-session-key"
   }
 }
 
@@ -25,9 +26,10 @@ resource "google_secret_manager_secret" "bifrost" {
   depends_on = [google_project_service.apis]
 }
 
-# The gateway reads both (it encrypts secrets and checks webhook signatures).
+# The gateway reads the encryption key and the webhook secret (it seals
+# secrets and checks webhook signatures); not the dashboard's session key.
 resource "google_secret_manager_secret_iam_member" "gateway" {
-  for_each  = google_secret_manager_secret.bifrost
+  for_each  = { for k, v in google_secret_manager_secret.bifrost : k => v if k != "session_key" }
   secret_id = each.value.id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.function["gateway"].email}"
@@ -38,4 +40,11 @@ resource "google_secret_manager_secret_iam_member" "deploy" {
   secret_id = google_secret_manager_secret.bifrost["encryption_key"].id
   role      = "roles/secretmanager.secretAccessor"
   member    = "serviceAccount:${google_service_account.function["deploy"].email}"
+}
+
+# The dashboard seals its session cookies with its own key.
+resource "google_secret_manager_secret_iam_member" "web" {
+  secret_id = google_secret_manager_secret.bifrost["session_key"].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.function["web"].email}"
 }

@@ -75,7 +75,7 @@ async fn cloud_storage_on_the_emulator() {
 
     // Not an archive: refused before anything is written.
     let err = one.store_archive(b"not a tarball".to_vec()).await.expect_err("refused");
-    assert!(matches!(err, SourceError::Invalid(ref m) if m.contains("not a .tar.gz")), "{err:?}");
+    assert!(matches!(err, SourceError::Invalid(ref m) if m.contains("not a readable .tar.gz")), "{err:?}");
 
     // A digest that does not match the object, and an object that is gone.
     let forged = Source::Archive { uri: uri.clone(), sha256: "0".repeat(64) };

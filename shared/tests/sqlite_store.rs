@@ -90,3 +90,77 @@ async fn state_survives_reopen() {
         store.transition(Transition::new(&id, Status::Validating, Status::Healthy, "skip", Actor::function("x"))).await;
     assert!(matches!(skip, Err(StoreError::InvalidTransition { .. })));
 }
+
+/// A data dir from before secrets were sealed and belonged to projects
+/// (schema 2: one global `secrets` table, plaintext, and a plaintext
+/// webhook secret): opening it gives each secret to the projects whose
+/// deployments used it, keeps an unused one unscoped, and sealing at start
+/// leaves no plaintext behind — while every value still opens.
+#[tokio::test]
+async fn plaintext_secrets_of_an_older_data_dir_are_migrated_and_sealed_in_place() {
+    use bifrost_shared::domain::ConfigSnapshot;
+    use bifrost_shared::ports::Patch;
+    use bifrost_shared::seal::{self, Keys};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (project_id, used) = {
+        let store = open(&dir);
+        let id = queued(&store).await;
+        let config = bifrost_shared::config::parse(
+            "[app]\nname = \"app\"\nruntime = \"python\"\n\n[env]\nDB = { secret = \"db-url\" }\n",
+        )
+        .expect("valid");
+        let snapshot = ConfigSnapshot { source: String::new(), config };
+        store
+            .transition(Transition::new(&id, Status::Queued, Status::Validating, "go", Actor::function("validate")))
+            .await
+            .expect("validating");
+        store
+            .transition(
+                Transition::new(&id, Status::Validating, Status::Building, "ok", Actor::function("validate"))
+                    .with_patch(Patch { config: Some(snapshot), ..Patch::default() }),
+            )
+            .await
+            .expect("building");
+        let project_id = store.get_project("app").await.expect("project").id;
+        // Back to schema 2, as an older Bifrost wrote it.
+        for sql in [
+            "CREATE TABLE secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL) WITHOUT ROWID",
+            "INSERT INTO secrets VALUES ('db-url', 'postgres://plain', '2026-01-01T00:00:00Z')",
+            "INSERT INTO secrets VALUES ('unused', 'nobody-uses-me', '2026-01-01T00:00:00Z')",
+            "DROP TABLE project_secrets",
+            "ALTER TABLE tokens DROP COLUMN project_id",
+            "UPDATE projects SET webhook_secret = 'plain-hook'",
+            "PRAGMA user_version = 2",
+        ] {
+            store.execute_raw(sql).expect(sql);
+        }
+        (project_id, "db-url".to_string())
+    };
+    let store = open(&dir);
+    let keys = Keys::from_master(&[3; 32]).expect("keys");
+    let sealed = store
+        .seal_plaintext(|context, plain| {
+            if context.starts_with("webhook:") {
+                keys.webhooks.seal(plain, context)
+            } else {
+                keys.secrets.seal(plain, context)
+            }
+        })
+        .expect("seals");
+    assert_eq!(sealed, 3, "two secrets and one webhook secret");
+    assert_eq!(store.seal_plaintext(|_, p| p.to_string()).expect("again"), 0, "sealing is done once");
+    let values = store.secret_values(&project_id, std::slice::from_ref(&used)).await.expect("given to its user");
+    let value = &values[&used];
+    assert!(seal::is_sealed(value));
+    assert_eq!(keys.secrets.open(value, &seal::secret_context(&project_id, &used)).as_deref(), Ok("postgres://plain"));
+    let listed = store.list_secrets(None).await.expect("list");
+    assert!(listed.iter().any(|s| s.name == "unused" && s.project_id.is_none()), "{listed:?}");
+    let project = store.get_project("app").await.expect("project");
+    let hook = project.webhook_secret.expect("webhook secret");
+    assert!(seal::is_sealed(&hook));
+    assert_eq!(keys.open_webhook("app", &hook).as_deref(), Ok("plain-hook"));
+    let raw = std::fs::read(dir.path().join("bifrost.db")).expect("db");
+    for plain in ["postgres://plain", "nobody-uses-me", "plain-hook"] {
+        assert!(!raw.windows(plain.len()).any(|w| w == plain.as_bytes()), "{plain} still in the file");
+    }
+}

@@ -63,6 +63,8 @@ pub struct Platform {
     pub home: tempfile::TempDir,
     child: Option<Child>,
     extra_env: Vec<(String, String)>,
+    /// Run `bifrost up` as this uid (and gid) instead of the test's own.
+    run_as: Option<u32>,
     pub log: PathBuf,
 }
 
@@ -72,7 +74,20 @@ impl Platform {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Platform {
+        Self::start_as(env, None)
+    }
+
+    /// `bifrost up` run by an unprivileged user (`uid`, same gid): apps then
+    /// share its uid, and Landlock alone keeps them out of its data.
+    pub fn start_unprivileged(uid: u32) -> Platform {
+        Self::start_as(&[], Some(uid))
+    }
+
+    fn start_as(env: &[(&str, &str)], run_as: Option<u32>) -> Platform {
         let home = tempfile::tempdir().expect("tempdir");
+        if let Some(uid) = run_as {
+            std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).expect("chown home");
+        }
         // Apps run as users of their own (the tests run as root in CI):
         // their trees under home/apps must be reachable, the rest is not.
         {
@@ -88,6 +103,7 @@ impl Platform {
             home,
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            run_as,
         };
         p.spawn(&[], "127.0.0.1:0");
         p
@@ -95,7 +111,15 @@ impl Platform {
 
     fn spawn(&mut self, env: &[(&str, &str)], listen: &str) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let mut cmd = Command::new(bifrost_bin());
+        let mut cmd = match self.run_as {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--".into()])
+                    .arg(bifrost_bin());
+                c
+            }
+            None => Command::new(bifrost_bin()),
+        };
         cmd.args(["up", "--listen", listen, "--ingest-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .arg("--apps-dir")
@@ -419,6 +443,8 @@ pub struct GitRepo {
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
+        // Some tests hand a repository to another user (the platform's).
+        .args(["-c", "safe.directory=*"])
         .args(args)
         .current_dir(dir)
         .env("GIT_AUTHOR_NAME", "e2e")

@@ -52,6 +52,8 @@ fn start(function: &str, firestore: &Emulator, pubsub: &Emulator, extra: &[(&str
         .envs(extra.iter().copied())
         .env("PORT", port.to_string())
         .env("K_SERVICE", format!("bifrost-{function}"))
+        // The gateway and deploy refuse to start without it.
+        .env("BIFROST_ENCRYPTION_KEY", "42".repeat(32))
         .env("BIFROST_GCP_PROJECT", PROJECT)
         .env("BIFROST_COLLECTION_PREFIX", PREFIX)
         .env("FIRESTORE_EMULATOR_HOST", &firestore.host)

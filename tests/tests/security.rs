@@ -88,9 +88,14 @@ async fn a_replica_cannot_read_the_platform_its_secrets_or_other_apps() {
     let n = push(&p, &neighbour, "n-1").await;
     healthy(&p, &n).await;
     let neighbour_dir = p.apps_dir().display().to_string();
+    let neighbour_pid = p.client().get(&format!("/api/v1/deployments/{n}/replicas")).await.body[0]["pid"]
+        .as_u64()
+        .expect("the neighbour's pid");
     let cfg = p.home.path().join("cfg").display().to_string();
     let targets = [
         ("platform_environ", format!("read('/proc/{pid}/environ')")),
+        ("neighbour_environ", format!("read('/proc/{neighbour_pid}/environ')")),
+        ("neighbour_memory", format!("read('/proc/{neighbour_pid}/maps')")),
         ("database", format!("read('{data}/bifrost.db')")),
         ("secrets_key", format!("read('{data}/secrets.key')")),
         ("ingest_key", format!("read('{data}/ingest.key')")),
@@ -145,6 +150,54 @@ fn nix_root() -> bool {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
+}
+
+/// The same attacks against a platform that does not run as root: apps
+/// share its uid, so file permissions and /proc's own checks protect
+/// nothing — Landlock alone must refuse every one of them.
+#[tokio::test]
+async fn landlock_alone_holds_when_the_platform_is_not_root() {
+    if !nix_root() {
+        eprintln!("SKIPPED: needs root to start the platform as another user");
+        assert!(std::env::var_os("BIFROST_REQUIRE_ALL_TESTS").is_none(), "CI runs as root");
+        return;
+    }
+    let nobody = 65534;
+    let p = Platform::start_unprivileged(nobody);
+    let pid = p.pid();
+    let data = p.data_dir.display().to_string();
+    let give = |r: &GitRepo| {
+        bifrost_shared::embedded::sandbox::chown_tree(r.path(), (nobody, nobody)).expect("chown repo");
+    };
+    let neighbour = GitRepo::from_example("hello-python");
+    give(&neighbour);
+    add_project(&p, "hello-python", &neighbour);
+    let n = push(&p, &neighbour, "n-1").await;
+    healthy(&p, &n).await;
+    let apps = p.apps_dir().display().to_string();
+    let targets = [
+        ("platform_environ", format!("read('/proc/{pid}/environ')")),
+        ("database", format!("read('{data}/bifrost.db')")),
+        ("secrets_key", format!("read('{data}/secrets.key')")),
+        ("data_dir_listing", format!("os.listdir('{data}')")),
+        ("apps_listing", format!("os.listdir('{apps}')")),
+        ("write_tmp", "open('/tmp/bifrost-escape', 'w').write('x')".into()),
+        ("bind_other_high_port", "socket.socket().bind(('127.0.0.1', 48124))".into()),
+        ("signal_platform", format!("os.kill({pid}, 0)")),
+    ];
+    let repo = hostile_app("evil", &targets);
+    give(&repo);
+    add_project(&p, "evil", &repo);
+    let id = push(&p, &repo, "e-1").await;
+    healthy(&p, &id).await;
+    let (status, _, body) = p.client().app_get("evil", "/").await.expect("evil answers");
+    assert_eq!(status, 200, "{body}");
+    let results: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(results["uid"], nobody, "the app runs as the platform's own (unprivileged) user");
+    for (label, _) in &targets {
+        let r = results[*label].as_str().unwrap_or("");
+        assert!(r.starts_with("refused"), "{label}: Landlock let the app through: {r}");
+    }
 }
 
 /// A build step is confined like a replica: it cannot read the data dir

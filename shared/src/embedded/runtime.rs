@@ -191,6 +191,7 @@ impl Runtime for ProcessRuntime {
         }
         let artifact: LocalArtifact = serde_json::from_value(spec.artifact.clone())
             .map_err(|e| RuntimeError::Failed(format!("the artifact is not runnable here: {e}")))?;
+        let artifact = relocate_legacy(&self.inner.sandbox, &spec.project_id, artifact)?;
         if !artifact.dir.exists() {
             return Err(RuntimeError::Failed(format!(
                 "the build output {} is gone (was it cleaned up?); deploy again",
@@ -379,6 +380,42 @@ fn update(rep: &Replica, f: impl FnOnce(&mut ReplicaState)) {
         f(&mut s);
     }
     rep.changes.send_modify(|g| *g = g.wrapping_add(1));
+}
+
+/// Build output an older version left inside the data dir (which apps can
+/// no longer reach) moves into the apps dir, handed to the project's user;
+/// its recorded paths follow. Output already there is used as it is.
+fn relocate_legacy(sandbox: &Sandbox, project_id: &str, a: LocalArtifact) -> Result<LocalArtifact, RuntimeError> {
+    let root = sandbox.project_dir(project_id);
+    if a.dir.starts_with(&root) {
+        return Ok(a);
+    }
+    let Some(name) = a.dir.file_name() else { return Ok(a) };
+    let new = root.join(name);
+    if !new.exists() && a.dir.exists() {
+        let fail =
+            |e: std::io::Error| RuntimeError::Unavailable(format!("moving {} into the apps dir: {e}", a.dir.display()));
+        sandbox.own_dir(project_id, &root.join("cache")).map_err(fail)?;
+        if let Err(e) = std::fs::rename(&a.dir, &new) {
+            // Another filesystem: copy, then remove the old tree.
+            if e.raw_os_error() != Some(18) {
+                return Err(fail(e));
+            }
+            let copied = std::process::Command::new("cp").arg("-a").arg(&a.dir).arg(&new).status().map_err(fail)?;
+            if !copied.success() {
+                return Err(fail(std::io::Error::other("cp -a failed")));
+            }
+            let _ = std::fs::remove_dir_all(&a.dir);
+        }
+        sandbox.hand_over(project_id, &new).map_err(fail)?;
+    }
+    let moved = |p: &PathBuf| p.strip_prefix(&a.dir).map(|rest| new.join(rest)).unwrap_or_else(|_| p.clone());
+    Ok(LocalArtifact {
+        command: a.command.clone(),
+        static_root: a.static_root.as_ref().map(moved),
+        path_prepend: a.path_prepend.iter().map(moved).collect(),
+        dir: new,
+    })
 }
 
 /// The command a replica runs, confined.
