@@ -180,15 +180,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("opening the store")?;
     let master = secrets_key(&data_dir)?;
     let keys = bifrost_shared::seal::Keys::from_master(&master)?;
-    let sealed = store
-        .seal_plaintext(|context, plain| {
-            if context.starts_with("webhook:") {
-                keys.webhooks.seal(plain, context)
-            } else {
-                keys.secrets.seal(plain, context)
-            }
-        })
-        .context("sealing plaintext secrets")?;
+    let sealed =
+        store.seal_plaintext(|context, plain| keys.seal_for(context, plain)).context("sealing plaintext secrets")?;
     if sealed > 0 {
         tracing::info!(count = sealed, "sealed secrets an older version stored in plaintext");
     }

@@ -129,6 +129,16 @@ impl Keys {
         Ok(Keys { secrets: SecretBox::derive(master, "secrets")?, webhooks: SecretBox::derive(master, "webhooks")? })
     }
 
+    /// Seals a value for the place `context` names (its box follows from
+    /// the context: webhook secrets or project secrets).
+    pub fn seal_for(&self, context: &str, plaintext: &str) -> String {
+        if context.starts_with("webhook:") {
+            self.webhooks.seal(plaintext, context)
+        } else {
+            self.secrets.seal(plaintext, context)
+        }
+    }
+
     /// A webhook secret as stored, opened; a value from before sealing is
     /// plaintext and returned as it is.
     pub fn open_webhook(&self, project_name: &str, stored: &str) -> Result<String, SealError> {

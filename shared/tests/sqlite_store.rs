@@ -138,15 +138,7 @@ async fn plaintext_secrets_of_an_older_data_dir_are_migrated_and_sealed_in_place
     };
     let store = open(&dir);
     let keys = Keys::from_master(&[3; 32]).expect("keys");
-    let sealed = store
-        .seal_plaintext(|context, plain| {
-            if context.starts_with("webhook:") {
-                keys.webhooks.seal(plain, context)
-            } else {
-                keys.secrets.seal(plain, context)
-            }
-        })
-        .expect("seals");
+    let sealed = store.seal_plaintext(|context, plain| keys.seal_for(context, plain)).expect("seals");
     assert_eq!(sealed, 3, "two secrets and one webhook secret");
     assert_eq!(store.seal_plaintext(|_, p| p.to_string()).expect("again"), 0, "sealing is done once");
     let values = store.secret_values(&project_id, std::slice::from_ref(&used)).await.expect("given to its user");

@@ -250,6 +250,60 @@ impl CliOutput {
     }
 }
 
+/// The webhook secret of projects made by [`Platform::add_project`].
+pub const WEBHOOK_SECRET: &str = "s3cret";
+
+/// A deployment that has stopped moving.
+pub fn finished(d: &Value) -> bool {
+    matches!(d["status"].as_str(), Some("healthy" | "failed" | "cancelled" | "superseded"))
+}
+
+impl Platform {
+    /// `bifrost projects add NAME --repo REPO` (webhook secret [`WEBHOOK_SECRET`]).
+    pub fn add_project(&self, name: &str, repo: &GitRepo) {
+        let out = self.cli(&["projects", "add", name, "--repo", &repo.path_str(), "--webhook-secret", WEBHOOK_SECRET]);
+        assert_eq!(out.code, 0, "{out:?}");
+    }
+
+    /// A signed push of the repo's head to main; the new deployment's id.
+    pub async fn push(&self, repo: &GitRepo, delivery: &str) -> String {
+        let payload = repo.push_payload("refs/heads/main", &repo.head());
+        let a = self.client().webhook("push", delivery, WEBHOOK_SECRET, &payload).await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+        a.body["deployment"]["id"].as_str().expect("id").to_string()
+    }
+
+    /// Waits for the deployment to finish, and insists it is healthy.
+    pub async fn healthy(&self, id: &str) -> Value {
+        let d = self.client().wait_deployment(id, "finished", finished).await;
+        assert_eq!(d["status"], "healthy", "{d:#}\nlog:\n{}", self.log_text());
+        d
+    }
+}
+
+/// A python app on `$PORT` answering 200 at every path (`/headers`: the
+/// request's headers as JSON), after running `startup` (python source).
+pub fn python_app(name: &str, startup: &str) -> GitRepo {
+    let app = format!(
+        r#"import os, sys, json, http.server
+{startup}
+PORT = int(os.environ["PORT"])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(dict(self.headers)).encode() if self.path == "/headers" else b"ok"
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+        if self.path == "/crash":
+            os._exit(3)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
+"#
+    );
+    let toml = format!(
+        "[app]\nname = \"{name}\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 app.py\"\n\n[health]\ninterval = \"1s\"\ntimeout = \"500ms\"\n"
+    );
+    GitRepo::new(&[("deploy.toml", &toml), ("app.py", &app)])
+}
+
 /// A small HTTP client for the API.
 pub struct Client {
     base: String,

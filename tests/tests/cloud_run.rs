@@ -52,8 +52,10 @@ fn start(function: &str, firestore: &Emulator, pubsub: &Emulator, extra: &[(&str
         .envs(extra.iter().copied())
         .env("PORT", port.to_string())
         .env("K_SERVICE", format!("bifrost-{function}"))
-        // The gateway and deploy refuse to start without it.
+        // The gateway and deploy refuse to start without it; bifrost-web on
+        // Cloud Run without its session key.
         .env("BIFROST_ENCRYPTION_KEY", "42".repeat(32))
+        .env("BIFROST_SESSION_KEY", "43".repeat(32))
         .env("BIFROST_GCP_PROJECT", PROJECT)
         .env("BIFROST_COLLECTION_PREFIX", PREFIX)
         .env("FIRESTORE_EMULATOR_HOST", &firestore.host)

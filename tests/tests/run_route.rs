@@ -7,24 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bifrost_e2e::{GitRepo, Platform, alive, pids_with_env};
+use bifrost_e2e::{GitRepo, Platform, alive, finished, pids_with_env};
 use serde_json::Value;
 
-const SECRET: &str = "s3cret";
-
 fn add_project(p: &Platform, name: &str, repo: &GitRepo) {
-    let out = p.cli(&["projects", "add", name, "--repo", &repo.path_str(), "--webhook-secret", SECRET]);
-    assert_eq!(out.code, 0, "{out:?}");
+    p.add_project(name, repo)
 }
 
 async fn push(p: &Platform, repo: &GitRepo, delivery: &str) -> String {
-    let a = p.client().webhook("push", delivery, SECRET, &repo.push_payload("refs/heads/main", &repo.head())).await;
-    assert_eq!(a.status, 201, "{:?}", a.body);
-    a.body["deployment"]["id"].as_str().expect("id").to_string()
-}
-
-fn finished(d: &Value) -> bool {
-    matches!(d["status"].as_str(), Some("healthy" | "failed" | "cancelled" | "superseded"))
+    p.push(repo, delivery).await
 }
 
 fn replica_pids(replicas: &Value) -> Vec<u32> {

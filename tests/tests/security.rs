@@ -4,30 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use bifrost_e2e::{ADMIN_TOKEN, GitRepo, Platform, alive};
+use bifrost_e2e::{ADMIN_TOKEN, GitRepo, Platform, WEBHOOK_SECRET as SECRET, alive, finished, python_app};
 use serde_json::{Value, json};
 
-const SECRET: &str = "s3cret";
-
 fn add_project(p: &Platform, name: &str, repo: &GitRepo) {
-    let out = p.cli(&["projects", "add", name, "--repo", &repo.path_str(), "--webhook-secret", SECRET]);
-    assert_eq!(out.code, 0, "{out:?}");
+    p.add_project(name, repo)
 }
 
 async fn push(p: &Platform, repo: &GitRepo, delivery: &str) -> String {
-    let a = p.client().webhook("push", delivery, SECRET, &repo.push_payload("refs/heads/main", &repo.head())).await;
-    assert_eq!(a.status, 201, "{:?}", a.body);
-    a.body["deployment"]["id"].as_str().expect("id").to_string()
-}
-
-fn finished(d: &Value) -> bool {
-    matches!(d["status"].as_str(), Some("healthy" | "failed" | "cancelled" | "superseded"))
+    p.push(repo, delivery).await
 }
 
 async fn healthy(p: &Platform, id: &str) -> Value {
-    let d = p.client().wait_deployment(id, "finished", finished).await;
-    assert_eq!(d["status"], "healthy", "{d:#}\nlog:\n{}", p.log_text());
-    d
+    p.healthy(id).await
 }
 
 /// A python app that tries every way out of its sandbox it can think of
@@ -230,20 +219,11 @@ async fn a_build_cannot_read_the_data_dir_or_the_platforms_environment() {
 #[tokio::test]
 async fn a_process_that_leaves_its_group_is_still_stopped() {
     let mut p = Platform::start();
-    let app = r#"import os, subprocess, http.server
-PORT = int(os.environ["PORT"])
-# Escape the process group twice over and note the pid in our own tree.
-subprocess.Popen("setsid sh -c 'sleep 1000 & echo $! > escaped.pid; wait' &", shell=True)
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
-"#;
-    let repo = GitRepo::new(&[
-        ("deploy.toml", "[app]\nname = \"escaper\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 app.py\"\n"),
-        ("app.py", app),
-    ]);
+    // Escape the process group twice over and note the pid in our own tree.
+    let repo = python_app(
+        "escaper",
+        "import subprocess\nsubprocess.Popen(\"setsid sh -c 'sleep 1000 & echo $! > escaped.pid; wait' &\", shell=True)",
+    );
     add_project(&p, "escaper", &repo);
     let project_id = p.client().get("/api/v1/projects/escaper").await.body["id"].as_str().expect("id").to_string();
     let escaped_pid = |id: &str| -> Option<u32> {
@@ -477,22 +457,16 @@ async fn the_dashboards_session_never_reaches_an_app() {
 async fn secrets_are_sealed_scoped_to_their_project_and_masked_in_logs() {
     let p = Platform::start();
     let value = "pa55w0rd-do-not-print";
-    let app = r#"import os, http.server
-print("my password is " + os.environ["DB_PASSWORD"], flush=True)
-PORT = int(os.environ["PORT"])
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
-"#;
-    let toml = |name: &str| {
-        format!(
-            "[app]\nname = \"{name}\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 app.py\"\n\n[env]\nDB_PASSWORD = {{ secret = \"db-password\" }}\n"
-        )
+    let startup = r#"print("my password is " + os.environ["DB_PASSWORD"], flush=True)"#;
+    let with_secret = |name: &str| {
+        let repo = python_app(name, startup);
+        let toml = std::fs::read_to_string(repo.path().join("deploy.toml")).expect("toml")
+            + "\n[env]\nDB_PASSWORD = { secret = \"db-password\" }\n";
+        repo.commit(&[("deploy.toml", &toml)], "the secret");
+        repo
     };
-    let owner = GitRepo::new(&[("deploy.toml", &toml("owner")), ("app.py", app)]);
-    let thief = GitRepo::new(&[("deploy.toml", &toml("thief")), ("app.py", app)]);
+    let owner = with_secret("owner");
+    let thief = with_secret("thief");
     add_project(&p, "owner", &owner);
     add_project(&p, "thief", &thief);
     let set = std::process::Command::new(bifrost_e2e::bifrost_bin())
@@ -573,19 +547,10 @@ async fn bodies_are_bounded_and_roles_are_checked_before_the_body() {
     assert_eq!(a.status, 413, "{:?}", a.body);
 
     // A line without a newline, 1 MiB long: stored cut, with the marker.
-    let app = r#"import os, sys, http.server
-sys.stdout.write("y" * (1 << 20)); sys.stdout.write("\nafter\n"); sys.stdout.flush()
-PORT = int(os.environ["PORT"])
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
-"#;
-    let repo = GitRepo::new(&[
-        ("deploy.toml", "[app]\nname = \"longline\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 app.py\"\n"),
-        ("app.py", app),
-    ]);
+    let repo = python_app(
+        "longline",
+        r#"sys.stdout.write("y" * (1 << 20)); sys.stdout.write("\nafter\n"); sys.stdout.flush()"#,
+    );
     add_project(&p, "longline", &repo);
     let id = push(&p, &repo, "ll-1").await;
     healthy(&p, &id).await;
@@ -602,19 +567,8 @@ http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
 #[tokio::test]
 async fn app_output_cannot_drive_the_operators_terminal() {
     let p = Platform::start();
-    let app = r#"import os, http.server
-print("clip\x1b]52;c;ZXZpbA==\x07title\x1b]0;pwned\x07clear\x1b[2Jdone", flush=True)
-PORT = int(os.environ["PORT"])
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
-"#;
-    let repo = GitRepo::new(&[
-        ("deploy.toml", "[app]\nname = \"ansi\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 app.py\"\n"),
-        ("app.py", app),
-    ]);
+    let repo =
+        python_app("ansi", r#"print("clip\x1b]52;c;ZXZpbA==\x07title\x1b]0;pwned\x07clear\x1b[2Jdone", flush=True)"#);
     add_project(&p, "ansi", &repo);
     let id = push(&p, &repo, "a-1").await;
     healthy(&p, &id).await;
@@ -659,30 +613,15 @@ async fn a_replayed_push_does_not_roll_the_app_back() {
 #[tokio::test]
 async fn a_live_app_is_never_stopped_by_a_cancel_or_a_crash_loop() {
     let p = Platform::start();
-    // Healthy for a while, then crashes on every start after the first.
-    let app = r#"import os, sys, http.server, threading
-PORT = int(os.environ["PORT"])
-marker = os.path.join(os.environ["HOME"], "started-once")
-crash = os.path.exists(marker)
-open(marker, "w").close()
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-        if self.path == "/crash":
-            threading.Thread(target=lambda: os._exit(3)).start()
-    def log_message(self, *a): pass
-if crash:
+    // Healthy until /crash, then crashes on every start after the first.
+    let repo = python_app(
+        "flaky",
+        r#"marker = os.path.join(os.environ["HOME"], "started-once")
+if os.path.exists(marker):
     print("crashing on start", flush=True)
     sys.exit(3)
-http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
-"#;
-    let repo = GitRepo::new(&[
-        (
-            "deploy.toml",
-            "[app]\nname = \"flaky\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 app.py\"\n\n[health]\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
-        ),
-        ("app.py", app),
-    ]);
+open(marker, "w").close()"#,
+    );
     add_project(&p, "flaky", &repo);
     let id = push(&p, &repo, "f-1").await;
     healthy(&p, &id).await;
