@@ -4,7 +4,7 @@
 //!
 //! Starts examples/hello-python ROUNDS times each way, alternating, and
 //! times spawn → accepting connections on $PORT: directly (`sh -c "exec
-//! python3 app.py"`, the platform's environment) and exactly as the
+//! python3 app.py"`, the sandbox's PATH, so the same python) and exactly as the
 //! platform starts a replica (`bifrost sandbox run …`: supervisor, Landlock,
 //! own uid when root, cgroup, allow-listed environment). Prints a table and
 //! a JSON summary.
@@ -62,11 +62,14 @@ async fn main() {
 
     let (mut direct, mut boxed) = (vec![], vec![]);
     for _ in 0..rounds {
-        // Directly.
+        // Directly, with the same PATH (the same python) and environment size.
         let port = free_port();
         let mut child = tokio::process::Command::new("sh")
             .args(["-c", "exec python3 app.py"])
             .current_dir(&dir)
+            .env_clear()
+            .env("PATH", sandbox.path())
+            .env("HOME", dir.join(".bifrost/home"))
             .env("PORT", port.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -122,8 +122,9 @@ impl Platform {
         };
         cmd.args(["up", "--listen", listen, "--ingest-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
-            .arg("--apps-dir")
-            .arg(self.apps_dir())
+            // (An environment variable, not a flag: benchmarks run this
+            // harness against older builds too.)
+            .env("BIFROST_APPS_DIR", self.apps_dir())
             .env("BIFROST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BIFROST_CONFIG_DIR", self.home.path().join("cfg"))
             .env("BIFROST_LOG", "info,bifrost_shared=debug")

@@ -29,15 +29,21 @@ impl std::fmt::Display for Version {
     }
 }
 
-/// The cgroup version usable here, if this process may create groups.
-pub fn detect() -> Option<Version> {
-    let v = if Path::new(ROOT).join("cgroup.controllers").exists() {
-        Version::V2
+/// The hierarchy mounted here, whether or not this process may use it.
+pub fn mounted() -> Option<Version> {
+    if Path::new(ROOT).join("cgroup.controllers").exists() {
+        Some(Version::V2)
     } else if Path::new(ROOT).join("memory/cgroup.procs").exists() {
-        Version::V1
+        Some(Version::V1)
     } else {
-        return None;
-    };
+        None
+    }
+}
+
+/// The cgroup version usable here, if this process may create groups
+/// (probed once, by the platform at start).
+pub fn detect() -> Option<Version> {
+    let v = mounted()?;
     // Can we make groups under our own? (root usually can; a user only with delegation)
     let probe = bases(&v).into_iter().next()?.join(format!("bifrost-probe-{}", std::process::id()));
     std::fs::create_dir(&probe).ok()?;

@@ -131,7 +131,7 @@ fn restrict(spec: &Spec) -> Result<RulesetStatus, String> {
 fn enter(spec: &Spec) -> i32 {
     // The supervisor blocks signals it reads from a signalfd; the app must not inherit that.
     let _ = SigSet::all().thread_unblock();
-    if let Some(version) = cgroup::detect() {
+    if let Some(version) = cgroup::mounted() {
         let limits = Limits { memory_bytes: spec.memory_bytes, cpu_millis: spec.cpu_millis, pids_max: spec.pids_max };
         match Cgroup::create(&version, &spec.owner, &spec.name, limits) {
             Ok(group) => {
@@ -140,6 +140,13 @@ fn enter(spec: &Spec) -> i32 {
                     return SETUP_FAILED;
                 }
             }
+            // Not ours to make (an unprivileged platform without delegation):
+            // supervision still holds, without resource limits.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+                ) => {}
             Err(e) => {
                 eprintln!("[bifrost] sandbox: cannot create cgroup {}: {e}", spec.name);
                 return SETUP_FAILED;
@@ -267,7 +274,7 @@ fn supervise(spec: &Spec) -> i32 {
             }
         }
     }
-    if let Some(version) = cgroup::detect() {
+    if let Some(version) = cgroup::mounted() {
         Cgroup::existing(&version, &spec.owner, &spec.name).destroy();
     }
     match outcome {
