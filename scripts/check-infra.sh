@@ -30,6 +30,6 @@ run_checkov() {
   echo "$out" | grep -E "scan results|Passed checks" | paste -sd' ' | sed 's/^/checkov: /'
 }
 run_checkov -d terraform --framework terraform
-run_checkov -d shared/tests/golden/gke --framework kubernetes
+run_checkov -d shared/gcp/tests/golden/gke --framework kubernetes
 run_checkov -d docker --framework dockerfile
-run_checkov -d shared/tests/golden/cloud_build --framework dockerfile
+run_checkov -d shared/gcp/tests/golden/cloud_build --framework dockerfile

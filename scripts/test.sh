@@ -63,6 +63,8 @@ if [ "$quick" = 0 ]; then
   cargo clippy --quiet --workspace --all-targets -- -D warnings
   # The browser half of the dashboard is only compiled for wasm.
   cargo clippy --quiet -p bifrost-web --lib --target wasm32-unknown-unknown --features hydrate -- -D warnings
+  step "Crate boundaries"
+  scripts/check-crates.sh
   step "Infrastructure (terraform fmt, checkov)"
   scripts/check-infra.sh
 fi

@@ -88,7 +88,7 @@ pub fn save_token(server: &str, token: Option<&str>) -> std::io::Result<PathBuf>
     }
     // 0600 from the first byte, and atomic: no reader ever sees a partial
     // file or one readable by others.
-    bifrost_shared::embedded::sandbox::write_private(&path, &serde_json::to_vec_pretty(&v).unwrap_or_default())?;
+    bifrost_local::sandbox::write_private(&path, &serde_json::to_vec_pretty(&v).unwrap_or_default())?;
     Ok(path)
 }
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bifrost_shared::config;
-use bifrost_shared::gcp::gke;
+use bifrost_core::config;
+use bifrost_gcp::gke;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -73,7 +73,7 @@ pub fn render(args: &RenderArgs, json: bool) -> Res {
         }
     };
     let project = args.project.clone().unwrap_or_else(|| config.app.name.clone());
-    if !bifrost_shared::domain::is_dns_label(&project) {
+    if !bifrost_core::domain::is_dns_label(&project) {
         return Err(CliError::new(Exit::Error, format!("--project {project:?} must be a DNS label")));
     }
     let target = gke::GkeTarget {
@@ -94,7 +94,7 @@ pub fn render(args: &RenderArgs, json: bool) -> Res {
     ok()
 }
 
-pub fn validate(file: Option<PathBuf>, schema: bool, json: bool) -> Res {
+pub fn validate(file: Option<PathBuf>, schema: bool, explain: bool, json: bool) -> Res {
     if schema {
         output::print_json(&config::json_schema());
         return ok();
@@ -103,6 +103,15 @@ pub fn validate(file: Option<PathBuf>, schema: bool, json: bool) -> Res {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| CliError::new(Exit::Error, format!("cannot read {}: {e}", path.display())))?;
     let result = config::parse(&text);
+    if let (true, Ok(c)) = (explain, &result) {
+        let explained = config::explain(&text, c);
+        if json {
+            output::print_json(&json!({"valid": true, "config": explained}));
+        } else {
+            print!("{}", explain_text(&explained));
+        }
+        return ok();
+    }
     if json {
         let errors = result.as_ref().err().cloned().unwrap_or_default();
         output::print_json(&json!({"valid": result.is_ok(), "errors": errors}));
@@ -126,6 +135,28 @@ pub fn validate(file: Option<PathBuf>, schema: bool, json: bool) -> Res {
         }
     }
     Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(Exit::Invalid as u8) })
+}
+
+/// The effective config as TOML, sections in order, defaults commented.
+fn explain_text(explained: &[config::Explained]) -> String {
+    let mut out = String::new();
+    let mut section = "";
+    for e in explained {
+        let (s, key) = e.key.split_once('.').unwrap_or(("", &e.key));
+        if s != section {
+            out.push_str(&format!("{}[{s}]\n", if section.is_empty() { "" } else { "\n" }));
+            section = s;
+        }
+        // An unset option has no TOML spelling: shown as a comment.
+        let line = if e.value == "none" { format!("# {key} (unset)") } else { format!("{key} = {}", e.value) };
+        if e.set {
+            out.push_str(&format!("{line}\n"));
+        } else {
+            let note = format!("# default: {}", e.default);
+            out.push_str(&format!("{line:<28} {}\n", console::style(note).dim()));
+        }
+    }
+    out
 }
 
 pub async fn login(server: &str, token: &str) -> Res {

@@ -5,7 +5,6 @@ mod archive;
 mod client;
 mod commands;
 mod follow;
-mod listener;
 mod output;
 mod routes;
 mod serve_static;
@@ -77,6 +76,9 @@ enum Command {
         /// Print the JSON Schema of deploy.toml instead.
         #[arg(long)]
         schema: bool,
+        /// Print the effective configuration: every key's value, defaults marked.
+        #[arg(long, conflicts_with = "schema")]
+        explain: bool,
     },
     /// Print the objects a deploy.toml becomes on a cluster (YAML), exactly
     /// as the GKE runtime applies them.
@@ -235,7 +237,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os();
     if args.nth(1).is_some_and(|a| a == "sandbox") {
         let mode = args.next().map(|m| m.to_string_lossy().into_owned()).unwrap_or_default();
-        bifrost_shared::embedded::sandbox::helper::main(&mode, args.collect());
+        bifrost_local::sandbox::helper::main(&mode, args.collect());
     }
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -268,8 +270,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing("warn");
-    if let Command::Validate { file, schema } = &cli.command {
-        return commands::validate(file.clone(), *schema, cli.json);
+    if let Command::Validate { file, schema, explain } = &cli.command {
+        return commands::validate(file.clone(), *schema, *explain, cli.json);
     }
     if let Command::Render(args) = &cli.command {
         return commands::render(args, cli.json);

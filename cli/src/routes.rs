@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use bifrost_core::domain::FeedKind;
+use bifrost_core::ports::Store;
+use bifrost_local::ProcessRuntime;
 use bifrost_router::{Route, Routes};
-use bifrost_shared::domain::FeedKind;
-use bifrost_shared::embedded::ProcessRuntime;
-use bifrost_shared::ports::Store;
 
 pub struct EmbeddedRoutes {
     live: RwLock<HashMap<String, Arc<str>>>,

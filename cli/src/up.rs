@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bifrost_functions::{Ctx, Functions, Settings, gateway};
+use bifrost_core::auth::{generate_token, hash_token};
+use bifrost_core::domain::Role;
+use bifrost_core::ports::{LogSink, Store};
+use bifrost_functions::logs::{LogLimits, LogWriter};
+use bifrost_functions::{Ctx, Functions, Settings};
+use bifrost_gateway as gateway;
+use bifrost_local::sandbox::{self, Sandbox, SandboxConfig};
+use bifrost_local::{LocalBuilder, ProcessRuntime, RuntimeEvent, SidecarLauncher, process};
 use bifrost_router::RouterConfig;
-use bifrost_shared::auth::{generate_token, hash_token};
-use bifrost_shared::domain::Role;
-use bifrost_shared::embedded::sandbox::{self, Sandbox, SandboxConfig};
-use bifrost_shared::embedded::{
-    Dispatcher, DispatcherConfig, GitSources, LocalBuilder, LogLimits, LogWriter, ProcessRuntime, RuntimeEvent,
-    SidecarLauncher, SqliteStore, archive, process,
-};
-use bifrost_shared::ports::{LogSink, Store};
+use bifrost_sources::{GitSources, archive};
+use bifrost_sqlite::{Dispatcher, DispatcherConfig, SqliteStore};
 use tokio::sync::watch;
 
 use crate::routes::EmbeddedRoutes;
@@ -144,7 +145,7 @@ fn default_apps_dir(data_dir: &std::path::Path, owner: &str) -> PathBuf {
 /// file made at first start. Plaintext secrets left by an older version
 /// are sealed with it.
 fn secrets_key(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    use bifrost_shared::seal;
+    use bifrost_core::seal;
     if let Ok(k) = std::env::var("BIFROST_SECRETS_KEY") {
         return seal::parse_key(&k).map_err(|e| anyhow::anyhow!("BIFROST_SECRETS_KEY: {e}"));
     }
@@ -179,7 +180,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let store = SqliteStore::open(&data_dir.join("bifrost.db"), bifrost_functions::subscriptions())
         .context("opening the store")?;
     let master = secrets_key(&data_dir)?;
-    let keys = bifrost_shared::seal::Keys::from_master(&master)?;
+    let keys = bifrost_core::seal::Keys::from_master(&master)?;
     let sealed =
         store.seal_plaintext(|context, plain| keys.seal_for(context, plain)).context("sealing plaintext secrets")?;
     if sealed > 0 {
@@ -303,7 +304,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         backend: bifrost_web::server::Backend::InProcess(gateway::router(ctx.clone())),
         site_root: site_root.clone(),
         secure_cookies: public_url.starts_with("https://"),
-        session_key: bifrost_web::server::SessionKey::new(bifrost_shared::seal::derive_key(&master, "sessions")?),
+        session_key: bifrost_web::server::SessionKey::new(bifrost_core::seal::derive_key(&master, "sessions")?),
         public_origin: Some(public_url.clone()),
     });
     let api = api.merge(web);
@@ -345,7 +346,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         None => None,
     };
     // Health sidecars stream here (gRPC over HTTP/2).
-    let ingest = bifrost_functions::ingest::service(Arc::new(ctx.clone()), ingest_key);
+    let ingest = gateway::ingest::service(Arc::new(ctx.clone()), ingest_key);
     let mut ingest_stop = stop_tx.subscribe();
     let ingest_task = tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(ingest_listener);
@@ -404,8 +405,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     >(service);
     // SSE subscriptions are taken off the HTTP server at their first
     // request head (the fan-out keeps ~1 KiB per subscriber, hyper ~38).
-    let fanout = bifrost_functions::gateway::fanout::Fanout::start(ctx.clone());
-    let listener = crate::listener::Sniffing::new(listener, fanout, args.app_domain.clone()).context("serving HTTP")?;
+    let fanout = gateway::fanout::Fanout::start(ctx.clone());
+    let listener =
+        gateway::listener::Sniffing::new(listener, fanout, args.app_domain.clone()).context("serving HTTP")?;
     // (tap_io: axum's ConnectInfo<SocketAddr> is implemented through it.)
     let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
     axum::serve(listener, make).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
@@ -502,7 +504,7 @@ fn ingest_key(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     {
         return Ok(key);
     }
-    let key = bifrost_shared::auth::generate_secret().into_bytes();
+    let key = bifrost_core::auth::generate_secret().into_bytes();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .write(true)

@@ -25,17 +25,16 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::{get, post};
+use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::ports::{Builder, PushHandler, Sources, Store};
+use bifrost_functions::logs::{LogLimits, LogWriter};
 use bifrost_functions::{Ctx, Functions, Settings};
-use bifrost_shared::embedded::{GitSources, LogLimits, LogWriter};
-use bifrost_shared::events::{Outcome, PushEnvelope};
-use bifrost_shared::gcp::cloud_build::{
-    CloudBuildBuilder, CloudBuildConfig, GoogleCredentials, NoCredentials, TokenSource,
-};
-use bifrost_shared::gcp::gke_runtime::{GkeRuntime, GkeSettings};
-use bifrost_shared::gcp::pubsub::PubSubBus;
-use bifrost_shared::gcp::storage::{Gcs, GcsSources};
-use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
-use bifrost_shared::ports::{Builder, PushHandler, Sources, Store};
+use bifrost_gcp::cloud_build::{CloudBuildBuilder, CloudBuildConfig, GoogleCredentials, NoCredentials, TokenSource};
+use bifrost_gcp::gke_runtime::{GkeRuntime, GkeSettings};
+use bifrost_gcp::pubsub::PubSubBus;
+use bifrost_gcp::storage::{Gcs, GcsSources};
+use bifrost_gcp::{FirestoreConfig, FirestoreStore};
+use bifrost_sources::GitSources;
 
 /// The functions this crate serves.
 pub const FUNCTIONS: [&str; 6] = ["gateway", "validate", "build", "deploy", "verify", "analytics"];
@@ -86,7 +85,7 @@ impl PushHandler for Only {
                     tracing::warn!(id = d.id, subscription = d.subscription, "dead letter recorded");
                     Outcome::Ack
                 }
-                Err(bifrost_shared::StoreError::Invalid(why)) => Outcome::Reject(why),
+                Err(bifrost_core::StoreError::Invalid(why)) => Outcome::Reject(why),
                 Err(e) => Outcome::Retry(e.to_string()),
             };
         }
@@ -139,8 +138,8 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<(Ctx, Arc<
         "gateway" | "deploy" => {
             let text = env("BIFROST_ENCRYPTION_KEY")
                 .context("BIFROST_ENCRYPTION_KEY is not set (Secret Manager secret bifrost-encryption-key)")?;
-            let master = bifrost_shared::seal::parse_key(&text).context("BIFROST_ENCRYPTION_KEY")?;
-            Some(bifrost_shared::seal::Keys::from_master(&master)?)
+            let master = bifrost_core::seal::parse_key(&text).context("BIFROST_ENCRYPTION_KEY")?;
+            Some(bifrost_core::seal::Keys::from_master(&master)?)
         }
         _ => None,
     };
@@ -227,7 +226,7 @@ fn gke(endpoint: &str, app_domain: &str) -> anyhow::Result<GkeRuntime> {
 /// The routes of one function's service.
 pub fn router(function: &'static str, ctx: Ctx, firestore: Arc<FirestoreStore>) -> Router {
     let app = if function == "gateway" {
-        bifrost_functions::gateway::router(ctx)
+        bifrost_gateway::router(ctx)
     } else {
         let handler = Arc::new(Only { function, inner: Functions { ctx: ctx.clone() }, firestore: firestore.clone() });
         let mut r = bifrost_functions::push::router(handler).route("/healthz", get(|| async { "ok" }));
@@ -243,9 +242,9 @@ pub fn router(function: &'static str, ctx: Ctx, firestore: Arc<FirestoreStore>) 
 /// (older than a minute, so none still in flight), then fold health
 /// reports older than an hour into one-minute buckets.
 async fn analytics(ctx: Ctx, firestore: Arc<FirestoreStore>) -> Result<String, (axum::http::StatusCode, String)> {
-    let unavailable = |e: bifrost_shared::StoreError| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let unavailable = |e: bifrost_core::StoreError| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     let republished = firestore.republish(std::time::Duration::from_secs(60)).await.map_err(unavailable)?;
-    let before = bifrost_shared::domain::now() - chrono::Duration::hours(1);
+    let before = bifrost_core::domain::now() - chrono::Duration::hours(1);
     let folded = ctx.store.downsample_health(before).await.map_err(unavailable)?;
     tracing::info!(republished, folded, "analytics run");
     Ok(format!("republished {republished} events; folded {folded} health reports\n"))

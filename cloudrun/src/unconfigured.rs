@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bifrost_shared::ports::{
+use bifrost_core::ports::{
     BuildError, BuildRequest, Builder, LogSink, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError,
 };
 

@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
-use bifrost_shared::Status;
-use bifrost_shared::events::{Outcome, PushEnvelope};
-use bifrost_shared::ports::{BuildError, BuildRequest, Patch};
+use bifrost_core::Status;
+use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::ports::{BuildError, BuildRequest, Patch};
 
 use crate::{Ctx, current_deployment, decode, left_status, step};
 

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use bifrost_shared::config::EnvValue;
-use bifrost_shared::domain::Deployment;
-use bifrost_shared::events::{Outcome, PushEnvelope};
-use bifrost_shared::ports::{Patch, ReplicaSpec, RuntimeError};
-use bifrost_shared::{Status, StoreError};
+use bifrost_core::config::EnvValue;
+use bifrost_core::domain::Deployment;
+use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::ports::{Patch, ReplicaSpec, RuntimeError};
+use bifrost_core::{Status, StoreError};
 
 use crate::{Ctx, current_deployment, decode, left_status, step};
 
@@ -145,7 +145,7 @@ pub(crate) async fn spec_for(ctx: &Ctx, d: &Deployment) -> Result<ReplicaSpec, S
         for (name, value) in sealed {
             let plain = keys
                 .secrets
-                .open(&value, &bifrost_shared::seal::secret_context(&d.project_id, &name))
+                .open(&value, &bifrost_core::seal::secret_context(&d.project_id, &name))
                 .map_err(|e| SpecError::Fail(format!("secret {name:?} of project {}: {e}", d.project)))?;
             open.insert(name, plain);
         }

@@ -8,8 +8,7 @@
 
 pub mod build;
 pub mod deploy;
-pub mod gateway;
-pub mod ingest;
+pub mod logs;
 pub mod push;
 pub mod validate;
 pub mod verify;
@@ -17,10 +16,10 @@ pub mod verify;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bifrost_shared::domain::{Actor, Deployment};
-use bifrost_shared::events::{Event, Outcome, PushEnvelope, Subscription};
-use bifrost_shared::ports::{Builder, DeadLetters, LogSink, PushHandler, Runtime, Sources, Store, Transition};
-use bifrost_shared::{Status, StoreError};
+use bifrost_core::domain::{Actor, Deployment};
+use bifrost_core::events::{Event, Outcome, PushEnvelope, Subscription};
+use bifrost_core::ports::{Builder, DeadLetters, LogSink, PushHandler, Runtime, Sources, Store, Transition};
+use bifrost_core::{Status, StoreError};
 
 /// Everything a function may touch.
 #[derive(Clone)]
@@ -32,17 +31,17 @@ pub struct Ctx {
     pub runtime: Arc<dyn Runtime>,
     pub logs: Arc<dyn LogSink>,
     /// Sidecar reports as they arrive (SSE subscribers listen here).
-    pub health: tokio::sync::broadcast::Sender<bifrost_shared::domain::HealthSample>,
+    pub health: tokio::sync::broadcast::Sender<bifrost_core::domain::HealthSample>,
     /// Seal and open secrets. `None` in services that never touch one
     /// (validate, build, verify on Cloud Run); those that do refuse to run
     /// without it.
-    pub keys: Option<bifrost_shared::seal::Keys>,
+    pub keys: Option<bifrost_core::seal::Keys>,
     pub settings: Settings,
 }
 
 impl Ctx {
     /// The keys, or the error a caller can act on.
-    pub fn keys(&self) -> Result<&bifrost_shared::seal::Keys, String> {
+    pub fn keys(&self) -> Result<&bifrost_core::seal::Keys, String> {
         self.keys.as_ref().ok_or_else(|| {
             "this service has no secrets key (BIFROST_SECRETS_KEY / BIFROST_ENCRYPTION_KEY): it cannot seal or open \
              secrets"
@@ -68,7 +67,7 @@ pub struct Settings {
     /// How long a replaced deployment keeps serving in-flight requests.
     pub drain: std::time::Duration,
     /// What confines apps where this platform runs them (`/healthz`).
-    pub isolation: Option<bifrost_shared::ports::Isolation>,
+    pub isolation: Option<bifrost_core::ports::Isolation>,
 }
 
 impl Default for Settings {
@@ -137,7 +136,7 @@ pub(crate) async fn step(
     function: &str,
     to: Status,
     reason: String,
-    patch: bifrost_shared::ports::Patch,
+    patch: bifrost_core::ports::Patch,
 ) -> Outcome {
     // Lines logged so far come before the status change in the feed.
     ctx.logs.flush().await;

@@ -13,8 +13,8 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use bifrost_shared::events::{Outcome, PushEnvelope};
-use bifrost_shared::ports::PushHandler;
+use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::ports::PushHandler;
 
 /// Pub/Sub messages are at most 10 MB; Bifrost's events are a few hundred bytes.
 const MAX_PUSH_BYTES: usize = 256 * 1024;

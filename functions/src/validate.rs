@@ -2,11 +2,11 @@
 //! the deployment's exact commit and moves `validating → building` with the
 //! config snapshotted, or `→ failed` with every error stored.
 
-use bifrost_shared::Status;
-use bifrost_shared::config::{self, ConfigError};
-use bifrost_shared::domain::ConfigSnapshot;
-use bifrost_shared::events::{Outcome, PushEnvelope};
-use bifrost_shared::ports::{Patch, SourceError};
+use bifrost_core::Status;
+use bifrost_core::config::{self, ConfigError};
+use bifrost_core::domain::ConfigSnapshot;
+use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::ports::{Patch, SourceError};
 
 use crate::{Ctx, decode, step, still_current};
 

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use bifrost_shared::Status;
-use bifrost_shared::events::{Outcome, PushEnvelope};
-use bifrost_shared::ports::{Patch, ReplicaStatus};
+use bifrost_core::Status;
+use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::ports::{Patch, ReplicaStatus};
 
 use crate::{Ctx, current_deployment, decode, step, still_current};
 

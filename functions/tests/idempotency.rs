@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bifrost_core::domain::{Actor, Deployment, NewDeployment, NewProject, Source};
+use bifrost_core::events::Subscription;
+use bifrost_core::ports::{PushHandler, Store};
+use bifrost_core::{Outcome, PushEnvelope, Status};
+use bifrost_functions::logs::{LogLimits, LogWriter};
 use bifrost_functions::{Ctx, Functions, Settings};
-use bifrost_shared::domain::{Actor, Deployment, NewDeployment, NewProject, Source};
-use bifrost_shared::embedded::{
-    Dispatcher, DispatcherConfig, GitSources, LocalBuilder, LogLimits, LogWriter, ProcessRuntime, SqliteStore,
-};
-use bifrost_shared::events::Subscription;
-use bifrost_shared::ports::{PushHandler, Store};
-use bifrost_shared::{Outcome, PushEnvelope, Status};
+use bifrost_local::{LocalBuilder, ProcessRuntime};
+use bifrost_sources::GitSources;
+use bifrost_sqlite::{Dispatcher, DispatcherConfig, SqliteStore};
 
 /// Passes pushes to the functions and records every outcome.
 struct Recording {
@@ -54,8 +55,8 @@ struct Run {
 
 /// Builds and replicas are not reached here (only validate is subscribed);
 /// the sandbox is the real one all the same.
-fn test_sandbox(data: &std::path::Path) -> bifrost_shared::embedded::sandbox::Sandbox {
-    use bifrost_shared::embedded::sandbox::{DEFAULT_UID_BASE, Sandbox, SandboxConfig};
+fn test_sandbox(data: &std::path::Path) -> bifrost_local::sandbox::Sandbox {
+    use bifrost_local::sandbox::{DEFAULT_UID_BASE, Sandbox, SandboxConfig};
     std::fs::create_dir_all(data).expect("data dir");
     Sandbox::new(SandboxConfig {
         helper: "bifrost".into(),

@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Err(errors) = bifrost_shared::config::parse(text) {
+        if let Err(errors) = bifrost_core::config::parse(text) {
             assert!(!errors.is_empty());
             let lines = text.split('\n').count() as u32;
             for e in errors {

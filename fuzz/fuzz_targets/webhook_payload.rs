@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = bifrost_functions::gateway::webhook::parse_payload(data);
+    let _ = bifrost_gateway::webhook::parse_payload(data);
 });

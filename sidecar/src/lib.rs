@@ -11,8 +11,4 @@ pub mod probe;
 pub mod procstat;
 pub mod stream;
 
-/// Generated from `proto/bifrost/sidecar/v1/sidecar.proto`.
-#[allow(clippy::all, rust_2018_idioms)]
-pub mod proto {
-    tonic::include_proto!("bifrost.sidecar.v1");
-}
+pub use bifrost_sidecar_proto as proto;

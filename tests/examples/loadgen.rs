@@ -38,7 +38,7 @@ async fn main() {
     };
     let concurrency: usize = args.get(rest).and_then(|a| a.parse().ok()).unwrap_or(16);
     let seconds: u64 = args.get(rest + 1).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let signature = body.as_ref().map(|b| bifrost_shared::auth::sign_github(secret.as_bytes(), b));
+    let signature = body.as_ref().map(|b| bifrost_core::auth::sign_github(secret.as_bytes(), b));
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
     let deadline = Instant::now() + Duration::from_secs(seconds);

@@ -45,7 +45,7 @@ async fn main() {
     assert_eq!(out.code, 0, "projects add: {out:?}");
     let c = p.client();
     let config = std::fs::read_to_string(repo.path().join("deploy.toml")).expect("deploy.toml");
-    let parsed = bifrost_shared::config::parse(&config).expect("valid example");
+    let parsed = bifrost_core::config::parse(&config).expect("valid example");
     let probes_ms = (parsed.health.success_threshold.saturating_sub(1)) as f64
         * parsed.health.interval.as_std().as_secs_f64()
         * 1000.0;
@@ -70,7 +70,7 @@ async fn main() {
         let mut start: f64 = 0.0;
         for item in logs.body.as_array().into_iter().flatten() {
             let line = item["line"].as_str().unwrap_or("");
-            let plain: String = bifrost_shared::embedded::strip_ansi(line);
+            let plain: String = bifrost_local::strip_ansi(line);
             if let Some(secs) = plain.trim().rsplit_once(" took ").and_then(|(_, s)| s.strip_suffix('s')) {
                 build += secs.parse::<f64>().unwrap_or(0.0) * 1000.0;
             }

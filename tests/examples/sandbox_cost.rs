@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bifrost_shared::embedded::sandbox::{DEFAULT_UID_BASE, Jail, Limits, Sandbox, SandboxConfig, Supervised};
+use bifrost_local::sandbox::{DEFAULT_UID_BASE, Jail, Limits, Sandbox, SandboxConfig, Supervised};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -127,7 +127,7 @@ impl Platform {
             .env("BIFROST_APPS_DIR", self.apps_dir())
             .env("BIFROST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BIFROST_CONFIG_DIR", self.home.path().join("cfg"))
-            .env("BIFROST_LOG", "info,bifrost_shared=debug")
+            .env("BIFROST_LOG", "info,bifrost_core=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(log);
@@ -234,7 +234,7 @@ impl Drop for Platform {
         self.kill9();
         // A killed platform's supervisors end their trees when they notice;
         // a finished test does not wait for that.
-        bifrost_shared::embedded::sandbox::sweep(&bifrost_shared::embedded::process::owner_id(&self.data_dir));
+        bifrost_local::sandbox::sweep(&bifrost_local::process::owner_id(&self.data_dir));
     }
 }
 
@@ -457,7 +457,7 @@ impl Client {
     /// Sends a GitHub webhook signed with `secret`.
     pub async fn webhook(&self, event: &str, delivery: &str, secret: &str, payload: &Value) -> Answer {
         let body = serde_json::to_vec(payload).expect("json");
-        let sig = bifrost_shared::auth::sign_github(secret.as_bytes(), &body);
+        let sig = bifrost_core::auth::sign_github(secret.as_bytes(), &body);
         self.webhook_raw(event, delivery, Some(&sig), body).await
     }
 
@@ -617,8 +617,8 @@ pub fn pids_with_env(key: &str, value: &str) -> Vec<u32> {
 /// Google's Pub/Sub emulator, set up the way terraform/ sets up Pub/Sub:
 /// a topic per event type, a push subscription per (function, event).
 pub mod pubsub {
-    use bifrost_shared::Status;
-    use bifrost_shared::gcp::pubsub::topic_id;
+    use bifrost_core::Status;
+    use bifrost_gcp::pubsub::topic_id;
     use serde_json::json;
 
     /// Creates every topic, and a push subscription for each of
@@ -659,7 +659,7 @@ pub mod cloud_build {
 
     use axum::http::{Method, StatusCode};
     use axum::response::IntoResponse;
-    use bifrost_shared::gcp::storage::Gcs;
+    use bifrost_gcp::storage::Gcs;
     use bytes::Bytes;
     use serde_json::{Value, json};
     use std::sync::Arc;

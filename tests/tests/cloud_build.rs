@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::http::Method;
+use bifrost_core::config;
+use bifrost_core::domain::Source;
+use bifrost_core::ports::{BuildError, BuildRequest, Builder, LogSink};
 use bifrost_e2e::cloud_build::{DIGEST, FakeCloudBuild, LOG, Verdict, create_bucket, serve};
-use bifrost_shared::config;
-use bifrost_shared::domain::Source;
-use bifrost_shared::gcp::cloud_build::{CloudBuildBuilder, CloudBuildConfig, NoCredentials, build_request};
-use bifrost_shared::gcp::emulator::{Emulator, Kind};
-use bifrost_shared::gcp::storage::{Gcs, GcsSources};
-use bifrost_shared::ports::{BuildError, BuildRequest, Builder, LogSink};
+use bifrost_gcp::cloud_build::{CloudBuildBuilder, CloudBuildConfig, NoCredentials, build_request};
+use bifrost_gcp::storage::{Gcs, GcsSources};
+use bifrost_testkit::emulator::{Emulator, Kind};
 
 #[derive(Default)]
 struct Lines(Mutex<Vec<String>>);

@@ -15,15 +15,15 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::AtomicU32;
 
+use bifrost_core::auth::hash_token;
+use bifrost_core::domain::Role;
+use bifrost_core::events::PushEnvelope;
+use bifrost_core::ports::Store;
 use bifrost_e2e::cloud_build::{DIGEST, FakeCloudBuild, LOG, Verdict, create_bucket, serve};
 use bifrost_e2e::{ADMIN_TOKEN, Client, GitRepo, bifrost_bin};
-use bifrost_shared::auth::hash_token;
-use bifrost_shared::domain::Role;
-use bifrost_shared::events::PushEnvelope;
-use bifrost_shared::gcp::emulator::{Emulator, Kind};
-use bifrost_shared::gcp::storage::Gcs;
-use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
-use bifrost_shared::ports::Store;
+use bifrost_gcp::storage::Gcs;
+use bifrost_gcp::{FirestoreConfig, FirestoreStore};
+use bifrost_testkit::emulator::{Emulator, Kind};
 use serde_json::{Value, json};
 
 const PROJECT: &str = "bifrost-test";

@@ -11,17 +11,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bifrost_core::Status;
+use bifrost_core::auth::hash_token;
+use bifrost_core::domain::Role;
+use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::ports::{PushHandler, Store};
 use bifrost_e2e::{ADMIN_TOKEN, Client, GitRepo};
+use bifrost_functions::logs::{LogLimits, LogWriter};
 use bifrost_functions::{Ctx, Functions, Settings};
-use bifrost_shared::Status;
-use bifrost_shared::auth::hash_token;
-use bifrost_shared::domain::Role;
-use bifrost_shared::embedded::{GitSources, LocalBuilder, LogLimits, LogWriter, ProcessRuntime, SqliteStore};
-use bifrost_shared::events::{Outcome, PushEnvelope};
-use bifrost_shared::gcp::emulator::{Emulator, Kind};
-use bifrost_shared::gcp::pubsub::PubSubBus;
-use bifrost_shared::gcp::{FirestoreConfig, FirestoreStore};
-use bifrost_shared::ports::{PushHandler, Store};
+use bifrost_gcp::pubsub::PubSubBus;
+use bifrost_gcp::{FirestoreConfig, FirestoreStore};
+use bifrost_local::{LocalBuilder, ProcessRuntime};
+use bifrost_sources::GitSources;
+use bifrost_sqlite::SqliteStore;
+use bifrost_testkit::emulator::{Emulator, Kind};
 use serde_json::json;
 
 const PROJECT: &str = "bifrost-test";
@@ -93,13 +96,13 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sources = Arc::new(GitSources::new(dir.path()));
     let (logs, _log_task) = LogWriter::start(store.clone(), LogLimits::default());
-    let sandbox = bifrost_shared::embedded::sandbox::Sandbox::new(bifrost_shared::embedded::sandbox::SandboxConfig {
+    let sandbox = bifrost_local::sandbox::Sandbox::new(bifrost_local::sandbox::SandboxConfig {
         helper: bifrost_e2e::bifrost_bin(),
         owner: "gcp-e2e".into(),
         data_dir: dir.path().to_path_buf(),
         apps_root: dir.path().join("apps"),
         insecure: true,
-        uid_base: bifrost_shared::embedded::sandbox::DEFAULT_UID_BASE,
+        uid_base: bifrost_local::sandbox::DEFAULT_UID_BASE,
     })
     .expect("sandbox");
     let (runtime, _events) = ProcessRuntime::new(logs.clone(), sandbox.clone(), None);
@@ -112,7 +115,7 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
         builder: Arc::new(LocalBuilder::new(sandbox, sources, Duration::from_secs(5))),
         runtime: Arc::new(runtime),
         logs,
-        keys: Some(bifrost_shared::seal::Keys::from_master(&[7; 32]).expect("keys")),
+        keys: Some(bifrost_core::seal::Keys::from_master(&[7; 32]).expect("keys")),
         settings: Settings::default(),
     };
     let flaky = Arc::new(Flaky { inner: Functions { ctx: ctx.clone() }, pushes: Mutex::default() });
@@ -122,7 +125,7 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
             .layer(axum::middleware::from_fn_with_state(raw.clone(), raw_recorder)),
     )
     .await;
-    let gateway = serve(bifrost_functions::gateway::router(ctx.clone())).await;
+    let gateway = serve(bifrost_gateway::router(ctx.clone())).await;
 
     // Topics for every event type; push subscriptions as terraform/ makes them.
     let http = reqwest::Client::new();

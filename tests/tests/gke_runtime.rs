@@ -13,12 +13,12 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use bifrost_shared::auth::sidecar_token;
-use bifrost_shared::config;
-use bifrost_shared::gcp::cloud_build::TokenSource;
-use bifrost_shared::gcp::gke::{GkeTarget, render};
-use bifrost_shared::gcp::gke_runtime::{GkeRuntime, GkeSettings};
-use bifrost_shared::ports::{ReplicaSpec, Runtime, RuntimeError};
+use bifrost_core::auth::sidecar_token;
+use bifrost_core::config;
+use bifrost_core::ports::{ReplicaSpec, Runtime, RuntimeError};
+use bifrost_gcp::cloud_build::TokenSource;
+use bifrost_gcp::gke::{GkeTarget, render};
+use bifrost_gcp::gke_runtime::{GkeRuntime, GkeSettings};
 use serde_json::{Value, json};
 
 const TOML: &str = r#"

@@ -156,7 +156,7 @@ async fn landlock_alone_holds_when_the_platform_is_not_root() {
     let pid = p.pid();
     let data = p.data_dir.display().to_string();
     let give = |r: &GitRepo| {
-        bifrost_shared::embedded::sandbox::chown_tree(r.path(), (nobody, nobody)).expect("chown repo");
+        bifrost_local::sandbox::chown_tree(r.path(), (nobody, nobody)).expect("chown repo");
     };
     let neighbour = GitRepo::from_example("hello-python");
     give(&neighbour);
@@ -709,7 +709,7 @@ async fn the_readme_start_command_deploys_an_example() {
         .expect("deploy");
     let _ = child.kill();
     let _ = child.wait();
-    bifrost_shared::embedded::sandbox::sweep(&bifrost_shared::embedded::process::owner_id(
+    bifrost_local::sandbox::sweep(&bifrost_local::process::owner_id(
         &home.path().join("data").canonicalize().unwrap_or_default(),
     ));
     let out = String::from_utf8_lossy(&deploy.stdout).to_string() + &String::from_utf8_lossy(&deploy.stderr);

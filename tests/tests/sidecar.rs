@@ -33,7 +33,7 @@ fn bifrost_shared_token(p: &Platform, deployment: &str, replica: u32) -> String 
         .chunks(2)
         .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap_or("0"), 16).unwrap_or(0))
         .collect::<Vec<u8>>();
-    bifrost_shared::auth::sidecar_token(&key, deployment, replica)
+    bifrost_core::auth::sidecar_token(&key, deployment, replica)
 }
 
 #[tokio::test]

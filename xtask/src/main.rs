@@ -1,3 +1,8 @@
+//! `cargo xtask bless`: rewrites the golden files (GKE YAML, Cloud Build
+//! requests and Dockerfiles, deploy.toml's JSON Schema, the OpenAPI
+//! document) from what the golden tests produce. The tests themselves only
+//! ever compare; this is the deliberate step that accepts a change.
+//!
 //! `cargo xtask web [--dev]`: builds the dashboard's browser half.
 //!
 //! 1. `cargo rustc` the `bifrost-web` lib for wasm32 with the `hydrate`
@@ -23,9 +28,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("web") => web(args.iter().any(|a| a == "--dev")),
+        Some("bless") => bless(),
         _ => {
             eprintln!(
-                "usage: cargo xtask web [--dev]\n\n  web    build the dashboard's client wasm into target/site/pkg"
+                "usage: cargo xtask web [--dev] | bless\n\n  web    build the dashboard's client wasm into target/site/pkg\n  bless  accept what the golden tests produce as the new golden files"
             );
             std::process::exit(2);
         }
@@ -120,5 +126,60 @@ fn gzip(path: &Path) -> anyhow::Result<()> {
     let mut enc = flate2::write::GzEncoder::new(std::fs::File::create(&gz_path)?, flate2::Compression::best());
     enc.write_all(&data)?;
     enc.finish()?;
+    Ok(())
+}
+
+/// The golden tests, by package and test target.
+const GOLDEN_TESTS: &[(&str, &str)] = &[
+    ("bifrost-core", "deploy_toml"),
+    ("bifrost-gcp", "gke_render"),
+    ("bifrost-gcp", "cloud_build_golden"),
+    ("bifrost-gateway", "openapi_golden"),
+];
+
+fn bless() -> anyhow::Result<()> {
+    let root = root();
+    let pending = root.join("target/bless");
+    let _ = std::fs::remove_dir_all(&pending);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for (package, test) in GOLDEN_TESTS {
+        eprintln!("xtask: running {package} --test {test}");
+        // Failures are expected: a mismatch is what leaves a file to bless.
+        Command::new(&cargo)
+            .current_dir(&root)
+            .args(["test", "--quiet", "-p", package, "--test", test])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("running cargo test")?;
+    }
+    let mut blessed = vec![];
+    copy_tree(&pending, &pending, &root, &mut blessed)?;
+    let _ = std::fs::remove_dir_all(&pending);
+    if blessed.is_empty() {
+        eprintln!("xtask: every golden file already matches");
+    }
+    for path in &blessed {
+        eprintln!("xtask: blessed {path}");
+    }
+    Ok(())
+}
+
+fn copy_tree(base: &Path, dir: &Path, root: &Path, blessed: &mut Vec<String>) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            copy_tree(base, &path, root, blessed)?;
+            continue;
+        }
+        let relative = path.strip_prefix(base)?.to_path_buf();
+        let dest = root.join(&relative);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&path, &dest).with_context(|| format!("writing {}", dest.display()))?;
+        blessed.push(relative.display().to_string());
+    }
     Ok(())
 }

@@ -1,0 +1,227 @@
+//! `POST /api/v1/webhooks/github`: GitHub push and ping events.
+//!
+//! The signature (`X-Hub-Signature-256`, HMAC-SHA256 with the project's
+//! secret) is checked in constant time before anything is acted on. An
+//! unknown repository and a bad signature get the same 401, so the endpoint
+//! does not reveal which repositories exist.
+//!
+//! Replays: GitHub signs the body only, not `X-GitHub-Delivery`, so a
+//! captured push can be sent again under a fresh delivery id and its
+//! signature still holds. The defence does not rely on the delivery id: a
+//! push deploys only if its `after` is still the branch's head in the
+//! repository when the mirror is fetched. A replayed push of an older
+//! commit, or one that arrives after a newer push, is acknowledged and
+//! ignored with the reason. (The delivery id still dedupes GitHub's own
+//! redeliveries of the current head.)
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use bifrost_core::auth::verify_github_signature;
+use bifrost_core::domain::{Actor, NewDeployment, Project, Source};
+use bifrost_core::repo::{matches_full_name, repo_key};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::wire::{ErrorBody, WebhookOut};
+use super::{AppState, read_body};
+
+/// The parts of a GitHub webhook payload Bifrost reads.
+#[derive(Deserialize, Debug, Default)]
+pub struct Payload {
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub after: Option<String>,
+    #[serde(default)]
+    pub deleted: bool,
+    pub repository: Option<Repository>,
+    pub pusher: Option<Named>,
+    pub sender: Option<Login>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct Repository {
+    pub full_name: Option<String>,
+    pub clone_url: Option<String>,
+    pub html_url: Option<String>,
+    pub ssh_url: Option<String>,
+    pub git_url: Option<String>,
+    pub url: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Named {
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct Login {
+    pub login: Option<String>,
+}
+
+impl Repository {
+    /// Keys a project's repo may match.
+    fn url_keys(&self) -> Vec<String> {
+        [&self.clone_url, &self.html_url, &self.ssh_url, &self.git_url, &self.url]
+            .into_iter()
+            .flatten()
+            .map(|u| repo_key(u))
+            .collect()
+    }
+
+    fn matches(&self, project: &Project) -> bool {
+        let Some(repo) = &project.repo else {
+            return false;
+        };
+        let key = repo_key(repo);
+        self.url_keys().contains(&key) || self.full_name.as_deref().is_some_and(|f| matches_full_name(&key, f))
+    }
+}
+
+/// Parses a webhook body. Public for the fuzz target.
+pub fn parse_payload(body: &[u8]) -> Result<Payload, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+fn is_zero_commit(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b == b'0')
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn rejected() -> ApiError {
+    // Same answer for "no such repository" and "wrong signature".
+    ApiError::unauthorized("signature does not match any project for this repository")
+}
+
+fn ignored(project: &Project, reason: String) -> (StatusCode, Json<WebhookOut>) {
+    tracing::info!(project = %project.name, %reason, "webhook ignored");
+    (
+        StatusCode::ACCEPTED,
+        Json(WebhookOut {
+            status: "ignored".into(),
+            project: Some(project.name.clone()),
+            deployment: None,
+            reason: Some(reason),
+        }),
+    )
+}
+
+#[utoipa::path(post, path = "/api/v1/webhooks/github", tag = "webhooks",
+    request_body(content = Object, description = "A GitHub webhook payload (push or ping)", content_type = "application/json"),
+    params(
+        ("X-GitHub-Event" = String, Header, description = "push or ping"),
+        ("X-GitHub-Delivery" = String, Header, description = "Delivery id; a repeated id never deploys twice"),
+        ("X-Hub-Signature-256" = String, Header, description = "sha256=<HMAC-SHA256 of the body with the project's secret>"),
+    ),
+    responses(
+        (status = 200, body = WebhookOut, description = "ping answered, or a duplicate delivery"),
+        (status = 201, body = WebhookOut, description = "push deployed: a queued deployment"),
+        (status = 202, body = WebhookOut, description = "ignored, with the reason"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
+    ))]
+pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(StatusCode, Json<WebhookOut>)> {
+    let headers = req.headers().clone();
+    let body = read_body(req, s.ctx.settings.max_webhook_bytes).await?;
+    let event = header(&headers, "x-github-event").unwrap_or("").to_string();
+    let delivery = header(&headers, "x-github-delivery").map(str::to_string);
+    let signature = header(&headers, "x-hub-signature-256").ok_or_else(rejected)?.to_string();
+
+    let payload =
+        parse_payload(&body).map_err(|e| ApiError::bad_request(format!("webhook body is not a JSON payload: {e}")))?;
+    let repository = payload.repository.as_ref().ok_or_else(rejected)?;
+    // Verify against every project of this repository; any match authenticates.
+    let keys = s.ctx.keys().map_err(ApiError::unavailable)?;
+    let project = s
+        .ctx
+        .store
+        .list_projects()
+        .await?
+        .into_iter()
+        .filter(|p| repository.matches(p))
+        .find(|p| {
+            p.webhook_secret.as_deref().and_then(|stored| keys.open_webhook(&p.name, stored).ok()).is_some_and(
+                |secret| verify_github_signature(secret.as_bytes(), &body, &signature),
+            )
+        })
+        .ok_or_else(|| {
+            tracing::warn!(repo = ?repository.full_name, delivery = ?delivery, "webhook rejected: unknown repository or bad signature");
+            rejected()
+        })?;
+
+    match event.as_str() {
+        "ping" => {
+            return Ok((
+                StatusCode::OK,
+                Json(WebhookOut { status: "pong".into(), project: Some(project.name), deployment: None, reason: None }),
+            ));
+        }
+        "push" => {}
+        other => {
+            return Ok(ignored(&project, format!("event {other:?} does not deploy (only push does)")));
+        }
+    }
+
+    let git_ref = payload.git_ref.clone().unwrap_or_default();
+    let after = payload.after.clone().unwrap_or_default();
+    if git_ref.starts_with("refs/tags/") {
+        return Ok(ignored(&project, format!("tag push ({git_ref}) does not deploy")));
+    }
+    if payload.deleted || is_zero_commit(&after) {
+        return Ok(ignored(&project, format!("branch deletion ({git_ref}) does not deploy")));
+    }
+    let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
+        return Ok(ignored(&project, format!("ref {git_ref:?} is not a branch")));
+    };
+    if branch != project.branch {
+        return Ok(ignored(&project, format!("push to {branch}; project {} deploys {}", project.name, project.branch)));
+    }
+    if after.len() != 40 || !after.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_request(format!("push payload `after` is not a commit id: {after:?}")));
+    }
+    let pusher = payload
+        .sender
+        .and_then(|s| s.login)
+        .or(payload.pusher.and_then(|p| p.name))
+        .unwrap_or_else(|| "unknown".into());
+    let repo = project.repo.clone().unwrap_or_default();
+    // Only the branch's current head deploys (see the module's note on replays).
+    let head = s.ctx.sources.resolve(&repo, &format!("refs/heads/{branch}")).await?;
+    let after = after.to_lowercase();
+    if head != after {
+        return Ok(ignored(
+            &project,
+            format!("stale push: {branch} is now at {} (this push names {})", short(&head), short(&after)),
+        ));
+    }
+    let created = s
+        .ctx
+        .store
+        .create_deployment(NewDeployment {
+            project: project.name.clone(),
+            source: Source::Git { repo, git_ref: branch.to_string(), commit: after },
+            actor: Actor::github(&pusher),
+            dedupe_key: delivery.map(|d| format!("github:{d}")),
+            rollback_of: None,
+            artifact: None,
+        })
+        .await?;
+    let (status, code) =
+        if created.duplicate { (StatusCode::OK, "duplicate") } else { (StatusCode::CREATED, "queued") };
+    tracing::info!(project = %project.name, deployment = %created.deployment.id, status = code, "webhook push");
+    Ok((
+        status,
+        Json(WebhookOut {
+            status: code.into(),
+            project: Some(project.name),
+            deployment: Some(created.deployment.into()),
+            reason: None,
+        }),
+    ))
+}

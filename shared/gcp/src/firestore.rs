@@ -1,0 +1,1373 @@
+//! The GCP store: Firestore. Same contract as the SQLite store
+//! (`contract.rs`), checked against Google's Firestore emulator.
+//!
+//! Layout: one collection per kind (`projects`, `deployments`, `audit`,
+//! `events`, `feed`, ...), each document holding the domain object as JSON in
+//! `data` beside the few fields queries filter or sort on. One serde mapping
+//! serves both stores, and a field added to a domain type needs no schema
+//! change here.
+//!
+//! Every write is one Firestore transaction. A transition reads the
+//! deployment, checks the one transition table, and writes the deployment
+//! (new version, new audit head), its audit record, its outbox event and
+//! its feed item. Sequence numbers (audit, events, feed) come from one
+//! counter document read and bumped in the same transaction, so they are
+//! gap-free per commit and increase in commit order across every process —
+//! what SSE resumption (`Last-Event-ID`) needs. Its cost: writes serialize
+//! on that document (Firestore sustains a few hundred per second on one
+//! document with short transactions; a deployment makes ~8 transitions, and
+//! log lines take one number range per batch).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use firestore::errors::FirestoreError;
+use firestore::{
+    FirestoreConsistencySelector, FirestoreDb, FirestoreDbOptions, FirestoreTransaction, FirestoreTransactionMode,
+    FirestoreTransactionOptions,
+};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, broadcast};
+
+use crate::pubsub::Publish;
+use bifrost_core::domain::*;
+use bifrost_core::error::{StoreError, StoreResult};
+use bifrost_core::events::{DeadLetter, Event, PushEnvelope};
+use bifrost_core::ports::{Created, DeadLetters, Store, Transition};
+use bifrost_core::status::Status;
+
+/// The counter document every sequence number comes from.
+const SEQ_DOC: &str = "seq";
+/// Firestore's `in` filter takes at most 30 values; queries stay far below.
+const MAX_IN: usize = 30;
+/// Firestore allows 500 writes per commit.
+const MAX_WRITES: usize = 500;
+/// Attempts per transaction under contention (backoff 5 ms doubling to 1 s, jittered).
+const MAX_ATTEMPTS: u32 = 40;
+
+/// Contention (`ABORTED`) and transient unavailability are worth another try.
+fn retryable(e: &FirestoreError) -> bool {
+    match e {
+        FirestoreError::DatabaseError(d) => d.retry_possible,
+        FirestoreError::NetworkError(_) => true,
+        _ => false,
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn fs(e: FirestoreError) -> StoreError {
+    backend(format!("firestore: {e}"))
+}
+
+fn to_data<T: Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(backend)
+}
+
+fn from_data<T: DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| backend(format!("a stored document does not decode: {e}")))
+}
+
+/// Sequence-numbered documents are named by their zero-padded number, so the
+/// console lists them in order.
+fn seq_id(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ProjectDoc {
+    id: String,
+    name: String,
+    data: String,
+}
+
+/// `project_names/{name}` → id: makes names unique inside a transaction.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NameDoc {
+    id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DeploymentDoc {
+    id: String,
+    project_id: String,
+    status: String,
+    created_ms: i64,
+    /// Hash of the newest audit record: the next one chains to it.
+    audit_head: String,
+    data: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SeqDoc {
+    last: i64,
+}
+
+/// An audit record, an outbox event or a feed item.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SeqItemDoc {
+    seq: i64,
+    deployment_id: String,
+    data: String,
+}
+
+/// `dead_letters/{seq}_{subscription}`: a dead letter as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DeadLetterDoc {
+    dead_ms: i64,
+    data: String,
+}
+
+/// `unpublished/{seq}`: an outbox event Pub/Sub has not confirmed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Unpublished {
+    seq: i64,
+    at_ms: i64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct DedupeDoc {
+    deployment_id: String,
+}
+
+/// `tokens/{name}`: the name is the document id, so names are unique.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TokenDoc {
+    id: String,
+    hash: String,
+    revoked: bool,
+    data: String,
+}
+
+/// `secrets/<project id>~<name>`; documents written before secrets
+/// belonged to projects have no `project_id` (listed, never resolved).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SecretDoc {
+    value: String,
+    updated_ms: i64,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn secret_doc_id(project_id: &str, name: &str) -> String {
+    format!("{project_id}~{name}")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HealthDoc {
+    deployment_id: String,
+    at_ms: i64,
+    span_s: i64,
+    data: String,
+}
+
+/// Collection names, under an optional prefix (tests share one emulator).
+#[derive(Clone, Debug)]
+struct Cols {
+    projects: String,
+    names: String,
+    deployments: String,
+    meta: String,
+    audit: String,
+    events: String,
+    /// Markers of committed events not yet confirmed published.
+    unpublished: String,
+    /// Events Pub/Sub gave up delivering (from the dead-letter topics).
+    dead_letters: String,
+    feed: String,
+    dedupe: String,
+    tokens: String,
+    secrets: String,
+    health: String,
+}
+
+impl Cols {
+    fn new(prefix: &str) -> Self {
+        let c = |n: &str| format!("{prefix}{n}");
+        Cols {
+            projects: c("projects"),
+            names: c("project_names"),
+            deployments: c("deployments"),
+            meta: c("meta"),
+            audit: c("audit"),
+            events: c("events"),
+            unpublished: c("unpublished"),
+            dead_letters: c("dead_letters"),
+            feed: c("feed"),
+            dedupe: c("dedupe"),
+            tokens: c("tokens"),
+            secrets: c("secrets"),
+            health: c("health"),
+        }
+    }
+}
+
+/// Where to find Firestore.
+#[derive(Clone, Debug)]
+pub struct FirestoreConfig {
+    pub gcp_project: String,
+    /// `(default)` unless the terraform names another.
+    pub database: String,
+    /// Prepended to every collection name.
+    pub collection_prefix: String,
+}
+
+impl FirestoreConfig {
+    pub fn new(gcp_project: impl Into<String>) -> Self {
+        FirestoreConfig {
+            gcp_project: gcp_project.into(),
+            database: "(default)".into(),
+            collection_prefix: String::new(),
+        }
+    }
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct FirestoreStore {
+    db: FirestoreDb,
+    cols: Arc<Cols>,
+    changes: broadcast::Sender<FeedItem>,
+    /// One writing transaction at a time per process; holds the newest
+    /// sequence published. Why: the emulator resolves two transactions that
+    /// read and then write the same document (the counter, a raced
+    /// deployment) only by a lock timeout of seconds, so in-process writers
+    /// queue here instead, which also publishes feed items in sequence
+    /// order. Across processes (Cloud Run instances) Firestore's own
+    /// isolation decides; production Firestore resolves such conflicts by
+    /// wound-wait without waiting for a timeout.
+    writer: Arc<Mutex<u64>>,
+    /// Where committed events go (Pub/Sub on GCP); `None` keeps them in the
+    /// outbox collection only.
+    publisher: Option<Arc<dyn Publish>>,
+}
+
+/// A document write, buffered until the transaction's logic has succeeded
+/// (a refused transition must write nothing).
+enum Op {
+    Set { col: String, id: String, doc: serde_json::Value },
+    Delete { col: String, id: String },
+}
+
+/// One transaction's state: reads go through `db` (bound to the
+/// transaction), writes are buffered in `ops`.
+struct Tx<'a> {
+    db: FirestoreDb,
+    cols: &'a Cols,
+    ops: Vec<Op>,
+    /// The counter as read (first use) and as advanced since.
+    seq: Option<(i64, i64)>,
+    events: Vec<Event>,
+    feed: Vec<FeedItem>,
+}
+
+impl<'a> Tx<'a> {
+    async fn get<T: DeserializeOwned + Send>(&self, col: &str, id: &str) -> Result<Option<T>, FirestoreError> {
+        self.db.fluent().select().by_id_in(col).obj::<T>().one(id).await
+    }
+
+    fn set<T: Serialize>(&mut self, col: &str, id: &str, doc: &T) -> StoreResult<()> {
+        let doc = serde_json::to_value(doc).map_err(backend)?;
+        self.ops.push(Op::Set { col: col.to_string(), id: id.to_string(), doc });
+        Ok(())
+    }
+
+    fn delete(&mut self, col: &str, id: &str) {
+        self.ops.push(Op::Delete { col: col.to_string(), id: id.to_string() });
+    }
+
+    /// The next sequence number (reads the counter on first use).
+    async fn next_seq(&mut self) -> Result<u64, FirestoreError> {
+        let (read, last) = match self.seq {
+            Some(s) => s,
+            None => {
+                let last = self.get::<SeqDoc>(&self.cols.meta, SEQ_DOC).await?.map_or(0, |d| d.last);
+                (last, last)
+            }
+        };
+        self.seq = Some((read, last + 1));
+        Ok((last + 1) as u64)
+    }
+
+    /// Queues every buffered write (and the counter) on the transaction.
+    fn apply(self, t: &mut FirestoreTransaction<'_>) -> Result<(Vec<Event>, Vec<FeedItem>), FirestoreError> {
+        let Tx { db, cols, ops, seq, events, feed } = self;
+        if let Some((read, last)) = seq
+            && last != read
+        {
+            db.fluent()
+                .update()
+                .in_col(&cols.meta)
+                .document_id(SEQ_DOC)
+                .object(&SeqDoc { last })
+                .add_to_transaction(t)?;
+        }
+        for op in ops {
+            match op {
+                Op::Set { col, id, doc } => {
+                    db.fluent().update().in_col(&col).document_id(&id).object(&doc).add_to_transaction(t)?;
+                }
+                Op::Delete { col, id } => {
+                    db.fluent().delete().from(col.as_str()).document_id(&id).add_to_transaction(t)?;
+                }
+            }
+        }
+        Ok((events, feed))
+    }
+}
+
+fn deployment_of(doc: &DeploymentDoc) -> StoreResult<Deployment> {
+    from_data(&doc.data)
+}
+
+fn deployment_doc(d: &Deployment, audit_head: &str) -> StoreResult<DeploymentDoc> {
+    Ok(DeploymentDoc {
+        id: d.id.clone(),
+        project_id: d.project_id.clone(),
+        status: d.status.as_str().to_string(),
+        created_ms: d.created_at.timestamp_millis(),
+        audit_head: audit_head.to_string(),
+        data: to_data(d)?,
+    })
+}
+
+impl FirestoreStore {
+    /// Connects. With `FIRESTORE_EMULATOR_HOST` set, talks to the emulator
+    /// without credentials; otherwise uses Application Default Credentials.
+    pub async fn connect(config: FirestoreConfig) -> StoreResult<Self> {
+        let options = FirestoreDbOptions::new(config.gcp_project.clone()).with_database_id(config.database.clone());
+        let db =
+            FirestoreDb::with_options(options).await.map_err(|e| backend(format!("connecting to Firestore: {e}")))?;
+        let (changes, _) = broadcast::channel(16384);
+        Ok(FirestoreStore {
+            db,
+            cols: Arc::new(Cols::new(&config.collection_prefix)),
+            changes,
+            writer: Arc::new(Mutex::new(0)),
+            publisher: None,
+        })
+    }
+
+    /// Publishes every committed event through `publisher`.
+    pub fn with_publisher(mut self, publisher: Arc<dyn Publish>) -> Self {
+        self.publisher = Some(publisher);
+        self
+    }
+
+    /// Drops the markers of events Pub/Sub confirmed. If this fails the
+    /// re-publisher sends them again: a duplicate, which functions ignore.
+    async fn published(&self, events: &[Event]) {
+        for e in events {
+            let res = self
+                .db
+                .fluent()
+                .delete()
+                .from(self.cols.unpublished.as_str())
+                .document_id(seq_id(e.seq))
+                .execute()
+                .await;
+            if let Err(err) = res {
+                tracing::warn!(error = %err, seq = e.seq, "could not clear a published event's marker");
+            }
+        }
+    }
+
+    /// The outbox's re-publisher: publishes, in commit order, every event
+    /// committed before `older_than` ago that Pub/Sub never confirmed (a
+    /// failed publish, an instance stopped between commit and publish), and
+    /// clears its marker. Younger ones may still be in flight from another
+    /// instance. Returns how many were sent. Run by the analytics service
+    /// on Cloud Scheduler's call.
+    pub async fn republish(&self, older_than: Duration) -> StoreResult<usize> {
+        let Some(p) = &self.publisher else { return Ok(0) };
+        let cutoff = (bifrost_core::domain::now() - chrono::Duration::from_std(older_than).unwrap_or_default())
+            .timestamp_millis();
+        let markers: Vec<Unpublished> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.unpublished.as_str())
+            .filter(|q| q.field("at_ms").less_than(cutoff))
+            .order(|o| o.fields([o.field("at_ms").asc()]))
+            .limit(500)
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        let mut sent = 0;
+        let mut markers: Vec<i64> = markers.into_iter().map(|m| m.seq).collect();
+        markers.sort_unstable();
+        for seq in markers {
+            let doc: Option<SeqItemDoc> = self
+                .db
+                .fluent()
+                .select()
+                .by_id_in(self.cols.events.as_str())
+                .obj()
+                .one(&seq_id(seq as u64))
+                .await
+                .map_err(fs)?;
+            let Some(doc) = doc else { continue };
+            let event: Event = serde_json::from_str(&doc.data).map_err(backend)?;
+            p.publish(std::slice::from_ref(&event)).await.map_err(StoreError::Backend)?;
+            self.published(std::slice::from_ref(&event)).await;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// Reads outside a transaction, through the same helpers.
+    fn reader(&self) -> Tx<'_> {
+        Tx { db: self.db.clone(), cols: &self.cols, ops: vec![], seq: None, events: vec![], feed: vec![] }
+    }
+
+    /// Runs `logic` in a Firestore transaction, retried on contention; on
+    /// success publishes the feed items it produced. A store error from
+    /// `logic` (a refusal) rolls back and writes nothing.
+    async fn write<T, F>(&self, logic: F) -> StoreResult<T>
+    where
+        F: for<'t, 'c> Fn(&'t mut Tx<'c>) -> BoxFuture<'t, Result<T, TxError>>,
+    {
+        let mut last_published = self.writer.lock().await;
+        let mut delay = Duration::from_millis(5);
+        let mut retry_of = None;
+        for attempt in 1.. {
+            let mode = match retry_of.take() {
+                Some(id) => FirestoreTransactionMode::ReadWriteRetry(id),
+                None => FirestoreTransactionMode::ReadWrite,
+            };
+            let mut t = self
+                .db
+                .begin_transaction_with_options(FirestoreTransactionOptions::new().with_mode(mode))
+                .await
+                .map_err(fs)?;
+            let id = t.transaction_id().clone();
+            let db = self.db.clone_with_consistency_selector(FirestoreConsistencySelector::Transaction(id.clone()));
+            let mut tx = Tx { db, cols: &self.cols, ops: vec![], seq: None, events: vec![], feed: vec![] };
+            let outcome = match logic(&mut tx).await {
+                Ok(_) if tx.ops.len() + 1 > MAX_WRITES => {
+                    let _ = t.rollback().await;
+                    return Err(StoreError::Invalid(format!(
+                        "one change would write {} documents; Firestore allows {MAX_WRITES}",
+                        tx.ops.len()
+                    )));
+                }
+                Ok(value) => match tx.apply(&mut t) {
+                    Ok((events, feed)) => t.commit().await.map(|_| (value, events, feed)),
+                    Err(e) => {
+                        let _ = t.rollback().await;
+                        Err(e)
+                    }
+                },
+                Err(TxError::Store(e)) => {
+                    let _ = t.rollback().await;
+                    return Err(e);
+                }
+                Err(TxError::Firestore(e)) => {
+                    let _ = t.rollback().await;
+                    Err(e)
+                }
+            };
+            match outcome {
+                Ok((value, events, feed)) => {
+                    // Under the writer lock: one deployment's events are
+                    // handed to Pub/Sub in commit order. A failed publish
+                    // leaves the event's marker for the re-publisher.
+                    let mut confirmed = false;
+                    if let Some(p) = &self.publisher
+                        && !events.is_empty()
+                    {
+                        match p.publish(&events).await {
+                            Ok(()) => confirmed = true,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "publishing events failed; the re-publisher sends them")
+                            }
+                        }
+                    }
+                    for item in feed {
+                        *last_published = (*last_published).max(item.seq);
+                        let _ = self.changes.send(item);
+                    }
+                    // Clearing the markers needs no order: other writers
+                    // need not wait for it.
+                    drop(last_published);
+                    if confirmed {
+                        self.published(&events).await;
+                    }
+                    return Ok(value);
+                }
+                Err(e) if retryable(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "firestore transaction contended; retrying");
+                    retry_of = Some(id);
+                    tokio::time::sleep(delay.mul_f64(0.5 + rand::random::<f64>())).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(fs(e)),
+            }
+        }
+        unreachable!("the attempt loop returns")
+    }
+
+    async fn seq_items(
+        &self,
+        col: &str,
+        deployment_id: Option<&str>,
+        after: Option<u64>,
+        before: Option<u64>,
+        newest_first: bool,
+        limit: usize,
+    ) -> StoreResult<Vec<SeqItemDoc>> {
+        let id = deployment_id.map(str::to_string);
+        let after = after.map(|a| a.min(i64::MAX as u64) as i64);
+        let before = before.map(|b| b.min(i64::MAX as u64) as i64);
+        let limit = limit.clamp(1, 100_000) as u32;
+        self.db
+            .fluent()
+            .select()
+            .from(col)
+            .filter(|q| {
+                q.for_all([
+                    id.as_ref().and_then(|i| q.field("deployment_id").eq(i.clone())),
+                    after.and_then(|a| q.field("seq").greater_than(a)),
+                    before.and_then(|b| q.field("seq").less_than(b)),
+                ])
+            })
+            .order(|o| o.fields([if newest_first { o.field("seq").desc() } else { o.field("seq").asc() }]))
+            .limit(limit)
+            .obj::<SeqItemDoc>()
+            .query()
+            .await
+            .map_err(fs)
+    }
+
+    /// The query behind `tokens`' unique names and `authenticate`.
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<(String, TokenDoc)>> {
+        let hash = hash.to_string();
+        let found: Vec<firestore::FirestoreDocument> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.tokens.as_str())
+            .filter(|q| q.for_all([q.field("hash").eq(hash.clone()), q.field("revoked").eq(false)]))
+            .limit(1)
+            .query()
+            .await
+            .map_err(fs)?;
+        let Some(doc) = found.into_iter().next() else { return Ok(None) };
+        let name = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+        let token: TokenDoc = FirestoreDb::deserialize_doc_to(&doc).map_err(fs)?;
+        Ok(Some((name, token)))
+    }
+}
+
+/// What a transaction's logic can fail with.
+enum TxError {
+    Store(StoreError),
+    Firestore(FirestoreError),
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        TxError::Store(e)
+    }
+}
+
+impl From<FirestoreError> for TxError {
+    fn from(e: FirestoreError) -> Self {
+        TxError::Firestore(e)
+    }
+}
+
+impl Tx<'_> {
+    async fn project_by_key(&self, name_or_id: &str) -> Result<Option<ProjectDoc>, FirestoreError> {
+        if let Some(p) =
+            self.db.fluent().select().by_id_in(&self.cols.projects).obj::<ProjectDoc>().one(name_or_id).await?
+        {
+            return Ok(Some(p));
+        }
+        match self.db.fluent().select().by_id_in(&self.cols.names).obj::<NameDoc>().one(name_or_id).await? {
+            Some(n) => self.db.fluent().select().by_id_in(&self.cols.projects).obj::<ProjectDoc>().one(&n.id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn query_deployments(
+        &self,
+        project_id: Option<&str>,
+        statuses: &[Status],
+    ) -> Result<Vec<DeploymentDoc>, FirestoreError> {
+        let names: Vec<String> = statuses.iter().take(MAX_IN).map(|s| s.as_str().to_string()).collect();
+        let pid = project_id.map(str::to_string);
+        self.db
+            .fluent()
+            .select()
+            .from(self.cols.deployments.as_str())
+            .filter(|q| {
+                q.for_all([
+                    pid.as_ref().and_then(|p| q.field("project_id").eq(p.clone())),
+                    q.field("status").is_in(names.clone()),
+                ])
+            })
+            .obj::<DeploymentDoc>()
+            .query()
+            .await
+    }
+
+    async fn get_deployment(&self, id: &str) -> Result<DeploymentDoc, TxError> {
+        self.get::<DeploymentDoc>(&self.cols.deployments, id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("deployment", id).into())
+    }
+
+    /// Appends an audit record chained to `prev_hash`; returns its hash.
+    async fn append_audit(&mut self, d: &Deployment, prev_hash: &str, e: AuditEntry<'_>) -> Result<String, TxError> {
+        let hash = e.hash(prev_hash, &d.id);
+        let AuditEntry { at, actor, from, to, reason } = e;
+        let seq = self.next_seq().await?;
+        let record = AuditRecord {
+            seq,
+            deployment_id: d.id.clone(),
+            project_id: d.project_id.clone(),
+            at: *at,
+            actor: actor.clone(),
+            from,
+            to,
+            reason: reason.to_string(),
+            prev_hash: prev_hash.to_string(),
+            hash: hash.clone(),
+        };
+        let doc = SeqItemDoc { seq: seq as i64, deployment_id: d.id.clone(), data: to_data(&record)? };
+        let col = self.cols.audit.clone();
+        self.set(&col, &seq_id(seq), &doc)?;
+        Ok(hash)
+    }
+
+    /// Enqueues the event and its feed item.
+    async fn emit(&mut self, mut e: Event) -> Result<(), TxError> {
+        let seq = self.next_seq().await?;
+        e.seq = seq;
+        e.id = seq.to_string();
+        let doc = SeqItemDoc { seq: seq as i64, deployment_id: e.deployment_id.clone(), data: to_data(&e)? };
+        let col = self.cols.events.clone();
+        self.set(&col, &seq_id(seq), &doc)?;
+        // Removed once Pub/Sub has the event; the re-publisher sends what
+        // is left (a publish that failed, an instance that died in between).
+        let marker = Unpublished { seq: seq as i64, at_ms: e.at.timestamp_millis() };
+        let col = self.cols.unpublished.clone();
+        self.set(&col, &seq_id(seq), &marker)?;
+        self.events.push(e.clone());
+        let kind = FeedKind::of_event(&e);
+        let fseq = self.next_seq().await?;
+        let item =
+            FeedItem { seq: fseq, deployment_id: e.deployment_id.clone(), project: e.project.clone(), at: e.at, kind };
+        let doc = SeqItemDoc { seq: fseq as i64, deployment_id: e.deployment_id.clone(), data: to_data(&item)? };
+        let col = self.cols.feed.clone();
+        self.set(&col, &seq_id(fseq), &doc)?;
+        self.feed.push(item);
+        Ok(())
+    }
+
+    fn transition<'s>(&'s mut self, t: &'s Transition) -> futures::future::BoxFuture<'s, Result<Deployment, TxError>> {
+        async move {
+            t.check()?;
+            let doc = self.get_deployment(&t.deployment_id).await?;
+            let cur = deployment_of(&doc)?;
+            let at = now();
+            let next = t.apply_to(&cur, at)?;
+            let entry =
+                AuditEntry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
+            let hash = self.append_audit(&next, &doc.audit_head, entry).await?;
+            let col = self.cols.deployments.clone();
+            self.set(&col, &next.id, &deployment_doc(&next, &hash)?)?;
+            self.emit(Event::of(&next, Some(cur.status), &t.reason, &t.actor, at)).await?;
+
+            if t.patch.make_live {
+                let pcol = self.cols.projects.clone();
+                let pdoc = self
+                    .get::<ProjectDoc>(&pcol, &next.project_id)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("project", &next.project_id))?;
+                let mut project: Project = from_data(&pdoc.data)?;
+                let previous = project.live_deployment_id.replace(next.id.clone());
+                self.set(&pcol, &project.id, &ProjectDoc { data: to_data(&project)?, ..pdoc })?;
+                if let Some(prev) = previous.filter(|p| *p != next.id)
+                    && let Some(old) = self.get::<DeploymentDoc>(&col, &prev).await?
+                {
+                    let old = deployment_of(&old)?;
+                    if !old.status.is_terminal() {
+                        let sup = Transition::new(
+                            &old.id,
+                            old.status,
+                            Status::Superseded,
+                            format!("replaced by {} (now live)", next.id),
+                            t.actor.clone(),
+                        );
+                        self.transition(&sup).await?;
+                    }
+                }
+            }
+            Ok(next)
+        }
+        .boxed()
+    }
+}
+
+#[async_trait]
+impl Store for FirestoreStore {
+    async fn create_project(&self, p: NewProject) -> StoreResult<Project> {
+        let project = Project::create(p)?;
+        self.write(|tx| {
+            let project = project.clone();
+            async move {
+                if tx.get::<NameDoc>(&tx.cols.names, &project.name).await?.is_some() {
+                    return Err(StoreError::AlreadyExists { kind: "project", id: project.name.clone() }.into());
+                }
+                let (names, projects) = (tx.cols.names.clone(), tx.cols.projects.clone());
+                tx.set(&names, &project.name, &NameDoc { id: project.id.clone() })?;
+                let doc = ProjectDoc { id: project.id.clone(), name: project.name.clone(), data: to_data(&project)? };
+                tx.set(&projects, &project.id, &doc)?;
+                Ok(project)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn get_project(&self, name_or_id: &str) -> StoreResult<Project> {
+        let doc = self.reader().project_by_key(name_or_id).await.map_err(fs)?;
+        from_data(&doc.ok_or_else(|| StoreError::not_found("project", name_or_id))?.data)
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        let docs: Vec<ProjectDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.projects.as_str())
+            .order(|o| o.fields([o.field("name").asc()]))
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project> {
+        let deleted = self
+            .write(|tx| {
+                let (key, actor) = (name_or_id.to_string(), actor.clone());
+                async move {
+                    let doc =
+                        tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
+                    let project: Project = from_data(&doc.data)?;
+                    let open: Vec<Status> = Status::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
+                    for d in tx.query_deployments(Some(&project.id), &open).await? {
+                        let from: Status = d.status.parse().map_err(backend)?;
+                        let t = Transition::new(&d.id, from, Status::Cancelled, "project deleted", actor.clone());
+                        tx.transition(&t).await?;
+                    }
+                    let (names, projects) = (tx.cols.names.clone(), tx.cols.projects.clone());
+                    tx.delete(&names, &project.name);
+                    tx.delete(&projects, &project.id);
+                    Ok(project)
+                }
+                .boxed()
+            })
+            .await?;
+        // Its secrets go with it (tokens limited to it stop authenticating:
+        // the gateway checks their project exists).
+        let project = deleted;
+        for s in self.list_secrets(Some(&project.id)).await? {
+            let _ = self.delete_secret(&project.id, &s.name).await;
+        }
+        Ok(project)
+    }
+
+    async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created> {
+        self.write(|tx| {
+            let new = new.clone();
+            async move {
+                let pdoc = tx
+                    .project_by_key(&new.project)
+                    .await?
+                    .ok_or_else(|| StoreError::not_found("project", new.project.as_str()))?;
+                let project: Project = from_data(&pdoc.data)?;
+                if let Some(key) = &new.dedupe_key
+                    && let Some(seen) = tx.get::<DedupeDoc>(&tx.cols.dedupe, key).await?
+                {
+                    let d = deployment_of(&tx.get_deployment(&seen.deployment_id).await?)?;
+                    return Ok(Created { deployment: d, duplicate: true, superseded: vec![] });
+                }
+                let at = now();
+                let d = Deployment::queued(&new, &project, at);
+                let reason = d.reason.clone().unwrap_or_default();
+                let in_flight: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_in_flight()).collect();
+                let mut superseded = vec![];
+                for old in tx.query_deployments(Some(&project.id), &in_flight).await? {
+                    let from: Status = old.status.parse().map_err(backend)?;
+                    let t = Transition::new(
+                        &old.id,
+                        from,
+                        Status::Superseded,
+                        format!("superseded by {}", d.id),
+                        new.actor.clone(),
+                    );
+                    tx.transition(&t).await?;
+                    superseded.push(old.id);
+                }
+                let entry = AuditEntry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
+                let hash = tx.append_audit(&d, "", entry).await?;
+                let col = tx.cols.deployments.clone();
+                tx.set(&col, &d.id, &deployment_doc(&d, &hash)?)?;
+                if let Some(key) = &new.dedupe_key {
+                    let col = tx.cols.dedupe.clone();
+                    tx.set(&col, key, &DedupeDoc { deployment_id: d.id.clone() })?;
+                }
+                tx.emit(Event::of(&d, None, &reason, &new.actor, at)).await?;
+                Ok(Created { deployment: d, duplicate: false, superseded })
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn get_deployment(&self, id: &str) -> StoreResult<Deployment> {
+        let doc: Option<DeploymentDoc> =
+            self.db.fluent().select().by_id_in(&self.cols.deployments).obj().one(id).await.map_err(fs)?;
+        deployment_of(&doc.ok_or_else(|| StoreError::not_found("deployment", id))?)
+    }
+
+    async fn list_deployments(&self, project: Option<&str>, limit: usize) -> StoreResult<Vec<Deployment>> {
+        let pid = match project {
+            Some(p) => Some(self.get_project(p).await?.id),
+            None => None,
+        };
+        let docs: Vec<DeploymentDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.deployments.as_str())
+            .filter(|q| q.for_all([pid.as_ref().and_then(|p| q.field("project_id").eq(p.clone()))]))
+            .order(|o| o.fields([o.field("created_ms").desc(), o.field("id").desc()]))
+            .limit(limit.clamp(1, 10_000) as u32)
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        docs.iter().map(deployment_of).collect()
+    }
+
+    async fn transition(&self, t: Transition) -> StoreResult<Deployment> {
+        self.write(|tx| {
+            let t = t.clone();
+            async move { tx.transition(&t).await }.boxed()
+        })
+        .await
+    }
+
+    async fn history(&self, deployment_id: &str) -> StoreResult<Vec<AuditRecord>> {
+        let docs = self.seq_items(&self.cols.audit, Some(deployment_id), None, None, false, 100_000).await?;
+        if docs.is_empty() {
+            self.get_deployment(deployment_id).await?;
+        }
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    async fn audit(&self, before: Option<u64>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
+        let docs = self.seq_items(&self.cols.audit, None, None, before, true, limit).await?;
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    async fn events(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<Event>> {
+        let docs = self.seq_items(&self.cols.events, deployment_id, Some(after_seq), None, false, limit).await?;
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    async fn deployments_in(&self, statuses: &[Status]) -> StoreResult<Vec<Deployment>> {
+        let mut docs = self.reader().query_deployments(None, statuses).await.map_err(fs)?;
+        docs.sort_by_key(|d| d.created_ms);
+        docs.iter().map(deployment_of).collect()
+    }
+
+    async fn append_logs(&self, lines: Vec<LogLine>) -> StoreResult<()> {
+        // One transaction per chunk: one counter bump per chunk, not per line.
+        for chunk in lines.chunks(MAX_WRITES - 10) {
+            self.write(|tx| {
+                let chunk = chunk.to_vec();
+                async move {
+                    for l in &chunk {
+                        let seq = tx.next_seq().await?;
+                        let item = FeedItem {
+                            seq,
+                            deployment_id: l.deployment_id.clone(),
+                            project: l.project.clone(),
+                            at: l.at,
+                            kind: FeedKind::Log { stream: l.stream.clone(), line: l.line.clone() },
+                        };
+                        let doc = SeqItemDoc {
+                            seq: seq as i64,
+                            deployment_id: l.deployment_id.clone(),
+                            data: to_data(&item)?,
+                        };
+                        let col = tx.cols.feed.clone();
+                        tx.set(&col, &seq_id(seq), &doc)?;
+                        tx.feed.push(item);
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn trim_logs(&self, deployment_id: &str, build: bool, keep_bytes: usize) -> StoreResult<usize> {
+        let docs = self.seq_items(&self.cols.feed, Some(deployment_id), None, None, true, 1_000_000).await?;
+        let mut newer = 0usize;
+        let mut dropped = 0;
+        for d in docs {
+            let item: FeedItem = from_data(&d.data)?;
+            let FeedKind::Log { stream, line } = &item.kind else { continue };
+            if (stream == "build") != build {
+                continue;
+            }
+            newer += line.len() + 1;
+            if newer > keep_bytes {
+                self.db
+                    .fluent()
+                    .delete()
+                    .from(self.cols.feed.as_str())
+                    .document_id(seq_id(item.seq))
+                    .execute()
+                    .await
+                    .map_err(fs)?;
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    async fn feed(&self, deployment_id: Option<&str>, after_seq: u64, limit: usize) -> StoreResult<Vec<FeedItem>> {
+        let docs = self.seq_items(&self.cols.feed, deployment_id, Some(after_seq), None, false, limit).await?;
+        docs.iter().map(|d| from_data(&d.data)).collect()
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<FeedItem> {
+        self.changes.subscribe()
+    }
+
+    async fn feed_head(&self) -> StoreResult<u64> {
+        let newest = self.seq_items(&self.cols.feed, None, None, None, true, 1).await?;
+        Ok(newest.first().map_or(0, |d| d.seq as u64))
+    }
+
+    async fn record_health(&self, samples: Vec<HealthSample>) -> StoreResult<()> {
+        for chunk in samples.chunks(MAX_WRITES) {
+            self.write(|tx| {
+                let chunk = chunk.to_vec();
+                async move {
+                    let col = tx.cols.health.clone();
+                    for h in &chunk {
+                        let doc = HealthDoc {
+                            deployment_id: h.deployment_id.clone(),
+                            at_ms: h.at.timestamp_millis(),
+                            span_s: h.span_s as i64,
+                            data: to_data(h)?,
+                        };
+                        tx.set(&col, &new_id("h"), &doc)?;
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn health(&self, deployment_id: &str, since: Timestamp, limit: usize) -> StoreResult<Vec<HealthSample>> {
+        let (id, since) = (deployment_id.to_string(), since.timestamp_millis());
+        let docs: Vec<HealthDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.health.as_str())
+            .filter(|q| {
+                q.for_all([q.field("deployment_id").eq(id.clone()), q.field("at_ms").greater_than_or_equal(since)])
+            })
+            .order(|o| o.fields([o.field("at_ms").asc()]))
+            .limit(limit.clamp(1, 100_000) as u32)
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        let mut out: Vec<HealthSample> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
+        out.sort_by_key(|h| (h.at, h.replica));
+        Ok(out)
+    }
+
+    async fn downsample_health(&self, before: Timestamp) -> StoreResult<usize> {
+        // Whole minutes only, so a bucket is never split across two runs.
+        let cutoff = before.timestamp_millis() / 60_000 * 60_000;
+        let raw: Vec<firestore::FirestoreDocument> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.health.as_str())
+            .filter(|q| q.for_all([q.field("span_s").eq(0i64), q.field("at_ms").less_than(cutoff)]))
+            .query()
+            .await
+            .map_err(fs)?;
+        let mut buckets: BTreeMap<(String, u32, i64), Vec<(String, HealthSample)>> = BTreeMap::new();
+        for doc in &raw {
+            let h: HealthDoc = FirestoreDb::deserialize_doc_to(doc).map_err(fs)?;
+            let sample: HealthSample = from_data(&h.data)?;
+            let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+            buckets
+                .entry((sample.deployment_id.clone(), sample.replica, h.at_ms / 60_000 * 60_000))
+                .or_default()
+                .push((id, sample));
+        }
+        let mut folded = 0;
+        // A bucket and the reports it replaces commit together.
+        for ((deployment_id, replica, minute), reports) in buckets {
+            let n = reports.len() as f64;
+            let avg = |f: &dyn Fn(&HealthSample) -> Option<f64>| {
+                let v: Vec<f64> = reports.iter().filter_map(|(_, s)| f(s)).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
+            let bucket = HealthSample {
+                deployment_id: deployment_id.clone(),
+                replica,
+                at: chrono::DateTime::from_timestamp_millis(minute).unwrap_or_default(),
+                span_s: 60,
+                probe_ok: reports.iter().map(|(_, s)| s.probe_ok).sum::<f64>() / n,
+                http_status: reports.iter().filter_map(|(_, s)| s.http_status).max(),
+                latency_ms: avg(&|s| s.latency_ms),
+                cpu_percent: avg(&|s| s.cpu_percent),
+                rss_bytes: reports.iter().filter_map(|(_, s)| s.rss_bytes).max(),
+                threads: reports.iter().filter_map(|(_, s)| s.threads).max(),
+                open_fds: reports.iter().filter_map(|(_, s)| s.open_fds).max(),
+                error: reports.iter().filter_map(|(_, s)| s.error.clone()).max(),
+            };
+            for part in reports.chunks(MAX_WRITES - 1) {
+                let first = std::ptr::eq(part.as_ptr(), reports.as_ptr());
+                self.write(|tx| {
+                    let (bucket, ids): (HealthSample, Vec<String>) =
+                        (bucket.clone(), part.iter().map(|(id, _)| id.clone()).collect());
+                    async move {
+                        let col = tx.cols.health.clone();
+                        if first {
+                            let doc = HealthDoc {
+                                deployment_id: bucket.deployment_id.clone(),
+                                at_ms: bucket.at.timestamp_millis(),
+                                span_s: 60,
+                                data: to_data(&bucket)?,
+                            };
+                            tx.set(&col, &new_id("h"), &doc)?;
+                        }
+                        for id in &ids {
+                            tx.delete(&col, id);
+                        }
+                        Ok(())
+                    }
+                    .boxed()
+                })
+                .await?;
+            }
+            folded += reports.len();
+        }
+        Ok(folded)
+    }
+
+    async fn set_secret(&self, project_id: &str, name: &str, sealed: &str) -> StoreResult<()> {
+        let doc = SecretDoc {
+            value: sealed.to_string(),
+            updated_ms: now().timestamp_millis(),
+            project_id: Some(project_id.to_string()),
+            name: Some(name.to_string()),
+        };
+        self.db
+            .fluent()
+            .update()
+            .in_col(&self.cols.secrets)
+            .document_id(secret_doc_id(project_id, name))
+            .object(&doc)
+            .execute::<SecretDoc>()
+            .await
+            .map_err(fs)?;
+        Ok(())
+    }
+
+    async fn delete_secret(&self, project_id: &str, name: &str) -> StoreResult<()> {
+        self.write(|tx| {
+            let (id, name) = (secret_doc_id(project_id, name), name.to_string());
+            async move {
+                let col = tx.cols.secrets.clone();
+                if tx.get::<SecretDoc>(&col, &id).await?.is_none() {
+                    return Err(StoreError::not_found("secret", name).into());
+                }
+                tx.delete(&col, &id);
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn list_secrets(&self, project_id: Option<&str>) -> StoreResult<Vec<SecretInfo>> {
+        let docs: Vec<firestore::FirestoreDocument> =
+            self.db.fluent().select().from(self.cols.secrets.as_str()).query().await.map_err(fs)?;
+        let mut out = vec![];
+        for doc in &docs {
+            let s: SecretDoc = FirestoreDb::deserialize_doc_to(doc).map_err(fs)?;
+            if project_id.is_some() && s.project_id.as_deref() != project_id {
+                continue;
+            }
+            let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+            out.push(SecretInfo {
+                name: s.name.clone().unwrap_or(id),
+                project_id: s.project_id,
+                updated_at: chrono::DateTime::from_timestamp_millis(s.updated_ms).unwrap_or_default(),
+            });
+        }
+        out.sort_by(|a, b| (&a.project_id, &a.name).cmp(&(&b.project_id, &b.name)));
+        Ok(out)
+    }
+
+    async fn secret_values(&self, project_id: &str, names: &[String]) -> StoreResult<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for n in names {
+            let s: Option<SecretDoc> = self
+                .db
+                .fluent()
+                .select()
+                .by_id_in(&self.cols.secrets)
+                .obj()
+                .one(secret_doc_id(project_id, n))
+                .await
+                .map_err(fs)?;
+            out.insert(n.clone(), s.ok_or_else(|| StoreError::not_found("secret", n))?.value);
+        }
+        Ok(out)
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        token_hash: &str,
+        project_id: Option<&str>,
+    ) -> StoreResult<ApiToken> {
+        let token = ApiToken::create(name, role, project_id)?;
+        let doc =
+            TokenDoc { id: token.id.clone(), hash: token_hash.to_string(), revoked: false, data: to_data(&token)? };
+        self.write(|tx| {
+            let (token, doc) = (token.clone(), doc.clone());
+            async move {
+                let col = tx.cols.tokens.clone();
+                if tx.get::<TokenDoc>(&col, &token.name).await?.is_some() {
+                    return Err(StoreError::AlreadyExists { kind: "token", id: token.name.clone() }.into());
+                }
+                tx.set(&col, &token.name, &doc)?;
+                Ok(token)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<ApiToken>> {
+        let Some((name, doc)) = self.token_by_hash(token_hash).await? else { return Ok(None) };
+        let mut token: ApiToken = from_data(&doc.data)?;
+        // Record use at most once a minute: reads stay reads.
+        if token.last_used_at.is_none_or(|l| now() - l > chrono::Duration::seconds(60)) {
+            token.last_used_at = Some(now());
+            let updated = TokenDoc { data: to_data(&token)?, ..doc };
+            self.db
+                .fluent()
+                .update()
+                .in_col(&self.cols.tokens)
+                .document_id(&name)
+                .object(&updated)
+                .execute::<TokenDoc>()
+                .await
+                .map_err(fs)?;
+        }
+        Ok(Some(token))
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>> {
+        let docs: Vec<TokenDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.tokens.as_str())
+            .filter(|q| q.for_all([q.field("revoked").eq(false)]))
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        let mut out: Vec<ApiToken> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn revoke_token(&self, id_or_name: &str) -> StoreResult<ApiToken> {
+        self.write(|tx| {
+            let key = id_or_name.to_string();
+            async move {
+                let col = tx.cols.tokens.clone();
+                let mut found = tx.get::<TokenDoc>(&col, &key).await?.map(|d| (key.clone(), d));
+                if found.is_none() {
+                    let by_id: Vec<firestore::FirestoreDocument> = tx
+                        .db
+                        .fluent()
+                        .select()
+                        .from(tx.cols.tokens.as_str())
+                        .filter(|q| q.for_all([q.field("id").eq(key.clone())]))
+                        .limit(1)
+                        .query()
+                        .await?;
+                    if let Some(doc) = by_id.first() {
+                        let name = doc.name.rsplit('/').next().unwrap_or_default().to_string();
+                        found = Some((name, FirestoreDb::deserialize_doc_to(doc)?));
+                    }
+                }
+                let (name, doc) =
+                    found.filter(|(_, d)| !d.revoked).ok_or_else(|| StoreError::not_found("token", key.as_str()))?;
+                let token: ApiToken = from_data(&doc.data)?;
+                tx.set(&col, &name, &TokenDoc { revoked: true, ..doc })?;
+                Ok(token)
+            }
+            .boxed()
+        })
+        .await
+    }
+}
+
+/// Attributes Pub/Sub adds to a message it moves to a dead-letter topic.
+const DEAD_SOURCE_SUBSCRIPTION: &str = "CloudPubSubDeadLetterSourceSubscription";
+const DEAD_DELIVERY_COUNT: &str = "CloudPubSubDeadLetterSourceDeliveryCount";
+
+fn dead_letter_doc_id(id: &str) -> String {
+    id.replace('/', "_")
+}
+
+impl FirestoreStore {
+    /// Keeps a message Pub/Sub dead-lettered (pushed from a dead-letter
+    /// topic's subscription) so the API can list and redrive it. Recording
+    /// the same one twice keeps one.
+    pub async fn record_dead_letter(&self, envelope: &PushEnvelope) -> StoreResult<DeadLetter> {
+        let event = envelope.event().map_err(|e| StoreError::Invalid(format!("not a Bifrost event: {e}")))?;
+        let attrs = &envelope.message.attributes;
+        // `projects/P/subscriptions/bifrost-validate-queued` → `validate-queued`
+        // (what the embedded dispatcher calls the subscription).
+        let source = attrs.get(DEAD_SOURCE_SUBSCRIPTION).map_or_else(
+            || envelope.subscription_name().trim_start_matches("bifrost-dead-").to_string(),
+            |s| s.rsplit('/').next().unwrap_or(s).trim_start_matches("bifrost-").to_string(),
+        );
+        let attempts = attrs.get(DEAD_DELIVERY_COUNT).and_then(|n| n.parse().ok()).unwrap_or(0);
+        let letter = DeadLetter {
+            id: format!("{}/{source}", event.seq),
+            subscription: source.clone(),
+            last_error: format!("Pub/Sub gave up after {attempts} deliveries to {source}"),
+            attempts,
+            event,
+            dead_at: bifrost_core::domain::now(),
+        };
+        let doc = DeadLetterDoc { dead_ms: letter.dead_at.timestamp_millis(), data: to_data(&letter)? };
+        let doc_id = dead_letter_doc_id(&letter.id);
+        // Create only: a redelivered dead letter keeps its first record.
+        let created = self
+            .db
+            .fluent()
+            .insert()
+            .into(&self.cols.dead_letters)
+            .document_id(&doc_id)
+            .object(&doc)
+            .execute::<DeadLetterDoc>()
+            .await;
+        match created {
+            Ok(_) => Ok(letter),
+            Err(e) => {
+                let existing: Option<DeadLetterDoc> = self
+                    .db
+                    .fluent()
+                    .select()
+                    .by_id_in(self.cols.dead_letters.as_str())
+                    .obj()
+                    .one(&doc_id)
+                    .await
+                    .map_err(fs)?;
+                match existing {
+                    Some(d) => serde_json::from_str(&d.data).map_err(backend),
+                    None => Err(fs(e)),
+                }
+            }
+        }
+    }
+}
+
+/// Dead letters on GCP: Pub/Sub moves a message it gave up on to the
+/// subscription's dead-letter topic, whose push subscription hands it to
+/// `record_dead_letter`. Redriving re-publishes the event to its topic;
+/// every event topic has exactly one subscription (terraform/), so only
+/// the function that gave up gets it again.
+#[async_trait]
+impl DeadLetters for FirestoreStore {
+    async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
+        let docs: Vec<DeadLetterDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.dead_letters.as_str())
+            .order(|o| o.fields([o.field("dead_ms").asc()]))
+            .limit(1000)
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        docs.iter().map(|d| serde_json::from_str(&d.data).map_err(backend)).collect()
+    }
+
+    async fn redrive(&self, ids: Option<Vec<String>>) -> StoreResult<usize> {
+        let publisher = self.publisher.as_ref().ok_or_else(|| backend("no event bus to redrive through"))?;
+        let all = self.dead_letters().await?;
+        let chosen: Vec<DeadLetter> = match ids {
+            None => all,
+            Some(ids) => {
+                let mut out = vec![];
+                for id in ids {
+                    match all.iter().find(|d| d.id == id) {
+                        Some(d) => out.push(d.clone()),
+                        None => return Err(StoreError::not_found("dead letter", &id)),
+                    }
+                }
+                out
+            }
+        };
+        for d in &chosen {
+            publisher.publish(std::slice::from_ref(&d.event)).await.map_err(StoreError::Backend)?;
+            self.db
+                .fluent()
+                .delete()
+                .from(self.cols.dead_letters.as_str())
+                .document_id(dead_letter_doc_id(&d.id))
+                .execute()
+                .await
+                .map_err(fs)?;
+        }
+        Ok(chosen.len())
+    }
+}

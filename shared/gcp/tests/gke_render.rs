@@ -1,0 +1,82 @@
+//! The GKE manifests, pinned: each example's deploy.toml renders to exactly
+//! the YAML in `tests/golden/gke/` (`cargo xtask bless` rewrites them after a
+//! deliberate change). CI also runs checkov on these files.
+
+use bifrost_core::config;
+use bifrost_gcp::gke::{GkeTarget, render};
+use bifrost_testkit::golden::{self, root};
+
+fn target(project: &str) -> GkeTarget {
+    GkeTarget {
+        project: project.into(),
+        namespace: "apps".into(),
+        image: format!("europe-docker.pkg.dev/acme/bifrost-apps/{project}@sha256:{}", "0123456789abcdef".repeat(4)),
+        sidecar_image: format!("europe-docker.pkg.dev/acme/bifrost/sidecar@sha256:{}", "fedcba9876543210".repeat(4)),
+        domain: "apps.acme.dev".into(),
+        ingest_url: "http://bifrost-ingest.bifrost.svc:7481".into(),
+        deployment_id: "d-01jd6golden".into(),
+    }
+}
+
+fn check(name: &str, toml: &str) {
+    let cfg = config::parse(toml).unwrap_or_else(|e| panic!("{name}: invalid deploy.toml: {e:?}"));
+    let yaml = render(&cfg, &target(&cfg.app.name)).to_yaml().expect("renders");
+    golden::check(&format!("shared/gcp/tests/golden/gke/{name}.yaml"), &yaml);
+}
+
+#[test]
+fn examples_render_to_their_golden_yaml() {
+    for example in ["hello-python", "hello-node", "hello-rust", "static-site"] {
+        let toml = std::fs::read_to_string(root().join("examples").join(example).join("deploy.toml")).expect("example");
+        check(example, &toml);
+    }
+}
+
+/// One replica, a secret and a custom start command: the PDB allows one
+/// disruption (not zero, which would block node upgrades), the secret is a
+/// secretKeyRef, never a value.
+#[test]
+fn secrets_and_single_replica() {
+    let toml = r#"
+[app]
+name = "billing"
+runtime = "node"
+
+[run]
+command = "node server.js"
+port = 3000
+
+[scaling]
+min_replicas = 1
+max_replicas = 10
+cpu_target = 60
+
+[health]
+path = "/ready"
+
+[env]
+DATABASE_URL = { secret = "billing-db-url" }
+LOG_LEVEL = "info"
+"#;
+    check("billing", toml);
+    let cfg = config::parse(toml).expect("valid");
+    let m = render(&cfg, &target("billing"));
+    let pdb = m.pdb.spec.expect("pdb spec");
+    assert!(pdb.min_available.is_none() && pdb.max_unavailable.is_some(), "single replica PDB {pdb:?}");
+    let hpa = m.hpa.spec.expect("hpa spec");
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(1), 10));
+    let pod = m.deployment.spec.expect("spec").template.spec.expect("pod");
+    assert_eq!(pod.share_process_namespace, Some(true));
+    let app = &pod.containers[0];
+    let db = app.env.as_ref().expect("env").iter().find(|e| e.name == "DATABASE_URL").expect("DATABASE_URL");
+    assert!(db.value.is_none(), "a secret must not be inlined");
+    assert_eq!(
+        db.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()).map(|r| r.key.as_str()),
+        Some("billing-db-url")
+    );
+    for c in &pod.containers {
+        let sc = c.security_context.as_ref().expect("security context");
+        assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]), "{}", c.name);
+    }
+}

@@ -1,0 +1,9 @@
+//! The embedded home's store: SQLite (one file, WAL), the outbox written
+//! in the same transaction as each state change, and the dispatcher that
+//! delivers it to the functions.
+
+mod dispatcher;
+mod store;
+
+pub use dispatcher::{Dispatcher, DispatcherConfig};
+pub use store::{DueDelivery, SqliteStore};

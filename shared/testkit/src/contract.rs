@@ -1,0 +1,485 @@
+//! The store contract: behaviour every [`Store`] must show. The same suite
+//! runs against SQLite (shared's tests) and against Google's Firestore
+//! emulator, unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bifrost_core::domain::{
+    Actor, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, Source, now, verify_chain,
+};
+use bifrost_core::error::StoreError;
+use bifrost_core::ports::{Patch, Store, Transition};
+use bifrost_core::status::Status;
+
+fn fail(msg: String) -> Result<(), String> {
+    Err(msg)
+}
+
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return fail(format!($($fmt)+));
+        }
+    };
+}
+
+fn git_source(commit: &str) -> Source {
+    Source::Git { repo: "/tmp/repo".into(), git_ref: "main".into(), commit: commit.into() }
+}
+
+fn new_deployment(project: &str, dedupe: Option<&str>) -> NewDeployment {
+    NewDeployment {
+        project: project.into(),
+        source: git_source(&"a".repeat(40)),
+        actor: Actor::token("contract"),
+        dedupe_key: dedupe.map(str::to_string),
+        rollback_of: None,
+        artifact: None,
+    }
+}
+
+async fn project(store: &dyn Store, name: &str) -> Result<(), String> {
+    store
+        .create_project(NewProject {
+            name: name.into(),
+            repo: Some("/tmp/repo".into()),
+            branch: "main".into(),
+            webhook_secret: Some("s".into()),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("create_project({name}): {e}"))
+}
+
+async fn walk(store: &dyn Store, id: &str, path: &[Status]) -> Result<(), String> {
+    for pair in path.windows(2) {
+        store
+            .transition(Transition::new(id, pair[0], pair[1], "contract", Actor::function("contract")))
+            .await
+            .map_err(|e| format!("{} → {}: {e}", pair[0], pair[1]))?;
+    }
+    Ok(())
+}
+
+/// Runs every contract check; `prefix` keeps names unique on a shared backend.
+pub async fn run_all(store: Arc<dyn Store>, prefix: &str) -> Result<(), String> {
+    projects(&*store, prefix).await?;
+    lifecycle(&*store, prefix).await?;
+    refuses_bad_transitions(&*store, prefix).await?;
+    retry_bumps_attempt(&*store, prefix).await?;
+    dedupe_and_supersede(&*store, prefix).await?;
+    make_live(&*store, prefix).await?;
+    tokens(&*store, prefix).await?;
+    delete_cancels(&*store, prefix).await?;
+    feed_orders_status_and_logs(&*store, prefix).await?;
+    secrets(&*store, prefix).await?;
+    health_series(&*store, prefix).await?;
+    racing_transitions(store.clone(), prefix, 1000, 8).await?;
+    Ok(())
+}
+
+pub async fn projects(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}proj");
+    project(store, &name).await?;
+    let dup = store
+        .create_project(NewProject { name: name.clone(), repo: None, branch: "main".into(), webhook_secret: None })
+        .await;
+    check!(matches!(dup, Err(StoreError::AlreadyExists { .. })), "duplicate project: {dup:?}");
+    let bad = store
+        .create_project(NewProject {
+            name: "Not_A_Label".into(),
+            repo: None,
+            branch: "main".into(),
+            webhook_secret: None,
+        })
+        .await;
+    check!(matches!(bad, Err(StoreError::Invalid(_))), "invalid name accepted: {bad:?}");
+    let p = store.get_project(&name).await.map_err(|e| e.to_string())?;
+    let by_id = store.get_project(&p.id).await.map_err(|e| e.to_string())?;
+    check!(p == by_id, "get by id differs from get by name");
+    check!(p.webhook_secret.as_deref() == Some("s"), "webhook secret not kept");
+    let all = store.list_projects().await.map_err(|e| e.to_string())?;
+    check!(all.iter().any(|x| x.name == name), "list_projects misses {name}");
+    let missing = store.get_project(&format!("{prefix}nope")).await;
+    check!(matches!(missing, Err(StoreError::NotFound { .. })), "unknown project: {missing:?}");
+    Ok(())
+}
+
+pub async fn lifecycle(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}life");
+    project(store, &name).await?;
+    let created = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?;
+    let d = created.deployment;
+    check!(d.status == Status::Queued && d.version == 1 && d.attempt == 1, "new deployment: {d:?}");
+    walk(store, &d.id, &Status::PIPELINE).await?;
+    let done = store.get_deployment(&d.id).await.map_err(|e| e.to_string())?;
+    check!(done.status == Status::Healthy, "ended {:?}", done.status);
+    check!(done.version == 7, "version {} after 6 transitions", done.version);
+    let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
+    check!(history.len() == 7, "history has {} records, want 7", history.len());
+    let tos: Vec<Status> = history.iter().map(|h| h.to).collect();
+    check!(tos == Status::PIPELINE, "history order {tos:?}");
+    check!(history[0].from.is_none() && history[1].from == Some(Status::Queued), "history from fields");
+    verify_chain(&history)?;
+    let head = store.feed_head().await.map_err(|e| e.to_string())?;
+    let mine = store.feed(Some(&d.id), 0, 1000).await.map_err(|e| e.to_string())?;
+    let newest_mine = mine.last().map_or(0, |f| f.seq);
+    check!(head >= newest_mine && newest_mine > 0, "feed_head {head} is behind this deployment's item {newest_mine}");
+    let beyond = store.feed(None, head, 10).await.map_err(|e| e.to_string())?;
+    check!(beyond.iter().all(|f| f.seq > head), "feed after head {head} returned an older item");
+    // The global trail is newest first and pages by `before`.
+    let newest = store.audit(None, 3).await.map_err(|e| e.to_string())?;
+    check!(newest.len() == 3, "audit(None, 3) gave {} records", newest.len());
+    check!(newest.windows(2).all(|w| w[0].seq > w[1].seq), "audit not newest first");
+    let last = history.last().ok_or("empty history")?;
+    let page = store.audit(Some(last.seq + 1), 7).await.map_err(|e| e.to_string())?;
+    let mine: Vec<u64> = page.iter().filter(|a| a.deployment_id == d.id).map(|a| a.seq).collect();
+    let want: Vec<u64> = history.iter().rev().map(|a| a.seq).collect();
+    check!(mine == want, "audit(before {}) shows {mine:?}, history has {want:?}", last.seq + 1);
+    let older = store.audit(Some(history[0].seq), 1000).await.map_err(|e| e.to_string())?;
+    check!(older.iter().all(|a| a.seq < history[0].seq), "audit(before) returned a newer record");
+    let events = store.events(Some(&d.id), 0, 100).await.map_err(|e| e.to_string())?;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    check!(
+        kinds
+            == [
+                "deployment.queued",
+                "deployment.validating",
+                "deployment.building",
+                "deployment.built",
+                "deployment.deploying",
+                "deployment.running",
+                "deployment.healthy"
+            ],
+        "events {kinds:?}"
+    );
+    check!(events.windows(2).all(|w| w[0].seq < w[1].seq), "event seqs not increasing");
+    check!(events.iter().zip(1..).all(|(e, v)| e.version == v), "event versions do not follow the deployment");
+    let after = store.events(Some(&d.id), events[3].seq, 100).await.map_err(|e| e.to_string())?;
+    check!(after.len() == 3, "events after seq: {}", after.len());
+    let listed = store.list_deployments(Some(&name), 10).await.map_err(|e| e.to_string())?;
+    check!(listed.len() == 1 && listed[0].id == d.id, "list_deployments");
+    Ok(())
+}
+
+pub async fn refuses_bad_transitions(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}bad");
+    project(store, &name).await?;
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    let actor = Actor::function("contract");
+    let skip = store.transition(Transition::new(&d.id, Status::Queued, Status::Healthy, "skip", actor.clone())).await;
+    check!(
+        matches!(skip, Err(StoreError::InvalidTransition { from: Status::Queued, to: Status::Healthy })),
+        "queued → healthy: {skip:?}"
+    );
+    let stale = store.transition(Transition::new(&d.id, Status::Building, Status::Built, "stale", actor.clone())).await;
+    check!(matches!(stale, Err(StoreError::Conflict { actual: Status::Queued, .. })), "stale from: {stale:?}");
+    let old_version = store
+        .transition(Transition::new(&d.id, Status::Queued, Status::Validating, "v", actor.clone()).at_version(9))
+        .await;
+    check!(
+        matches!(old_version, Err(StoreError::Conflict { actual_version: 1, .. })),
+        "stale version: {old_version:?}"
+    );
+    let unknown = store.transition(Transition::new("d-nope", Status::Queued, Status::Validating, "x", actor)).await;
+    check!(matches!(unknown, Err(StoreError::NotFound { .. })), "unknown id: {unknown:?}");
+    let after = store.get_deployment(&d.id).await.map_err(|e| e.to_string())?;
+    check!(after.status == Status::Queued && after.version == 1, "a refused transition changed {after:?}");
+    let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
+    check!(history.len() == 1, "a refused transition wrote audit records");
+    let events = store.events(Some(&d.id), 0, 10).await.map_err(|e| e.to_string())?;
+    check!(events.len() == 1, "a refused transition enqueued events");
+    Ok(())
+}
+
+pub async fn retry_bumps_attempt(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}retry");
+    project(store, &name).await?;
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    let patch = Patch { config_errors: Some(vec![]), ..Patch::default() };
+    store
+        .transition(
+            Transition::new(&d.id, Status::Queued, Status::Failed, "boom", Actor::function("c")).with_patch(patch),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = store
+        .transition(Transition::new(&d.id, Status::Failed, Status::Queued, "retry", Actor::token("c")))
+        .await
+        .map_err(|e| e.to_string())?;
+    check!(r.attempt == 2 && r.status == Status::Queued && r.version == 3, "after retry: {r:?}");
+    let ev = store.events(Some(&d.id), 0, 10).await.map_err(|e| e.to_string())?;
+    check!(ev.last().is_some_and(|e| e.attempt == 2 && e.kind == "deployment.queued"), "retry event {ev:?}");
+    Ok(())
+}
+
+pub async fn dedupe_and_supersede(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}dedupe");
+    let other = format!("{prefix}other");
+    project(store, &name).await?;
+    project(store, &other).await?;
+    let key = format!("{prefix}delivery-1");
+    let first = store.create_deployment(new_deployment(&name, Some(&key))).await.map_err(|e| e.to_string())?;
+    let again = store.create_deployment(new_deployment(&name, Some(&key))).await.map_err(|e| e.to_string())?;
+    check!(!first.duplicate && again.duplicate, "duplicate flags {} {}", first.duplicate, again.duplicate);
+    check!(first.deployment.id == again.deployment.id, "dedupe created a second deployment");
+    let all = store.list_deployments(Some(&name), 10).await.map_err(|e| e.to_string())?;
+    check!(all.len() == 1, "{} deployments after a duplicate delivery", all.len());
+
+    let unrelated = store.create_deployment(new_deployment(&other, None)).await.map_err(|e| e.to_string())?;
+    let second = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?;
+    check!(second.superseded == vec![first.deployment.id.clone()], "superseded {:?}", second.superseded);
+    let old = store.get_deployment(&first.deployment.id).await.map_err(|e| e.to_string())?;
+    check!(old.status == Status::Superseded, "older in-flight deployment is {}", old.status);
+    check!(
+        old.reason.as_deref().is_some_and(|r| r.contains(&second.deployment.id)),
+        "supersede reason {:?}",
+        old.reason
+    );
+    let u = store.get_deployment(&unrelated.deployment.id).await.map_err(|e| e.to_string())?;
+    check!(u.status == Status::Queued, "another project's deployment was touched");
+    Ok(())
+}
+
+pub async fn make_live(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}live");
+    project(store, &name).await?;
+    let mut ids = vec![];
+    for _ in 0..2 {
+        let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+        walk(store, &d.id, &Status::PIPELINE[..6]).await?;
+        let patch = Patch { make_live: true, ..Patch::default() };
+        store
+            .transition(
+                Transition::new(&d.id, Status::Running, Status::Healthy, "healthy", Actor::function("verify"))
+                    .with_patch(patch),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        ids.push(d.id);
+    }
+    let p = store.get_project(&name).await.map_err(|e| e.to_string())?;
+    check!(p.live_deployment_id.as_deref() == Some(ids[1].as_str()), "live is {:?}", p.live_deployment_id);
+    let first = store.get_deployment(&ids[0]).await.map_err(|e| e.to_string())?;
+    check!(first.status == Status::Superseded, "replaced live deployment is {}", first.status);
+    Ok(())
+}
+
+pub async fn tokens(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}alice");
+    let hash = format!("{prefix}{}", "f".repeat(32));
+    let t = store.create_token(&name, Role::Deployer, &hash, None).await.map_err(|e| e.to_string())?;
+    let dup = store.create_token(&name, Role::Viewer, "other", None).await;
+    check!(matches!(dup, Err(StoreError::AlreadyExists { .. })), "duplicate token name: {dup:?}");
+    let found = store.authenticate(&hash).await.map_err(|e| e.to_string())?;
+    check!(found.as_ref().is_some_and(|f| f.id == t.id && f.role == Role::Deployer), "authenticate: {found:?}");
+    check!(found.as_ref().is_some_and(|f| f.project_id.is_none()), "unscoped token came back scoped: {found:?}");
+    // Limited to one project: the limit comes back with the token.
+    let scoped_hash = format!("{prefix}{}", "e".repeat(32));
+    let scoped_name = format!("{prefix}bob");
+    store.create_token(&scoped_name, Role::Deployer, &scoped_hash, Some("p_x")).await.map_err(|e| e.to_string())?;
+    let scoped = store.authenticate(&scoped_hash).await.map_err(|e| e.to_string())?;
+    check!(scoped.as_ref().and_then(|s| s.project_id.as_deref()) == Some("p_x"), "scoped token: {scoped:?}");
+    let admin = store.create_token(&format!("{prefix}carol"), Role::Admin, "x", Some("p_x")).await;
+    check!(matches!(admin, Err(StoreError::Invalid(_))), "a project-limited admin token: {admin:?}");
+    check!(store.authenticate("nope").await.map_err(|e| e.to_string())?.is_none(), "unknown hash authenticated");
+    store.revoke_token(&name).await.map_err(|e| e.to_string())?;
+    check!(store.authenticate(&hash).await.map_err(|e| e.to_string())?.is_none(), "revoked token authenticated");
+    Ok(())
+}
+
+pub async fn delete_cancels(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}gone");
+    project(store, &name).await?;
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    store.delete_project(&name, Actor::token("c")).await.map_err(|e| e.to_string())?;
+    check!(matches!(store.get_project(&name).await, Err(StoreError::NotFound { .. })), "project still there");
+    let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
+    check!(history.last().is_some_and(|h| h.to == Status::Cancelled), "deletion did not cancel: {history:?}");
+    Ok(())
+}
+
+/// `contests` deployments, each raced by `racers` concurrent conflicting
+/// transitions out of `queued`: exactly one wins each; the rest get a typed
+/// conflict.
+pub async fn racing_transitions(
+    store: Arc<dyn Store>,
+    prefix: &str,
+    contests: usize,
+    racers: usize,
+) -> Result<(), String> {
+    // One project per contest: a new deployment supersedes its project's
+    // in-flight ones, so contests must not share a project.
+    let mut targets = vec![];
+    for i in 0..contests {
+        let pname = format!("{prefix}r{i}");
+        project(&*store, &pname).await?;
+        targets.push(
+            store.create_deployment(new_deployment(&pname, None)).await.map_err(|e| e.to_string())?.deployment.id,
+        );
+    }
+    let targets = Arc::new(targets);
+    let mut tasks = vec![];
+    for r in 0..racers {
+        let store = store.clone();
+        let targets = targets.clone();
+        tasks.push(tokio::spawn(async move {
+            let to = [Status::Validating, Status::Failed, Status::Cancelled][r % 3];
+            let mut results = vec![];
+            // Racers walk the list from different offsets so contests overlap.
+            let n = targets.len();
+            for k in 0..n {
+                let id = &targets[(k + r * n / 8) % n];
+                let res = store
+                    .transition(
+                        Transition::new(id, Status::Queued, to, format!("racer {r}"), Actor::function("racer"))
+                            .at_version(1),
+                    )
+                    .await;
+                results.push((id.clone(), res));
+            }
+            results
+        }));
+    }
+    let mut winners: HashMap<String, usize> = HashMap::new();
+    let mut conflicts = 0;
+    for t in tasks {
+        for (id, res) in t.await.map_err(|e| e.to_string())? {
+            match res {
+                Ok(_) => *winners.entry(id).or_default() += 1,
+                Err(StoreError::Conflict { .. }) => conflicts += 1,
+                Err(e) => return fail(format!("racer got an untyped error: {e}")),
+            }
+        }
+    }
+    check!(winners.len() == contests, "{} of {contests} contests had a winner", winners.len());
+    check!(winners.values().all(|&w| w == 1), "a contest had more than one winner");
+    check!(conflicts == contests * (racers - 1), "{conflicts} conflicts, want {}", contests * (racers - 1));
+    for id in targets.iter() {
+        let h = store.history(id).await.map_err(|e| e.to_string())?;
+        check!(h.len() == 2, "deployment {id} has {} audit records after the race", h.len());
+    }
+    Ok(())
+}
+
+pub async fn feed_orders_status_and_logs(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}feed");
+    project(store, &name).await?;
+    let mut live = store.subscribe();
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    let line = |text: &str| LogLine {
+        deployment_id: d.id.clone(),
+        project: name.clone(),
+        at: now(),
+        stream: "build".into(),
+        line: text.into(),
+    };
+    store.append_logs(vec![line("one"), line("\u{1b}[31mtwo\u{1b}[0m")]).await.map_err(|e| e.to_string())?;
+    walk(store, &d.id, &[Status::Queued, Status::Validating]).await?;
+    store.append_logs(vec![line("three")]).await.map_err(|e| e.to_string())?;
+    let feed = store.feed(Some(&d.id), 0, 100).await.map_err(|e| e.to_string())?;
+    let shown: Vec<String> = feed
+        .iter()
+        .map(|f| match &f.kind {
+            FeedKind::Status { status, .. } => format!("status:{status}"),
+            FeedKind::Log { line, .. } => format!("log:{line}"),
+        })
+        .collect();
+    check!(
+        shown == ["status:queued", "log:one", "log:\u{1b}[31mtwo\u{1b}[0m", "status:validating", "log:three"],
+        "feed order {shown:?}"
+    );
+    check!(feed.windows(2).all(|w| w[0].seq < w[1].seq), "feed seqs not increasing");
+    let resumed = store.feed(Some(&d.id), feed[2].seq, 100).await.map_err(|e| e.to_string())?;
+    check!(resumed.len() == 2 && resumed[0].seq == feed[3].seq, "resume after a seq: {resumed:?}");
+    // The live subscription saw the same items in the same order.
+    let mut seen = vec![];
+    while let Ok(item) = live.try_recv() {
+        if item.deployment_id == d.id {
+            seen.push(item.seq);
+        }
+    }
+    let all: Vec<u64> = feed.iter().map(|f| f.seq).collect();
+    check!(seen == all, "live feed {seen:?} vs stored {all:?}");
+    let in_validating = store.deployments_in(&[Status::Validating]).await.map_err(|e| e.to_string())?;
+    check!(in_validating.iter().any(|x| x.id == d.id), "deployments_in misses {}", d.id);
+    Ok(())
+}
+
+/// Secrets belong to a project: another project's secret of the same name
+/// is another secret, and one a project does not have is `NotFound`.
+pub async fn secrets(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let a = format!("{prefix}db-url");
+    let (p1, p2) = (format!("{prefix}p_one"), format!("{prefix}p_two"));
+    store.set_secret(&p1, &a, "sealed:v1:one").await.map_err(|e| e.to_string())?;
+    store.set_secret(&p1, &a, "sealed:v1:two").await.map_err(|e| e.to_string())?;
+    let values = store.secret_values(&p1, std::slice::from_ref(&a)).await.map_err(|e| e.to_string())?;
+    check!(values.get(&a).map(String::as_str) == Some("sealed:v1:two"), "secret value {values:?}");
+    let other = store.secret_values(&p2, std::slice::from_ref(&a)).await;
+    check!(matches!(other, Err(StoreError::NotFound { .. })), "another project's secret resolved: {other:?}");
+    store.set_secret(&p2, &a, "sealed:v1:three").await.map_err(|e| e.to_string())?;
+    let values = store.secret_values(&p1, std::slice::from_ref(&a)).await.map_err(|e| e.to_string())?;
+    check!(values.get(&a).map(String::as_str) == Some("sealed:v1:two"), "project two's write leaked: {values:?}");
+    let missing = store.secret_values(&p1, &[format!("{prefix}nope")]).await;
+    check!(matches!(missing, Err(StoreError::NotFound { .. })), "missing secret: {missing:?}");
+    let listed = store.list_secrets(Some(&p1)).await.map_err(|e| e.to_string())?;
+    check!(
+        listed.len() == 1 && listed[0].name == a && listed[0].project_id.as_deref() == Some(p1.as_str()),
+        "list_secrets(one project): {listed:?}"
+    );
+    let all = store.list_secrets(None).await.map_err(|e| e.to_string())?;
+    check!(all.iter().filter(|s| s.name == a).count() == 2, "list_secrets(all): {all:?}");
+    store.delete_secret(&p1, &a).await.map_err(|e| e.to_string())?;
+    check!(matches!(store.delete_secret(&p1, &a).await, Err(StoreError::NotFound { .. })), "deleted twice");
+    check!(store.secret_values(&p2, std::slice::from_ref(&a)).await.is_ok(), "deleting one project's took the other's");
+    store.delete_secret(&p2, &a).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Sidecar reports are stored, read back in order, and folded into
+/// one-minute buckets once old, with averages and the share of good probes.
+pub async fn health_series(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let dep = format!("{prefix}health-dep");
+    // Two old minutes (4 reports each, one bad in the first) and one recent report.
+    let base = chrono::DateTime::from_timestamp_millis(1_700_000_040_000).ok_or("time")?; // on a minute
+    let mut samples = vec![];
+    for (i, offset_s) in [0i64, 15, 30, 45, 60, 75, 90, 105].iter().enumerate() {
+        samples.push(HealthSample {
+            deployment_id: dep.clone(),
+            replica: 0,
+            at: base + chrono::Duration::seconds(*offset_s),
+            span_s: 0,
+            probe_ok: if i == 1 { 0.0 } else { 1.0 },
+            http_status: Some(if i == 1 { 500 } else { 200 }),
+            latency_ms: Some(10.0 * (i as f64 + 1.0)),
+            cpu_percent: Some(4.0),
+            rss_bytes: Some(1000 + i as u64),
+            threads: Some(2),
+            open_fds: Some(7),
+            error: (i == 1).then(|| "GET / → 500".to_string()),
+        });
+    }
+    let recent = HealthSample { at: now(), ..samples[0].clone() };
+    samples.push(recent);
+    store.record_health(samples).await.map_err(|e| e.to_string())?;
+    let all = store.health(&dep, base, 100).await.map_err(|e| e.to_string())?;
+    check!(all.len() == 9, "stored {} of 9", all.len());
+    check!(all.windows(2).all(|w| w[0].at <= w[1].at), "oldest first");
+
+    let folded = store.downsample_health(base + chrono::Duration::minutes(5)).await.map_err(|e| e.to_string())?;
+    check!(folded == 8, "folded {folded} old reports, expected 8");
+    let after = store.health(&dep, base, 100).await.map_err(|e| e.to_string())?;
+    check!(after.len() == 3, "two buckets and the recent report, got {}", after.len());
+    let (m1, m2) = (&after[0], &after[1]);
+    check!(m1.span_s == 60 && m1.at == base, "first bucket {m1:?}");
+    let three_of_four = (m1.probe_ok - 0.75).abs() < 1e-9;
+    check!(three_of_four, "3 of 4 good in minute one: {}", m1.probe_ok);
+    check!(m1.latency_ms.is_some_and(|l| (l - 25.0).abs() < 1e-9), "average latency {:?}", m1.latency_ms);
+    check!(m1.rss_bytes == Some(1003), "highest RSS {:?}", m1.rss_bytes);
+    check!(m2.probe_ok == 1.0 && m2.at == base + chrono::Duration::minutes(1), "second bucket {m2:?}");
+    check!(after[2].span_s == 0, "the recent report stays whole");
+    let again = store.downsample_health(base + chrono::Duration::minutes(5)).await.map_err(|e| e.to_string())?;
+    check!(again == 0, "buckets are not folded again ({again})");
+    Ok(())
+}
