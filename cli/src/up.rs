@@ -88,9 +88,10 @@ pub struct UpArgs {
     /// this binary, `target/site` in a checkout; `cargo xtask web` builds it).
     #[arg(long, env = "BIFROST_WEB_SITE_ROOT")]
     pub web_root: Option<PathBuf>,
-    /// Deliver every event twice (proves handler idempotency; for tests).
-    #[arg(long, env = "BIFROST_DUPLICATE_DELIVERIES", hide = true, value_parser = clap::builder::FalseyValueParser::new())]
-    pub duplicate_deliveries: bool,
+    /// Deliver every event twice: `sequential` or `concurrent` (proves
+    /// handler idempotency; for tests).
+    #[arg(long, env = "BIFROST_DUPLICATE_DELIVERIES", hide = true, default_value = "off")]
+    pub duplicate_deliveries: bifrost_sqlite::Duplicates,
 }
 
 fn default_data_dir() -> PathBuf {

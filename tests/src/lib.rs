@@ -127,7 +127,7 @@ impl Platform {
             .env("BIFROST_APPS_DIR", self.apps_dir())
             .env("BIFROST_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("BIFROST_CONFIG_DIR", self.home.path().join("cfg"))
-            .env("BIFROST_LOG", "info,bifrost_core=debug")
+            .env("BIFROST_LOG", "info,bifrost_core=debug,bifrost_sqlite=debug,bifrost_local=debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(log);

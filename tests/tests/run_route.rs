@@ -299,7 +299,7 @@ async fn cancelling_a_build_kills_its_whole_process_group() {
     assert_eq!(out.code, 0, "{out:?}");
     let start = Instant::now();
     while alive(grandchild) {
-        assert!(start.elapsed() < Duration::from_secs(5), "the build's grandchild survived the cancel");
+        assert!(start.elapsed() < Duration::from_secs(60), "the build's grandchild survived the cancel");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let logs = p.cli(&["logs", &id]);

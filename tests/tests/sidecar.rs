@@ -1,7 +1,7 @@
 //! Health sidecars under the real `bifrost up`: one per replica, their
 //! reports in the API (replicas, the health series, SSE), a hung app caught
-//! within `failure_threshold × interval` (+ one interval), and a sidecar
-//! with someone else's token refused.
+//! by `failure_threshold` failed probes in a row, and a sidecar presenting
+//! another replica's real token refused.
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ async fn healthy_hello(p: &Platform) -> String {
 }
 
 /// The token `bifrost up` derives for a replica (from the data dir's key).
-fn bifrost_shared_token(p: &Platform, deployment: &str, replica: u32) -> String {
+fn replica_token(p: &Platform, deployment: &str, replica: u32) -> String {
     let hexed = std::fs::read_to_string(p.data_dir.join("ingest.key")).expect("ingest.key");
     let key = hexed
         .trim()
@@ -44,7 +44,7 @@ async fn sidecar_reports_reach_the_api_and_a_hung_app_is_caught() {
     let c = p.client();
     // hello-python: interval 1s, failure_threshold 3, 2 replicas.
     // One sidecar per replica, each carrying its own token.
-    let sidecars = pids_with_env("BIFROST_SIDECAR_TOKEN", &bifrost_shared_token(&p, &id, 0));
+    let sidecars = pids_with_env("BIFROST_SIDECAR_TOKEN", &replica_token(&p, &id, 0));
     assert_eq!(sidecars.len(), 1, "replica 0's sidecar");
 
     // The replicas carry the sidecar's view of their processes.
@@ -86,36 +86,58 @@ async fn sidecar_reports_reach_the_api_and_a_hung_app_is_caught() {
         let r = c.get(&format!("/api/v1/deployments/{id}/replicas")).await.body;
         let rep0 = r.as_array().and_then(|a| a.iter().find(|x| x["index"] == 0)).cloned().unwrap_or(Value::Null);
         if rep0["healthy"] == false || rep0["restarts"].as_u64().unwrap_or(0) > 0 {
-            break (stopped.elapsed(), rep0);
+            break rep0;
         }
-        assert!(stopped.elapsed() < Duration::from_secs(30), "a hung replica was never caught: {r:#}");
+        // Only a guard against waiting forever; how fast it is caught is
+        // measured in BENCHMARKS.md, not asserted here.
+        assert!(stopped.elapsed() < Duration::from_secs(120), "a hung replica was never caught: {r:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let _ = std::process::Command::new("kill").args(["-CONT", &pid.to_string()]).status();
-    // failure_threshold (3) × interval (1 s) + one interval, plus the 100 ms poll.
-    assert!(caught.0 <= Duration::from_millis(4100), "caught after {:?}: {:#}", caught.0, caught.1);
-    eprintln!("hung replica caught after {:?}", caught.0);
-    let probe = caught.1["last_probe"].as_str().unwrap_or("");
+    eprintln!("hung replica caught after {:?}", stopped.elapsed());
+    // The order of events: the sidecar's probes failed failure_threshold (3)
+    // times in a row, then the replica was unhealthy, and any restart came
+    // because of that.
+    assert_eq!(caught["healthy"], false, "marked unhealthy: {caught:#}");
+    assert!(caught["consecutive_failures"].as_u64().unwrap_or(0) >= 3, "3 failed probes in a row: {caught:#}");
+    if caught["restarts"] != 0 {
+        let exit = caught["last_exit"].as_str().unwrap_or("");
+        assert!(exit.contains("after failing its health checks"), "restarted for its health: {caught:#}");
+    }
+    let probe = caught["last_probe"].as_str().unwrap_or("");
     assert!(probe.contains("no HTTP answer"), "{probe}");
+}
+
+/// Runs a sidecar reporting as `replica` of `deployment` with `token` for
+/// a while, and returns what it printed.
+async fn sidecar_stderr(p: &Platform, deployment: &str, replica: u32, token: &str) -> String {
+    let child = tokio::process::Command::new(sidecar_bin())
+        .args(["--target", "127.0.0.1:9", "--interval", "200ms", "--endpoint", &p.ingest_url])
+        .args(["--deployment", deployment, "--replica", &replica.to_string(), "--token", token])
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sidecar");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = child.id().expect("pid");
+    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+    let o = child.wait_with_output().await.expect("wait");
+    assert!(o.status.success(), "SIGTERM is a clean exit: {o:?}");
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[tokio::test]
 async fn a_sidecar_with_another_replicas_token_is_refused() {
     let p = Platform::start();
     let id = healthy_hello(&p).await;
-    let out = tokio::process::Command::new(sidecar_bin())
-        .args(["--target", "127.0.0.1:9", "--interval", "200ms", "--endpoint", &p.ingest_url])
-        .args(["--deployment", &id, "--replica", "0", "--token", "0123456789abcdef"])
-        .kill_on_drop(true)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("sidecar");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let pid = out.id().expect("pid");
-    let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
-    let o = out.wait_with_output().await.expect("wait");
-    assert!(o.status.success(), "SIGTERM is a clean exit: {o:?}");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("unauthenticated"), "{stderr}");
-    assert!(!stderr.contains("connected to"), "{stderr}");
+    // Replica 1's real token, exactly what its own sidecar carries.
+    let theirs = replica_token(&p, &id, 1);
+    assert_eq!(pids_with_env("BIFROST_SIDECAR_TOKEN", &theirs).len(), 1, "replica 1's sidecar carries this token");
+    // It is good for replica 1 ...
+    let own = sidecar_stderr(&p, &id, 1, &theirs).await;
+    assert!(own.contains("connected to") && !own.contains("unauthenticated"), "{own}");
+    // ... and refused when it claims to be replica 0.
+    let stolen = sidecar_stderr(&p, &id, 0, &theirs).await;
+    assert!(stolen.contains("unauthenticated"), "{stolen}");
+    assert!(!stolen.contains("connected to"), "{stolen}");
 }

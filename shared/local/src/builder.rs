@@ -35,6 +35,21 @@ pub struct LocalBuilder {
     sandbox: Sandbox,
     sources: Arc<dyn Sources>,
     timeout: Duration,
+    /// Deployments being built here now: a second delivery of the same
+    /// build event (Pub/Sub delivers at least once) must not build into the
+    /// same directory at the same time.
+    running: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// Holds a deployment's place in [`LocalBuilder::running`] while it builds.
+struct Building(Arc<std::sync::Mutex<std::collections::HashSet<String>>>, String);
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.0.lock() {
+            running.remove(&self.1);
+        }
+    }
 }
 
 /// Processes one build may have (a fork bomb stops there).
@@ -42,7 +57,7 @@ const BUILD_PIDS: u32 = 1024;
 
 impl LocalBuilder {
     pub fn new(sandbox: Sandbox, sources: Arc<dyn Sources>, timeout: Duration) -> Self {
-        LocalBuilder { sandbox, sources, timeout }
+        LocalBuilder { sandbox, sources, timeout, running: Arc::default() }
     }
 
     pub fn artifact_dir(&self, project_id: &str, deployment_id: &str) -> PathBuf {
@@ -254,6 +269,13 @@ pub fn strip_ansi(s: &str) -> String {
 #[async_trait]
 impl Builder for LocalBuilder {
     async fn build(&self, req: BuildRequest, log: Arc<dyn LogSink>) -> Result<serde_json::Value, BuildError> {
+        let claimed = self.running.lock().map(|mut r| r.insert(req.deployment_id.clone())).unwrap_or(false);
+        if !claimed {
+            // Retried later: by then this build has moved the deployment on,
+            // and the retry finds nothing to do.
+            return Err(BuildError::Unavailable(format!("{} is already being built", req.deployment_id)));
+        }
+        let _building = Building(self.running.clone(), req.deployment_id.clone());
         let dir = self.artifact_dir(&req.project_id, &req.deployment_id);
         let unavailable = |what: &str, e: std::io::Error| BuildError::Unavailable(format!("{what}: {e}"));
         // A redelivered build (after a crash) starts from a clean directory.

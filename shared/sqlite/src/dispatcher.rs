@@ -25,8 +25,33 @@ pub struct DispatcherConfig {
     pub concurrency: usize,
     /// Shown in the envelope's `subscription` (`projects/<this>/subscriptions/...`).
     pub gcp_project: String,
-    /// Deliver every event twice (proves handler idempotency in tests).
-    pub duplicate_deliveries: bool,
+    /// Deliver every event twice, as Pub/Sub may (proves handler
+    /// idempotency in tests).
+    pub duplicate_deliveries: Duplicates,
+}
+
+/// How the dispatcher imitates Pub/Sub's at-least-once delivery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Duplicates {
+    /// Each event once (until acknowledged).
+    #[default]
+    Off,
+    /// Each event again after its first delivery was acknowledged.
+    Sequential,
+    /// Each event twice at the same time: two functions race on one step.
+    Concurrent,
+}
+
+impl std::str::FromStr for Duplicates {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" | "" | "0" | "false" => Ok(Duplicates::Off),
+            "sequential" | "1" | "true" => Ok(Duplicates::Sequential),
+            "concurrent" => Ok(Duplicates::Concurrent),
+            other => Err(format!("expected off, sequential or concurrent, found {other:?}")),
+        }
+    }
 }
 
 impl Default for DispatcherConfig {
@@ -37,7 +62,7 @@ impl Default for DispatcherConfig {
             backoff_max: Duration::from_secs(60),
             concurrency: 32,
             gcp_project: "bifrost-local".into(),
-            duplicate_deliveries: false,
+            duplicate_deliveries: Duplicates::Off,
         }
     }
 }
@@ -163,13 +188,26 @@ impl Dispatcher {
                 event = %delivery.event.kind, deployment = %delivery.event.deployment_id,
                 subscription = %delivery.subscription, attempt = delivery.attempts + 1, "push"
             );
-            let outcome = deliver(&handler, &delivery.function, envelope.clone()).await;
-            if config.duplicate_deliveries && outcome == Outcome::Ack {
-                let again = deliver(&handler, &delivery.function, envelope).await;
-                if again != Outcome::Ack {
-                    tracing::error!(?again, event = %delivery.event.kind, "redelivery was not acknowledged");
+            let outcome = match config.duplicate_deliveries {
+                Duplicates::Off => deliver(&handler, &delivery.function, envelope).await,
+                Duplicates::Sequential => {
+                    let outcome = deliver(&handler, &delivery.function, envelope.clone()).await;
+                    if outcome == Outcome::Ack {
+                        let again = deliver(&handler, &delivery.function, envelope).await;
+                        twice(&delivery, &outcome, &again);
+                    }
+                    outcome
                 }
-            }
+                Duplicates::Concurrent => {
+                    let (a, b) = tokio::join!(
+                        deliver(&handler, &delivery.function, envelope.clone()),
+                        deliver(&handler, &delivery.function, envelope)
+                    );
+                    twice(&delivery, &a, &b);
+                    // As on Pub/Sub, the message is done once either copy is acknowledged.
+                    if a == Outcome::Ack { a } else { b }
+                }
+            };
             let _ = done.send(Done { delivery, outcome });
         });
     }
@@ -204,6 +242,18 @@ impl Dispatcher {
 }
 
 /// Calls the handler; a panic is a failed delivery, not a lost one.
+/// Reports a doubled delivery; a copy that was refused outright means a
+/// function is not idempotent (a Retry is fine: it is delivered again).
+fn twice(delivery: &DueDelivery, first: &Outcome, second: &Outcome) {
+    let refused = matches!(first, Outcome::Reject(_)) || matches!(second, Outcome::Reject(_));
+    if refused || (*first != Outcome::Ack && *second != Outcome::Ack) {
+        tracing::error!(?first, ?second, subscription = %delivery.subscription, event = %delivery.event.kind,
+            "a doubled delivery was not acknowledged");
+    } else {
+        tracing::debug!(subscription = %delivery.subscription, event = %delivery.event.kind, "delivered twice");
+    }
+}
+
 async fn deliver(handler: &Arc<dyn PushHandler>, function: &str, envelope: PushEnvelope) -> Outcome {
     let handler = handler.clone();
     let function = function.to_string();
