@@ -6,7 +6,8 @@ locals {
   # Every event type (deployment.<status>) gets a topic.
   statuses = ["queued", "validating", "building", "built", "deploying", "running", "healthy", "failed", "cancelled", "superseded"]
 
-  # Which function consumes which event: functions/src/lib.rs subscriptions().
+  # Which function consumes which event: derived in functions/src/lib.rs
+  # (subscriptions()); functions/tests/subscriptions.rs checks this table.
   subscriptions = {
     "validate-queued"     = { function = "validate", status = "queued" }
     "validate-validating" = { function = "validate", status = "validating" }

@@ -5,97 +5,101 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bifrost_core::config::EnvValue;
 use bifrost_core::domain::Deployment;
-use bifrost_core::events::{Outcome, PushEnvelope};
-use bifrost_core::ports::{Patch, ReplicaSpec, RuntimeError};
+use bifrost_core::events::Event;
+use bifrost_core::ports::{ReplicaSpec, RuntimeError};
 use bifrost_core::{Status, StoreError};
 
-use crate::{Ctx, current_deployment, decode, left_status, step};
+use crate::driver::{Consumes, Decision, Function};
+use crate::{Ctx, left_status};
 
 pub const NAME: &str = "deploy";
 
-pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
-    let event = match decode(&envelope) {
-        Ok(e) => e,
-        Err(o) => return o,
-    };
-    match event.status {
-        Status::Built => step(ctx, &event, NAME, Status::Deploying, "starting replicas".into(), Patch::default()).await,
-        Status::Deploying => {
-            let d = match current_deployment(ctx, &event).await {
-                Ok(d) => d,
-                Err(o) => return o,
-            };
-            let spec = match spec_for(ctx, &d).await {
-                Ok(s) => s,
-                Err(SpecError::Fail(reason)) => {
-                    return step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await;
-                }
-                Err(SpecError::Retry(e)) => return Outcome::Retry(e),
-            };
-            let replicas = spec.replicas;
-            if let Err(e) = ctx.runtime.apply(spec).await {
-                return match e {
-                    RuntimeError::Failed(reason) => {
-                        step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await
-                    }
-                    RuntimeError::Unavailable(e) => Outcome::Retry(e),
-                };
-            }
-            let waited = tokio::select! {
-                r = ctx.runtime.wait_listening(&d.id, ctx.settings.start_timeout) => Some(r),
-                _ = left_status(ctx, &event) => None,
-            };
-            match waited {
-                // Cancelled or superseded meanwhile: the cleanup stops it.
-                None => Outcome::Ack,
-                Some(Ok(())) => {
-                    let reason = format!("{replicas} replica(s) listening");
-                    step(ctx, &event, NAME, Status::Running, reason, Patch::default()).await
-                }
-                Some(Err(RuntimeError::Failed(reason))) => {
-                    let _ = ctx.runtime.stop(&d.id, Duration::ZERO).await;
-                    step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await
-                }
-                Some(Err(RuntimeError::Unavailable(e))) => Outcome::Retry(e),
-            }
-        }
-        Status::Healthy => match current_deployment(ctx, &event).await {
-            // Live: the app's traffic goes to it (idempotent; retried until done).
-            Ok(_) => match ctx.runtime.promote(&event.deployment_id).await {
-                Ok(()) => Outcome::Ack,
-                Err(e) => Outcome::Retry(format!("sending traffic to {}: {e}", event.deployment_id)),
-            },
-            Err(o) => o,
-        },
-        Status::Superseded | Status::Cancelled | Status::Failed => {
-            // Traffic first goes to whatever is live now (the healthy event
-            // of the replacement may not have been handled yet), so stopping
-            // this one never leaves the app's URL pointing at nothing.
-            if let Ok(p) = ctx.store.get_project(&event.project_id).await
-                && let Some(live) = p.live_deployment_id.filter(|l| *l != event.deployment_id)
-                && let Err(e) = ctx.runtime.promote(&live).await
-            {
-                return Outcome::Retry(format!("sending traffic to the live deployment {live}: {e}"));
-            }
-            // Out of service: drain (the router already stopped sending
-            // new requests), stop, and drop build output nobody can roll
-            // back to.
-            let _ = ctx.runtime.stop(&event.deployment_id, ctx.settings.drain).await;
-            match ctx.store.get_project(&event.project_id).await {
-                // The project was deleted: everything of it goes.
-                Err(StoreError::NotFound { .. }) => ctx.builder.discard_project(&event.project_id).await,
-                _ => {
-                    if !was_ever_healthy(ctx, &event.deployment_id).await {
-                        ctx.builder.discard(&event.project_id, &event.deployment_id).await;
-                    }
-                }
-            }
-            Outcome::Ack
-        }
-        _ => Outcome::Ack,
+pub struct Deploy;
+
+#[async_trait]
+impl Function for Deploy {
+    fn name(&self) -> &'static str {
+        NAME
     }
+
+    fn consumes(&self) -> &'static [Consumes] {
+        &[
+            Consumes::Current(Status::Built),
+            Consumes::Current(Status::Deploying),
+            // Live: the deploy function moves the app's traffic to it (GKE).
+            Consumes::Current(Status::Healthy),
+            // Leaving service: the deploy function stops the replicas.
+            Consumes::Always(Status::Superseded),
+            Consumes::Always(Status::Cancelled),
+            Consumes::Always(Status::Failed),
+        ]
+    }
+
+    async fn reconcile(&self, ctx: &Ctx, d: Option<&Deployment>, event: &Event) -> Decision {
+        match (event.status, d) {
+            (Status::Built, Some(_)) => Decision::to(Status::Deploying, "starting replicas"),
+            (Status::Deploying, Some(d)) => start(ctx, d, event).await,
+            (Status::Healthy, Some(_)) => match ctx.runtime.promote(&event.deployment_id).await {
+                Ok(()) => Decision::Done,
+                Err(e) => Decision::Retry(format!("sending traffic to {}: {e}", event.deployment_id)),
+            },
+            (Status::Superseded | Status::Cancelled | Status::Failed, _) => leave_service(ctx, event).await,
+            _ => Decision::Done,
+        }
+    }
+}
+
+/// Starts the replicas and waits until they listen.
+async fn start(ctx: &Ctx, d: &Deployment, event: &Event) -> Decision {
+    let spec = match spec_for(ctx, d).await {
+        Ok(s) => s,
+        Err(SpecError::Fail(reason)) => return Decision::fail(reason),
+        Err(SpecError::Retry(e)) => return Decision::Retry(e),
+    };
+    let replicas = spec.replicas;
+    if let Err(e) = ctx.runtime.apply(spec).await {
+        return match e {
+            RuntimeError::Failed(reason) => Decision::fail(reason),
+            RuntimeError::Unavailable(e) => Decision::Retry(e),
+        };
+    }
+    let waited = tokio::select! {
+        r = ctx.runtime.wait_listening(&d.id, ctx.settings.start_timeout) => Some(r),
+        _ = left_status(ctx, event) => None,
+    };
+    match waited {
+        None => Decision::Done,
+        Some(Ok(())) => Decision::to(Status::Running, format!("{replicas} replica(s) listening")),
+        Some(Err(RuntimeError::Failed(reason))) => {
+            let _ = ctx.runtime.stop(&d.id, Duration::ZERO).await;
+            Decision::fail(reason)
+        }
+        Some(Err(RuntimeError::Unavailable(e))) => Decision::Retry(e),
+    }
+}
+
+/// A deployment ended: traffic goes (back) to the live one, its replicas
+/// stop after draining, and build output nobody can roll back to is removed.
+async fn leave_service(ctx: &Ctx, event: &Event) -> Decision {
+    if let Ok(p) = ctx.store.get_project(&event.project_id).await
+        && let Some(live) = p.live_deployment_id.filter(|l| *l != event.deployment_id)
+        && let Err(e) = ctx.runtime.promote(&live).await
+    {
+        return Decision::Retry(format!("sending traffic to the live deployment {live}: {e}"));
+    }
+    let _ = ctx.runtime.stop(&event.deployment_id, ctx.settings.drain).await;
+    match ctx.store.get_project(&event.project_id).await {
+        Err(StoreError::NotFound { .. }) => ctx.builder.discard_project(&event.project_id).await,
+        _ => {
+            if !was_ever_healthy(ctx, &event.deployment_id).await {
+                ctx.builder.discard(&event.project_id, &event.deployment_id).await;
+            }
+        }
+    }
+    Decision::Done
 }
 
 async fn was_ever_healthy(ctx: &Ctx, deployment_id: &str) -> bool {

@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod deploy;
+pub mod driver;
 pub mod logs;
 pub mod push;
 pub mod validate;
@@ -20,6 +21,7 @@ use bifrost_core::domain::{Actor, Deployment};
 use bifrost_core::events::{Event, Outcome, PushEnvelope, Subscription};
 use bifrost_core::ports::{Builder, DeadLetters, LogSink, PushHandler, Runtime, Sources, Store, Transition};
 use bifrost_core::{Status, StoreError};
+use driver::Function;
 
 /// Everything a function may touch.
 #[derive(Clone)]
@@ -84,24 +86,17 @@ impl Default for Settings {
     }
 }
 
-/// The subscriptions of the functions this build contains: which function
-/// consumes which event. Each handler moves exactly one transition per
-/// delivery, so a crash between steps resumes from the outbox.
+/// The pipeline functions this build contains.
+pub fn functions() -> [&'static dyn Function; 4] {
+    [&validate::Validate, &build::Build, &deploy::Deploy, &verify::Verify]
+}
+
+/// Which function consumes which event, derived from what each function
+/// says it consumes (terraform/main.tf's table is checked against it).
+/// Each handler moves exactly one transition per delivery, so a crash
+/// between steps resumes from the outbox.
 pub fn subscriptions() -> Vec<Subscription> {
-    vec![
-        Subscription::new(validate::NAME, Status::Queued),
-        Subscription::new(validate::NAME, Status::Validating),
-        Subscription::new(build::NAME, Status::Building),
-        Subscription::new(deploy::NAME, Status::Built),
-        Subscription::new(deploy::NAME, Status::Deploying),
-        Subscription::new(verify::NAME, Status::Running),
-        // Live: the deploy function moves the app's traffic to it (GKE).
-        Subscription::new(deploy::NAME, Status::Healthy),
-        // Leaving service: the deploy function stops the replicas.
-        Subscription::new(deploy::NAME, Status::Superseded),
-        Subscription::new(deploy::NAME, Status::Cancelled),
-        Subscription::new(deploy::NAME, Status::Failed),
-    ]
+    driver::subscriptions_of(&functions())
 }
 
 /// All functions behind one push interface (what the dispatcher calls).
@@ -112,38 +107,11 @@ pub struct Functions {
 #[async_trait]
 impl PushHandler for Functions {
     async fn push(&self, function: &str, envelope: PushEnvelope) -> Outcome {
-        match function {
-            validate::NAME => validate::handle(&self.ctx, envelope).await,
-            build::NAME => build::handle(&self.ctx, envelope).await,
-            deploy::NAME => deploy::handle(&self.ctx, envelope).await,
-            verify::NAME => verify::handle(&self.ctx, envelope).await,
-            other => Outcome::Reject(format!("no function named {other:?} in this build")),
+        match functions().into_iter().find(|f| f.name() == function) {
+            Some(f) => driver::drive(f, &self.ctx, envelope).await,
+            None => Outcome::Reject(format!("no function named {function:?} in this build")),
         }
     }
-}
-
-/// Decodes a push, or says why it can never be handled.
-pub(crate) fn decode(envelope: &PushEnvelope) -> Result<Event, Outcome> {
-    envelope.event().map_err(|e| Outcome::Reject(e.to_string()))
-}
-
-/// Applies one transition on behalf of `function`, for the event that asked
-/// for it. A transition that already happened (or was overtaken: cancelled,
-/// superseded, deleted) is acknowledged and changes nothing.
-pub(crate) async fn step(
-    ctx: &Ctx,
-    event: &Event,
-    function: &str,
-    to: Status,
-    reason: String,
-    patch: bifrost_core::ports::Patch,
-) -> Outcome {
-    // Lines logged so far come before the status change in the feed.
-    ctx.logs.flush().await;
-    let t = Transition::new(&event.deployment_id, event.status, to, reason, Actor::function(function))
-        .at_version(event.version)
-        .with_patch(patch);
-    outcome_of(ctx.store.transition(t).await.map(|_| ()))
 }
 
 /// Maps a store result to what Pub/Sub should do with the message.

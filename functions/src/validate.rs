@@ -5,52 +5,61 @@
 use bifrost_core::Status;
 use bifrost_core::config::{self, ConfigError};
 use bifrost_core::domain::ConfigSnapshot;
-use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::domain::Deployment;
+use bifrost_core::events::Event;
 use bifrost_core::ports::{Patch, SourceError};
 
-use crate::{Ctx, decode, step, still_current};
+use crate::Ctx;
+use crate::driver::{Consumes, Decision, Function};
+use async_trait::async_trait;
 
 pub const NAME: &str = "validate";
 pub const CONFIG_FILE: &str = "deploy.toml";
 
-pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
-    let event = match decode(&envelope) {
-        Ok(e) => e,
-        Err(o) => return o,
-    };
-    match event.status {
-        Status::Queued => {
-            step(ctx, &event, NAME, Status::Validating, format!("reading {CONFIG_FILE}"), Patch::default()).await
+pub struct Validate;
+
+#[async_trait]
+impl Function for Validate {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn consumes(&self) -> &'static [Consumes] {
+        &[Consumes::Current(Status::Queued), Consumes::Current(Status::Validating)]
+    }
+
+    async fn reconcile(&self, ctx: &Ctx, d: Option<&Deployment>, event: &Event) -> Decision {
+        let Some(d) = d else { return Decision::Done };
+        if event.status == Status::Queued {
+            return Decision::to(Status::Validating, format!("reading {CONFIG_FILE}"));
         }
-        Status::Validating => {
-            match still_current(ctx, &event).await {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Ack,
-                Err(o) => return o,
+        match check(ctx, d, &event.project).await {
+            Ok(Verdict::Valid(snapshot)) => {
+                let reason = format!(
+                    "{CONFIG_FILE} valid: app {} ({}), {} replica(s)",
+                    snapshot.config.app.name, snapshot.config.app.runtime, snapshot.config.scaling.min_replicas
+                );
+                Decision::Move {
+                    to: Status::Building,
+                    reason,
+                    patch: Patch { config: Some(*snapshot), ..Patch::default() },
+                }
             }
-            let (to, reason, patch) = match check(ctx, &event.deployment_id, &event.project).await {
-                Ok(Verdict::Valid(snapshot)) => {
-                    let reason = format!(
-                        "{CONFIG_FILE} valid: app {} ({}), {} replica(s)",
-                        snapshot.config.app.name, snapshot.config.app.runtime, snapshot.config.scaling.min_replicas
-                    );
-                    (Status::Building, reason, Patch { config: Some(*snapshot), ..Patch::default() })
+            Ok(Verdict::Invalid(errors)) => {
+                let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+                let reason = match errors.len() {
+                    1 => format!("{CONFIG_FILE} is invalid: {first}"),
+                    n => format!("{CONFIG_FILE} has {n} errors; first: {first}"),
+                };
+                Decision::Move {
+                    to: Status::Failed,
+                    reason,
+                    patch: Patch { config_errors: Some(errors), ..Patch::default() },
                 }
-                Ok(Verdict::Invalid(errors)) => {
-                    let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
-                    let reason = match errors.len() {
-                        1 => format!("{CONFIG_FILE} is invalid: {first}"),
-                        n => format!("{CONFIG_FILE} has {n} errors; first: {first}"),
-                    };
-                    (Status::Failed, reason, Patch { config_errors: Some(errors), ..Patch::default() })
-                }
-                Ok(Verdict::Unusable(reason)) => (Status::Failed, reason, Patch::default()),
-                Err(transient) => return Outcome::Retry(transient),
-            };
-            step(ctx, &event, NAME, to, reason, patch).await
+            }
+            Ok(Verdict::Unusable(reason)) => Decision::fail(reason),
+            Err(transient) => Decision::Retry(transient),
         }
-        // Not an event this function consumes.
-        _ => Outcome::Ack,
     }
 }
 
@@ -62,8 +71,7 @@ enum Verdict {
 }
 
 /// `Err` is a transient problem worth retrying.
-async fn check(ctx: &Ctx, deployment_id: &str, project: &str) -> Result<Verdict, String> {
-    let d = ctx.store.get_deployment(deployment_id).await.map_err(|e| e.to_string())?;
+async fn check(ctx: &Ctx, d: &Deployment, project: &str) -> Result<Verdict, String> {
     let text = match ctx.sources.read_file(&d.source, CONFIG_FILE).await {
         Ok(Some(t)) => t,
         Ok(None) => {

@@ -5,28 +5,40 @@
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bifrost_core::Status;
-use bifrost_core::events::{Outcome, PushEnvelope};
+use bifrost_core::domain::Deployment;
+use bifrost_core::events::Event;
 use bifrost_core::ports::{Patch, ReplicaStatus};
 
-use crate::{Ctx, current_deployment, decode, step, still_current};
+use crate::driver::{Consumes, Decision, Function};
+use crate::{Ctx, still_current};
 
 pub const NAME: &str = "verify";
 
-pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
-    let event = match decode(&envelope) {
-        Ok(e) => e,
-        Err(o) => return o,
-    };
-    if event.status != Status::Running {
-        return Outcome::Ack;
+pub struct Verify;
+
+#[async_trait]
+impl Function for Verify {
+    fn name(&self) -> &'static str {
+        NAME
     }
-    let d = match current_deployment(ctx, &event).await {
-        Ok(d) => d,
-        Err(o) => return o,
-    };
+
+    fn consumes(&self) -> &'static [Consumes] {
+        &[Consumes::Current(Status::Running)]
+    }
+
+    async fn reconcile(&self, ctx: &Ctx, d: Option<&Deployment>, event: &Event) -> Decision {
+        match d {
+            Some(d) => verify(ctx, d, event).await,
+            None => Decision::Done,
+        }
+    }
+}
+
+async fn verify(ctx: &Ctx, d: &Deployment, event: &Event) -> Decision {
     let Some(snapshot) = &d.config else {
-        return step(ctx, &event, NAME, Status::Failed, "no validated deploy.toml".into(), Patch::default()).await;
+        return Decision::fail("no validated deploy.toml");
     };
     let health = &snapshot.config.health;
     let budget =
@@ -44,7 +56,7 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
         first = false;
         let replicas = ctx.runtime.watch_status(&d.id, wait, &verdict).await;
         if replicas.is_empty() {
-            return step(ctx, &event, NAME, Status::Failed, "no replicas are running".into(), Patch::default()).await;
+            return Decision::fail("no replicas are running");
         }
         if let Some(bad) = replicas.iter().find(|r| r.consecutive_failures >= health.failure_threshold) {
             let reason = format!(
@@ -53,13 +65,16 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
                 bad.consecutive_failures,
                 bad.last_probe.as_deref().unwrap_or("no answer")
             );
-            return step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await;
+            return Decision::fail(reason);
         }
         if replicas.iter().all(|r| r.healthy) {
             let probe = replicas[0].last_probe.clone().unwrap_or_default();
             let reason = format!("{}/{} replicas healthy ({probe})", replicas.len(), replicas.len());
-            return step(ctx, &event, NAME, Status::Healthy, reason, Patch { make_live: true, ..Patch::default() })
-                .await;
+            return Decision::Move {
+                to: Status::Healthy,
+                reason,
+                patch: Patch { make_live: true, ..Patch::default() },
+            };
         }
         if started.elapsed() > budget {
             let r = replicas.iter().find(|r| !r.healthy).unwrap_or(&replicas[0]);
@@ -72,10 +87,10 @@ pub async fn handle(ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
                 (None, None, false) => "last saw nothing (not listening)".to_string(),
             };
             let reason = format!("no health verdict within {}s: replica {} {saw}", budget.as_secs(), r.index);
-            return step(ctx, &event, NAME, Status::Failed, reason, Patch::default()).await;
+            return Decision::fail(reason);
         }
-        if !matches!(still_current(ctx, &event).await, Ok(true)) {
-            return Outcome::Ack;
+        if !matches!(still_current(ctx, event).await, Ok(true)) {
+            return Decision::Done;
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod decide;
 pub mod domain;
 pub mod error;
 pub mod events;

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::pubsub::Publish;
+use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
 use bifrost_core::events::{DeadLetter, Event, PushEnvelope};
@@ -699,20 +700,16 @@ impl Tx<'_> {
                 let mut project: Project = from_data(&pdoc.data)?;
                 let previous = project.live_deployment_id.replace(next.id.clone());
                 self.set(&pcol, &project.id, &ProjectDoc { data: to_data(&project)?, ..pdoc })?;
-                if let Some(prev) = previous.filter(|p| *p != next.id)
-                    && let Some(old) = self.get::<DeploymentDoc>(&col, &prev).await?
-                {
-                    let old = deployment_of(&old)?;
-                    if !old.status.is_terminal() {
-                        let sup = Transition::new(
-                            &old.id,
-                            old.status,
-                            Status::Superseded,
-                            format!("replaced by {} (now live)", next.id),
-                            t.actor.clone(),
-                        );
-                        self.transition(&sup).await?;
+                let old = match previous.filter(|p| *p != next.id) {
+                    Some(prev) => {
+                        self.get::<DeploymentDoc>(&col, &prev).await?.map(|d| deployment_of(&d)).transpose()?
                     }
+                    None => None,
+                };
+                if let Some(sup) =
+                    decide::replace_live(&next.id, old.as_ref().map(|o| (o.id.as_str(), o.status)), &t.actor)
+                {
+                    self.transition(&sup).await?;
                 }
             }
             Ok(next)
@@ -769,10 +766,14 @@ impl Store for FirestoreStore {
                     let doc =
                         tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
                     let project: Project = from_data(&doc.data)?;
-                    let open: Vec<Status> = Status::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
-                    for d in tx.query_deployments(Some(&project.id), &open).await? {
-                        let from: Status = d.status.parse().map_err(backend)?;
-                        let t = Transition::new(&d.id, from, Status::Cancelled, "project deleted", actor.clone());
+                    let open: Vec<Status> =
+                        Status::ALL.into_iter().filter(|s| decide::cancelled_by_project_delete(*s)).collect();
+                    let docs = tx.query_deployments(Some(&project.id), &open).await?;
+                    let seen = docs
+                        .iter()
+                        .map(|d| Ok((d.id.as_str(), d.status.parse::<Status>().map_err(backend)?)))
+                        .collect::<StoreResult<Vec<_>>>()?;
+                    for t in decide::cancel_for_project_delete(seen, &actor) {
                         tx.transition(&t).await?;
                     }
                     let (names, projects) = (tx.cols.names.clone(), tx.cols.projects.clone());
@@ -810,19 +811,17 @@ impl Store for FirestoreStore {
                 let at = now();
                 let d = Deployment::queued(&new, &project, at);
                 let reason = d.reason.clone().unwrap_or_default();
-                let in_flight: Vec<Status> = Status::ALL.into_iter().filter(|s| s.is_in_flight()).collect();
+                let in_flight: Vec<Status> =
+                    Status::ALL.into_iter().filter(|s| decide::superseded_by_new(*s)).collect();
+                let docs = tx.query_deployments(Some(&project.id), &in_flight).await?;
+                let seen = docs
+                    .iter()
+                    .map(|o| Ok((o.id.as_str(), o.status.parse::<Status>().map_err(backend)?)))
+                    .collect::<StoreResult<Vec<_>>>()?;
                 let mut superseded = vec![];
-                for old in tx.query_deployments(Some(&project.id), &in_flight).await? {
-                    let from: Status = old.status.parse().map_err(backend)?;
-                    let t = Transition::new(
-                        &old.id,
-                        from,
-                        Status::Superseded,
-                        format!("superseded by {}", d.id),
-                        new.actor.clone(),
-                    );
+                for t in decide::supersede_for_new(&d.id, seen, &new.actor) {
                     tx.transition(&t).await?;
-                    superseded.push(old.id);
+                    superseded.push(t.deployment_id);
                 }
                 let entry = AuditEntry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
                 let hash = tx.append_audit(&d, "", entry).await?;
@@ -1017,8 +1016,7 @@ impl Store for FirestoreStore {
     }
 
     async fn downsample_health(&self, before: Timestamp) -> StoreResult<usize> {
-        // Whole minutes only, so a bucket is never split across two runs.
-        let cutoff = before.timestamp_millis() / 60_000 * 60_000;
+        let cutoff = decide::health_cutoff_ms(before);
         let raw: Vec<firestore::FirestoreDocument> = self
             .db
             .fluent()
@@ -1034,32 +1032,15 @@ impl Store for FirestoreStore {
             let sample: HealthSample = from_data(&h.data)?;
             let id = doc.name.rsplit('/').next().unwrap_or_default().to_string();
             buckets
-                .entry((sample.deployment_id.clone(), sample.replica, h.at_ms / 60_000 * 60_000))
+                .entry((sample.deployment_id.clone(), sample.replica, decide::minute_of(h.at_ms)))
                 .or_default()
                 .push((id, sample));
         }
         let mut folded = 0;
         // A bucket and the reports it replaces commit together.
         for ((deployment_id, replica, minute), reports) in buckets {
-            let n = reports.len() as f64;
-            let avg = |f: &dyn Fn(&HealthSample) -> Option<f64>| {
-                let v: Vec<f64> = reports.iter().filter_map(|(_, s)| f(s)).collect();
-                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-            };
-            let bucket = HealthSample {
-                deployment_id: deployment_id.clone(),
-                replica,
-                at: chrono::DateTime::from_timestamp_millis(minute).unwrap_or_default(),
-                span_s: 60,
-                probe_ok: reports.iter().map(|(_, s)| s.probe_ok).sum::<f64>() / n,
-                http_status: reports.iter().filter_map(|(_, s)| s.http_status).max(),
-                latency_ms: avg(&|s| s.latency_ms),
-                cpu_percent: avg(&|s| s.cpu_percent),
-                rss_bytes: reports.iter().filter_map(|(_, s)| s.rss_bytes).max(),
-                threads: reports.iter().filter_map(|(_, s)| s.threads).max(),
-                open_fds: reports.iter().filter_map(|(_, s)| s.open_fds).max(),
-                error: reports.iter().filter_map(|(_, s)| s.error.clone()).max(),
-            };
+            let samples: Vec<HealthSample> = reports.iter().map(|(_, s)| s.clone()).collect();
+            let bucket = decide::fold_health(&deployment_id, replica, minute, &samples);
             for part in reports.chunks(MAX_WRITES - 1) {
                 let first = std::ptr::eq(part.as_ptr(), reports.as_ptr());
                 self.write(|tx| {

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Notify, broadcast};
 
+use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
 use bifrost_core::events::{DeadLetter, Event, Subscription};
@@ -635,17 +636,17 @@ fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -> StoreResu
             .flatten();
         exec(tx, "UPDATE projects SET live_deployment_id = ?1 WHERE id = ?2", params![next.id, next.project_id])
             .map_err(backend)?;
-        if let Some(prev) = previous.filter(|p| *p != next.id)
-            && let Ok(old) = get_deployment_tx(tx, &prev)
-            && !old.status.is_terminal()
-        {
-            let sup = Transition::new(
-                &old.id,
-                old.status,
-                Status::Superseded,
-                format!("replaced by {} (now live)", next.id),
-                t.actor.clone(),
-            );
+        // A previous live deployment that cannot be read fails the
+        // transaction (as in every store): it is retried, not half-applied.
+        let old = match previous.filter(|p| *p != next.id) {
+            Some(prev) => match get_deployment_tx(tx, &prev) {
+                Ok(old) => Some(old),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        if let Some(sup) = decide::replace_live(&next.id, old.as_ref().map(|o| (o.id.as_str(), o.status)), &t.actor) {
             transition_tx(tx, out, &sup)?;
         }
     }
@@ -672,7 +673,7 @@ fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewDeployment) 
         let mut stmt = tx
             .prepare_cached(&format!(
                 "SELECT id, status FROM deployments WHERE project_id = ?1 AND status IN ({})",
-                sql_list(Status::is_in_flight)
+                sql_list(decide::superseded_by_new)
             ))
             .map_err(backend)?;
         stmt.query_map([&project.id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -680,12 +681,14 @@ fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewDeployment) 
             .collect::<Result<_, _>>()
             .map_err(backend)?
     };
+    let seen = in_flight
+        .iter()
+        .map(|(id, status)| Ok((id.as_str(), status.parse::<Status>().map_err(backend)?)))
+        .collect::<StoreResult<Vec<_>>>()?;
     let mut superseded = vec![];
-    for (id, status) in in_flight {
-        let from: Status = status.parse().map_err(backend)?;
-        let t = Transition::new(&id, from, Status::Superseded, format!("superseded by {}", d.id), new.actor.clone());
+    for t in decide::supersede_for_new(&d.id, seen, &new.actor) {
         transition_tx(tx, out, &t)?;
-        superseded.push(id);
+        superseded.push(t.deployment_id);
     }
 
     exec(
@@ -718,6 +721,49 @@ fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewDeployment) 
     }
     out.events.push(Event::of(&d, None, &reason, &new.actor, at));
     Ok(Created { deployment: d, duplicate: false, superseded })
+}
+
+const HEALTH_COLS: &str = "deployment_id, replica, at_ms, span_s, probe_ok, http_status, latency_ms, cpu_percent,
+    rss_bytes, threads, open_fds, error";
+
+fn health_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HealthSample> {
+    Ok(HealthSample {
+        deployment_id: r.get(0)?,
+        replica: r.get(1)?,
+        at: chrono::DateTime::from_timestamp_millis(r.get(2)?).unwrap_or_default(),
+        span_s: r.get(3)?,
+        probe_ok: r.get(4)?,
+        http_status: r.get(5)?,
+        latency_ms: r.get(6)?,
+        cpu_percent: r.get(7)?,
+        rss_bytes: r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
+        threads: r.get(9)?,
+        open_fds: r.get(10)?,
+        error: r.get(11)?,
+    })
+}
+
+fn insert_health(tx: &Connection, h: &HealthSample) -> StoreResult<()> {
+    exec(
+        tx,
+        &format!("INSERT INTO health ({HEALTH_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        params![
+            h.deployment_id,
+            h.replica,
+            h.at.timestamp_millis(),
+            h.span_s,
+            h.probe_ok,
+            h.http_status,
+            h.latency_ms,
+            h.cpu_percent,
+            h.rss_bytes.map(|b| b as i64),
+            h.threads,
+            h.open_fds,
+            h.error
+        ],
+    )
+    .map(|_| ())
+    .map_err(backend)
 }
 
 #[async_trait]
@@ -780,7 +826,7 @@ impl Store for SqliteStore {
                     let mut stmt = tx
                         .prepare_cached(&format!(
                             "SELECT id, status FROM deployments WHERE project_id = ?1 AND status IN ({})",
-                            sql_list(|s| !s.is_terminal())
+                            sql_list(decide::cancelled_by_project_delete)
                         ))
                         .map_err(backend)?;
                     stmt.query_map([&project.id], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -788,9 +834,11 @@ impl Store for SqliteStore {
                         .collect::<Result<_, _>>()
                         .map_err(backend)?
                 };
-                for (id, status) in live {
-                    let from: Status = status.parse().map_err(backend)?;
-                    let t = Transition::new(&id, from, Status::Cancelled, "project deleted", actor.clone());
+                let seen = live
+                    .iter()
+                    .map(|(id, status)| Ok((id.as_str(), status.parse::<Status>().map_err(backend)?)))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                for t in decide::cancel_for_project_delete(seen, &actor) {
                     transition_tx(tx, out, &t)?;
                 }
                 exec(tx, "DELETE FROM projects WHERE id = ?1", [&project.id]).map_err(backend)?;
@@ -1121,27 +1169,7 @@ impl Store for SqliteStore {
             let mut conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             for h in &samples {
-                exec(
-                    &tx,
-                    "INSERT INTO health (deployment_id, replica, at_ms, span_s, probe_ok, http_status, latency_ms,
-                        cpu_percent, rss_bytes, threads, open_fds, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                    params![
-                        h.deployment_id,
-                        h.replica,
-                        h.at.timestamp_millis(),
-                        h.span_s,
-                        h.probe_ok,
-                        h.http_status,
-                        h.latency_ms,
-                        h.cpu_percent,
-                        h.rss_bytes.map(|b| b as i64),
-                        h.threads,
-                        h.open_fds,
-                        h.error
-                    ],
-                )
-                .map_err(backend)?;
+                insert_health(&tx, h)?;
             }
             tx.commit().map_err(backend)?;
             Ok(())
@@ -1154,29 +1182,13 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.read(|c| {
                 let mut stmt = c
-                    .prepare_cached(
-                        "SELECT deployment_id, replica, at_ms, span_s, probe_ok, http_status, latency_ms, cpu_percent,
-                            rss_bytes, threads, open_fds, error
-                     FROM health WHERE deployment_id = ?1 AND at_ms >= ?2 ORDER BY at_ms, replica LIMIT ?3",
-                    )
+                    .prepare_cached(&format!(
+                        "SELECT {HEALTH_COLS} FROM health WHERE deployment_id = ?1 AND at_ms >= ?2
+                         ORDER BY at_ms, replica LIMIT ?3"
+                    ))
                     .map_err(backend)?;
                 let rows = stmt
-                    .query_map(params![id, since.timestamp_millis(), limit as i64], |r| {
-                        Ok(HealthSample {
-                            deployment_id: r.get(0)?,
-                            replica: r.get(1)?,
-                            at: chrono::DateTime::from_timestamp_millis(r.get(2)?).unwrap_or_default(),
-                            span_s: r.get(3)?,
-                            probe_ok: r.get(4)?,
-                            http_status: r.get(5)?,
-                            latency_ms: r.get(6)?,
-                            cpu_percent: r.get(7)?,
-                            rss_bytes: r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
-                            threads: r.get(9)?,
-                            open_fds: r.get(10)?,
-                            error: r.get(11)?,
-                        })
-                    })
+                    .query_map(params![id, since.timestamp_millis(), limit as i64], health_row)
                     .map_err(backend)?
                     .collect::<Result<_, _>>()
                     .map_err(backend)?;
@@ -1190,19 +1202,23 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             let mut conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            // Whole minutes only, so a bucket is never split across two runs.
-            let cutoff = before.timestamp_millis() / 60_000 * 60_000;
-            exec(
-                &tx,
-                "INSERT INTO health (deployment_id, replica, at_ms, span_s, probe_ok, http_status, latency_ms,
-                    cpu_percent, rss_bytes, threads, open_fds, error)
-                 SELECT deployment_id, replica, at_ms / 60000 * 60000, 60, AVG(probe_ok), MAX(http_status),
-                        AVG(latency_ms), AVG(cpu_percent), MAX(rss_bytes), MAX(threads), MAX(open_fds), MAX(error)
-                 FROM health WHERE span_s = 0 AND at_ms < ?1
-                 GROUP BY deployment_id, replica, at_ms / 60000",
-                [cutoff],
-            )
-            .map_err(backend)?;
+            let cutoff = decide::health_cutoff_ms(before);
+            // Read the reports, fold them as the domain says, write the buckets.
+            let mut buckets: std::collections::BTreeMap<(String, u32, i64), Vec<HealthSample>> = Default::default();
+            {
+                let mut stmt = tx
+                    .prepare_cached(&format!("SELECT {HEALTH_COLS} FROM health WHERE span_s = 0 AND at_ms < ?1"))
+                    .map_err(backend)?;
+                let rows = stmt.query_map([cutoff], health_row).map_err(backend)?;
+                for r in rows {
+                    let s = r.map_err(backend)?;
+                    let minute = decide::minute_of(s.at.timestamp_millis());
+                    buckets.entry((s.deployment_id.clone(), s.replica, minute)).or_default().push(s);
+                }
+            }
+            for ((deployment_id, replica, minute), reports) in &buckets {
+                insert_health(&tx, &decide::fold_health(deployment_id, *replica, *minute, reports))?;
+            }
             let folded = tx.execute("DELETE FROM health WHERE span_s = 0 AND at_ms < ?1", [cutoff]).map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(folded)

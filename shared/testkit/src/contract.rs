@@ -232,11 +232,8 @@ pub async fn dedupe_and_supersede(store: &dyn Store, prefix: &str) -> Result<(),
     check!(second.superseded == vec![first.deployment.id.clone()], "superseded {:?}", second.superseded);
     let old = store.get_deployment(&first.deployment.id).await.map_err(|e| e.to_string())?;
     check!(old.status == Status::Superseded, "older in-flight deployment is {}", old.status);
-    check!(
-        old.reason.as_deref().is_some_and(|r| r.contains(&second.deployment.id)),
-        "supersede reason {:?}",
-        old.reason
-    );
+    let want = format!("superseded by {}", second.deployment.id);
+    check!(old.reason.as_deref() == Some(want.as_str()), "supersede reason {:?}, want {want:?}", old.reason);
     let u = store.get_deployment(&unrelated.deployment.id).await.map_err(|e| e.to_string())?;
     check!(u.status == Status::Queued, "another project's deployment was touched");
     Ok(())
@@ -263,6 +260,8 @@ pub async fn make_live(store: &dyn Store, prefix: &str) -> Result<(), String> {
     check!(p.live_deployment_id.as_deref() == Some(ids[1].as_str()), "live is {:?}", p.live_deployment_id);
     let first = store.get_deployment(&ids[0]).await.map_err(|e| e.to_string())?;
     check!(first.status == Status::Superseded, "replaced live deployment is {}", first.status);
+    let want = format!("replaced by {} (now live)", ids[1]);
+    check!(first.reason.as_deref() == Some(want.as_str()), "replace reason {:?}, want {want:?}", first.reason);
     Ok(())
 }
 
@@ -292,11 +291,23 @@ pub async fn tokens(store: &dyn Store, prefix: &str) -> Result<(), String> {
 pub async fn delete_cancels(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}gone");
     project(store, &name).await?;
+    // A live deployment and one on its way: deleting cancels both.
+    let live = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    walk(store, &live.id, &Status::PIPELINE[..6]).await?;
+    let healthy = Transition::new(&live.id, Status::Running, Status::Healthy, "healthy", Actor::function("verify"))
+        .with_patch(Patch { make_live: true, ..Patch::default() });
+    store.transition(healthy).await.map_err(|e| e.to_string())?;
     let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
     store.delete_project(&name, Actor::token("c")).await.map_err(|e| e.to_string())?;
     check!(matches!(store.get_project(&name).await, Err(StoreError::NotFound { .. })), "project still there");
-    let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
-    check!(history.last().is_some_and(|h| h.to == Status::Cancelled), "deletion did not cancel: {history:?}");
+    for id in [&live.id, &d.id] {
+        let history = store.history(id).await.map_err(|e| e.to_string())?;
+        let last = history.last();
+        check!(
+            last.is_some_and(|h| h.to == Status::Cancelled && h.reason == "project deleted"),
+            "deletion did not cancel {id}: {history:?}"
+        );
+    }
     Ok(())
 }
 
