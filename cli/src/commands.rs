@@ -5,6 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use bifrost_api::{
+    CreatedDeployment, DeadLetterOut, DeploymentDetail, DeploymentOut, ProjectOut, Redriven, SecretOut, TokenOut,
+};
 use bifrost_core::config;
 use bifrost_gcp::gke;
 use reqwest::Method;
@@ -194,16 +197,16 @@ pub async fn projects_add(
     // No --branch: the platform takes the branch the repository's HEAD names.
     let body =
         json!({"name": name, "repo": repo.map(normalize_repo), "branch": branch, "webhook_secret": webhook_secret});
-    let p: Value = api.post("/api/v1/projects", &body).await?;
+    let p: ProjectOut = api.post("/api/v1/projects", &body).await?;
     if json {
         output::print_json(&p);
         return ok();
     }
-    println!("{} project {}", console::style("✓").green().bold(), bold(s(&p, "name")));
-    if let Some(repo) = p["repo"].as_str() {
-        println!("  repo            {repo} (branch {})", s(&p, "branch"));
-        println!("  webhook URL     {}", s(&p, "webhook_url"));
-        println!("  webhook secret  {}   {}", s(&p, "webhook_secret"), dim("(shown once)"));
+    println!("{} project {}", console::style("✓").green().bold(), bold(&p.name));
+    if let Some(repo) = &p.repo {
+        println!("  repo            {repo} (branch {})", p.branch);
+        println!("  webhook URL     {}", p.webhook_url);
+        println!("  webhook secret  {}   {}", p.webhook_secret.as_deref().unwrap_or(""), dim("(shown once)"));
         println!(
             "{}",
             dim(
@@ -211,19 +214,19 @@ pub async fn projects_add(
             )
         );
     } else {
-        println!("  no repo: deploy uploads with `bifrost deploy PATH --project {}`", s(&p, "name"));
+        println!("  no repo: deploy uploads with `bifrost deploy PATH --project {}`", p.name);
     }
     ok()
 }
 
 pub async fn projects_list(api: &Api, json: bool) -> Res {
     let empty = "no projects yet: bifrost projects add NAME --repo REPO, or bifrost deploy PATH";
-    list(api, "/api/v1/projects", json, empty, &["name", "repo", "branch", "live"], |p| {
+    list(api, "/api/v1/projects", json, empty, &["name", "repo", "branch", "live"], |p: &ProjectOut| {
         vec![
-            s(p, "name").to_string(),
-            p["repo"].as_str().unwrap_or("(uploads)").to_string(),
-            s(p, "branch").to_string(),
-            p["live_deployment_id"].as_str().unwrap_or("-").to_string(),
+            p.name.clone(),
+            p.repo.clone().unwrap_or_else(|| "(uploads)".into()),
+            p.branch.clone(),
+            p.live_deployment_id.clone().unwrap_or_else(|| "-".into()),
         ]
     })
     .await?;
@@ -231,17 +234,17 @@ pub async fn projects_list(api: &Api, json: bool) -> Res {
 }
 
 pub async fn projects_show(api: &Api, json: bool, name: &str) -> Res {
-    let p: Value = api.get(&format!("/api/v1/projects/{name}")).await?;
+    let p: ProjectOut = api.get(&format!("/api/v1/projects/{name}")).await?;
     if json {
         output::print_json(&p);
         return ok();
     }
-    println!("{} {}", bold("project"), s(&p, "name"));
-    println!("  id        {}", s(&p, "id"));
-    println!("  repo      {}", p["repo"].as_str().unwrap_or("(uploads)"));
-    println!("  branch    {}", s(&p, "branch"));
-    println!("  live      {}", p["live_deployment_id"].as_str().unwrap_or("-"));
-    println!("  webhook   {}", s(&p, "webhook_url"));
+    println!("{} {}", bold("project"), p.name);
+    println!("  id        {}", p.id);
+    println!("  repo      {}", p.repo.as_deref().unwrap_or("(uploads)"));
+    println!("  branch    {}", p.branch);
+    println!("  live      {}", p.live_deployment_id.as_deref().unwrap_or("-"));
+    println!("  webhook   {}", p.webhook_url);
     ok()
 }
 
@@ -261,11 +264,11 @@ pub async fn projects_rm(api: &Api, json: bool, name: &str, yes: bool) -> Res {
             return ok();
         }
     }
-    let p: Value = api.delete(&format!("/api/v1/projects/{name}")).await?;
+    let p: ProjectOut = api.delete(&format!("/api/v1/projects/{name}")).await?;
     if json {
         output::print_json(&p);
     } else {
-        println!("deleted project {}", s(&p, "name"));
+        println!("deleted project {}", p.name);
     }
     ok()
 }
@@ -278,25 +281,25 @@ pub async fn deploy(
     git_ref: Option<String>,
     wait: bool,
 ) -> Res {
-    let created: Value = match git_ref {
+    let created: CreatedDeployment = match git_ref {
         Some(r) => {
             let project = project.ok_or_else(|| CliError::new(Exit::Error, "--ref needs --project"))?;
             api.post(&format!("/api/v1/projects/{project}/deployments"), &json!({"ref": r})).await?
         }
         None => upload(api, json, path.unwrap_or_else(|| PathBuf::from(".")), project).await?,
     };
-    let d = &created["deployment"];
-    let id = s(d, "id").to_string();
+    let d = &created.deployment;
+    let id = d.id.clone();
     if !json {
         println!(
             "{} deployment {} of {} ({})",
             console::style("→").cyan(),
             bold(&id),
-            s(d, "project"),
-            output::source_label(&d["source"])
+            d.project,
+            output::source_label(&d.source)
         );
-        if let Some(sup) = created["superseded"].as_array().filter(|a| !a.is_empty()) {
-            println!("  superseded {}", sup.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "));
+        if !created.superseded.is_empty() {
+            println!("  superseded {}", created.superseded.join(", "));
         }
     }
     if !wait {
@@ -311,7 +314,7 @@ pub async fn deploy(
 }
 
 /// Packs and uploads a directory; creates the project when it does not exist.
-async fn upload(api: &Api, json: bool, dir: PathBuf, project: Option<String>) -> CliResult<Value> {
+async fn upload(api: &Api, json: bool, dir: PathBuf, project: Option<String>) -> CliResult<CreatedDeployment> {
     let config_path = dir.join("deploy.toml");
     let text = std::fs::read_to_string(&config_path).map_err(|e| {
         CliError::new(
@@ -351,10 +354,10 @@ async fn upload(api: &Api, json: bool, dir: PathBuf, project: Option<String>) ->
 }
 
 async fn ensure_project(api: &Api, json: bool, project: &str) -> CliResult<()> {
-    match api.get::<Value>(&format!("/api/v1/projects/{project}")).await {
+    match api.get::<ProjectOut>(&format!("/api/v1/projects/{project}")).await {
         Ok(_) => Ok(()),
         Err(e) if e.exit == Exit::NotFound => {
-            let _: Value = api.post("/api/v1/projects", &json!({"name": project})).await.map_err(|e| {
+            let _: ProjectOut = api.post("/api/v1/projects", &json!({"name": project})).await.map_err(|e| {
                 CliError::new(
                     e.exit,
                     format!("project {project} does not exist and could not be created: {}", e.message),
@@ -370,7 +373,7 @@ async fn ensure_project(api: &Api, json: bool, project: &str) -> CliResult<()> {
 }
 
 /// Follows a deployment until it is healthy or terminal, showing each step.
-async fn wait_for(api: &Api, id: &str, json: bool) -> CliResult<Value> {
+async fn wait_for(api: &Api, id: &str, json: bool) -> CliResult<DeploymentDetail> {
     let show = !json && std::io::stderr().is_terminal();
     let bar = if show {
         let b = indicatif::ProgressBar::new_spinner();
@@ -382,18 +385,17 @@ async fn wait_for(api: &Api, id: &str, json: bool) -> CliResult<Value> {
     let started = Instant::now();
     let mut seen = 0usize;
     loop {
-        let d: Value = api.get(&format!("/api/v1/deployments/{id}")).await?;
-        let history = d["history"].as_array().cloned().unwrap_or_default();
-        for h in history.iter().skip(seen) {
-            let line = format!("  {} {}", output::status(s(h, "to")), dim(&output::term_safe(s(h, "reason"))));
+        let d: DeploymentDetail = api.get(&format!("/api/v1/deployments/{id}")).await?;
+        for h in d.history.iter().skip(seen) {
+            let line = format!("  {} {}", output::status(&h.to), dim(&output::term_safe(&h.reason)));
             if show {
                 bar.println(line);
             } else if !json {
                 eprintln!("{line}");
             }
         }
-        seen = history.len();
-        let status = s(&d, "status").to_string();
+        seen = d.history.len();
+        let status = d.deployment.status.clone();
         bar.set_message(format!("{status} ({:.0}s)", started.elapsed().as_secs_f64()));
         if matches!(status.as_str(), "healthy" | "failed" | "cancelled" | "superseded") {
             bar.finish_and_clear();
@@ -409,14 +411,14 @@ pub async fn deployments_list(api: &Api, json: bool, project: Option<String>, li
         None => format!("/api/v1/deployments?limit={limit}"),
     };
     let headers = ["id", "project", "status", "source", "created", "reason"];
-    list(api, &path, json, "no deployments yet", &headers, |d| {
+    list(api, &path, json, "no deployments yet", &headers, |d: &DeploymentOut| {
         vec![
-            s(d, "id").to_string(),
-            s(d, "project").to_string(),
-            output::status(s(d, "status")),
-            output::source_label(&d["source"]),
-            output::when(s(d, "created_at")),
-            output::term_safe(d["reason"].as_str().unwrap_or("")).chars().take(60).collect(),
+            d.id.clone(),
+            d.project.clone(),
+            output::status(&d.status),
+            output::source_label(&d.source),
+            output::when(&d.created_at),
+            output::term_safe(d.reason.as_deref().unwrap_or("")).chars().take(60).collect(),
         ]
     })
     .await?;
@@ -424,7 +426,7 @@ pub async fn deployments_list(api: &Api, json: bool, project: Option<String>, li
 }
 
 pub async fn status(api: &Api, json: bool, id: &str) -> Res {
-    let d: Value = api.get(&format!("/api/v1/deployments/{id}")).await?;
+    let d: DeploymentDetail = api.get(&format!("/api/v1/deployments/{id}")).await?;
     if json {
         output::print_json(&d);
     } else {
@@ -434,21 +436,21 @@ pub async fn status(api: &Api, json: bool, id: &str) -> Res {
 }
 
 pub async fn retry(api: &Api, json: bool, id: &str) -> Res {
-    let d: Value = api.post(&format!("/api/v1/deployments/{id}/retry"), &json!({})).await?;
+    let d: DeploymentOut = api.post(&format!("/api/v1/deployments/{id}/retry"), &json!({})).await?;
     if json {
         output::print_json(&d);
     } else {
-        println!("{} queued again (attempt {})", s(&d, "id"), d["attempt"]);
+        println!("{} queued again (attempt {})", d.id, d.attempt);
     }
     ok()
 }
 
 pub async fn cancel(api: &Api, json: bool, id: &str) -> Res {
-    let d: Value = api.post(&format!("/api/v1/deployments/{id}/cancel"), &json!({})).await?;
+    let d: DeploymentOut = api.post(&format!("/api/v1/deployments/{id}/cancel"), &json!({})).await?;
     if json {
         output::print_json(&d);
     } else {
-        println!("{} {}", s(&d, "id"), output::status(s(&d, "status")));
+        println!("{} {}", d.id, output::status(&d.status));
     }
     ok()
 }
@@ -456,22 +458,22 @@ pub async fn cancel(api: &Api, json: bool, id: &str) -> Res {
 pub async fn dead(api: &Api, json: bool, redrive: bool, ids: Vec<String>) -> Res {
     if redrive {
         let body = if ids.is_empty() { json!({}) } else { json!({"ids": ids}) };
-        let r: Value = api.post("/api/v1/events/dead/redrive", &body).await?;
+        let r: Redriven = api.post("/api/v1/events/dead/redrive", &body).await?;
         if json {
             output::print_json(&r);
         } else {
-            println!("redriven: {}", r["redriven"]);
+            println!("redriven: {}", r.redriven);
         }
         return ok();
     }
     let headers = ["id", "event", "deployment", "attempts", "last error"];
-    let shown = list(api, "/api/v1/events/dead", json, "no dead letters", &headers, |d| {
+    let shown = list(api, "/api/v1/events/dead", json, "no dead letters", &headers, |d: &DeadLetterOut| {
         vec![
-            s(d, "id").to_string(),
-            s(&d["event"], "type").to_string(),
-            s(&d["event"], "deployment_id").to_string(),
-            d["attempts"].to_string(),
-            s(d, "last_error").chars().take(70).collect(),
+            d.id.clone(),
+            d.event.kind.clone(),
+            d.event.deployment_id.clone(),
+            d.attempts.to_string(),
+            output::term_safe(&d.last_error).chars().take(70).collect(),
         ]
     })
     .await?;
@@ -482,26 +484,26 @@ pub async fn dead(api: &Api, json: bool, redrive: bool, ids: Vec<String>) -> Res
 }
 
 pub async fn tokens_create(api: &Api, json: bool, name: &str, role: &str, project: Option<&str>) -> Res {
-    let t: Value = api.post("/api/v1/tokens", &json!({"name": name, "role": role, "project": project})).await?;
+    let t: TokenOut = api.post("/api/v1/tokens", &json!({"name": name, "role": role, "project": project})).await?;
     if json {
         output::print_json(&t);
     } else {
-        let scope = t["project"].as_str().map(|p| format!(", project {p} only")).unwrap_or_default();
-        println!("token {} ({}{scope}) — shown only this once:", s(&t, "name"), s(&t, "role"));
-        println!("{}", s(&t, "token"));
+        let scope = t.project.as_deref().map(|p| format!(", project {p} only")).unwrap_or_default();
+        println!("token {} ({}{scope}) — shown only this once:", t.name, t.role);
+        println!("{}", t.token.as_deref().unwrap_or(""));
     }
     ok()
 }
 
 pub async fn tokens_list(api: &Api, json: bool) -> Res {
     let empty = "no tokens: bifrost tokens create NAME --role ROLE";
-    list(api, "/api/v1/tokens", json, empty, &["name", "role", "project", "created", "last used"], |t| {
+    list(api, "/api/v1/tokens", json, empty, &["name", "role", "project", "created", "last used"], |t: &TokenOut| {
         vec![
-            s(t, "name").to_string(),
-            s(t, "role").to_string(),
-            t["project"].as_str().unwrap_or("all").to_string(),
-            output::when(s(t, "created_at")),
-            t["last_used_at"].as_str().map(output::when).unwrap_or_else(|| "never".into()),
+            t.name.clone(),
+            t.role.clone(),
+            t.project.clone().unwrap_or_else(|| "all".into()),
+            output::when(&t.created_at),
+            t.last_used_at.as_deref().map(output::when).unwrap_or_else(|| "never".into()),
         ]
     })
     .await?;
@@ -509,11 +511,11 @@ pub async fn tokens_list(api: &Api, json: bool) -> Res {
 }
 
 pub async fn tokens_revoke(api: &Api, json: bool, name: &str) -> Res {
-    let t: Value = api.delete(&format!("/api/v1/tokens/{name}")).await?;
+    let t: TokenOut = api.delete(&format!("/api/v1/tokens/{name}")).await?;
     if json {
         output::print_json(&t);
     } else {
-        println!("revoked token {}", s(&t, "name"));
+        println!("revoked token {}", t.name);
     }
     ok()
 }
@@ -535,14 +537,14 @@ pub async fn logs(api: &Api, json: bool, id: &str, follow: bool) -> Res {
 }
 
 pub async fn open(api: &Api, json: bool, app: &str, print_only: bool) -> Res {
-    let p: Value = api.get(&format!("/api/v1/projects/{app}")).await?;
-    let url = s(&p, "url").to_string();
+    let p: ProjectOut = api.get(&format!("/api/v1/projects/{app}")).await?;
+    let url = p.url.clone();
     if json {
-        output::print_json(&json!({"app": app, "url": url, "live_deployment_id": p["live_deployment_id"]}));
+        output::print_json(&json!({"app": app, "url": url, "live_deployment_id": p.live_deployment_id}));
         return ok();
     }
     println!("{url}");
-    if p["live_deployment_id"].is_null() {
+    if p.live_deployment_id.is_none() {
         eprintln!("{}", dim("(no live deployment yet: the URL answers 404 until one is healthy)"));
     }
     let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
@@ -557,16 +559,17 @@ pub async fn open(api: &Api, json: bool, app: &str, print_only: bool) -> Res {
 }
 
 pub async fn rollback(api: &Api, json: bool, project: &str, to: Option<String>, wait: bool) -> Res {
-    let created: Value = api.post(&format!("/api/v1/projects/{project}/rollback"), &json!({"to": to})).await?;
-    let d = &created["deployment"];
-    let id = s(d, "id").to_string();
+    let created: CreatedDeployment =
+        api.post(&format!("/api/v1/projects/{project}/rollback"), &json!({"to": to})).await?;
+    let d = &created.deployment;
+    let id = d.id.clone();
     if !json {
         println!(
             "{} rollback {} of {} to {}",
             console::style("→").cyan(),
             bold(&id),
-            s(d, "project"),
-            s(d, "rollback_of")
+            d.project,
+            d.rollback_of.as_deref().unwrap_or("")
         );
     }
     if !wait {
@@ -581,25 +584,25 @@ pub async fn rollback(api: &Api, json: bool, project: &str, to: Option<String>, 
 /// `--wait`: follow until healthy (exit 0) or finished otherwise (exit 4).
 async fn finish_wait(api: &Api, json: bool, id: &str) -> Res {
     let last = wait_for(api, id, json).await?;
-    let status = s(&last, "status");
+    let status = last.deployment.status.as_str();
     if json {
         output::print_json(&last);
     }
     if status == "healthy" {
         if !json {
-            let p: Value = api.get(&format!("/api/v1/projects/{}", s(&last, "project"))).await?;
-            println!("{} live at {}", console::style("✓").green().bold(), s(&p, "url"));
+            let p: ProjectOut = api.get(&format!("/api/v1/projects/{}", last.deployment.project)).await?;
+            println!("{} live at {}", console::style("✓").green().bold(), p.url);
         }
         return Ok(ExitCode::SUCCESS);
     }
     if !json {
-        output::config_errors(&last);
+        output::config_errors(&last.deployment.config_errors);
     }
     Err(CliError::new(
         Exit::DeployFailed,
         format!(
             "deployment {id} ended {status}: {}",
-            output::term_safe(last["reason"].as_str().unwrap_or("no reason given"))
+            output::term_safe(last.deployment.reason.as_deref().unwrap_or("no reason given"))
         ),
     ))
 }
@@ -632,16 +635,17 @@ pub async fn secrets_list(api: &Api, json: bool, project: Option<&str>) -> Res {
     match project {
         Some(p) => {
             let empty = format!("no secrets in {p}: bifrost secrets set NAME --project {p}");
-            list(api, &format!("/api/v1/projects/{}/secrets", seg(p)), json, &empty, &["name", "updated"], |x| {
-                vec![s(x, "name").to_string(), output::when(s(x, "updated_at"))]
+            let path = format!("/api/v1/projects/{}/secrets", seg(p));
+            list(api, &path, json, &empty, &["name", "updated"], |x: &SecretOut| {
+                vec![x.name.clone(), output::when(&x.updated_at)]
             })
             .await?;
         }
         None => {
             let empty = "no secrets: bifrost secrets set NAME --project PROJECT";
-            list(api, "/api/v1/secrets", json, empty, &["project", "name", "updated"], |x| {
-                let project = x["project"].as_str().unwrap_or("(none: unused, set it again with --project)");
-                vec![project.to_string(), s(x, "name").to_string(), output::when(s(x, "updated_at"))]
+            list(api, "/api/v1/secrets", json, empty, &["project", "name", "updated"], |x: &SecretOut| {
+                let project = x.project.as_deref().unwrap_or("(none: unused, set it again with --project)");
+                vec![project.to_string(), x.name.clone(), output::when(&x.updated_at)]
             })
             .await?;
         }
@@ -665,15 +669,15 @@ pub async fn secrets_rm(api: &Api, project: &str, name: &str) -> Res {
 
 /// A list command: GET `path` and print it as JSON, as a table (one row per
 /// item), or `empty` when there is nothing. Returns how many items there were.
-async fn list(
+async fn list<T: serde::de::DeserializeOwned + serde::Serialize>(
     api: &Api,
     path: &str,
     json: bool,
     empty: &str,
     headers: &[&str],
-    row: impl Fn(&Value) -> Vec<String>,
+    row: impl Fn(&T) -> Vec<String>,
 ) -> CliResult<usize> {
-    let items: Vec<Value> = api.get(path).await?;
+    let items: Vec<T> = api.get(path).await?;
     if json {
         output::print_json(&items);
     } else if items.is_empty() {

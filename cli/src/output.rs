@@ -1,6 +1,7 @@
 //! Human output: colored on a TTY (and unless NO_COLOR is set), plain
 //! otherwise. `--json` output bypasses all of this.
 
+use bifrost_api::{ConfigErrorOut, DeploymentDetail, SourceOut};
 use console::{Style, style};
 use serde_json::Value;
 
@@ -128,17 +129,10 @@ pub fn when(ts: &str) -> String {
     ts.get(..19).map(|t| t.replace('T', " ")).unwrap_or_else(|| ts.to_string())
 }
 
-pub fn source_label(source: &Value) -> String {
-    match s(source, "kind") {
-        "git" => {
-            let commit = s(source, "commit");
-            format!("{}@{}", s(source, "ref"), &commit[..commit.len().min(10)])
-        }
-        "archive" => {
-            let sha = s(source, "sha256");
-            format!("upload:{}", &sha[..sha.len().min(10)])
-        }
-        other => other.to_string(),
+pub fn source_label(source: &SourceOut) -> String {
+    match source {
+        SourceOut::Git { git_ref, commit, .. } => format!("{git_ref}@{}", &commit[..commit.len().min(10)]),
+        SourceOut::Archive { sha256 } => format!("upload:{}", &sha256[..sha256.len().min(10)]),
     }
 }
 
@@ -155,57 +149,48 @@ pub fn elapsed(from: &str, to: &str) -> String {
 }
 
 /// The deploy.toml errors stored on a failed deployment, like a compiler.
-pub fn config_errors(d: &Value) {
-    let errors = d["config_errors"].as_array().cloned().unwrap_or_default();
+pub fn config_errors(errors: &[ConfigErrorOut]) {
     if errors.is_empty() {
         return;
     }
     eprintln!("{}", bold(&format!("deploy.toml has {} error(s):", errors.len())));
     for e in errors {
-        eprintln!(
-            "  {} {}",
-            style(format!("deploy.toml:{}:{}:", e["line"], e["column"])).red(),
-            term_safe(s(&e, "message"))
-        );
+        eprintln!("  {} {}", style(format!("deploy.toml:{}:{}:", e.line, e.column)).red(), term_safe(&e.message));
     }
 }
 
-pub fn deployment_detail(d: &Value) {
-    println!("{} {}", bold("deployment"), s(d, "id"));
-    println!("  project   {}", s(d, "project"));
-    println!("  status    {}", status(s(d, "status")));
-    println!("  source    {}", source_label(&d["source"]));
-    println!("  attempt   {}", d["attempt"]);
-    println!("  created   {} by {}", when(s(d, "created_at")), s(d, "created_by"));
-    if let Some(r) = d["reason"].as_str() {
+pub fn deployment_detail(detail: &DeploymentDetail) {
+    let d = &detail.deployment;
+    println!("{} {}", bold("deployment"), d.id);
+    println!("  project   {}", d.project);
+    println!("  status    {}", status(&d.status));
+    println!("  source    {}", source_label(&d.source));
+    println!("  attempt   {}", d.attempt);
+    println!("  created   {} by {}", when(&d.created_at), d.created_by);
+    if let Some(r) = &d.reason {
         println!("  reason    {}", term_safe(r));
     }
-    if let Some(down) = d["degraded"].as_array() {
+    if let Some(down) = &detail.degraded {
         println!(
             "  {}  live, but not all replicas are healthy (they keep being restarted):",
             style("degraded").red().bold()
         );
-        for r in down.iter().filter_map(Value::as_str) {
+        for r in down {
             println!("            {}", term_safe(r));
         }
     }
-    if let Some(h) = d["history"].as_array() {
+    let h = &detail.history;
+    if !h.is_empty() {
         println!();
         println!("{}", bold("history"));
         let mut rows = vec![];
         for (i, t) in h.iter().enumerate() {
-            let took = h.get(i + 1).map(|n| elapsed(s(t, "at"), s(n, "at"))).unwrap_or_default();
-            rows.push(vec![
-                when(s(t, "at")),
-                status(s(t, "to")),
-                took,
-                s(t, "actor").to_string(),
-                term_safe(s(t, "reason")),
-            ]);
+            let took = h.get(i + 1).map(|n| elapsed(&t.at, &n.at)).unwrap_or_default();
+            rows.push(vec![when(&t.at), status(&t.to), took, t.actor.clone(), term_safe(&t.reason)]);
         }
         table(&["at", "status", "took", "by", "reason"], rows);
     }
-    config_errors(d);
+    config_errors(&d.config_errors);
 }
 
 /// A path segment for a URL (`/` and the like escaped).

@@ -1,0 +1,350 @@
+//! The REST API's wire types: what `/api/v1` and its SSE streams send and
+//! accept. The gateway serves them, the CLI and the dashboard read them —
+//! one definition for all three.
+//!
+//! *Boundary*: this is the public contract (pinned by `docs/openapi.json`).
+//! Domain types never go on the wire; they convert into these (feature
+//! `domain`), so renaming a field in the store changes nothing here.
+//!
+//! Features: `openapi` derives the OpenAPI schemas (utoipa); `domain` adds
+//! the conversions from `bifrost-core`. Without either it builds for wasm.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "domain")]
+mod from_domain;
+#[cfg(feature = "domain")]
+pub use from_domain::rfc3339;
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ProjectOut {
+    pub id: String,
+    pub name: String,
+    /// Git URL or local path; null for upload-only projects.
+    pub repo: Option<String>,
+    pub branch: String,
+    pub live_deployment_id: Option<String>,
+    pub created_at: String,
+    /// Where GitHub should send push events.
+    pub webhook_url: String,
+    /// Where the app answers once it is live.
+    pub url: String,
+    /// Only in the answer that creates the project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct CreateProject {
+    /// DNS label; also the app's URL and its deploy.toml `app.name`.
+    pub name: String,
+    /// Git URL (https, ssh) or a local path to a git repository. Omit for
+    /// upload-only projects.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Pushes to this branch deploy. Default `main`.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// HMAC secret for the GitHub webhook; generated when omitted.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceOut {
+    Git {
+        repo: String,
+        #[serde(rename = "ref")]
+        git_ref: String,
+        commit: String,
+    },
+    Archive {
+        sha256: String,
+    },
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ConfigErrorOut {
+    pub line: u32,
+    pub column: u32,
+    /// Dotted key path, e.g. `scaling.max_replicas`.
+    pub path: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+    /// The text of the offending line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_line: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DeploymentOut {
+    pub id: String,
+    pub project: String,
+    /// queued, validating, building, built, deploying, running, healthy,
+    /// failed, cancelled or superseded.
+    pub status: String,
+    pub version: u64,
+    pub attempt: u32,
+    pub source: SourceOut,
+    /// Why it is in its current state.
+    pub reason: Option<String>,
+    /// deploy.toml errors when validation failed.
+    pub config_errors: Vec<ConfigErrorOut>,
+    /// The validated deploy.toml (typed), once validation passed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub config: Option<serde_json::Value>,
+    /// The deploy.toml text as it was at the commit.
+    pub config_source: Option<String>,
+    pub rollback_of: Option<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct TransitionOut {
+    pub seq: u64,
+    pub at: String,
+    pub actor: String,
+    /// Null for the record of creation.
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+    /// Hash chain: SHA-256 over the previous hash and this record.
+    pub hash: String,
+    pub prev_hash: String,
+}
+
+/// One record of the global audit trail.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AuditOut {
+    pub deployment_id: String,
+    pub project_id: String,
+    #[serde(flatten)]
+    pub transition: TransitionOut,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DeploymentDetail {
+    #[serde(flatten)]
+    pub deployment: DeploymentOut,
+    /// Every transition, oldest first.
+    pub history: Vec<TransitionOut>,
+    /// Set when the deployment is live but some replicas are not healthy
+    /// (crashing, failing probes): what each one last did. It keeps being
+    /// restarted; roll back or deploy a fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Vec<String>>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct CreateDeployment {
+    /// Branch, tag or commit to deploy. Default: the project's branch.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CreatedDeployment {
+    pub deployment: DeploymentOut,
+    /// In-flight deployments of the project this one superseded.
+    pub superseded: Vec<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct EventOut {
+    pub seq: u64,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub deployment_id: String,
+    pub project: String,
+    pub from: Option<String>,
+    pub status: String,
+    pub version: u64,
+    pub attempt: u32,
+    pub reason: String,
+    pub actor: String,
+    pub at: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DeadLetterOut {
+    /// `<event seq>/<subscription>`: pass it to redrive.
+    pub id: String,
+    pub subscription: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub dead_at: String,
+    pub event: EventOut,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct Redrive {
+    /// Dead letter ids; omit to redrive all.
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct Redriven {
+    pub redriven: usize,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct TokenOut {
+    pub id: String,
+    pub name: String,
+    /// viewer, deployer or admin.
+    pub role: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    /// The only project this token reaches (its name), when it is limited to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// The secret: only in the answer that creates the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct CreateToken {
+    pub name: String,
+    /// viewer, deployer or admin.
+    pub role: String,
+    /// Limit the token to this project (name or id); deployer and viewer only.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ValidationOut {
+    pub valid: bool,
+    pub errors: Vec<ConfigErrorOut>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct WebhookOut {
+    /// pong, queued, duplicate or ignored.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentOut>,
+    /// Why nothing was deployed, for `ignored`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub details: Option<serde_json::Value>,
+}
+
+/// One feed item: `{"seq", "deployment_id", "project", "at", "kind": "status", "status", "from", "reason", ...}`
+/// or `{"seq", ..., "kind": "log", "stream", "line"}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[cfg_attr(feature = "openapi", schema(value_type = Object))]
+pub struct FeedItemOut(pub serde_json::Value);
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct Rollback {
+    /// The deployment to make live again; default: the newest earlier one that was healthy.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ReplicaOut {
+    pub index: u32,
+    pub address: Option<String>,
+    pub pid: Option<u32>,
+    pub listening: bool,
+    pub healthy: bool,
+    pub consecutive_successes: u32,
+    pub consecutive_failures: u32,
+    pub last_probe: Option<String>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    /// From the health sidecar: the app's CPU (% of one core) since its last report.
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u32>,
+    pub open_fds: Option<u32>,
+    /// Why the replica's health sidecar is not reporting, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<String>,
+}
+
+/// One sidecar report (or, for older data, a one-minute bucket).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct HealthSampleOut {
+    pub replica: u32,
+    pub at: String,
+    /// 0 for one report; 60 for a one-minute bucket of older reports.
+    pub span_s: u32,
+    /// Share of good probes (0 or 1 for one report).
+    pub probe_ok: f64,
+    pub http_status: Option<u16>,
+    pub latency_ms: Option<f64>,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub threads: Option<u32>,
+    pub open_fds: Option<u32>,
+    pub error: Option<String>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct SetSecret {
+    pub value: String,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug)]
+pub struct SecretOut {
+    pub name: String,
+    /// The owning project's name; absent for a secret kept from before
+    /// secrets belonged to projects (no deployment resolves it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    pub updated_at: String,
+}
