@@ -5,7 +5,7 @@
 //! deployment's build log, and returns the pushed image by digest.
 //!
 //! Cloud Build cannot run here: the requests are pinned by golden files and
-//! replayed against a fake API in tests (ARCHITECTURE.md, "Cloud Build").
+//! replayed against a fake API in tests (ARCHITECTURE.md, `shared/gcp`).
 //! The upload and the log go through the real Cloud Storage adapter.
 
 use std::path::{Path, PathBuf};

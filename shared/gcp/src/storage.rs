@@ -4,7 +4,7 @@
 //!
 //! Tested against PyPI's `gcp-storage-emulator` (Google ships no Cloud
 //! Storage emulator). What it does differently from Cloud Storage, and what
-//! this adapter does about it, is in ARCHITECTURE.md ("Cloud Storage").
+//! this adapter does about it, is in ARCHITECTURE.md (`shared/testkit`).
 
 use std::path::{Path, PathBuf};
 
