@@ -4,7 +4,8 @@
 # empty target dir, one after the other: (1) a clean release build of the
 # workspace's default members; (2) a release rebuild of the CLI after
 # touching the Firestore store, and after touching the router — with the
-# crates each rebuild compiled.
+# crates each rebuild compiled. BASE_DIR: an already built worktree of BASE
+# (its clean build is then not timed again, only its rebuilds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE=${BASE:?set BASE to the commit to compare with}
@@ -30,14 +31,21 @@ print(" ".join(sorted(set(names))))')
 
 for rev in "$BASE" "$HEAD_REV"; do
   dir="$work/$rev"
-  git worktree add -q -f "$dir" "$rev"
+  reuse=""
+  if [ "$rev" = "$BASE" ] && [ -n "${BASE_DIR:-}" ]; then dir=$BASE_DIR; reuse=1; else git worktree add -q -f "$dir" "$rev"; fi
   (
     cd "$dir"
     export CARGO_TARGET_DIR="$dir/target"
     echo "== $(git log -1 --format='%h %s' | cut -c1-70)"
-    echo "clean release build (default members): $(secs cargo build --release) s"
+    if [ -z "$reuse" ]; then
+      echo "clean release build (default members): $(secs cargo build --release) s"
+    else
+      cargo build --release >/dev/null 2>&1
+      echo "(clean build not timed again: BASE_DIR=$dir)"
+    fi
     cargo build --release -p bifrost-cli >/dev/null 2>&1
-    store=$(ls shared/src/gcp/firestore.rs shared/gcp/src/firestore.rs 2>/dev/null | head -1)
+    store=""
+    for f in shared/src/gcp/firestore.rs shared/gcp/src/firestore.rs; do [ -e "$f" ] && store=$f; done
     touch "$store"
     echo "touch $store, rebuild the CLI: $(rebuilt)"
     touch router/src/lib.rs

@@ -8,7 +8,7 @@ resource "google_firestore_database" "bifrost" {
   depends_on                        = [google_project_service.apis]
 }
 
-# The composite indexes the store's queries need (shared/src/gcp/firestore.rs).
+# The composite indexes the store's queries need (shared/gcp/src/firestore.rs).
 locals {
   firestore_indexes = {
     deployments_by_project = { collection = "deployments", fields = [["project_id", "ASCENDING"], ["created_ms", "DESCENDING"], ["id", "DESCENDING"]] }

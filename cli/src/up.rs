@@ -94,6 +94,17 @@ pub struct UpArgs {
     pub duplicate_deliveries: bifrost_sqlite::Duplicates,
 }
 
+/// Which `Host` headers are an app's (`<app>.<domain>`), as the router decides.
+fn app_host(domain: String) -> gateway::listener::IsAppHost {
+    Arc::new(move |host| {
+        let probe = axum::http::Request::builder()
+            .uri("/")
+            .header(axum::http::header::HOST, host)
+            .body(axum::body::Body::empty());
+        probe.is_ok_and(|r| bifrost_router::app_by_host(&r, &domain).is_some())
+    })
+}
+
 fn default_data_dir() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
@@ -407,8 +418,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // SSE subscriptions are taken off the HTTP server at their first
     // request head (the fan-out keeps ~1 KiB per subscriber, hyper ~38).
     let fanout = gateway::fanout::Fanout::start(ctx.clone());
-    let listener =
-        gateway::listener::Sniffing::new(listener, fanout, args.app_domain.clone()).context("serving HTTP")?;
+    let listener = gateway::listener::Sniffing::new(listener, fanout, app_host(args.app_domain.clone()))
+        .context("serving HTTP")?;
     // (tap_io: axum's ConnectInfo<SocketAddr> is implemented through it.)
     let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
     axum::serve(listener, make).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;

@@ -1,7 +1,7 @@
 //! The Cloud Build builder end to end, with the real Cloud Storage adapter
 //! on PyPI's storage emulator and a fake Cloud Build API (Cloud Build cannot
 //! run here; the exact request bodies are pinned by the golden files in
-//! shared/tests/golden/cloud_build/). The fake behaves as Cloud Build does:
+//! shared/gcp/tests/golden/cloud_build/). The fake behaves as Cloud Build does:
 //! an operation on submit, QUEUED → WORKING → a verdict on polls, and the
 //! build log growing in the logs bucket as `log-<id>.txt`.
 

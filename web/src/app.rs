@@ -39,7 +39,7 @@ pub fn shell(options: leptos::config::LeptosOptions) -> impl IntoView {
 pub async fn whoami() -> Result<Option<Me>, ServerFnError> {
     let state = crate::server::state()?;
     let Some(token) = crate::server::current_token() else { return Ok(None) };
-    match state.backend.get::<serde_json::Value>("/api/v1/whoami", &token).await {
+    match state.backend.get::<bifrost_api::TokenOut>("/api/v1/whoami", &token).await {
         Ok(v) => Ok(Some(crate::server::convert::me(&v))),
         Err(_) => Ok(None),
     }

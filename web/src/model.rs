@@ -1,6 +1,7 @@
 //! What the pages show, shared by the server (which fills it from the API)
 //! and the browser (which patches it from live events). Only the fields the
-//! dashboard uses; the API's own wire types stay in the gateway.
+//! dashboard uses; the API's wire types are `bifrost-api`'s, converted in
+//! `server/convert.rs`.
 
 use serde::{Deserialize, Serialize};
 

@@ -26,10 +26,13 @@ pub struct Sniffing {
     local: SocketAddr,
 }
 
+/// Whether a `Host` header names an app (the router's business): such
+/// requests are never the platform's subscriptions. Given by the caller,
+/// so the gateway does not depend on the router.
+pub type IsAppHost = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 impl Sniffing {
-    /// `domain`: apps answer at `<app>.<domain>`; their requests are never
-    /// the platform's subscriptions.
-    pub fn new(listener: TcpListener, fanout: Arc<Fanout>, domain: String) -> io::Result<Sniffing> {
+    pub fn new(listener: TcpListener, fanout: Arc<Fanout>, is_app_host: IsAppHost) -> io::Result<Sniffing> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(async move {
@@ -38,7 +41,7 @@ impl Sniffing {
                     Ok((tcp, addr)) => {
                         // Small API and proxied responses must not wait for delayed ACKs.
                         let _ = tcp.set_nodelay(true);
-                        tokio::spawn(sniff(tcp, addr, tx.clone(), fanout.clone(), domain.clone()));
+                        tokio::spawn(sniff(tcp, addr, tx.clone(), fanout.clone(), is_app_host.clone()));
                     }
                     Err(e) => {
                         // Out of file descriptors and the like: back off, as axum does.
@@ -73,21 +76,17 @@ async fn sniff(
     addr: SocketAddr,
     tx: mpsc::Sender<(Rewind, SocketAddr)>,
     fanout: Arc<Fanout>,
-    domain: String,
+    is_app_host: IsAppHost,
 ) {
     let mut head = Vec::new();
     let complete = matches!(tokio::time::timeout(HEAD_WAIT, read_head(&mut tcp, &mut head)).await, Ok(Ok(true)));
-    if complete && let Some(sub) = parse_head(&head) {
-        let probe = axum::http::Request::builder()
-            .uri("/api/v1/events")
-            .header(axum::http::header::HOST, sub.host.as_str())
-            .body(axum::body::Body::empty());
-        let platform = probe.is_ok_and(|r| bifrost_router::app_by_host(&r, &domain).is_none());
-        if platform {
-            match fanout.take(tcp, sub).await {
-                Ok(()) => return,
-                Err(back) => tcp = back,
-            }
+    if complete
+        && let Some(sub) = parse_head(&head)
+        && !is_app_host(&sub.host)
+    {
+        match fanout.take(tcp, sub).await {
+            Ok(()) => return,
+            Err(back) => tcp = back,
         }
     }
     let _ = tx.send((Rewind { prefix: head, pos: 0, inner: tcp }, addr)).await;

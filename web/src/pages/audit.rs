@@ -12,37 +12,30 @@ const PAGE: usize = 100;
 
 #[server(prefix = "/ui/api", endpoint = "audit")]
 pub async fn audit(before: Option<u64>) -> Result<Vec<AuditEntry>, ServerFnError> {
-    use serde_json::Value;
+    use bifrost_api::{AuditOut, ProjectOut};
     let s = crate::server::Session::current()?;
     let path = match before {
         Some(b) => format!("/api/v1/audit?limit={PAGE}&before={b}"),
         None => format!("/api/v1/audit?limit={PAGE}"),
     };
-    let (records, projects) = futures::try_join!(s.get::<Value>(&path), s.get::<Value>("/api/v1/projects"))?;
-    let names: std::collections::HashMap<String, String> = projects
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p.get("id")?.as_str()?.to_string(), p.get("name")?.as_str()?.to_string())))
-        .collect();
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (records, projects) =
+        futures::try_join!(s.get::<Vec<AuditOut>>(&path), s.get::<Vec<ProjectOut>>("/api/v1/projects"))?;
+    let names: std::collections::HashMap<String, String> = projects.into_iter().map(|p| (p.id, p.name)).collect();
     Ok(records
-        .as_array()
         .into_iter()
-        .flatten()
         .map(|r| {
-            let project_id = text(r, "project_id");
+            let t = r.transition;
             AuditEntry {
-                seq: r.get("seq").and_then(Value::as_u64).unwrap_or_default(),
-                at: text(r, "at"),
-                actor: text(r, "actor"),
-                deployment_id: text(r, "deployment_id"),
+                seq: t.seq,
+                at: t.at,
+                actor: t.actor,
+                deployment_id: r.deployment_id,
                 // A deleted project keeps its trail; show its id.
-                project: names.get(&project_id).cloned().unwrap_or(project_id),
-                from: r.get("from").and_then(Value::as_str).map(str::to_string),
-                to: text(r, "to"),
-                reason: text(r, "reason"),
-                hash: text(r, "hash"),
+                project: names.get(&r.project_id).cloned().unwrap_or(r.project_id),
+                from: t.from,
+                to: t.to,
+                reason: t.reason,
+                hash: t.hash,
             }
         })
         .collect())

@@ -8,23 +8,19 @@ use crate::model::{DeadLetter, Me, clock, short_id};
 
 #[server(prefix = "/ui/api", endpoint = "dead-letters")]
 pub async fn dead_letters() -> Result<(Me, Vec<DeadLetter>), ServerFnError> {
-    use serde_json::Value;
     let s = crate::server::Session::current()?;
-    let (me, list) = futures::try_join!(s.me(), s.get::<Value>("/api/v1/events/dead"))?;
-    let text = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let (me, list) = futures::try_join!(s.me(), s.get::<Vec<bifrost_api::DeadLetterOut>>("/api/v1/events/dead"))?;
     let letters = list
-        .as_array()
         .into_iter()
-        .flatten()
         .map(|d| DeadLetter {
-            id: text(d, "/id"),
-            subscription: text(d, "/subscription"),
-            attempts: d.get("attempts").and_then(Value::as_u64).unwrap_or_default() as u32,
-            last_error: text(d, "/last_error"),
-            dead_at: text(d, "/dead_at"),
-            deployment_id: text(d, "/event/deployment_id"),
-            project: text(d, "/event/project"),
-            event: text(d, "/event/type"),
+            id: d.id,
+            subscription: d.subscription,
+            attempts: d.attempts,
+            last_error: d.last_error,
+            dead_at: d.dead_at,
+            deployment_id: d.event.deployment_id,
+            project: d.event.project,
+            event: d.event.kind,
         })
         .collect();
     Ok((me, letters))
@@ -39,8 +35,8 @@ pub async fn redrive(id: Option<String>) -> Result<usize, ServerFnError> {
         Some(i) => serde_json::json!({ "ids": [i] }),
         None => serde_json::json!({}),
     };
-    let out: serde_json::Value = s.send(axum::http::Method::POST, "/api/v1/events/dead/redrive", body).await?;
-    Ok(out.get("redriven").and_then(|v| v.as_u64()).unwrap_or_default() as usize)
+    let out: bifrost_api::Redriven = s.send(axum::http::Method::POST, "/api/v1/events/dead/redrive", body).await?;
+    Ok(out.redriven)
 }
 
 #[component]

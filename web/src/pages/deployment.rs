@@ -17,6 +17,7 @@ use crate::model::{DeploymentPage as Page, HealthPoint, LogLine, Transition, clo
 #[server(prefix = "/ui/api", endpoint = "deployment")]
 pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
     use crate::server::{Session, convert, seg};
+    use bifrost_api::{DeploymentDetail, HealthSampleOut, ProjectOut, ReplicaOut};
     use serde_json::Value;
     let s = Session::current()?;
     let i = seg(&id);
@@ -27,12 +28,13 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
     let feed = s.get::<Value>(format!("/api/v1/deployments/{i}/logs")).await?;
     let (me, d, health, replicas) = futures::try_join!(
         s.me(),
-        s.get::<Value>(format!("/api/v1/deployments/{i}")),
-        s.get::<Value>(format!("/api/v1/deployments/{i}/health")),
-        s.get::<Value>(format!("/api/v1/deployments/{i}/replicas")),
+        s.get::<DeploymentDetail>(format!("/api/v1/deployments/{i}")),
+        s.get::<Vec<HealthSampleOut>>(format!("/api/v1/deployments/{i}/health")),
+        s.get::<Vec<ReplicaOut>>(format!("/api/v1/deployments/{i}/replicas")),
     )?;
-    let deployment = convert::deployment(&d);
-    let project: Value = s.get(&format!("/api/v1/projects/{}", seg(&deployment.project))).await.unwrap_or_default();
+    let deployment = convert::deployment(&d.deployment);
+    // A deleted project's deployments still show, without a URL.
+    let project: Option<ProjectOut> = s.get(&format!("/api/v1/projects/{}", seg(&deployment.project))).await.ok();
     let items = feed.as_array().cloned().unwrap_or_default();
     let last_seq = items.iter().filter_map(|v| v.get("seq").and_then(Value::as_u64)).max().unwrap_or(0);
     let logs = items
@@ -46,19 +48,15 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
         .collect();
     Ok(Page {
         me,
-        url: project.get("url").and_then(Value::as_str).unwrap_or_default().to_string(),
-        config_errors: d.get("config_errors").map(|e| convert::array(e, convert::config_error)).unwrap_or_default(),
-        config_source: d.get("config_source").and_then(Value::as_str).map(str::to_string),
-        history: d.get("history").map(|h| convert::array(h, convert::transition)).unwrap_or_default(),
+        url: project.map(|p| p.url).unwrap_or_default(),
+        config_errors: d.deployment.config_errors.iter().map(convert::config_error).collect(),
+        config_source: d.deployment.config_source.clone(),
+        history: d.history.iter().map(convert::transition).collect(),
         logs,
         last_seq,
-        health: health.as_array().map(|a| a.iter().filter_map(convert::health).collect()).unwrap_or_default(),
-        replicas: convert::array(&replicas, convert::replica),
-        degraded: d
-            .get("degraded")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-            .unwrap_or_default(),
+        health: health.iter().filter_map(convert::health).collect(),
+        replicas: replicas.iter().map(convert::replica).collect(),
+        degraded: d.degraded.clone().unwrap_or_default(),
         deployment,
     })
 }
@@ -68,8 +66,8 @@ pub async fn retry(id: String) -> Result<String, ServerFnError> {
     let s = crate::server::Session::current()?;
     s.require("deployer", "retrying").await?;
     let path = format!("/api/v1/deployments/{}/retry", crate::server::seg(&id));
-    let d: serde_json::Value = s.send(axum::http::Method::POST, &path, serde_json::json!({})).await?;
-    Ok(d.get("status").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+    let d: bifrost_api::DeploymentOut = s.send(axum::http::Method::POST, &path, serde_json::json!({})).await?;
+    Ok(d.status)
 }
 
 #[server(prefix = "/ui/api", endpoint = "cancel")]
@@ -77,8 +75,8 @@ pub async fn cancel(id: String) -> Result<String, ServerFnError> {
     let s = crate::server::Session::current()?;
     s.require("deployer", "cancelling").await?;
     let path = format!("/api/v1/deployments/{}/cancel", crate::server::seg(&id));
-    let d: serde_json::Value = s.send(axum::http::Method::POST, &path, serde_json::json!({})).await?;
-    Ok(d.get("status").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+    let d: bifrost_api::DeploymentOut = s.send(axum::http::Method::POST, &path, serde_json::json!({})).await?;
+    Ok(d.status)
 }
 
 #[component]

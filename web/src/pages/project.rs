@@ -11,30 +11,22 @@ use crate::model::{ProjectPage as Page, clock, short_id};
 #[server(prefix = "/ui/api", endpoint = "project")]
 pub async fn project_page(name: String, limit: Option<usize>) -> Result<Page, ServerFnError> {
     use crate::server::{Session, convert, seg};
-    use serde_json::Value;
+    use bifrost_api::{DeploymentOut, ProjectOut};
     let s = Session::current()?;
     let n = seg(&name);
     let limit = limit.unwrap_or(100).clamp(1, 1000);
     let (me, p, list) = futures::try_join!(
         s.me(),
-        s.get::<Value>(format!("/api/v1/projects/{n}")),
-        s.get::<Value>(format!("/api/v1/projects/{n}/deployments?limit={limit}")),
+        s.get::<ProjectOut>(format!("/api/v1/projects/{n}")),
+        s.get::<Vec<DeploymentOut>>(format!("/api/v1/projects/{n}/deployments?limit={limit}")),
     )?;
-    let deployments = convert::array(&list, convert::deployment);
-    let live_id = p.get("live_deployment_id").and_then(Value::as_str).map(str::to_string);
-    let live = deployments.iter().find(|d| Some(&d.id) == live_id.as_ref()).cloned();
+    let deployments: Vec<_> = list.iter().map(convert::deployment).collect();
+    let live = deployments.iter().find(|d| Some(&d.id) == p.live_deployment_id.as_ref()).cloned();
     Ok(Page {
         me,
-        project: crate::model::Project {
-            name: p.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-            repo: p.get("repo").and_then(Value::as_str).map(str::to_string),
-            branch: p.get("branch").and_then(Value::as_str).unwrap_or("main").to_string(),
-            url: p.get("url").and_then(Value::as_str).unwrap_or_default().to_string(),
-            live,
-            latest: None,
-        },
+        project: crate::model::Project { live, ..convert::project(&p) },
         deployments,
-        webhook_url: p.get("webhook_url").and_then(Value::as_str).unwrap_or_default().to_string(),
+        webhook_url: p.webhook_url.clone(),
     })
 }
 
@@ -48,9 +40,9 @@ pub async fn deploy_ref(project: String, git_ref: String) -> Result<String, Serv
         "" => serde_json::json!({}),
         r => serde_json::json!({ "ref": r }),
     };
-    let created: serde_json::Value =
+    let created: bifrost_api::CreatedDeployment =
         s.send(axum::http::Method::POST, &format!("/api/v1/projects/{}/deployments", seg(&project)), body).await?;
-    Ok(created.pointer("/deployment/id").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+    Ok(created.deployment.id)
 }
 
 /// Makes an earlier healthy build live again (the newest one when `to` is empty).
@@ -63,9 +55,9 @@ pub async fn rollback(project: String, to: Option<String>) -> Result<String, Ser
         Some(t) => serde_json::json!({ "to": t }),
         None => serde_json::json!({}),
     };
-    let created: serde_json::Value =
+    let created: bifrost_api::CreatedDeployment =
         s.send(axum::http::Method::POST, &format!("/api/v1/projects/{}/rollback", seg(&project)), body).await?;
-    Ok(created.pointer("/deployment/id").and_then(|v| v.as_str()).unwrap_or_default().to_string())
+    Ok(created.deployment.id)
 }
 
 #[component]

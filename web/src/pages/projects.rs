@@ -11,31 +11,26 @@ use crate::model::{Project, short_id};
 #[server(prefix = "/ui/api", endpoint = "projects")]
 pub async fn projects() -> Result<Vec<Project>, ServerFnError> {
     use crate::server::{Session, convert, seg};
-    use serde_json::Value;
+    use bifrost_api::{DeploymentOut, ProjectOut};
     let s = Session::current()?;
-    let list: Value = s.get("/api/v1/projects").await?;
-    let list = list.as_array().cloned().unwrap_or_default();
+    let list: Vec<ProjectOut> = s.get("/api/v1/projects").await?;
     let cards = list.iter().map(|p| {
         let s = &s;
         async move {
-            let name = p.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
-            let newest: Value = s.get(&format!("/api/v1/projects/{}/deployments?limit=1", seg(&name))).await?;
-            let latest = newest.as_array().and_then(|a| a.first()).map(convert::deployment);
-            let live_id = p.get("live_deployment_id").and_then(Value::as_str).map(str::to_string);
+            let newest: Vec<DeploymentOut> =
+                s.get(&format!("/api/v1/projects/{}/deployments?limit=1", seg(&p.name))).await?;
+            let latest = newest.first().map(convert::deployment);
+            let live_id = p.live_deployment_id.clone();
             let live = match (&live_id, &latest) {
                 (Some(id), Some(l)) if &l.id == id => Some(l.clone()),
-                (Some(id), _) => Some(convert::deployment(&s.get(&format!("/api/v1/deployments/{}", seg(id))).await?)),
+                (Some(id), _) => {
+                    let d: DeploymentOut = s.get(&format!("/api/v1/deployments/{}", seg(id))).await?;
+                    Some(convert::deployment(&d))
+                }
                 (None, _) => None,
             };
             let latest = latest.filter(|l| Some(&l.id) != live_id.as_ref());
-            Ok::<_, ServerFnError>(Project {
-                name,
-                repo: p.get("repo").and_then(Value::as_str).map(str::to_string),
-                branch: p.get("branch").and_then(Value::as_str).unwrap_or("main").to_string(),
-                url: p.get("url").and_then(Value::as_str).unwrap_or_default().to_string(),
-                live,
-                latest,
-            })
+            Ok::<_, ServerFnError>(Project { live, latest, ..convert::project(p) })
         }
     });
     futures::future::try_join_all(cards).await

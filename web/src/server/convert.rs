@@ -1,105 +1,97 @@
-//! API answers (JSON) → page models. Lenient on purpose: a field the API
-//! adds later is ignored, a missing optional one is `None`.
+//! API answers (`bifrost-api`'s wire types) → page models: only what the
+//! pages show, shaped for them (labels, epoch milliseconds).
 
-use serde_json::Value;
+use bifrost_api::{
+    ConfigErrorOut, DeploymentOut, HealthSampleOut, ProjectOut, ReplicaOut, SourceOut, TokenOut, TransitionOut,
+};
 
 use crate::model::*;
 
-fn s(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+pub fn me(t: &TokenOut) -> Me {
+    Me { name: t.name.clone(), role: t.role.clone() }
 }
 
-fn opt_s(v: &Value, k: &str) -> Option<String> {
-    v.get(k).and_then(Value::as_str).map(str::to_string)
-}
-
-fn u(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or_default()
-}
-
-fn f(v: &Value, k: &str) -> Option<f64> {
-    v.get(k).and_then(Value::as_f64)
-}
-
-pub fn me(v: &Value) -> Me {
-    Me { name: s(v, "name"), role: s(v, "role") }
-}
-
-pub fn source(v: &Value) -> Source {
-    match v.get("kind").and_then(Value::as_str) {
-        Some("archive") => {
-            let sha = s(v, "sha256");
-            Source { label: format!("upload {}", sha.get(..7).unwrap_or(&sha)), commit: None }
+pub fn source(v: &SourceOut) -> Source {
+    match v {
+        SourceOut::Archive { sha256 } => {
+            Source { label: format!("upload {}", sha256.get(..7).unwrap_or(sha256)), commit: None }
         }
-        _ => {
-            let commit = s(v, "commit");
-            Source { label: format!("{}@{}", s(v, "ref"), commit.get(..7).unwrap_or(&commit)), commit: Some(commit) }
+        SourceOut::Git { git_ref, commit, .. } => {
+            Source { label: format!("{git_ref}@{}", commit.get(..7).unwrap_or(commit)), commit: Some(commit.clone()) }
         }
     }
 }
 
-pub fn deployment(v: &Value) -> Deployment {
+pub fn deployment(v: &DeploymentOut) -> Deployment {
     Deployment {
-        id: s(v, "id"),
-        project: s(v, "project"),
-        status: s(v, "status"),
-        attempt: u(v, "attempt") as u32,
-        source: v.get("source").map(source).unwrap_or(Source { label: String::new(), commit: None }),
-        reason: opt_s(v, "reason"),
-        rollback_of: opt_s(v, "rollback_of"),
-        created_by: s(v, "created_by"),
-        created_at: s(v, "created_at"),
-        updated_at: s(v, "updated_at"),
+        id: v.id.clone(),
+        project: v.project.clone(),
+        status: v.status.clone(),
+        attempt: v.attempt,
+        source: source(&v.source),
+        reason: v.reason.clone(),
+        rollback_of: v.rollback_of.clone(),
+        created_by: v.created_by.clone(),
+        created_at: v.created_at.clone(),
+        updated_at: v.updated_at.clone(),
     }
 }
 
-pub fn config_error(v: &Value) -> ConfigError {
+/// A project card; `live` and `latest` are the caller's to fill.
+pub fn project(p: &ProjectOut) -> Project {
+    Project {
+        name: p.name.clone(),
+        repo: p.repo.clone(),
+        branch: p.branch.clone(),
+        url: p.url.clone(),
+        live: None,
+        latest: None,
+    }
+}
+
+pub fn config_error(v: &ConfigErrorOut) -> ConfigError {
     ConfigError {
-        line: u(v, "line") as u32,
-        column: u(v, "column") as u32,
-        path: s(v, "path"),
-        message: s(v, "message"),
-        suggestion: opt_s(v, "suggestion"),
-        source_line: opt_s(v, "source_line"),
+        line: v.line,
+        column: v.column,
+        path: v.path.clone(),
+        message: v.message.clone(),
+        suggestion: v.suggestion.clone(),
+        source_line: v.source_line.clone(),
     }
 }
 
-pub fn transition(v: &Value) -> Transition {
+pub fn transition(v: &TransitionOut) -> Transition {
     Transition {
-        seq: u(v, "seq"),
-        at: s(v, "at"),
-        actor: s(v, "actor"),
-        from: opt_s(v, "from"),
-        to: s(v, "to"),
-        reason: s(v, "reason"),
+        seq: v.seq,
+        at: v.at.clone(),
+        actor: v.actor.clone(),
+        from: v.from.clone(),
+        to: v.to.clone(),
+        reason: v.reason.clone(),
     }
 }
 
-pub fn health(v: &Value) -> Option<HealthPoint> {
+pub fn health(v: &HealthSampleOut) -> Option<HealthPoint> {
     Some(HealthPoint {
-        replica: u(v, "replica") as u32,
-        at_ms: epoch_ms(v.get("at")?.as_str()?)?,
-        probe_ok: f(v, "probe_ok").unwrap_or_default(),
-        latency_ms: f(v, "latency_ms"),
-        cpu_percent: f(v, "cpu_percent"),
-        rss_bytes: v.get("rss_bytes").and_then(Value::as_u64),
+        replica: v.replica,
+        at_ms: epoch_ms(&v.at)?,
+        probe_ok: v.probe_ok,
+        latency_ms: v.latency_ms,
+        cpu_percent: v.cpu_percent,
+        rss_bytes: v.rss_bytes,
     })
 }
 
-pub fn replica(v: &Value) -> Replica {
+pub fn replica(v: &ReplicaOut) -> Replica {
     Replica {
-        index: u(v, "index") as u32,
-        address: opt_s(v, "address"),
-        pid: v.get("pid").and_then(Value::as_u64).map(|p| p as u32),
-        healthy: v.get("healthy").and_then(Value::as_bool).unwrap_or_default(),
-        restarts: u(v, "restarts") as u32,
-        cpu_percent: f(v, "cpu_percent"),
-        rss_bytes: v.get("rss_bytes").and_then(Value::as_u64),
+        index: v.index,
+        address: v.address.clone(),
+        pid: v.pid,
+        healthy: v.healthy,
+        restarts: v.restarts,
+        cpu_percent: v.cpu_percent,
+        rss_bytes: v.rss_bytes,
     }
-}
-
-pub fn array<T>(v: &Value, each: impl Fn(&Value) -> T) -> Vec<T> {
-    v.as_array().map(|a| a.iter().map(each).collect()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -108,14 +100,16 @@ mod tests {
 
     #[test]
     fn reads_a_deployment_answer() {
-        let v = serde_json::json!({
-            "id": "d01", "project": "hello", "status": "building", "attempt": 2,
+        let v: DeploymentOut = serde_json::from_value(serde_json::json!({
+            "id": "d01", "project": "hello", "status": "building", "version": 3, "attempt": 2,
             "source": {"kind": "git", "repo": "/r", "ref": "main", "commit": "0123456789abcdef"},
-            "reason": "building", "created_by": "token:admin", "created_at": "t0", "updated_at": "t1"
-        });
+            "reason": "building", "config_errors": [], "config": null, "config_source": null,
+            "rollback_of": null, "created_by": "token:admin", "created_at": "t0", "updated_at": "t1"
+        }))
+        .expect("a deployment answer");
         let d = deployment(&v);
         assert_eq!((d.status.as_str(), d.attempt, d.source.label.as_str()), ("building", 2, "main@0123456"));
-        let up = source(&serde_json::json!({"kind": "archive", "sha256": "abcdef0123"}));
+        let up = source(&SourceOut::Archive { sha256: "abcdef0123".into() });
         assert_eq!(up.label, "upload abcdef0");
     }
 }

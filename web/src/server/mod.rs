@@ -106,8 +106,8 @@ impl Session {
     }
 
     pub async fn me(&self) -> Result<Me, ServerFnError> {
-        let v: serde_json::Value = self.get("/api/v1/whoami").await?;
-        Ok(convert::me(&v))
+        let t: bifrost_api::TokenOut = self.get("/api/v1/whoami").await?;
+        Ok(convert::me(&t))
     }
 
     /// The caller, refused with 403 unless their role is at least `role`:
