@@ -12,7 +12,7 @@ use bifrost_core::domain::{Actor, Deployment};
 use bifrost_core::events::{Event, Outcome, PushEnvelope, Subscription};
 use bifrost_core::ports::{Patch, Transition};
 
-use crate::{Ctx, outcome_of};
+use crate::{Ctx, is_current, outcome_of};
 
 /// What a function decided for one event. (Short-lived, one per event:
 /// the size of `Move` does not matter.)
@@ -88,7 +88,7 @@ pub async fn drive(f: &dyn Function, ctx: &Ctx, envelope: PushEnvelope) -> Outco
     };
     if let Consumes::Current(_) = consumes {
         // Stale, overtaken or gone: someone already did (or undid) this step.
-        if !deployment.as_ref().is_some_and(|d| d.status == event.status && d.version == event.version) {
+        if !deployment.as_ref().is_some_and(|d| is_current(d, &event)) {
             return Outcome::Ack;
         }
     }

@@ -135,13 +135,18 @@ pub(crate) async fn still_current(ctx: &Ctx, event: &Event) -> Result<bool, Outc
     }
 }
 
+/// The deployment is still where `event` found it: same status, same version.
+pub(crate) fn is_current(d: &Deployment, event: &Event) -> bool {
+    d.status == event.status && d.version == event.version
+}
+
 /// The deployment, if it is still at the event's status and version (one
 /// read serves both the idempotency check and the handler's work);
 /// `Err(outcome)` is what the handler returns as it is: `Ack` for a stale
 /// or deleted deployment, `Retry` when the store is unavailable.
 pub(crate) async fn current_deployment(ctx: &Ctx, event: &Event) -> Result<Deployment, Outcome> {
     match ctx.store.get_deployment(&event.deployment_id).await {
-        Ok(d) if d.status == event.status && d.version == event.version => Ok(d),
+        Ok(d) if is_current(&d, event) => Ok(d),
         Ok(_) | Err(StoreError::NotFound { .. }) => Err(Outcome::Ack),
         Err(e) => Err(Outcome::Retry(e.to_string())),
     }
