@@ -15,6 +15,15 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 start=$(date +%s)
 
 step "Tools"
+# A fresh clone gains nothing from incremental caches (they took 19 GB of a
+# 43 GB target here); CI runs without them.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+# The whole suite needs ~15 GB under target/ (several feature sets of the
+# workspace, release-built sidecar, wasm). Say so before cargo runs out.
+free_gb=$(df -Pk . | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "${free_gb:-0}" -lt 15 ]; then
+  echo "warning: only ${free_gb} GB free on $(df -P . | awk 'NR==2 {print $6}'); the test suite needs ~15 GB under target/" >&2
+fi
 command -v git >/dev/null || { echo "git is required" >&2; exit 1; }
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "cargo-nextest not found; installing it (one time)"

@@ -28,13 +28,15 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub ctx: Ctx,
+    /// Branch heads the webhook confirmed a moment ago (see [`webhook::Heads`]).
+    pub heads: std::sync::Arc<webhook::Heads>,
 }
 
 /// The gateway's routes. `bifrost up` merges the router and dashboard onto
 /// the same listener; the Cloud Run `gateway` service serves this alone.
 pub fn router(ctx: Ctx) -> Router {
     let isolation = ctx.settings.isolation.clone();
-    let state = AppState { ctx };
+    let state = AppState { ctx, heads: Default::default() };
     let v1 = Router::new()
         .route("/projects", get(api::list_projects).post(api::create_project))
         .route("/projects/{name}", get(api::get_project).delete(api::delete_project))

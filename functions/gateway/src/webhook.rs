@@ -9,10 +9,16 @@
 //! captured push can be sent again under a fresh delivery id and its
 //! signature still holds. The defence does not rely on the delivery id: a
 //! push deploys only if its `after` is still the branch's head in the
-//! repository when the mirror is fetched. A replayed push of an older
+//! repository (asked with `git ls-remote`, which fetches nothing). A replayed push of an older
 //! commit, or one that arrives after a newer push, is acknowledged and
 //! ignored with the reason. (The delivery id still dedupes GitHub's own
 //! redeliveries of the current head.)
+//!
+//! Asking the repository costs a git process per push (about 5 ms here), so
+//! a head seen a moment ago ([`HEAD_FRESH_FOR`]) answers a push naming that
+//! same commit; a push naming any other commit always asks. The window
+//! only lets through a commit that *was* the head within it, and the push
+//! for the newer head follows it.
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -21,10 +27,42 @@ use bifrost_core::auth::verify_github_signature;
 use bifrost_core::domain::{Actor, NewDeployment, Project, Source};
 use bifrost_core::repo::{matches_full_name, repo_key};
 use serde::Deserialize;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::error::{ApiError, ApiResult};
 use super::wire::{ErrorBody, WebhookOut};
 use super::{AppState, read_body};
+
+/// How long a confirmed branch head answers pushes of the same commit.
+pub const HEAD_FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// Branch heads confirmed by asking the repository: (repository, branch)
+/// → (commit, when).
+#[derive(Default)]
+pub struct Heads(Mutex<HashMap<(String, String), (String, Instant)>>);
+
+impl Heads {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, Instant)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `commit` was the head of `branch` less than [`HEAD_FRESH_FOR`] ago.
+    fn recently(&self, repo: &str, branch: &str, commit: &str) -> bool {
+        let key = (repo_key(repo), branch.to_string());
+        self.lock().get(&key).is_some_and(|(c, at)| c == commit && at.elapsed() < HEAD_FRESH_FOR)
+    }
+
+    fn saw(&self, repo: &str, branch: &str, commit: &str) {
+        let mut heads = self.lock();
+        // Bounded by the projects that push; drop what is no longer fresh.
+        if heads.len() > 4096 {
+            heads.retain(|_, (_, at)| at.elapsed() < HEAD_FRESH_FOR);
+        }
+        heads.insert((repo_key(repo), branch.to_string()), (commit.to_string(), Instant::now()));
+    }
+}
 
 /// The parts of a GitHub webhook payload Bifrost reads.
 #[derive(Deserialize, Debug, Default)]
@@ -192,8 +230,14 @@ pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(Statu
         .unwrap_or_else(|| "unknown".into());
     let repo = project.repo.clone().unwrap_or_default();
     // Only the branch's current head deploys (see the module's note on replays).
-    let head = s.ctx.sources.resolve(&repo, &format!("refs/heads/{branch}")).await?;
     let after = after.to_lowercase();
+    let head = if s.heads.recently(&repo, branch, &after) {
+        after.clone()
+    } else {
+        let head = s.ctx.sources.branch_head(&repo, branch).await?;
+        s.heads.saw(&repo, branch, &head);
+        head
+    };
     if head != after {
         return Ok(ignored(
             &project,

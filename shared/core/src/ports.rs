@@ -235,6 +235,10 @@ pub trait Sources: Send + Sync {
     async fn default_branch(&self, repo: &str) -> Result<String, SourceError>;
     /// Resolves a branch, tag or commit to a full commit id.
     async fn resolve(&self, repo: &str, git_ref: &str) -> Result<String, SourceError>;
+    /// The commit a branch points at in the repository right now, asked of
+    /// the repository itself without fetching anything (the webhook's
+    /// replay check, on its accept path).
+    async fn branch_head(&self, repo: &str, branch: &str) -> Result<String, SourceError>;
     /// One file of the source; `Ok(None)` if it does not exist there.
     async fn read_file(&self, source: &Source, path: &str) -> Result<Option<String>, SourceError>;
     /// Writes the whole source tree into `dest` (an empty directory).

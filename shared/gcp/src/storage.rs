@@ -149,6 +149,10 @@ impl Sources for GcsSources {
         self.git.resolve(repo, git_ref).await
     }
 
+    async fn branch_head(&self, repo: &str, branch: &str) -> Result<String, SourceError> {
+        self.git.branch_head(repo, branch).await
+    }
+
     async fn read_file(&self, source: &Source, path: &str) -> Result<Option<String>, SourceError> {
         self.git.read_file(&self.local(source).await?, path).await
     }

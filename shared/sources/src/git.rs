@@ -205,6 +205,21 @@ impl Sources for GitSources {
         Err(SourceError::NotFound(format!("ref {git_ref:?} not found in {repo}")))
     }
 
+    async fn branch_head(&self, repo: &str, branch: &str) -> Result<String, SourceError> {
+        if branch.starts_with('-') || branch.contains("..") || branch.is_empty() {
+            return Err(SourceError::Invalid(format!("{branch:?} is not a valid branch name")));
+        }
+        // ls-remote asks the repository and writes nothing: no mirror lock,
+        // no fetch (which cost the webhook 30+ ms per push).
+        let want = format!("refs/heads/{branch}");
+        let out = git(None, &["ls-remote", "--heads", "--", repo, &want]).await.map_err(|e| unavailable(repo, &e))?;
+        String::from_utf8_lossy(&out)
+            .lines()
+            .find_map(|l| l.split_once('\t').filter(|(_, r)| *r == want).map(|(c, _)| c.to_lowercase()))
+            .filter(|c| is_full_commit(c))
+            .ok_or_else(|| SourceError::NotFound(format!("branch {branch:?} not found in {repo}")))
+    }
+
     async fn read_file(&self, source: &Source, path: &str) -> Result<Option<String>, SourceError> {
         match source {
             Source::Git { repo, commit, .. } => {
