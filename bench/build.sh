@@ -45,7 +45,7 @@ for rev in "$BASE" "$HEAD_REV"; do
     fi
     cargo build --release -p bifrost-cli >/dev/null 2>&1
     store=""
-    for f in shared/src/gcp/firestore.rs shared/gcp/src/firestore.rs; do [ -e "$f" ] && store=$f; done
+    for f in shared/src/gcp/firestore.rs shared/gcp/src/firestore.rs shared/gcp/src/firestore/mod.rs; do [ -e "$f" ] && store=$f; done
     touch "$store"
     echo "touch $store, rebuild the CLI: $(rebuilt)"
     touch router/src/lib.rs
