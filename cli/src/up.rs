@@ -373,15 +373,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "the sidecar ingest stopped");
         }
     });
-    // Old reports become one-minute buckets after an hour.
-    let health_store = store_dyn.clone();
+    // Functions with periodic work (analytics: health folding) run every
+    // five minutes, as Cloud Scheduler calls them on GCP.
+    let scheduled_ctx = ctx.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(300));
         loop {
             tick.tick().await;
-            let before = chrono::Utc::now() - chrono::Duration::hours(1);
-            if let Err(e) = health_store.downsample_health(before).await {
-                tracing::warn!(error = %e, "downsampling health reports failed");
+            for f in bifrost_functions::functions().into_iter().filter(|f| f.scheduled()) {
+                if let Err(e) = f.run(&scheduled_ctx).await {
+                    tracing::warn!(function = f.name(), error = %e, "periodic run failed");
+                }
             }
         }
     });

@@ -27,6 +27,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use bifrost_core::events::{Outcome, PushEnvelope};
 use bifrost_core::ports::{Builder, PushHandler, Sources, Store};
+use bifrost_functions::driver::{DEAD_LETTER_PUSH, Function, drive_dead_letter};
 use bifrost_functions::logs::{LogLimits, LogWriter};
 use bifrost_functions::{Ctx, Functions, Settings};
 use bifrost_gcp::cloud_build::{CloudBuildBuilder, CloudBuildConfig, GoogleCredentials, NoCredentials, TokenSource};
@@ -65,40 +66,31 @@ pub fn main(function: &'static str) -> ExitCode {
     }
 }
 
-/// What the dead-letter topics' push subscriptions call (on analytics).
-pub const DEAD_LETTER_PUSH: &str = "dead-letter";
-
-/// One function's service, answering pushes for it alone (and, on
-/// analytics, the dead-letter topics' pushes).
+/// One function's service, answering pushes for it alone (and, if it
+/// takes them, the dead-letter topics' pushes).
 struct Only {
-    function: &'static str,
+    function: &'static dyn Function,
     inner: Functions,
-    firestore: Arc<FirestoreStore>,
 }
 
 #[async_trait::async_trait]
 impl PushHandler for Only {
     async fn push(&self, function: &str, envelope: PushEnvelope) -> Outcome {
-        if function == DEAD_LETTER_PUSH && self.function == "analytics" {
-            return match self.firestore.record_dead_letter(&envelope).await {
-                Ok(d) => {
-                    tracing::warn!(id = d.id, subscription = d.subscription, "dead letter recorded");
-                    Outcome::Ack
-                }
-                Err(bifrost_core::StoreError::Invalid(why)) => Outcome::Reject(why),
-                Err(e) => Outcome::Retry(e.to_string()),
-            };
+        if function == DEAD_LETTER_PUSH && self.function.takes_dead_letters() {
+            return drive_dead_letter(self.function, &self.inner.ctx, envelope).await;
         }
-        if function != self.function {
-            return Outcome::Reject(format!("this is the {} service; {function} pushes go elsewhere", self.function));
+        if function != self.function.name() {
+            return Outcome::Reject(format!(
+                "this is the {} service; {function} pushes go elsewhere",
+                self.function.name()
+            ));
         }
         self.inner.push(function, envelope).await
     }
 }
 
-/// The functions' world on GCP, and the Firestore store itself (the
-/// analytics service runs its outbox re-publisher).
-async fn context(function: &str, gcp_project: &str) -> anyhow::Result<(Ctx, Arc<FirestoreStore>)> {
+/// The functions' world on GCP.
+async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
     let prefix = env("BIFROST_COLLECTION_PREFIX").unwrap_or_default();
     let topic_prefix = env("BIFROST_TOPIC_PREFIX").unwrap_or_else(|| "bifrost-".into());
     let pubsub_endpoint = env("PUBSUB_EMULATOR_HOST").map(|h| format!("http://{h}"));
@@ -161,7 +153,7 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<(Ctx, Arc<
             ..Settings::default()
         },
     };
-    Ok((ctx, firestore))
+    Ok(ctx)
 }
 
 /// The build function's builder: Cloud Build in `BIFROST_REGION`, pushing
@@ -223,31 +215,27 @@ fn gke(endpoint: &str, app_domain: &str) -> anyhow::Result<GkeRuntime> {
     GkeRuntime::with_google_auth(endpoint, ca.as_deref(), auth, settings).map_err(anyhow::Error::msg)
 }
 
-/// The routes of one function's service.
-pub fn router(function: &'static str, ctx: Ctx, firestore: Arc<FirestoreStore>) -> Router {
+/// The routes of one function's service: the gateway's, or a function's
+/// push endpoint (and `/run`, Cloud Scheduler's call, if it has periodic work).
+pub fn router(function: &'static str, ctx: Ctx) -> anyhow::Result<Router> {
     let app = if function == "gateway" {
         bifrost_gateway::router(ctx)
     } else {
-        let handler = Arc::new(Only { function, inner: Functions { ctx: ctx.clone() }, firestore: firestore.clone() });
+        let f = bifrost_functions::function(function).with_context(|| format!("no function named {function:?}"))?;
+        let handler = Arc::new(Only { function: f, inner: Functions { ctx: ctx.clone() } });
         let mut r = bifrost_functions::push::router(handler).route("/healthz", get(|| async { "ok" }));
-        if function == "analytics" {
-            r = r.route("/run", post(move || analytics(ctx.clone(), firestore.clone())));
+        if f.scheduled() {
+            r = r.route("/run", post(move || scheduled_run(f, ctx.clone())));
         }
         r
     };
-    app.layer(axum::middleware::from_fn(bifrost_service::traced))
+    Ok(app.layer(axum::middleware::from_fn(bifrost_service::traced)))
 }
 
-/// Cloud Scheduler's call: publish outbox events Pub/Sub never confirmed
-/// (older than a minute, so none still in flight), then fold health
-/// reports older than an hour into one-minute buckets.
-async fn analytics(ctx: Ctx, firestore: Arc<FirestoreStore>) -> Result<String, (axum::http::StatusCode, String)> {
-    let unavailable = |e: bifrost_core::StoreError| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    let republished = firestore.republish(std::time::Duration::from_secs(60)).await.map_err(unavailable)?;
-    let before = bifrost_core::domain::now() - chrono::Duration::hours(1);
-    let folded = ctx.store.downsample_health(before).await.map_err(unavailable)?;
-    tracing::info!(republished, folded, "analytics run");
-    Ok(format!("republished {republished} events; folded {folded} health reports\n"))
+/// Cloud Scheduler's call: the function's periodic work; a failure is a 503
+/// (the scheduler retries).
+async fn scheduled_run(f: &'static dyn Function, ctx: Ctx) -> Result<String, (axum::http::StatusCode, String)> {
+    f.run(&ctx).await.map(|done| done + "\n").map_err(|e| (axum::http::StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
 async fn serve(function: &'static str, gcp_project: String) -> anyhow::Result<()> {
@@ -256,11 +244,11 @@ async fn serve(function: &'static str, gcp_project: String) -> anyhow::Result<()
         Some(p) => p.parse().with_context(|| format!("PORT={p:?} is not a port number"))?,
         None => 8080,
     };
-    let (ctx, firestore) = context(function, &gcp_project).await?;
+    let ctx = context(function, &gcp_project).await?;
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .with_context(|| format!("cannot listen on port {port}"))?;
     tracing::info!(port, function, "bifrost-{function} listening");
 
-    bifrost_service::serve(listener, router(function, ctx, firestore)).await
+    bifrost_service::serve(listener, router(function, ctx)?).await
 }

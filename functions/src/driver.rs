@@ -56,15 +56,51 @@ impl Consumes {
     }
 }
 
+/// What a function's periodic run did, in one line (Cloud Scheduler's
+/// answer, the embedded timer's log).
+pub type RunResult = Result<String, String>;
+
 #[async_trait]
 pub trait Function: Send + Sync {
     /// The function's name: its Cloud Run service and subscriptions.
     fn name(&self) -> &'static str;
-    /// The events it consumes, in subscription order.
+    /// The deployment events it consumes, in subscription order.
     fn consumes(&self) -> &'static [Consumes];
     /// Decides what `event` means for `deployment` (`None` only for
     /// [`Consumes::Always`] events of a deployment that no longer exists).
     async fn reconcile(&self, ctx: &Ctx, deployment: Option<&Deployment>, event: &Event) -> Decision;
+    /// Takes the dead letters the bus pushes back ([`DEAD_LETTER_PUSH`]).
+    fn takes_dead_letters(&self) -> bool {
+        false
+    }
+    /// Has periodic work ([`Function::run`]): Cloud Scheduler calls it on GCP,
+    /// a timer in `bifrost up`.
+    fn scheduled(&self) -> bool {
+        false
+    }
+    /// The periodic work.
+    async fn run(&self, _ctx: &Ctx) -> RunResult {
+        Ok(format!("{} has no periodic work", self.name()))
+    }
+}
+
+/// The push "function" name the dead-letter topics' subscriptions use
+/// (`POST /push/dead-letter`); it reaches the function that takes them.
+pub const DEAD_LETTER_PUSH: &str = "dead-letter";
+
+/// Handles one dead letter pushed back by the bus, for `f`.
+pub async fn drive_dead_letter(f: &dyn Function, ctx: &Ctx, envelope: PushEnvelope) -> Outcome {
+    if !f.takes_dead_letters() {
+        return Outcome::Reject(format!("{} does not take dead letters", f.name()));
+    }
+    match ctx.dead_letters.record(&envelope).await {
+        Ok(d) => {
+            tracing::warn!(id = d.id, subscription = d.subscription, "dead letter recorded");
+            Outcome::Ack
+        }
+        Err(bifrost_core::StoreError::Invalid(why)) => Outcome::Reject(why),
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
 }
 
 /// The subscriptions the functions imply: one per (function, status).

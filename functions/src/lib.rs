@@ -6,6 +6,7 @@
 //! the same code runs in `bifrost up` (SQLite, in-process dispatcher) and on
 //! Cloud Run (Firestore, Pub/Sub push).
 
+pub mod analytics;
 pub mod build;
 pub mod deploy;
 pub mod driver;
@@ -86,9 +87,15 @@ impl Default for Settings {
     }
 }
 
-/// The pipeline functions this build contains.
-pub fn functions() -> [&'static dyn Function; 4] {
-    [&validate::Validate, &build::Build, &deploy::Deploy, &verify::Verify]
+/// The functions this build contains: the pipeline's four, and analytics
+/// (dead letters, the outbox re-publisher, health folding).
+pub fn functions() -> [&'static dyn Function; 5] {
+    [&validate::Validate, &build::Build, &deploy::Deploy, &verify::Verify, &analytics::Analytics]
+}
+
+/// The function called `name`.
+pub fn function(name: &str) -> Option<&'static dyn Function> {
+    functions().into_iter().find(|f| f.name() == name)
 }
 
 /// Which function consumes which event, derived from what each function
@@ -107,7 +114,13 @@ pub struct Functions {
 #[async_trait]
 impl PushHandler for Functions {
     async fn push(&self, function: &str, envelope: PushEnvelope) -> Outcome {
-        match functions().into_iter().find(|f| f.name() == function) {
+        if function == driver::DEAD_LETTER_PUSH {
+            return match functions().into_iter().find(|f| f.takes_dead_letters()) {
+                Some(f) => driver::drive_dead_letter(f, &self.ctx, envelope).await,
+                None => Outcome::Reject("no function in this build takes dead letters".into()),
+            };
+        }
+        match self::function(function) {
             Some(f) => driver::drive(f, &self.ctx, envelope).await,
             None => Outcome::Reject(format!("no function named {function:?} in this build")),
         }

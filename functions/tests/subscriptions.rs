@@ -42,3 +42,32 @@ fn every_function_is_a_push_service_in_terraform() {
         assert!(line.contains(&format!("\"{}\"", f.name())), "{} is not in {line}", f.name());
     }
 }
+
+fn terraform_file(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/../terraform/{name}", env!("CARGO_MANIFEST_DIR"))).expect("terraform file")
+}
+
+#[test]
+fn cloud_scheduler_calls_exactly_the_functions_with_periodic_work() {
+    let tf = terraform_file("scheduler.tf");
+    for f in bifrost_functions::functions() {
+        let called = tf.contains(&format!("functions[\"{}\"].uri}}/run", f.name()));
+        assert_eq!(
+            called,
+            f.scheduled(),
+            "{}: scheduled() = {}, scheduler.tf calls it: {called}",
+            f.name(),
+            f.scheduled()
+        );
+    }
+}
+
+#[test]
+fn dead_letter_topics_push_to_the_function_that_takes_them() {
+    let tf = terraform_file("pubsub.tf");
+    let takers: Vec<_> = bifrost_functions::functions().into_iter().filter(|f| f.takes_dead_letters()).collect();
+    assert_eq!(takers.len(), 1, "exactly one function takes dead letters");
+    let endpoint =
+        format!("functions[\"{}\"].uri}}/push/{}", takers[0].name(), bifrost_functions::driver::DEAD_LETTER_PUSH);
+    assert!(tf.contains(&endpoint), "pubsub.tf pushes dead letters elsewhere than {endpoint}");
+}

@@ -204,12 +204,22 @@ pub trait Store: Send + Sync {
     async fn revoke_token(&self, id_or_name: &str) -> StoreResult<ApiToken>;
 }
 
-/// Events whose delivery gave up, and re-driving them.
+/// Events that did not reach their function: dead letters (delivery gave
+/// up) and re-driving them; on a home whose bus is outside the store, the
+/// dead letters the bus pushes back and the outbox events it never
+/// confirmed. (What the analytics function works on.)
 #[async_trait]
 pub trait DeadLetters: Send + Sync {
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>>;
     /// Delivers the given dead letters (all when `None`) again. Returns how many.
     async fn redrive(&self, ids: Option<Vec<String>>) -> StoreResult<usize>;
+    /// Keeps a message the bus dead-lettered, as its dead-letter topic pushes
+    /// it back; recording the same one twice keeps one. `Invalid` when the
+    /// envelope is not a Bifrost event (or this home's bus records its own).
+    async fn record(&self, envelope: &crate::events::PushEnvelope) -> StoreResult<DeadLetter>;
+    /// Publishes again the outbox events committed before `older_than` ago
+    /// that the bus never confirmed. Returns how many.
+    async fn republish_unconfirmed(&self, older_than: std::time::Duration) -> StoreResult<usize>;
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

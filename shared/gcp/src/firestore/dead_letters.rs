@@ -80,6 +80,14 @@ impl FirestoreStore {
 /// the function that gave up gets it again.
 #[async_trait]
 impl DeadLetters for FirestoreStore {
+    async fn record(&self, envelope: &PushEnvelope) -> StoreResult<DeadLetter> {
+        self.record_dead_letter(envelope).await
+    }
+
+    async fn republish_unconfirmed(&self, older_than: Duration) -> StoreResult<usize> {
+        self.republish(older_than).await
+    }
+
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
         let docs: Vec<DeadLetterDoc> = self
             .db

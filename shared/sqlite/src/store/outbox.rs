@@ -90,6 +90,18 @@ impl SqliteStore {
 
 #[async_trait]
 impl DeadLetters for SqliteStore {
+    /// The embedded dispatcher records its own dead letters (a delivery
+    /// row that used up its attempts); nothing pushes them.
+    async fn record(&self, _envelope: &bifrost_core::events::PushEnvelope) -> StoreResult<DeadLetter> {
+        Err(StoreError::Invalid("the embedded home records dead letters itself; nothing pushes them".into()))
+    }
+
+    /// The outbox is the delivery queue here: nothing is published to a bus
+    /// that could fail to confirm it.
+    async fn republish_unconfirmed(&self, _older_than: std::time::Duration) -> StoreResult<usize> {
+        Ok(0)
+    }
+
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
         self.run(|inner| {
             inner.read(|c| {
