@@ -1,27 +1,60 @@
-//! The embedded routing table: which deployment is live for each app (kept
-//! in step with the store's feed) and which of its replicas are healthy
-//! (asked of the process runtime on each request).
+//! The embedded routing table: which deployment is live for each app and
+//! its `[traffic]` rules (kept in step with the store's feed), and which of
+//! its replicas are healthy (asked of the process runtime on each request).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use bifrost_core::config::{RateLimitKey, Traffic};
 use bifrost_core::domain::FeedKind;
 use bifrost_core::ports::Store;
 use bifrost_local::ProcessRuntime;
-use bifrost_router::{Route, Routes};
+use bifrost_router::traffic::{HeaderRules, LimitKey, RateRule, TrafficSpec};
+use bifrost_router::{Route, Routes, TrafficRules};
+
+/// The live deployment of an app and its compiled traffic rules.
+type Live = (Arc<str>, Arc<TrafficRules>);
 
 pub struct EmbeddedRoutes {
-    live: RwLock<HashMap<String, Arc<str>>>,
+    live: RwLock<HashMap<String, Live>>,
     runtime: ProcessRuntime,
+    store: Arc<dyn Store>,
+}
+
+/// deploy.toml's `[traffic]` as the router applies it.
+pub fn traffic_spec(t: &Traffic) -> TrafficSpec {
+    let rules = |h: &bifrost_core::config::Headers| {
+        HeaderRules::from_pairs(
+            h.set.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            h.remove.iter().map(String::as_str),
+        )
+    };
+    TrafficSpec {
+        rate: t.rate_limit.as_ref().map(|r| RateRule {
+            requests: r.requests,
+            per: std::time::Duration::from_millis(r.per.millis),
+            burst: t.rate_limit_burst,
+            key: match &t.rate_limit_key {
+                RateLimitKey::App => LimitKey::App,
+                RateLimitKey::ClientIp => LimitKey::ClientIp,
+                RateLimitKey::Header(h) => {
+                    axum::http::HeaderName::try_from(h.as_str()).map(LimitKey::Header).unwrap_or(LimitKey::App)
+                }
+            },
+            text: r.to_string(),
+        }),
+        request_headers: rules(&t.headers),
+        response_headers: rules(&t.response_headers),
+    }
 }
 
 impl EmbeddedRoutes {
     /// Loads the live deployments and keeps following the store.
     pub async fn start(store: Arc<dyn Store>, runtime: ProcessRuntime) -> anyhow::Result<Arc<EmbeddedRoutes>> {
         let mut feed = store.subscribe();
-        let routes = Arc::new(EmbeddedRoutes { live: RwLock::new(HashMap::new()), runtime });
+        let routes = Arc::new(EmbeddedRoutes { live: RwLock::new(HashMap::new()), runtime, store: store.clone() });
         for p in store.list_projects().await? {
-            routes.set(&p.name, p.live_deployment_id.as_deref());
+            routes.set(&p.name, p.live_deployment_id.as_deref()).await;
         }
         let r = routes.clone();
         tokio::spawn(async move {
@@ -31,13 +64,13 @@ impl EmbeddedRoutes {
                         // Any status change may have moved the project's live deployment.
                         if matches!(item.kind, FeedKind::Status { .. }) {
                             let live = store.get_project(&item.project).await.ok().and_then(|p| p.live_deployment_id);
-                            r.set(&item.project, live.as_deref());
+                            r.set(&item.project, live.as_deref()).await;
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         if let Ok(projects) = store.list_projects().await {
                             for p in projects {
-                                r.set(&p.name, p.live_deployment_id.as_deref());
+                                r.set(&p.name, p.live_deployment_id.as_deref()).await;
                             }
                         }
                     }
@@ -48,24 +81,41 @@ impl EmbeddedRoutes {
         Ok(routes)
     }
 
-    fn set(&self, app: &str, live: Option<&str>) {
-        if let Ok(mut m) = self.live.write() {
-            match live {
-                Some(id) => {
-                    m.insert(app.to_string(), Arc::from(id));
-                }
-                None => {
-                    m.remove(app);
-                }
+    async fn set(&self, app: &str, live: Option<&str>) {
+        let Some(id) = live else {
+            if let Ok(mut m) = self.live.write() {
+                m.remove(app);
             }
+            return;
+        };
+        let current = self.live.read().ok().and_then(|m| m.get(app).cloned());
+        if current.as_ref().is_some_and(|(d, _)| &**d == id) {
+            return;
+        }
+        // The deployment's snapshotted config; one that cannot be read
+        // routes without rules rather than not at all.
+        let spec = match self.store.get_deployment(id).await {
+            Ok(d) => d.config.map(|c| traffic_spec(&c.config.traffic)).unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(app, deployment = id, error = %e, "reading the live deployment's [traffic] failed");
+                TrafficSpec::default()
+            }
+        };
+        // The same rules keep the app's limiter and its counts.
+        let rules = match current {
+            Some((_, rules)) if *rules.spec() == spec => rules,
+            _ => Arc::new(TrafficRules::new(spec)),
+        };
+        if let Ok(mut m) = self.live.write() {
+            m.insert(app.to_string(), (Arc::from(id), rules));
         }
     }
 }
 
 impl Routes for EmbeddedRoutes {
     fn route(&self, app: &str) -> Option<Route> {
-        let deployment_id = self.live.read().ok()?.get(app)?.clone();
+        let (deployment_id, traffic) = self.live.read().ok()?.get(app)?.clone();
         let endpoints = self.runtime.endpoints(&deployment_id);
-        Some(Route { deployment_id, endpoints })
+        Some(Route { deployment_id, endpoints, traffic })
     }
 }

@@ -1,5 +1,5 @@
 //! One line per request on the `bifrost::access` target: method, app,
-//! path, status, time, deployment. Filter it with BIFROST_LOG.
+//! path, status, time, deployment, request id. Filter it with BIFROST_LOG.
 
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -45,6 +45,8 @@ where
         let method = req.method().clone();
         let target = req.extensions().get::<crate::AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
         let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+        let request_id =
+            req.headers().get(crate::X_REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
@@ -53,7 +55,7 @@ where
             tracing::info!(
                 target: "bifrost::access",
                 app = %target, %method, %path, status = resp.status().as_u16(),
-                ms = format_args!("{:.1}", start.elapsed().as_secs_f64() * 1000.0), %deployment,
+                ms = format_args!("{:.1}", start.elapsed().as_secs_f64() * 1000.0), %deployment, %request_id,
             );
             Ok(resp)
         })

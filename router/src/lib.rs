@@ -1,8 +1,9 @@
 //! The data plane. A request for `<app>.<domain>` (or, on a listener of its
 //! own, `/apps/<app>/...`) goes to one of the healthy replicas of the app's
 //! live deployment, through a pooled keep-alive client. Built as a tower
-//! stack — access log around the proxy — so rate limiting, traffic splits,
-//! header rewrites and scripts slot in as layers of their own.
+//! stack, one layer per job, stacked in [`service`]: request id → access
+//! log → (the app and its route, looked up once) → rate limit → header
+//! rules → proxy. Traffic splits and scripts slot in as layers of their own.
 //!
 //! *Boundary*: an app never sees the platform's credentials — the session
 //! cookie and Bifrost API tokens are stripped from every request — and
@@ -12,7 +13,11 @@
 //! The router knows nothing of stores or runtimes: it asks a [`Routes`].
 
 mod access_log;
+mod header_rules;
 mod proxy;
+mod rate_limit;
+mod request_id;
+pub mod traffic;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,7 +30,25 @@ use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 pub use access_log::AccessLogLayer;
+pub use header_rules::HeaderRulesLayer;
 pub use proxy::Proxy;
+pub use rate_limit::RateLimitLayer;
+pub use request_id::{RequestIdLayer, X_REQUEST_ID};
+pub use traffic::TrafficRules;
+
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Headers only the router writes: an app's rules cannot set or remove them.
+pub const ROUTER_HEADERS: [&str; 8] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "x-bifrost-deployment",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-host",
+];
 
 /// Where an app's traffic goes now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +57,13 @@ pub struct Route {
     pub deployment_id: Arc<str>,
     /// Healthy replicas; empty means the app is down (503).
     pub endpoints: Vec<SocketAddr>,
+    /// The live deployment's `[traffic]`, compiled, with the app's limiter.
+    pub traffic: Arc<TrafficRules>,
+}
+
+/// The connection's peer address, when the listener recorded it.
+pub fn peer_ip(req: &Request<Body>) -> Option<std::net::IpAddr> {
+    req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 /// The routing table the router reads for every request.
@@ -107,7 +137,9 @@ pub type RouterService = BoxCloneSyncService<Request<Body>, Response<Body>, Infa
 /// The router's tower stack.
 pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
     let (domain, by_path) = (config.domain.clone(), config.path_routing);
+    let table = routes.clone();
     let stack = ServiceBuilder::new()
+        .layer(RequestIdLayer)
         // Which app: computed once, read by every layer below.
         .map_request(move |mut req: Request<Body>| {
             if let Some((app, path)) = app_of(&req, &domain, by_path) {
@@ -116,6 +148,15 @@ pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
             req
         })
         .layer(AccessLogLayer)
+        // Its route (live deployment, replicas, traffic rules), looked up once.
+        .map_request(move |mut req: Request<Body>| {
+            if let Some(route) = req.extensions().get::<AppTarget>().and_then(|t| table.route(&t.app)) {
+                req.extensions_mut().insert(route);
+            }
+            req
+        })
+        .layer(RateLimitLayer)
+        .layer(HeaderRulesLayer)
         .service(Proxy::new(routes, config));
     BoxCloneSyncService::new(stack)
 }

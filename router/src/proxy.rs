@@ -14,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
-use crate::{AppTarget, RouterConfig, Routes, SESSION_COOKIE, app_of, error};
+use crate::{AppTarget, Route, RouterConfig, Routes, SESSION_COOKIE, app_of, error};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -74,7 +74,7 @@ impl Proxy {
             },
         };
         let app = target.app.as_str();
-        let Some(route) = self.routes.route(app) else {
+        let Some(route) = req.extensions_mut().remove::<Route>().or_else(|| self.routes.route(app)) else {
             return error(StatusCode::NOT_FOUND, "no_such_app", format!("no live deployment of app {app:?}"), app);
         };
         if route.endpoints.is_empty() {
@@ -93,7 +93,7 @@ impl Proxy {
             .or_else(|| req.uri().path_and_query().map(|p| p.to_string()))
             .unwrap_or_else(|| "/".into());
         let client_host = req.headers().get(header::HOST).cloned();
-        let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        let peer = crate::peer_ip(&req);
         strip_hop_by_hop(req.headers_mut());
         strip_credentials(req.headers_mut());
         if let Some(h) = client_host {

@@ -19,7 +19,7 @@ pub use defaults::*;
 pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 pub use explain::{Explained, explain};
 pub use schema::{KEYS, KeyDoc, SECTIONS, json_schema};
-pub use values::{Cpu, Duration, Memory, RateLimit};
+pub use values::{Cpu, Duration, Memory, RateLimit, RateLimitKey};
 
 /// Parses and validates a deploy.toml. `Err` holds every problem found,
 /// sorted by position.
@@ -222,7 +222,18 @@ pub enum Strategy {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Traffic {
     pub rate_limit: Option<RateLimit>,
+    /// Whose requests one limit counts (default: the whole app's).
+    #[serde(default)]
+    pub rate_limit_key: RateLimitKey,
+    /// Requests allowed at once above the steady rate (default: one
+    /// second's worth of the rate, at least 1).
+    #[serde(default)]
+    pub rate_limit_burst: Option<u32>,
+    /// Request headers set and removed on the way to the app.
     pub headers: Headers,
+    /// Response headers set and removed on the way back.
+    #[serde(default)]
+    pub response_headers: Headers,
     /// A Lua script in the repo, run by the router for every request.
     pub script: Option<String>,
 }

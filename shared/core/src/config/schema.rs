@@ -220,10 +220,43 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         section: "traffic",
+        key: "rate_limit_key",
+        ty: "string",
+        default: "\"app\"",
+        doc: "Whose requests one limit counts: `\"app\"` (all of them), `\"client_ip\"`, or `\"header:X-Api-Key\"` (each value of that header; requests without it share one count).",
+        schema: || json!({"type": "string", "pattern": "^(app|client_ip|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"}),
+    },
+    KeyDoc {
+        section: "traffic",
+        key: "rate_limit_burst",
+        ty: "integer",
+        default: "one second of the rate",
+        doc: "Requests allowed at once above the steady rate (at least 1).",
+        schema: || json!({"type": "integer", "minimum": 1, "maximum": 1_000_000}),
+    },
+    KeyDoc {
+        section: "traffic",
         key: "headers",
         ty: "table",
         default: "{}",
         doc: "`headers.set` (table of name = value) adds or replaces request headers; `headers.remove` (array of names) drops them.",
+        schema: || {
+            json!({
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "set": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "remove": {"type": "array", "items": {"type": "string"}}
+                }
+            })
+        },
+    },
+    KeyDoc {
+        section: "traffic",
+        key: "response_headers",
+        ty: "table",
+        default: "{}",
+        doc: "`response_headers.set` / `response_headers.remove`: the same, on the app's responses.",
         schema: || {
             json!({
                 "type": "object",

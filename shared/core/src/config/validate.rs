@@ -752,12 +752,34 @@ impl<'s> Validator<'s> {
                         ok = false;
                     }
                 },
+                "rate_limit_key" => match item.get_ref() {
+                    DeValue::String(s) => match values::parse_rate_limit_key(s) {
+                        Ok(k) => out.rate_limit_key = k,
+                        Err(exp) => {
+                            self.expected("traffic.rate_limit_key", item, exp);
+                            ok = false;
+                        }
+                    },
+                    _ => {
+                        self.expected("traffic.rate_limit_key", item, values::RATE_LIMIT_KEY_EXPECTED);
+                        ok = false;
+                    }
+                },
+                "rate_limit_burst" => {
+                    out.rate_limit_burst =
+                        self.integer("traffic.rate_limit_burst", item, 1, 1_000_000).map(|n| n as u32);
+                    ok &= out.rate_limit_burst.is_some();
+                }
                 "script" => {
                     out.script = self.repo_path("traffic.script", item, Some(".lua"));
                     ok &= out.script.is_some();
                 }
-                "headers" => match self.headers(item) {
+                "headers" => match self.headers("traffic.headers", item) {
                     Some(h) => out.headers = h,
+                    None => ok = false,
+                },
+                "response_headers" => match self.headers("traffic.response_headers", item) {
+                    Some(h) => out.response_headers = h,
                     None => ok = false,
                 },
                 _ => {
@@ -769,20 +791,20 @@ impl<'s> Validator<'s> {
         ok.then_some(out)
     }
 
-    fn headers(&mut self, item: &Item<'_>) -> Option<Headers> {
-        let t = self.table("traffic.headers", item)?;
+    fn headers(&mut self, at: &str, item: &Item<'_>) -> Option<Headers> {
+        let t = self.table(at, item)?;
         let mut out = Headers::default();
         let mut ok = true;
         for (key, item) in t.iter() {
             match key.get_ref().as_ref() {
                 "set" => {
-                    let Some(set) = self.table("traffic.headers.set", item) else {
+                    let Some(set) = self.table(&format!("{at}.set"), item) else {
                         ok = false;
                         continue;
                     };
                     for (name, value) in set.iter() {
                         let n = name.get_ref().as_ref();
-                        let path = format!("traffic.headers.set.{n}");
+                        let path = format!("{at}.set.{n}");
                         if !self.header_name(&path, name) {
                             ok = false;
                             continue;
@@ -800,12 +822,12 @@ impl<'s> Validator<'s> {
                 }
                 "remove" => {
                     let DeValue::Array(arr) = item.get_ref() else {
-                        self.expected("traffic.headers.remove", item, "an array of header names");
+                        self.expected(&format!("{at}.remove"), item, "an array of header names");
                         ok = false;
                         continue;
                     };
                     for (i, el) in arr.iter().enumerate() {
-                        let path = format!("traffic.headers.remove[{i}]");
+                        let path = format!("{at}.remove[{i}]");
                         match el.get_ref() {
                             DeValue::String(s) if values::is_header_name(s) => {
                                 if RESERVED_HEADERS.contains(&s.to_ascii_lowercase().as_str()) {
@@ -823,7 +845,7 @@ impl<'s> Validator<'s> {
                     }
                 }
                 _ => {
-                    self.unknown_key("traffic.headers", key, &["set", "remove"]);
+                    self.unknown_key(at, key, &["set", "remove"]);
                     ok = false;
                 }
             }

@@ -154,6 +154,53 @@ fn parse_decimal(s: &str) -> Option<f64> {
     s.parse().ok()
 }
 
+/// Whose requests one rate limit counts: the whole app's, each client IP's,
+/// or each value of a request header's (`"header:X-Api-Key"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RateLimitKey {
+    #[default]
+    App,
+    ClientIp,
+    /// The header's name, as written.
+    Header(String),
+}
+
+pub const RATE_LIMIT_KEY_EXPECTED: &str = "\"app\", \"client_ip\" or \"header:<Name>\" (e.g. \"header:X-Api-Key\")";
+
+pub fn parse_rate_limit_key(s: &str) -> Result<RateLimitKey, &'static str> {
+    match s {
+        "app" => Ok(RateLimitKey::App),
+        "client_ip" => Ok(RateLimitKey::ClientIp),
+        _ => match s.strip_prefix("header:") {
+            Some(h) if is_header_name(h) => Ok(RateLimitKey::Header(h.to_string())),
+            _ => Err(RATE_LIMIT_KEY_EXPECTED),
+        },
+    }
+}
+
+impl fmt::Display for RateLimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RateLimitKey::App => f.write_str("app"),
+            RateLimitKey::ClientIp => f.write_str("client_ip"),
+            RateLimitKey::Header(h) => write!(f, "header:{h}"),
+        }
+    }
+}
+
+impl Serialize for RateLimitKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimitKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_rate_limit_key(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A per-app request limit: `"100/s"`, `"6000/m"`, `"10000/h"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimit {
@@ -270,6 +317,16 @@ mod tests {
         assert_eq!(parse_rate_limit("6000/m").map(|r| r.per), Ok(Duration::from_secs(60)));
         for bad in ["100", "0/s", "x/s", "10/d", "/s"] {
             assert!(parse_rate_limit(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_keys_round_trip_and_refuse_what_is_not_one() {
+        for good in ["app", "client_ip", "header:X-Api-Key"] {
+            assert_eq!(parse_rate_limit_key(good).map(|k| k.to_string()).as_deref(), Ok(good));
+        }
+        for bad in ["", "ip", "header:", "header:Bad Header", "cookie:session"] {
+            assert_eq!(parse_rate_limit_key(bad), Err(RATE_LIMIT_KEY_EXPECTED), "{bad:?}");
         }
     }
 

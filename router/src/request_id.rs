@@ -1,0 +1,90 @@
+//! Every request gets an `X-Request-Id`: the client's own if it is 1–128
+//! visible ASCII characters, else a new one. The app sees it, the response
+//! echoes it and the access log shows it.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::header::{HeaderName, HeaderValue};
+use axum::http::{Request, Response};
+use tower::{Layer, Service};
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A per-process random prefix and a counter: unique without a syscall.
+static PREFIX: LazyLock<u64> = LazyLock::new(|| {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
+});
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn valid(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    (1..=128).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
+}
+
+fn new_id() -> HeaderValue {
+    let id = format!("{:016x}{:08x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed));
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestId<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestId { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestId<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for RequestId<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = crate::BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let id = match req.headers().get(X_REQUEST_ID) {
+            Some(v) if valid(v) => v.clone(),
+            _ => new_id(),
+        };
+        req.headers_mut().insert(X_REQUEST_ID, id.clone());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            resp.headers_mut().insert(X_REQUEST_ID, id);
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_id_is_kept_only_if_it_is_short_visible_ascii() {
+        assert!(valid(&HeaderValue::from_static("abc-123")));
+        assert!(!valid(&HeaderValue::from_static("")));
+        assert!(!valid(&HeaderValue::from_static("has space")));
+        assert!(!valid(&HeaderValue::from_str(&"x".repeat(129)).expect("v")));
+        assert_ne!(new_id(), new_id());
+    }
+}
