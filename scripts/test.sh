@@ -55,6 +55,15 @@ if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null
     || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 fi
 
+# promtool (Debian's prometheus package) checks the /metrics exposition.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing prometheus for promtool (apt, one time)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq prometheus >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq prometheus >/dev/null; }
+fi
+
 # Apps run as users of their own when the platform is root: a toolchain
 # under /root (rustup's) is out of their reach, so the Rust example builds
 # with the distribution's cargo (readable by every user).

@@ -78,6 +78,11 @@ pub struct UpArgs {
     /// is never the dashboard's origin.
     #[arg(long, env = "BIFROST_APPS_LISTEN")]
     pub apps_listen: Option<SocketAddr>,
+    /// Serve `GET /metrics` without a token (for a Prometheus on a trusted
+    /// network). Otherwise it takes an API token of any role that is not
+    /// limited to a project.
+    #[arg(long, env = "BIFROST_METRICS_PUBLIC", value_parser = clap::builder::FalseyValueParser::new())]
+    pub metrics_public: bool,
     /// Largest upload (`bifrost deploy DIR`), in bytes.
     #[arg(long, env = "BIFROST_MAX_UPLOAD_BYTES", default_value_t = 100 << 20)]
     pub max_upload_bytes: usize,
@@ -264,6 +269,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         80 => args.app_domain.clone(),
         port => format!("{}:{port}", args.app_domain),
     };
+    let metrics = Arc::new(bifrost_functions::metrics::Metrics::new());
+    let router_metrics = Arc::new(bifrost_router::RouterMetrics::default());
+    metrics.register(|r| router_metrics.register(r));
     let ctx = Ctx {
         health: tokio::sync::broadcast::channel(1024).0,
         store: store_dyn.clone(),
@@ -279,9 +287,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             start_timeout: Duration::from_secs(args.start_timeout),
             max_upload_bytes: args.max_upload_bytes,
             isolation: Some(isolation.clone()),
+            metrics_public: args.metrics_public,
             ..Settings::default()
         },
+        metrics: metrics.clone(),
     };
+    metrics.seed(&store_dyn.deployments_in(&bifrost_core::Status::ALL).await?);
+    follow_for_metrics(&ctx);
     bootstrap_admin(&*ctx.store, &public_url).await?;
 
     // Replicas of deployments that were running or live start again.
@@ -300,7 +312,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             duplicate_deliveries: args.duplicate_deliveries,
             ..DispatcherConfig::default()
         };
-        let d = Dispatcher::new(store.clone(), Arc::new(Functions { ctx: ctx.clone() }), config);
+        let observed = ctx.metrics.clone();
+        let d = Dispatcher::new(store.clone(), Arc::new(Functions { ctx: ctx.clone() }), config)
+            .observe(Arc::new(move |function, latency| observed.delivered(function, latency)));
         Some(tokio::spawn(d.run(stop_rx, Duration::from_secs(10))))
     };
 
@@ -321,7 +335,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     });
     let api = api.merge(web);
     let routes = EmbeddedRoutes::start(store_dyn.clone(), runtime.clone()).await?;
-    let router_config = RouterConfig { domain: args.app_domain.clone(), ..RouterConfig::default() };
+    let router_config =
+        RouterConfig { domain: args.app_domain.clone(), metrics: router_metrics, ..RouterConfig::default() };
     let apps = bifrost_router::service(routes.clone(), router_config.clone());
     // One listener: requests for <app>.<domain> go to the router, everything
     // else to the API and dashboard. Apps are never served on the
@@ -528,4 +543,27 @@ fn ingest_key(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(hex::encode(&key).as_bytes())?;
     Ok(key)
+}
+
+/// Keeps the platform's metrics in step with the feed (transitions,
+/// deployments by status, build durations) and the sidecars' reports.
+fn follow_for_metrics(ctx: &Ctx) {
+    let (metrics, mut feed, mut health) = (ctx.metrics.clone(), ctx.store.subscribe(), ctx.health.subscribe());
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            tokio::select! {
+                item = feed.recv() => match item {
+                    Ok(item) => metrics.on_feed(&item),
+                    Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "metrics fell behind the feed"),
+                    Err(RecvError::Closed) => return,
+                },
+                sample = health.recv() => match sample {
+                    Ok(h) => metrics.on_health(&h),
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    });
 }

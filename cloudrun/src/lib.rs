@@ -136,6 +136,7 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
         _ => None,
     };
     let ctx = Ctx {
+        metrics: Default::default(),
         keys,
         health: tokio::sync::broadcast::channel(1024).0,
         store,

@@ -11,6 +11,7 @@ pub mod build;
 pub mod deploy;
 pub mod driver;
 pub mod logs;
+pub mod metrics;
 pub mod push;
 pub mod validate;
 pub mod verify;
@@ -40,6 +41,8 @@ pub struct Ctx {
     /// without it.
     pub keys: Option<bifrost_core::seal::Keys>,
     pub settings: Settings,
+    /// The Prometheus registry and the platform's metrics in it.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Ctx {
@@ -71,6 +74,8 @@ pub struct Settings {
     pub drain: std::time::Duration,
     /// What confines apps where this platform runs them (`/healthz`).
     pub isolation: Option<bifrost_core::ports::Isolation>,
+    /// `GET /metrics` without a token (for a scraper on a trusted network).
+    pub metrics_public: bool,
 }
 
 impl Default for Settings {
@@ -83,6 +88,7 @@ impl Default for Settings {
             start_timeout: std::time::Duration::from_secs(60),
             drain: std::time::Duration::from_secs(2),
             isolation: None,
+            metrics_public: false,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! own, `/apps/<app>/...`) goes to one of the healthy replicas of the app's
 //! live deployment, through a pooled keep-alive client. Built as a tower
 //! stack, one layer per job, stacked in [`service`]: request id → access
-//! log → (the app and its route, looked up once) → rate limit → header
-//! rules → proxy. Traffic splits and scripts slot in as layers of their own.
+//! log → (the app and its route, looked up once) → metrics → rate limit →
+//! header rules → proxy. Traffic splits and scripts slot in as layers of their own.
 //!
 //! *Boundary*: an app never sees the platform's credentials — the session
 //! cookie and Bifrost API tokens are stripped from every request — and
@@ -14,6 +14,7 @@
 
 mod access_log;
 mod header_rules;
+pub mod metrics;
 mod proxy;
 mod rate_limit;
 mod request_id;
@@ -31,6 +32,7 @@ use tower::util::BoxCloneSyncService;
 
 pub use access_log::AccessLogLayer;
 pub use header_rules::HeaderRulesLayer;
+pub use metrics::{MetricsLayer, RouterMetrics};
 pub use proxy::Proxy;
 pub use rate_limit::RateLimitLayer;
 pub use request_id::{RequestIdLayer, X_REQUEST_ID};
@@ -61,6 +63,10 @@ pub struct Route {
     pub traffic: Arc<TrafficRules>,
 }
 
+/// The replica that answered, set on the response by the proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct Upstream(pub SocketAddr);
+
 /// The connection's peer address, when the listener recorded it.
 pub fn peer_ip(req: &Request<Body>) -> Option<std::net::IpAddr> {
     req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
@@ -85,11 +91,18 @@ pub struct RouterConfig {
     /// (`--apps-listen`): on the dashboard's it would put apps on the
     /// dashboard's origin.
     pub path_routing: bool,
+    /// Where requests are counted (shared by every listener's stack).
+    pub metrics: Arc<RouterMetrics>,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { domain: "localhost".into(), upstream_timeout: Duration::from_secs(60), path_routing: false }
+        RouterConfig {
+            domain: "localhost".into(),
+            upstream_timeout: Duration::from_secs(60),
+            path_routing: false,
+            metrics: Arc::default(),
+        }
     }
 }
 
@@ -155,6 +168,7 @@ pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
             }
             req
         })
+        .layer(MetricsLayer(config.metrics.clone()))
         .layer(RateLimitLayer)
         .layer(HeaderRulesLayer)
         .service(Proxy::new(routes, config));

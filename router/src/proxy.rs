@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
+use crate::metrics::UpstreamError;
 use crate::{AppTarget, Route, RouterConfig, Routes, SESSION_COOKIE, app_of, error};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded.
@@ -85,6 +86,7 @@ impl Proxy {
                 app,
             );
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.extensions_mut().insert(UpstreamError("no_healthy_replica"));
             return resp;
         }
         let path = target
@@ -116,6 +118,7 @@ impl Proxy {
         let mut body = Some(body);
         let attempts = if retryable { n.min(2) } else { 1 };
         let mut last_error = String::new();
+        let mut kind = "connect";
         for attempt in 0..attempts {
             let addr = route.endpoints[(start + attempt) % n];
             let uri: Uri = match format!("http://{addr}{path}").parse() {
@@ -135,6 +138,7 @@ impl Proxy {
                     if let Ok(v) = HeaderValue::from_str(&route.deployment_id) {
                         parts.headers.insert(HeaderName::from_static("x-bifrost-deployment"), v);
                     }
+                    parts.extensions.insert(crate::Upstream(addr));
                     return Response::from_parts(parts, Body::new(incoming));
                 }
                 Ok(Err(e)) if e.is_connect() => {
@@ -143,19 +147,24 @@ impl Proxy {
                 }
                 Ok(Err(e)) => {
                     last_error = format!("replica {addr} failed: {e}");
+                    kind = "failed";
                     break;
                 }
                 Err(_) => {
-                    return error(
+                    let mut resp = error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "gateway_timeout",
                         format!("app {app:?} did not answer within {}s", self.config.upstream_timeout.as_secs()),
                         app,
                     );
+                    resp.extensions_mut().insert(UpstreamError("timeout"));
+                    return resp;
                 }
             }
         }
-        error(StatusCode::BAD_GATEWAY, "bad_gateway", last_error, app)
+        let mut resp = error(StatusCode::BAD_GATEWAY, "bad_gateway", last_error, app);
+        resp.extensions_mut().insert(UpstreamError(kind));
+        resp
     }
 }
 

@@ -79,6 +79,7 @@ where
                 put(h, LIMIT, u64::from(limit));
                 put(h, REMAINING, 0);
                 put(h, RESET, retry_after_s);
+                resp.extensions_mut().insert(crate::metrics::RateLimited);
                 Box::pin(async move { Ok(resp) })
             }
             Verdict::Allowed { limit, remaining, reset_s } => {

@@ -23,6 +23,31 @@ pub fn init(cloud_run: bool, gcp_project: &str) {
     }
 }
 
+/// The router's access log (`bifrost_router`'s access-log layer).
+const ACCESS_TARGET: &str = "bifrost::access";
+
+/// An access-log event's fields as the `httpRequest` object Cloud Logging
+/// shows as a request (method, URL, status, latency as `"0.003s"`, client,
+/// user agent); app, deployment and request id stay beside it.
+fn http_request(fields: &mut Map<String, Value>) {
+    let mut req = Map::new();
+    for (from, to) in [
+        ("method", "requestMethod"),
+        ("path", "requestUrl"),
+        ("status", "status"),
+        ("remote_ip", "remoteIp"),
+        ("user_agent", "userAgent"),
+    ] {
+        if let Some(v) = fields.remove(from) {
+            req.insert(to.into(), v);
+        }
+    }
+    if let Some(s) = fields.remove("seconds").and_then(|v| v.as_f64()) {
+        req.insert("latency".into(), Value::from(format!("{s:.6}s")));
+    }
+    fields.insert("httpRequest".into(), Value::Object(req));
+}
+
 struct CloudLogging {
     project: String,
 }
@@ -99,9 +124,42 @@ where
                 }
             }
         }
+        if event.metadata().target() == ACCESS_TARGET {
+            http_request(&mut fields.0);
+        }
         line.extend(fields.0);
         let mut out = std::io::stdout().lock();
         let _ = serde_json::to_writer(&mut out, &Value::Object(line));
         let _ = out.write_all(b"\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_access_log_event_becomes_cloud_loggings_http_request() {
+        let mut f = Map::new();
+        for (k, v) in [
+            ("method", Value::from("GET")),
+            ("path", Value::from("/a?b=1")),
+            ("status", Value::from(429)),
+            ("seconds", Value::from(0.0031)),
+            ("remote_ip", Value::from("10.0.0.7")),
+            ("user_agent", Value::from("curl/8")),
+            ("app", Value::from("web")),
+            ("request_id", Value::from("r1")),
+        ] {
+            f.insert(k.into(), v);
+        }
+        http_request(&mut f);
+        assert_eq!(
+            f["httpRequest"],
+            serde_json::json!({"requestMethod": "GET", "requestUrl": "/a?b=1", "status": 429,
+                "latency": "0.003100s", "remoteIp": "10.0.0.7", "userAgent": "curl/8"})
+        );
+        assert_eq!((f["app"].as_str(), f["request_id"].as_str()), (Some("web"), Some("r1")));
+        assert!(!f.contains_key("method") && !f.contains_key("seconds"));
     }
 }

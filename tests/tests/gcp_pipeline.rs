@@ -108,6 +108,7 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
     let (runtime, _events) = ProcessRuntime::new(logs.clone(), sandbox.clone(), None);
     let dead = SqliteStore::open(&dir.path().join("unused.db"), vec![]).expect("sqlite");
     let ctx = Ctx {
+        metrics: Default::default(),
         health: tokio::sync::broadcast::channel(16).0,
         store: store.clone(),
         dead_letters: Arc::new(dead),

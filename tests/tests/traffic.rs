@@ -148,9 +148,120 @@ async fn header_rules_apply_both_ways_and_every_request_has_an_id() {
     assert_eq!(seen.get("x-forwarded-proto").map(String::as_str), Some("http"));
     assert_eq!(seen.get("x-forwarded-host"), Some(&app.host));
 
+    // The access log's line (seed 003's shape) names the request and its id.
+    let logged = p.log_text();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("| GET /headers") && l.contains("client-chosen-42"))
+        .unwrap_or_else(|| panic!("no access-log line for the request:\n{logged}"));
+    assert!(line.contains("200 | ") && line.contains("s | 127.0.0.1:"), "{line}");
+
     // No id, or one that is not a short visible-ASCII token: the router makes one.
     let a = app.get("/", &[]).await;
     let b = app.get("/", &[("x-request-id", &"x".repeat(200))]).await;
     let (a, b) = (header(&a, "x-request-id").expect("an id"), header(&b, "x-request-id").expect("an id"));
     assert!(!a.is_empty() && a != b && b.len() <= 128, "{a} / {b}");
+}
+
+/// `bifrost_router_requests_total{app="…",deployment="…",code="…"}` from an exposition.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+        let rest = rest.strip_suffix('}')?;
+        let have: Vec<(&str, &str)> =
+            rest.split(',').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k, v.trim_matches('"'))).collect();
+        (n == name && labels.iter().all(|want| have.contains(want))).then(|| value.parse().ok())?
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_what_was_sent_and_pass_promtool() {
+    let p = Platform::start();
+    let repo = app_with_traffic("counted", "rate_limit = \"5/m\"\nrate_limit_burst = 5");
+    let id = deploy(&p, "counted", &repo).await;
+    let app = AppClient::new(&p, "counted");
+    let mut codes = std::collections::BTreeMap::<u16, u32>::new();
+    for _ in 0..8 {
+        *codes.entry(app.get("/", &[]).await.status().as_u16()).or_default() += 1;
+    }
+    assert_eq!(codes, [(200, 5), (429, 3)].into_iter().collect(), "the burst of 5 passes, then the limit");
+    let unknown = AppClient::new(&p, "no-such-app");
+    for _ in 0..2 {
+        assert_eq!(unknown.get("/", &[]).await.status().as_u16(), 404);
+    }
+
+    let c = p.client();
+    let base = c.base().to_string();
+    let http = reqwest::Client::new();
+    let scrape = |token: Option<String>, accept: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let mut r = http.get(format!("{base}/metrics")).header("accept", accept);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await.expect("metrics answer");
+            let status = r.status().as_u16();
+            let ctype = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+            (status, ctype, r.text().await.expect("body"))
+        }
+    };
+    assert_eq!(scrape(None, "*/*").await.0, 401, "metrics need a token");
+    let scoped =
+        c.post("/api/v1/tokens", serde_json::json!({"name": "scoped", "role": "viewer", "project": "counted"})).await;
+    let scoped = scoped.body["token"].as_str().expect("a token").to_string();
+    assert_eq!(scrape(Some(scoped), "*/*").await.0, 403, "a project-limited token would see every app's numbers");
+    let viewer = c.post("/api/v1/tokens", serde_json::json!({"name": "watcher", "role": "viewer"})).await;
+    let viewer = viewer.body["token"].as_str().expect("a token").to_string();
+    let (status, ctype, openmetrics) =
+        scrape(Some(viewer.clone()), "application/openmetrics-text; version=1.0.0").await;
+    assert_eq!(status, 200, "{openmetrics}");
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    assert!(openmetrics.ends_with("# EOF\n"), "an OpenMetrics exposition ends with # EOF");
+    let (status, ctype, text) = scrape(Some(viewer), "*/*").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+
+    let requests = |code| {
+        sample(&text, "bifrost_router_requests_total", &[("app", "counted"), ("deployment", &id), ("code", code)])
+    };
+    assert_eq!(requests("2xx"), Some(5.0), "{text}");
+    assert_eq!(requests("4xx"), Some(3.0));
+    assert_eq!(sample(&text, "bifrost_router_rate_limited_total", &[("app", "counted")]), Some(3.0));
+    assert_eq!(
+        sample(&text, "bifrost_router_requests_total", &[("app", ""), ("code", "4xx")]),
+        Some(2.0),
+        "unknown hosts are counted without naming them"
+    );
+    assert!(!text.contains("no-such-app"), "a label named an app that does not exist");
+    assert_eq!(
+        sample(&text, "bifrost_router_request_duration_seconds_count", &[("app", "counted"), ("deployment", &id)]),
+        Some(8.0)
+    );
+    assert_eq!(sample(&text, "bifrost_deployments", &[("status", "healthy")]), Some(1.0));
+    assert_eq!(sample(&text, "bifrost_transitions_total", &[("from", "running"), ("to", "healthy")]), Some(1.0));
+    assert_eq!(sample(&text, "bifrost_build_duration_seconds_count", &[]), Some(1.0));
+    assert!(
+        sample(&text, "bifrost_delivery_latency_seconds_count", &[("function", "validate")]).is_some_and(|n| n >= 1.0)
+    );
+    assert!(sample(&text, "bifrost_outbox_pending", &[]).is_some());
+
+    // promtool (Debian's prometheus package) reads the exposition as Prometheus would.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt install prometheus; scripts/test.sh does)");
+    use std::io::Write;
+    promtool.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
+    let out = promtool.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

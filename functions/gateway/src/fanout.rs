@@ -208,6 +208,7 @@ impl Fanout {
         mut last: u64,
     ) {
         let mine = |id: &str| deployment.as_deref().is_none_or(|d| d == id);
+        let _open = self.ctx.metrics.sse_open();
         // Boxed: the replay's state is big and short-lived; the task keeps
         // only what the live loop needs.
         if Box::pin(self.replay(&mut stream, deployment.as_deref(), &mut last)).await.is_err() {

@@ -68,11 +68,42 @@ pub fn router(ctx: Ctx) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(move || healthz(isolation.clone())))
         // JSON bodies: 64 KiB. Routes that take more (uploads, webhooks)
         // read the raw body with their own limit (read_body).
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus exposition of the platform and its router.
+/// Any role may read it, but only with a token not limited to a project
+/// (the families name every app); `--metrics-public` drops the token.
+async fn metrics(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: Request,
+) -> Result<axum::response::Response, ApiError> {
+    let (parts, _) = req.into_parts();
+    let openmetrics = parts
+        .headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if !s.ctx.settings.metrics_public {
+        let token = auth::bearer(&parts).ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing API token: send `Authorization: Bearer <token>` (or start with --metrics-public)",
+            )
+        })?;
+        let token = auth::authenticate(&s, token).await?;
+        if token.project_id.is_some() {
+            return Err(ApiError::forbidden("metrics cover every app: use a token that is not limited to a project"));
+        }
+    }
+    use bifrost_functions::metrics::{OPENMETRICS, PROMETHEUS_TEXT, to_prometheus_text};
+    let body = s.ctx.metrics.encode(&s.ctx).await;
+    let (ctype, body) = if openmetrics { (OPENMETRICS, body) } else { (PROMETHEUS_TEXT, to_prometheus_text(&body)) };
+    Ok(axum::response::IntoResponse::into_response(([(axum::http::header::CONTENT_TYPE, ctype)], body)))
 }
 
 /// The largest JSON body a route without its own limit accepts.

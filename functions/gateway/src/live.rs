@@ -78,15 +78,16 @@ fn async_stream(state: AppState, scope: Scope, last: u64) -> impl Stream<Item = 
     // the seq check drops what the replay already sent.
     let rx = state.ctx.store.subscribe();
     let hrx = state.ctx.health.subscribe();
-    let init = (state, scope, (rx, hrx), Vec::<FeedItem>::new(), last);
-    futures::stream::unfold(init, |(state, dep, (mut rx, mut hrx), mut backlog, mut last)| async move {
+    let open = state.ctx.metrics.sse_open();
+    let init = (state, scope, (rx, hrx, open), Vec::<FeedItem>::new(), last);
+    futures::stream::unfold(init, |(state, dep, (mut rx, mut hrx, open), mut backlog, mut last)| async move {
         loop {
             if let Some(item) = backlog.pop() {
                 if item.seq > last {
                     // Out-of-scope items (another project's) are passed over, not re-read.
                     last = item.seq;
                     if dep.item(&item) {
-                        return Some((Ok(sse_event(&item)), (state, dep, (rx, hrx), backlog, last)));
+                        return Some((Ok(sse_event(&item)), (state, dep, (rx, hrx, open), backlog, last)));
                     }
                 }
                 continue;
@@ -103,7 +104,7 @@ fn async_stream(state: AppState, scope: Scope, last: u64) -> impl Stream<Item = 
                     if let Ok(h) = sample
                         && dep.health(&h)
                     {
-                        return Some((Ok(health_event(&h)), (state, dep, (rx, hrx), backlog, last)));
+                        return Some((Ok(health_event(&h)), (state, dep, (rx, hrx, open), backlog, last)));
                     }
                     continue;
                 }

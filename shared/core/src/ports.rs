@@ -220,6 +220,17 @@ pub trait DeadLetters: Send + Sync {
     /// Publishes again the outbox events committed before `older_than` ago
     /// that the bus never confirmed. Returns how many.
     async fn republish_unconfirmed(&self, older_than: std::time::Duration) -> StoreResult<usize>;
+    /// Events on their way: deliveries not yet acknowledged (embedded), or
+    /// events the bus has not confirmed (GCP).
+    async fn backlog(&self) -> StoreResult<Backlog>;
+}
+
+/// How far behind delivery is.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Backlog {
+    pub pending: u64,
+    /// Since the oldest of them was committed.
+    pub oldest_age: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -78,10 +78,15 @@ impl DispatcherConfig {
     }
 }
 
+/// Told of each acknowledged delivery: the function, and the time from the
+/// event's commit to the acknowledgement.
+pub type DeliveryObserver = Arc<dyn Fn(&str, Duration) + Send + Sync>;
+
 pub struct Dispatcher {
     store: SqliteStore,
     handler: Arc<dyn PushHandler>,
     config: DispatcherConfig,
+    observer: Option<DeliveryObserver>,
 }
 
 struct Done {
@@ -91,7 +96,13 @@ struct Done {
 
 impl Dispatcher {
     pub fn new(store: SqliteStore, handler: Arc<dyn PushHandler>, config: DispatcherConfig) -> Self {
-        Dispatcher { store, handler, config }
+        Dispatcher { store, handler, config, observer: None }
+    }
+
+    /// Reports each acknowledged delivery to `observer` (metrics).
+    pub fn observe(mut self, observer: DeliveryObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Runs until `shutdown` turns true, then waits for in-flight deliveries
@@ -215,7 +226,12 @@ impl Dispatcher {
     fn finish(&self, done: Done) {
         let d = &done.delivery;
         let result = match &done.outcome {
-            Outcome::Ack => self.store.mark_delivered(d.event.seq, &d.subscription),
+            Outcome::Ack => {
+                if let Some(observe) = &self.observer {
+                    observe(&d.function, (now() - d.event.at).to_std().unwrap_or_default());
+                }
+                self.store.mark_delivered(d.event.seq, &d.subscription)
+            }
             Outcome::Retry(err) | Outcome::Reject(err) => {
                 let attempts = d.attempts + 1;
                 let dead = matches!(done.outcome, Outcome::Reject(_)) || attempts >= self.config.max_attempts;

@@ -5,5 +5,5 @@
 mod dispatcher;
 mod store;
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, Duplicates};
+pub use dispatcher::{DeliveryObserver, Dispatcher, DispatcherConfig, Duplicates};
 pub use store::{DueDelivery, SqliteStore};

@@ -88,6 +88,10 @@ impl DeadLetters for FirestoreStore {
         self.republish(older_than).await
     }
 
+    async fn backlog(&self) -> StoreResult<bifrost_core::ports::Backlog> {
+        self.unconfirmed().await
+    }
+
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
         let docs: Vec<DeadLetterDoc> = self
             .db

@@ -11,6 +11,26 @@ pub(super) struct Unpublished {
     pub(super) at_ms: i64,
 }
 impl FirestoreStore {
+    /// Events Pub/Sub has not confirmed (counted up to 1,000).
+    pub(super) async fn unconfirmed(&self) -> StoreResult<bifrost_core::ports::Backlog> {
+        let markers: Vec<Unpublished> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.unpublished.as_str())
+            .order(|o| o.fields([o.field("at_ms").asc()]))
+            .limit(1000)
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        let now_ms = bifrost_core::domain::now().timestamp_millis();
+        Ok(bifrost_core::ports::Backlog {
+            pending: markers.len() as u64,
+            oldest_age: markers.first().map(|m| Duration::from_millis((now_ms - m.at_ms).max(0) as u64)),
+        })
+    }
+
     /// Drops the markers of events Pub/Sub confirmed. If this fails the
     /// re-publisher sends them again: a duplicate, which functions ignore.
     pub(super) async fn published(&self, events: &[Event]) {

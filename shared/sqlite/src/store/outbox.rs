@@ -102,6 +102,28 @@ impl DeadLetters for SqliteStore {
         Ok(0)
     }
 
+    async fn backlog(&self) -> StoreResult<bifrost_core::ports::Backlog> {
+        self.run(|inner| {
+            inner.read(|c| {
+                let (pending, oldest): (i64, Option<String>) = row(
+                    c,
+                    "SELECT COUNT(*), MIN(e.at) FROM deliveries d JOIN events e ON e.seq = d.event_seq \
+                     WHERE d.state = 'pending'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(backend)?;
+                let oldest_age = match oldest {
+                    Some(at) => Some(parse_ts(&at).map_err(backend)?),
+                    None => None,
+                }
+                .map(|at| (now() - at).to_std().unwrap_or_default());
+                Ok(bifrost_core::ports::Backlog { pending: pending as u64, oldest_age })
+            })
+        })
+        .await
+    }
+
     async fn dead_letters(&self) -> StoreResult<Vec<DeadLetter>> {
         self.run(|inner| {
             inner.read(|c| {
