@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Router throughput: wrk -t2 -c64 -d10s against one upstream, through the
+# Router throughput: wrk -t2 -c64 against one upstream, through the
 # Bifrost router and through nginx proxy_pass (keepalive), same upstream,
-# same run. Goal: >= 1.0x nginx now (later 1.2x).
+# same run, twice: with no traffic rules, and with every layer on (a rate
+# limit too high to trigger, a request and a response header rule, access
+# log to a file; metrics are always on) against nginx with the equivalent
+# (limit_req, proxy_set_header, add_header, access_log). Goal: >= 1.2x
+# nginx req/s and p99 <= nginx's.
 #
 # The upstream is an app deployed by Bifrost itself (a static site: one
 # replica of `bifrost serve-static`); nginx is pointed at that same replica.
@@ -21,7 +25,7 @@ mkdir -p "$work/site/public"
 printf '[app]\nname = "upstream"\nruntime = "static"\n[health]\npath = "/"\ninterval = "1s"\ntimeout = "500ms"\n' > "$work/site/deploy.toml"
 printf 'hello from the upstream\n' > "$work/site/public/index.html"
 
-BIFROST_ADMIN_TOKEN=bench BIFROST_LOG=warn $BIN up --listen 127.0.0.1:0 --data-dir "$work/data" > "$work/up.out" 2>"$work/up.err" &
+BIFROST_ADMIN_TOKEN=bench BIFROST_LOG=warn,bifrost::access=info $BIN up --listen 127.0.0.1:0 --data-dir "$work/data" > "$work/up.out" 2>"$work/access.log" &
 for _ in $(seq 100); do grep -q listening "$work/up.out" 2>/dev/null && break; sleep 0.1; done
 URL=$(sed -n 's/^bifrost: listening on //p' "$work/up.out")
 PORT=${URL##*:}
@@ -29,8 +33,15 @@ export BIFROST_SERVER=$URL BIFROST_TOKEN=bench BIFROST_CONFIG_DIR=$work/cfg
 $BIN deploy "$work/site" --wait --json > "$work/deploy.json" 2>/dev/null
 DEP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/deploy.json")
 UP=$(curl -s -H "authorization: Bearer bench" "$URL/api/v1/deployments/$DEP/replicas" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
+# The same site again with every layer on (the access log is on for every app).
+cp -r "$work/site" "$work/layered"
+sed -i 's/name = "upstream"/name = "layered"/' "$work/layered/deploy.toml"
+printf '[traffic]\nrate_limit = "1000000/s"\nheaders.set = { X-Served-By = "bifrost" }\nresponse_headers.set = { Cache-Control = "no-store" }\n' >> "$work/layered/deploy.toml"
+$BIN deploy "$work/layered" --wait --json > /dev/null 2>&1
 
-NGINX_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+NGINX_PORT=$(free_port)
+NGINX_LAYERED=$(free_port)
 cat > "$work/nginx.conf" <<NGINX
 worker_processes auto;
 pid $work/nginx.pid;
@@ -39,6 +50,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream app { server $UP; keepalive 128; }
+  limit_req_zone \$server_name zone=app:1m rate=1000000r/s;
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / {
@@ -46,6 +58,22 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$host;
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_LAYERED;
+    access_log $work/nginx-access.log;
+    location / {
+      limit_req zone=app burst=1000000 nodelay;
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Served-By bifrost;
+      proxy_set_header X-Request-Id \$request_id;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      add_header Cache-Control no-store;
+      add_header X-Request-Id \$request_id;
     }
   }
 }
@@ -63,27 +91,35 @@ m = re.search(r"99%\s+([\d.]+)(us|ms|s)", t)
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 print(f"{rps:.0f} {ms(m.group(1), m.group(2)):.2f} {errs.group(1) if errs else 0}")'
 }
-# Warm both paths, then measure nginx and the router alternately.
-wrk -t2 -c64 -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
-wrk -t2 -c64 -d2s -H "Host: upstream.localhost:$PORT" "http://127.0.0.1:$PORT/" >/dev/null
-# Alternate nginx and the router ROUNDS times; report the median round of each.
+# Warm every path, then measure nginx and the router alternately.
+for target in "http://127.0.0.1:$NGINX_PORT/" "http://127.0.0.1:$NGINX_LAYERED/"; do wrk -t2 -c64 -d2s "$target" >/dev/null; done
+for app in upstream layered; do wrk -t2 -c64 -d2s -H "Host: $app.localhost:$PORT" "http://127.0.0.1:$PORT/" >/dev/null; done
 ROUNDS=${ROUNDS:-3}
-: > "$work/nginx.txt"; : > "$work/router.txt"
-for _ in $(seq "$ROUNDS"); do
-  wrk -t2 -c64 -d"$D" --latency "http://127.0.0.1:$NGINX_PORT/" | parse >> "$work/nginx.txt"
-  wrk -t2 -c64 -d"$D" --latency -H "Host: upstream.localhost:$PORT" "http://127.0.0.1:$PORT/" | parse >> "$work/router.txt"
-done
-# Median of each column on its own (req/s, p99, non-2xx).
-median() { for k in 1 2 3; do cut -d' ' -f$k "$1" | sort -g | sed -n "$(( (ROUNDS + 1) / 2 ))p"; done | tr '\n' ' '; }
-read -r n_rps n_p99 n_err < <(median "$work/nginx.txt")
-read -r b_rps b_p99 b_err < <(median "$work/router.txt")
+# Median of each column on its own (req/s, p99, non-2xx), one line.
+median() { for k in 1 2 3; do cut -d' ' -f$k "$1" | sort -g | sed -n "$(( (ROUNDS + 1) / 2 ))p"; done | tr '\n' ' '; echo; }
+measure() { # label nginx-port app -> table rows; nginx and the router alternate ROUNDS times
+  local label=$1 nport=$2 app=$3
+  : > "$work/nginx.txt"; : > "$work/router.txt"
+  for _ in $(seq "$ROUNDS"); do
+    wrk -t2 -c64 -d"$D" --latency "http://127.0.0.1:$nport/" | parse >> "$work/nginx.txt"
+    wrk -t2 -c64 -d"$D" --latency -H "Host: $app.localhost:$PORT" "http://127.0.0.1:$PORT/" | parse >> "$work/router.txt"
+  done
+  local n_rps n_p99 n_err b_rps b_p99 b_err
+  read -r n_rps n_p99 n_err < <(median "$work/nginx.txt")
+  read -r b_rps b_p99 b_err < <(median "$work/router.txt")
+  echo "rounds ($label; req/s p99 non-2xx): nginx: $(tr '\n' ';' < "$work/nginx.txt") router: $(tr '\n' ';' < "$work/router.txt")" >&2
+  echo "| $label | nginx 1.22 proxy_pass (keepalive 128) | $n_rps | $n_p99 | $n_err |"
+  echo "| $label | bifrost router | $b_rps | $b_p99 | $b_err |"
+  python3 -c "print(f'| $label | ratio router / nginx | {$b_rps/$n_rps:.2f}x | {$b_p99/$n_p99:.2f}x | |')"
+}
+plain=$(measure "no rules" "$NGINX_PORT" upstream)
+layered=$(measure "every layer on" "$NGINX_LAYERED" layered)
 direct=$(wrk -t2 -c64 -d"$D" --latency "http://$UP/" | parse)
 
 echo "# router vs nginx — $(date -u +%Y-%m-%d) — $(nproc) cores — wrk -t2 -c64 -d$D, median of $ROUNDS alternating rounds, upstream = one bifrost serve-static replica"
-echo "rounds (req/s p99 non-2xx): nginx: $(tr '\n' ';' < "$work/nginx.txt") router: $(tr '\n' ';' < "$work/router.txt")"
-echo "| path | req/s | p99 ms | non-2xx |"
-echo "|---|---|---|---|"
-echo "| upstream directly (no proxy) | ${direct% * *} | $(echo $direct | cut -d' ' -f2) | $(echo $direct | cut -d' ' -f3) |"
-echo "| nginx 1.22 proxy_pass (keepalive 128) | $n_rps | $n_p99 | $n_err |"
-echo "| bifrost router | $b_rps | $b_p99 | $b_err |"
-python3 -c "print(f'| ratio router / nginx | {$b_rps/$n_rps:.2f}x | {$b_p99/$n_p99:.2f}x | |')"
+echo "| config | path | req/s | p99 ms | non-2xx |"
+echo "|---|---|---|---|---|"
+read -r d_rps d_p99 d_err <<< "$direct"
+echo "| — | upstream directly (no proxy) | $d_rps | $d_p99 | $d_err |"
+echo "$plain"
+echo "$layered"

@@ -116,6 +116,6 @@ impl Routes for EmbeddedRoutes {
     fn route(&self, app: &str) -> Option<Route> {
         let (deployment_id, traffic) = self.live.read().ok()?.get(app)?.clone();
         let endpoints = self.runtime.endpoints(&deployment_id);
-        Some(Route { deployment_id, endpoints, traffic })
+        Some(Route { deployment_id, endpoints, traffic, split: None })
     }
 }

@@ -2,8 +2,8 @@
 //! own, `/apps/<app>/...`) goes to one of the healthy replicas of the app's
 //! live deployment, through a pooled keep-alive client. Built as a tower
 //! stack, one layer per job, stacked in [`service`]: request id → access
-//! log → (the app and its route, looked up once) → metrics → rate limit →
-//! header rules → proxy. Traffic splits and scripts slot in as layers of their own.
+//! log → (the app and its route, looked up once) → split → metrics → rate
+//! limit → header rules → proxy. Traffic splits and scripts slot in as layers of their own.
 //!
 //! *Boundary*: an app never sees the platform's credentials — the session
 //! cookie and Bifrost API tokens are stripped from every request — and
@@ -18,6 +18,7 @@ pub mod metrics;
 mod proxy;
 mod rate_limit;
 mod request_id;
+pub mod split;
 pub mod traffic;
 
 use std::convert::Infallible;
@@ -36,6 +37,7 @@ pub use metrics::{MetricsLayer, RouterMetrics};
 pub use proxy::Proxy;
 pub use rate_limit::RateLimitLayer;
 pub use request_id::{RequestIdLayer, X_REQUEST_ID};
+pub use split::{Split, SplitLayer};
 pub use traffic::TrafficRules;
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -61,6 +63,8 @@ pub struct Route {
     pub endpoints: Vec<SocketAddr>,
     /// The live deployment's `[traffic]`, compiled, with the app's limiter.
     pub traffic: Arc<TrafficRules>,
+    /// A second deployment taking a share of clients (canary, A/B).
+    pub split: Option<Split>,
 }
 
 /// The replica that answered, set on the response by the proxy.
@@ -168,6 +172,8 @@ pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
             }
             req
         })
+        // Which deployment serves this client, before anything counts it.
+        .layer(SplitLayer)
         .layer(MetricsLayer(config.metrics.clone()))
         .layer(RateLimitLayer)
         .layer(HeaderRulesLayer)
