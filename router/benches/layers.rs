@@ -1,0 +1,97 @@
+//! What each router layer costs per request, alone, around an inner
+//! service that answers at once (`cargo bench -p bifrost-router`). The
+//! peer in the same run is that inner service with no layer: a row's cost
+//! is its time minus the baseline's.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use bifrost_router::traffic::{HeaderRules, LimitKey, RateRule, TrafficSpec};
+use bifrost_router::{
+    AccessLogLayer, AppTarget, HeaderRulesLayer, MetricsLayer, RateLimitLayer, RequestIdLayer, Route, RouterMetrics,
+    Split, SplitLayer, TrafficRules,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures::FutureExt;
+use tower::{Layer, Service};
+
+fn route() -> Route {
+    let spec = TrafficSpec {
+        rate: Some(RateRule {
+            requests: 1_000_000_000,
+            per: std::time::Duration::from_secs(1),
+            burst: None,
+            key: LimitKey::App,
+            text: "1000000000/s".into(),
+        }),
+        request_headers: HeaderRules::from_pairs([("X-Served-By", "bifrost")], []),
+        response_headers: HeaderRules::from_pairs([("Cache-Control", "no-store")], []),
+    };
+    Route {
+        deployment_id: Arc::from("01stable"),
+        endpoints: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9000))],
+        traffic: Arc::new(TrafficRules::new(spec)),
+        split: Some(Split { deployment_id: Arc::from("01canary"), endpoints: vec![], weight: 10 }),
+    }
+}
+
+fn request(route: &Route) -> Request<Body> {
+    let mut req = Request::builder()
+        .uri("/orders?id=7")
+        .header("host", "web.localhost")
+        .header("user-agent", "bench")
+        .body(Body::empty())
+        .expect("request");
+    req.extensions_mut().insert(route.clone());
+    req.extensions_mut().insert(AppTarget { app: "web".into(), path: None });
+    req.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([10, 0, 0, 7], 40000))));
+    req
+}
+
+fn inner() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send {
+    tower::service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) })
+}
+
+/// One request through `svc`, driven to completion (nothing in these
+/// layers waits on I/O).
+fn once<S>(svc: &mut S, route: &Route)
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let resp = svc.call(request(route)).now_or_never().expect("ready at once").expect("infallible");
+    std::hint::black_box(resp);
+}
+
+fn layers(c: &mut Criterion) {
+    let route = route();
+    let mut g = c.benchmark_group("router layer, per request");
+    let mut base = inner();
+    g.bench_function("baseline: no layer", |b| b.iter(|| once(&mut base, &route)));
+    let mut svc = RequestIdLayer.layer(inner());
+    g.bench_function("request id", |b| b.iter(|| once(&mut svc, &route)));
+    let mut svc = SplitLayer.layer(inner());
+    g.bench_function("split (90/10, sticky)", |b| b.iter(|| once(&mut svc, &route)));
+    let mut svc = MetricsLayer(Arc::new(RouterMetrics::default())).layer(inner());
+    g.bench_function("metrics", |b| b.iter(|| once(&mut svc, &route)));
+    let mut svc = RateLimitLayer.layer(inner());
+    g.bench_function("rate limit (not hit)", |b| b.iter(|| once(&mut svc, &route)));
+    let mut svc = HeaderRulesLayer.layer(inner());
+    g.bench_function("header rules (1 request, 1 response)", |b| b.iter(|| once(&mut svc, &route)));
+    let mut svc = AccessLogLayer.layer(inner());
+    g.bench_function("access log (no subscriber)", |b| b.iter(|| once(&mut svc, &route)));
+    let mut all = tower::ServiceBuilder::new()
+        .layer(RequestIdLayer)
+        .layer(AccessLogLayer)
+        .layer(SplitLayer)
+        .layer(MetricsLayer(Arc::new(RouterMetrics::default())))
+        .layer(RateLimitLayer)
+        .layer(HeaderRulesLayer)
+        .service(inner());
+    g.bench_function("every layer", |b| b.iter(|| once(&mut all, &route)));
+    g.finish();
+}
+
+criterion_group!(benches, layers);
+criterion_main!(benches);
