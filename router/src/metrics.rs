@@ -3,7 +3,9 @@
 //! unknown host counts under `app=""`), the deployment is the live one,
 //! the code a class (`2xx` … `5xx`).
 
-use std::sync::atomic::AtomicI64;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -16,6 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
+
+use bifrost_core::ports::{MetricsSource, TrafficCounts};
 
 use crate::{AppTarget, Route};
 
@@ -53,11 +57,28 @@ pub struct UpstreamError(pub &'static str);
 pub struct RateLimited;
 
 fn duration_histogram() -> Histogram {
-    // 100 µs .. ~6.5 s
-    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+    Histogram::new(bounds())
+}
+
+/// Latency bucket bounds (seconds) of the duration histogram and of the
+/// per-deployment counts analysis reads: 100 µs doubling 17 times (~6.5 s).
+fn bounds() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.0001, 2.0, BUCKETS as u16)
+}
+const BUCKETS: usize = 17;
+
+/// One deployment's answers, for [`MetricsSource`]: requests, 5xx, and
+/// latency per bucket (the last one: over every bound).
+#[derive(Default)]
+struct Counts {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    buckets: [AtomicU64; BUCKETS + 1],
 }
 
 pub struct RouterMetrics {
+    /// Per deployment served since start (a handful per deploy).
+    counts: RwLock<HashMap<Arc<str>, Arc<Counts>>>,
     requests: Family<RequestLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamLabels, Counter>,
@@ -75,6 +96,7 @@ impl std::fmt::Debug for RouterMetrics {
 impl Default for RouterMetrics {
     fn default() -> Self {
         RouterMetrics {
+            counts: RwLock::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             upstream_errors: Family::default(),
@@ -101,9 +123,43 @@ impl RouterMetrics {
         r.register("in_flight", "Requests being answered now", self.in_flight.clone());
     }
 
-    /// Requests counted for `app` with this code class (tests, canary analysis).
-    pub fn requests(&self, app: &str, deployment: &str, code: &'static str) -> u64 {
-        self.requests.get_or_create(&RequestLabels { app: app.into(), deployment: deployment.into(), code }).get()
+    fn record(&self, deployment: &str, status: u16, seconds: f64) {
+        let found = self.counts.read().ok().and_then(|m| m.get(deployment).cloned());
+        let counts = match found {
+            Some(c) => c,
+            None => match self.counts.write() {
+                Ok(mut m) => m.entry(Arc::from(deployment)).or_default().clone(),
+                Err(_) => return,
+            },
+        };
+        counts.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            counts.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = bounds().position(|le| seconds <= le).unwrap_or(BUCKETS);
+        counts.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl MetricsSource for RouterMetrics {
+    fn counts(&self, deployment_id: &str) -> TrafficCounts {
+        let Some(c) = self.counts.read().ok().and_then(|m| m.get(deployment_id).cloned()) else {
+            return TrafficCounts::default();
+        };
+        let mut cumulative = 0;
+        let latency_buckets = bounds()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(c.buckets.iter())
+            .map(|(le, n)| {
+                cumulative += n.load(Ordering::Relaxed);
+                (le, cumulative)
+            })
+            .collect();
+        TrafficCounts {
+            requests: c.requests.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            latency_buckets,
+        }
     }
 }
 
@@ -118,7 +174,7 @@ fn class(status: u16) -> &'static str {
 }
 
 #[derive(Clone, Debug)]
-pub struct MetricsLayer(pub std::sync::Arc<RouterMetrics>);
+pub struct MetricsLayer(pub Arc<RouterMetrics>);
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
@@ -130,7 +186,7 @@ impl<S> Layer<S> for MetricsLayer {
 #[derive(Clone, Debug)]
 pub struct MetricsService<S> {
     inner: S,
-    metrics: std::sync::Arc<RouterMetrics>,
+    metrics: Arc<RouterMetrics>,
 }
 
 /// Decrements the in-flight gauge however the request ends (a client that
@@ -172,11 +228,14 @@ where
             let resp = fut.await?;
             drop(in_flight);
             let m = &metrics;
-            let code = class(resp.status().as_u16());
+            let status = resp.status().as_u16();
+            let seconds = start.elapsed().as_secs_f64();
+            if !deployment.is_empty() {
+                m.record(&deployment, status, seconds);
+            }
+            let code = class(status);
             m.requests.get_or_create(&RequestLabels { app: app.clone(), deployment: deployment.clone(), code }).inc();
-            m.duration
-                .get_or_create(&DurationLabels { app: app.clone(), deployment })
-                .observe(start.elapsed().as_secs_f64());
+            m.duration.get_or_create(&DurationLabels { app: app.clone(), deployment }).observe(seconds);
             if let Some(UpstreamError(kind)) = resp.extensions().get::<UpstreamError>() {
                 m.upstream_errors.get_or_create(&UpstreamLabels { app: app.clone(), kind }).inc();
             }
@@ -185,5 +244,47 @@ where
             }
             Ok(resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TrafficRules;
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn analysis_reads_what_the_layer_counted_per_deployment() {
+        let metrics = Arc::new(RouterMetrics::default());
+        let before = metrics.counts("d1");
+        for status in [200u16, 200, 503, 200] {
+            let svc = MetricsLayer(metrics.clone()).layer(tower::service_fn(move |_req: Request<Body>| async move {
+                let mut resp = Response::new(Body::empty());
+                *resp.status_mut() = axum::http::StatusCode::from_u16(status).expect("status");
+                Ok::<_, Infallible>(resp)
+            }));
+            let mut req = Request::builder().uri("/").body(Body::empty()).expect("request");
+            req.extensions_mut().insert(Route {
+                deployment_id: Arc::from("d1"),
+                endpoints: vec![],
+                traffic: Arc::new(TrafficRules::default()),
+                split: None,
+            });
+            req.extensions_mut().insert(AppTarget { app: "web".into(), path: None });
+            svc.oneshot(req).await.expect("infallible");
+        }
+        let w = metrics.counts("d1").since(&before);
+        assert_eq!(w.requests, 4);
+        assert!((w.error_rate - 0.25).abs() < 1e-9);
+        assert!(w.p99_ms.is_some(), "four requests in the window have a p99");
+        assert_eq!(metrics.counts("other"), TrafficCounts::default());
+        assert_eq!(
+            metrics
+                .requests
+                .get_or_create(&RequestLabels { app: "web".into(), deployment: "d1".into(), code: "5xx" })
+                .get(),
+            1
+        );
     }
 }

@@ -440,3 +440,86 @@ pub trait Runtime: Send + Sync {
         }
     }
 }
+
+/// What the router answered for one deployment since it started counting:
+/// cumulative, so a window is the difference of two readings.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrafficCounts {
+    pub requests: u64,
+    /// 5xx answers (the router's own 502/503/504 and injected faults included).
+    pub errors: u64,
+    /// (upper bound in seconds, requests at or under it), ascending; the
+    /// last bound may be infinite.
+    pub latency_buckets: Vec<(f64, u64)>,
+}
+
+/// One analysis window of a deployment's traffic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficWindow {
+    pub requests: u64,
+    /// errors / requests; 0 with no requests.
+    pub error_rate: f64,
+    /// The bucket bound under which 99 % of the window's requests fell
+    /// (`None` with no requests): an upper estimate, as Prometheus'
+    /// `histogram_quantile` would give at a bucket edge.
+    pub p99_ms: Option<f64>,
+}
+
+impl TrafficCounts {
+    /// What happened between `earlier` and `self` (both of one deployment).
+    pub fn since(&self, earlier: &TrafficCounts) -> TrafficWindow {
+        let requests = self.requests.saturating_sub(earlier.requests);
+        let errors = self.errors.saturating_sub(earlier.errors);
+        let error_rate = if requests == 0 { 0.0 } else { errors as f64 / requests as f64 };
+        let in_window: Vec<(f64, u64)> = self
+            .latency_buckets
+            .iter()
+            .map(|(le, n)| {
+                let before = earlier.latency_buckets.iter().find(|(b, _)| b == le).map_or(0, |(_, c)| *c);
+                (*le, n.saturating_sub(before))
+            })
+            .collect();
+        let total = in_window.last().map_or(0, |(_, n)| *n);
+        let p99_ms = (total > 0)
+            .then(|| {
+                let want = (total as f64 * 0.99).ceil() as u64;
+                in_window.iter().find(|(_, n)| *n >= want).map(|(le, _)| le * 1000.0)
+            })
+            .flatten();
+        TrafficWindow { requests, error_rate, p99_ms }
+    }
+}
+
+/// Where analysis reads a deployment's traffic (the router's own counts,
+/// not scraped text).
+pub trait MetricsSource: Send + Sync {
+    fn counts(&self, deployment_id: &str) -> TrafficCounts;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_is_the_difference_of_two_readings() {
+        let earlier = TrafficCounts {
+            requests: 100,
+            errors: 1,
+            latency_buckets: vec![(0.01, 90), (0.1, 100), (f64::INFINITY, 100)],
+        };
+        let later = TrafficCounts {
+            requests: 300,
+            errors: 11,
+            latency_buckets: vec![(0.01, 150), (0.1, 297), (f64::INFINITY, 300)],
+        };
+        let w = later.since(&earlier);
+        assert_eq!(w.requests, 200);
+        assert!((w.error_rate - 0.05).abs() < 1e-9, "{}", w.error_rate);
+        // 200 in the window: 60 under 10 ms, 197 under 100 ms, 200 in all; the 198th is over 100 ms.
+        assert_eq!(w.p99_ms, Some(f64::INFINITY));
+        let calm =
+            TrafficCounts { latency_buckets: vec![(0.01, 190), (0.1, 300), (f64::INFINITY, 300)], ..later.clone() };
+        assert_eq!(calm.since(&earlier).p99_ms, Some(100.0));
+        assert_eq!(earlier.since(&earlier), TrafficWindow { requests: 0, error_rate: 0.0, p99_ms: None });
+    }
+}
