@@ -141,6 +141,10 @@ impl Api {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> CliResult<T> {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
         self.send(self.request(Method::DELETE, path)).await
     }

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bifrost_api::{
-    CreatedDeployment, DeadLetterOut, DeploymentDetail, DeploymentOut, ProjectOut, Redriven, SecretOut, TokenOut,
+    ChaosIn, CreatedDeployment, DeadLetterOut, DeploymentDetail, DeploymentOut, ProjectOut, Redriven, SecretOut,
+    TokenOut,
 };
 use bifrost_core::config;
 use bifrost_gcp::gke;
@@ -245,6 +246,9 @@ pub async fn projects_show(api: &Api, json: bool, name: &str) -> Res {
     println!("  branch    {}", p.branch);
     println!("  live      {}", p.live_deployment_id.as_deref().unwrap_or("-"));
     println!("  webhook   {}", p.webhook_url);
+    if let Some(c) = p.chaos.as_ref().filter(|c| c.active) {
+        println!("  {}     {} (by {})", console::style("chaos").yellow().bold(), c.summary, c.set_by);
+    }
     ok()
 }
 
@@ -686,4 +690,45 @@ async fn list<T: serde::de::DeserializeOwned + serde::Serialize>(
         output::table(headers, items.iter().map(row).collect());
     }
     Ok(items.len())
+}
+
+/// `bifrost chaos`'s fault, as given on the command line.
+pub struct ChaosArgs {
+    pub deployment: Option<String>,
+    pub error_rate: Option<f64>,
+    pub status: Option<u16>,
+    pub delay: Option<String>,
+    pub rate: Option<f64>,
+    pub for_: Option<String>,
+}
+
+/// `bifrost chaos APP …` (`None`: `--recover`).
+pub async fn chaos(api: &Api, json: bool, project: &str, fault: Option<ChaosArgs>) -> Res {
+    let duration = |flag: &str, v: &str| {
+        bifrost_core::config::values::parse_duration(v)
+            .map_err(|e| CliError::new(Exit::Error, format!("{flag} {v:?}: expected {e}")))
+    };
+    let p: ProjectOut = match fault {
+        None => api.delete(&format!("/api/v1/projects/{project}/chaos")).await?,
+        Some(f) => {
+            let body = ChaosIn {
+                deployment: f.deployment,
+                error_rate: f.error_rate,
+                status: f.status,
+                delay_ms: f.delay.as_deref().map(|d| duration("--delay", d)).transpose()?.map(|d| d.millis),
+                rate: f.rate,
+                for_s: f.for_.as_deref().map(|d| duration("--for", d)).transpose()?.map(|d| d.millis.div_ceil(1000)),
+            };
+            api.put(&format!("/api/v1/projects/{project}/chaos"), &body).await?
+        }
+    };
+    if json {
+        output::print_json(&p);
+    } else {
+        match &p.chaos {
+            Some(c) => println!("{} chaos on {}: {}", console::style("!").yellow(), bold(&p.name), c.summary),
+            None => println!("{} chaos off for {}", console::style("✓").green(), bold(&p.name)),
+        }
+    }
+    ok()
 }

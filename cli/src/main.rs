@@ -111,6 +111,34 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Inject faults into an app's traffic at the router (admin): a share of
+    /// requests answered with an error, or delayed. Ends by itself after
+    /// --for (default 15m), or at once with --recover.
+    #[command(group(clap::ArgGroup::new("fault").required(true).args(["error_rate", "delay", "recover"])))]
+    Chaos {
+        project: String,
+        /// Only this deployment's traffic (default: whatever serves the app).
+        #[arg(long)]
+        deployment: Option<String>,
+        /// Share of requests (0-1] answered with --status instead of the app.
+        #[arg(long)]
+        error_rate: Option<f64>,
+        /// Status of the injected answers (default 500).
+        #[arg(long, requires = "error_rate")]
+        status: Option<u16>,
+        /// Delay requests by this long (e.g. 3s, 250ms).
+        #[arg(long)]
+        delay: Option<String>,
+        /// Share of requests (0-1] delayed (default 1).
+        #[arg(long, requires = "delay")]
+        rate: Option<f64>,
+        /// End the fault injection now.
+        #[arg(long)]
+        recover: bool,
+        /// How long until it ends by itself (e.g. 10m; default 15m).
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "recover")]
+        for_: Option<String>,
+    },
     /// Manage projects' secrets, used by [env] entries (deployer).
     #[command(subcommand)]
     Secrets(SecretsCmd),
@@ -305,6 +333,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Logs { id, follow } => commands::logs(&api, json, &id, follow).await,
         Command::Open { app, print } => commands::open(&api, json, &app, print).await,
         Command::Rollback { project, to, wait } => commands::rollback(&api, json, &project, to, wait).await,
+        Command::Chaos { project, deployment, error_rate, status, delay, rate, recover, for_ } => {
+            let fault = commands::ChaosArgs { deployment, error_rate, status, delay, rate, for_ };
+            commands::chaos(&api, json, &project, (!recover).then_some(fault)).await
+        }
         Command::Secrets(sc) => match sc {
             SecretsCmd::Set { name, project, value } => commands::secrets_set(&api, &project, &name, value).await,
             SecretsCmd::List { project } => commands::secrets_list(&api, json, project.as_deref()).await,

@@ -10,15 +10,38 @@ use bifrost_core::domain::FeedKind;
 use bifrost_core::ports::Store;
 use bifrost_local::ProcessRuntime;
 use bifrost_router::traffic::{HeaderRules, LimitKey, RateRule, TrafficSpec};
-use bifrost_router::{Route, Routes, TrafficRules};
+use bifrost_router::{ChaosRule, FaultRule, Route, Routes, TrafficRules};
 
 /// The live deployment of an app and its compiled traffic rules.
 type Live = (Arc<str>, Arc<TrafficRules>);
 
 pub struct EmbeddedRoutes {
     live: RwLock<HashMap<String, Live>>,
+    /// Each app's fault injection, re-read every second (it changes by API
+    /// call, not by a deployment's feed).
+    chaos: RwLock<HashMap<String, ChaosRule>>,
     runtime: ProcessRuntime,
     store: Arc<dyn Store>,
+}
+
+/// A project's `bifrost chaos` as the router applies it.
+fn chaos_rule(c: &bifrost_core::domain::Chaos) -> ChaosRule {
+    use bifrost_core::domain::Fault;
+    let ms = |t: &bifrost_core::domain::Timestamp| std::time::Duration::from_millis(t.timestamp_millis().max(0) as u64);
+    ChaosRule {
+        deployment: c.deployment.as_deref().map(Arc::from),
+        fault: match &c.fault {
+            Fault::Error { rate, status } => FaultRule::Error {
+                rate: *rate,
+                status: axum::http::StatusCode::from_u16(*status)
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+            },
+            Fault::Delay { rate, delay_ms } => {
+                FaultRule::Delay { rate: *rate, delay: std::time::Duration::from_millis(*delay_ms) }
+            }
+        },
+        until: std::time::UNIX_EPOCH + ms(&c.until),
+    }
 }
 
 /// deploy.toml's `[traffic]` as the router applies it.
@@ -52,10 +75,28 @@ impl EmbeddedRoutes {
     /// Loads the live deployments and keeps following the store.
     pub async fn start(store: Arc<dyn Store>, runtime: ProcessRuntime) -> anyhow::Result<Arc<EmbeddedRoutes>> {
         let mut feed = store.subscribe();
-        let routes = Arc::new(EmbeddedRoutes { live: RwLock::new(HashMap::new()), runtime, store: store.clone() });
-        for p in store.list_projects().await? {
+        let routes = Arc::new(EmbeddedRoutes {
+            live: RwLock::new(HashMap::new()),
+            chaos: RwLock::new(HashMap::new()),
+            runtime,
+            store: store.clone(),
+        });
+        let projects = store.list_projects().await?;
+        routes.set_chaos(&projects);
+        for p in projects {
             routes.set(&p.name, p.live_deployment_id.as_deref()).await;
         }
+        let (r, s) = (routes.clone(), store.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match s.list_projects().await {
+                    Ok(projects) => r.set_chaos(&projects),
+                    Err(e) => tracing::debug!(error = %e, "re-reading projects' chaos failed"),
+                }
+            }
+        });
         let r = routes.clone();
         tokio::spawn(async move {
             loop {
@@ -79,6 +120,17 @@ impl EmbeddedRoutes {
             }
         });
         Ok(routes)
+    }
+
+    fn set_chaos(&self, projects: &[bifrost_core::domain::Project]) {
+        let now = bifrost_core::domain::now();
+        let rules: HashMap<String, ChaosRule> = projects
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.chaos.as_ref().filter(|c| c.active(now)).map(chaos_rule)?)))
+            .collect();
+        if let Ok(mut m) = self.chaos.write() {
+            *m = rules;
+        }
     }
 
     async fn set(&self, app: &str, live: Option<&str>) {
@@ -116,6 +168,7 @@ impl Routes for EmbeddedRoutes {
     fn route(&self, app: &str) -> Option<Route> {
         let (deployment_id, traffic) = self.live.read().ok()?.get(app)?.clone();
         let endpoints = self.runtime.endpoints(&deployment_id);
-        Some(Route { deployment_id, endpoints, traffic, split: None })
+        let chaos = self.chaos.read().ok().and_then(|m| m.get(app).cloned());
+        Some(Route { deployment_id, endpoints, traffic, split: None, chaos })
     }
 }

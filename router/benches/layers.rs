@@ -34,6 +34,7 @@ fn route() -> Route {
         endpoints: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9000))],
         traffic: Arc::new(TrafficRules::new(spec)),
         split: Some(Split { deployment_id: Arc::from("01canary"), endpoints: vec![], weight: 10 }),
+        chaos: None,
     }
 }
 

@@ -3,7 +3,7 @@
 //! live deployment, through a pooled keep-alive client. Built as a tower
 //! stack, one layer per job, stacked in [`service`]: request id → access
 //! log → (the app and its route, looked up once) → split → metrics → rate
-//! limit → header rules → proxy. Traffic splits and scripts slot in as layers of their own.
+//! limit → header rules → chaos → proxy. Traffic splits and scripts slot in as layers of their own.
 //!
 //! *Boundary*: an app never sees the platform's credentials — the session
 //! cookie and Bifrost API tokens are stripped from every request — and
@@ -13,6 +13,7 @@
 //! The router knows nothing of stores or runtimes: it asks a [`Routes`].
 
 mod access_log;
+pub mod chaos;
 mod header_rules;
 pub mod metrics;
 mod proxy;
@@ -32,6 +33,7 @@ use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
 
 pub use access_log::AccessLogLayer;
+pub use chaos::{ChaosLayer, ChaosRule, FaultRule};
 pub use header_rules::HeaderRulesLayer;
 pub use metrics::{MetricsLayer, RouterMetrics};
 pub use proxy::Proxy;
@@ -55,7 +57,7 @@ pub const ROUTER_HEADERS: [&str; 8] = [
 ];
 
 /// Where an app's traffic goes now.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Route {
     /// The live deployment (sent back as `X-Bifrost-Deployment`).
     pub deployment_id: Arc<str>,
@@ -65,6 +67,8 @@ pub struct Route {
     pub traffic: Arc<TrafficRules>,
     /// A second deployment taking a share of clients (canary, A/B).
     pub split: Option<Split>,
+    /// Faults to inject (`bifrost chaos`), until they expire.
+    pub chaos: Option<ChaosRule>,
 }
 
 /// The replica that answered, set on the response by the proxy.
@@ -177,6 +181,7 @@ pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
         .layer(MetricsLayer(config.metrics.clone()))
         .layer(RateLimitLayer)
         .layer(HeaderRulesLayer)
+        .layer(ChaosLayer)
         .service(Proxy::new(routes, config));
     BoxCloneSyncService::new(stack)
 }

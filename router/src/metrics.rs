@@ -28,6 +28,8 @@ pub struct RequestLabels {
     pub app: String,
     pub deployment: String,
     pub code: &'static str,
+    /// "true" for answers `bifrost chaos` made up.
+    pub injected: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -234,7 +236,10 @@ where
                 m.record(&deployment, status, seconds);
             }
             let code = class(status);
-            m.requests.get_or_create(&RequestLabels { app: app.clone(), deployment: deployment.clone(), code }).inc();
+            let injected = if resp.extensions().get::<crate::chaos::Injected>().is_some() { "true" } else { "false" };
+            m.requests
+                .get_or_create(&RequestLabels { app: app.clone(), deployment: deployment.clone(), code, injected })
+                .inc();
             m.duration.get_or_create(&DurationLabels { app: app.clone(), deployment }).observe(seconds);
             if let Some(UpstreamError(kind)) = resp.extensions().get::<UpstreamError>() {
                 m.upstream_errors.get_or_create(&UpstreamLabels { app: app.clone(), kind }).inc();
@@ -270,6 +275,7 @@ mod tests {
                 endpoints: vec![],
                 traffic: Arc::new(TrafficRules::default()),
                 split: None,
+                chaos: None,
             });
             req.extensions_mut().insert(AppTarget { app: "web".into(), path: None });
             svc.oneshot(req).await.expect("infallible");
@@ -282,7 +288,12 @@ mod tests {
         assert_eq!(
             metrics
                 .requests
-                .get_or_create(&RequestLabels { app: "web".into(), deployment: "d1".into(), code: "5xx" })
+                .get_or_create(&RequestLabels {
+                    app: "web".into(),
+                    deployment: "d1".into(),
+                    code: "5xx",
+                    injected: "false"
+                })
                 .get(),
             1
         );

@@ -159,6 +159,7 @@ mod tests {
             endpoints: vec![],
             traffic: Arc::new(TrafficRules::default()),
             split: Some(Split { deployment_id: Arc::from("canary"), endpoints: vec![], weight }),
+            chaos: None,
         }
     }
 

@@ -98,6 +98,8 @@ async fn every_route_checks_the_callers_role_and_project() {
         route("POST", d(&other_dep, "/cancel"), Value::Null, Deployer, Other),
         route("POST", "/api/v1/projects/own/rollback", json!({}), Deployer, Own),
         route("POST", "/api/v1/projects/other/rollback", json!({}), Deployer, Other),
+        route("PUT", "/api/v1/projects/own/chaos", json!({"error_rate": 0.01, "for_s": 1}), Admin, Own),
+        route("DELETE", "/api/v1/projects/own/chaos", Value::Null, Admin, Own),
         route("GET", "/api/v1/secrets", Value::Null, Admin, Global),
         route("PUT", "/api/v1/secrets/old-style", json!({"value": "x"}), Deployer, Global),
         route("GET", "/api/v1/projects/own/secrets", Value::Null, Deployer, Own),

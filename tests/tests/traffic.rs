@@ -265,3 +265,69 @@ async fn metrics_count_what_was_sent_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Asks through the router until `want` answers (routers pick up a change
+/// within a second or two); the statuses seen on the way.
+async fn until_status(app: &AppClient, want: u16) -> Vec<u16> {
+    let mut seen = vec![];
+    for _ in 0..200 {
+        let s = app.get("/", &[]).await.status().as_u16();
+        seen.push(s);
+        if s == want {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never answered {want}; saw {seen:?}");
+}
+
+#[tokio::test]
+async fn chaos_injects_errors_is_audited_ends_on_recover_and_expires_by_itself() {
+    let p = Platform::start();
+    let repo = python_app("shaky", "");
+    let id = deploy(&p, "shaky", &repo).await;
+    let app = AppClient::new(&p, "shaky");
+    assert_eq!(app.get("/", &[]).await.status().as_u16(), 200);
+
+    // Only an admin may inject faults; a bad request changes nothing.
+    let c = p.client();
+    let deployer = c.post("/api/v1/tokens", serde_json::json!({"name": "dee", "role": "deployer"})).await;
+    let deployer = deployer.body["token"].as_str().expect("a token").to_string();
+    let refused = p.cli_as(&deployer, &["chaos", "shaky", "--error-rate", "1"]);
+    assert_eq!(refused.code, 5, "{refused:?}");
+    let bad = p.cli(&["chaos", "shaky", "--error-rate", "1.5"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("error_rate must be more than 0 and at most 1"), "{bad:?}");
+    assert!(c.get("/api/v1/projects/shaky").await.body.get("chaos").is_none());
+
+    let on = p.cli(&["chaos", "shaky", "--error-rate", "1", "--status", "503"]);
+    assert_eq!(on.code, 0, "{on:?}");
+    assert!(on.stdout.contains("100% of requests answered 503"), "{}", on.stdout);
+    until_status(&app, 503).await;
+    let r = app.get("/", &[]).await;
+    assert_eq!(header(&r, "x-bifrost-deployment"), Some(id.as_str()));
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "injected_fault");
+    let shown = p.cli(&["projects", "show", "shaky"]);
+    assert!(shown.stdout.contains("chaos") && shown.stdout.contains("503"), "{}", shown.stdout);
+
+    let off = p.cli(&["chaos", "shaky", "--recover"]);
+    assert_eq!(off.code, 0, "{off:?}");
+    until_status(&app, 200).await;
+
+    // One that expires by itself.
+    let short = p.cli(&["chaos", "shaky", "--error-rate", "1", "--status", "500", "--for", "2s"]);
+    assert_eq!(short.code, 0, "{short:?}");
+    until_status(&app, 500).await;
+    until_status(&app, 200).await;
+    let project = c.get("/api/v1/projects/shaky").await.body;
+    assert_eq!(project["chaos"]["active"], false, "{project}");
+
+    // Each change is in the live deployment's audit trail, its status unchanged.
+    let d = c.get(&format!("/api/v1/deployments/{id}")).await.body;
+    let reasons: Vec<&str> =
+        d["history"].as_array().expect("history").iter().filter_map(|h| h["reason"].as_str()).collect();
+    assert_eq!(reasons.iter().filter(|r| r.starts_with("chaos on: ")).count(), 2, "{reasons:?}");
+    assert!(reasons.contains(&"chaos off"), "{reasons:?}");
+    assert_eq!(d["status"], "healthy");
+}

@@ -722,3 +722,95 @@ pub async fn global_secret_moved(_caller: Deployer, Path(name): Path<String>) ->
         ),
     )
 }
+
+/// Checks a chaos request and makes it a fault (everything or nothing).
+fn chaos_of(req: &ChaosIn, caller: &Caller) -> ApiResult<bifrost_core::domain::Chaos> {
+    use bifrost_core::domain::{Chaos, Fault};
+    let invalid = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m);
+    let share = |name: &str, v: f64| {
+        if v > 0.0 && v <= 1.0 {
+            Ok(v)
+        } else {
+            Err(invalid(format!("{name} must be more than 0 and at most 1 (got {v})")))
+        }
+    };
+    let fault = match (req.error_rate, req.delay_ms) {
+        (Some(rate), None) => {
+            if req.rate.is_some() {
+                return Err(invalid("rate goes with delay_ms; an error's share is error_rate".into()));
+            }
+            let status = req.status.unwrap_or(500);
+            if !(400..=599).contains(&status) {
+                return Err(invalid(format!("status must be 400-599 (got {status})")));
+            }
+            Fault::Error { rate: share("error_rate", rate)?, status }
+        }
+        (None, Some(delay_ms)) => {
+            if req.status.is_some() {
+                return Err(invalid("status goes with error_rate".into()));
+            }
+            if !(1..=60_000).contains(&delay_ms) {
+                return Err(invalid(format!("delay_ms must be 1-60000 (got {delay_ms})")));
+            }
+            Fault::Delay { rate: share("rate", req.rate.unwrap_or(1.0))?, delay_ms }
+        }
+        _ => return Err(invalid("give exactly one of error_rate and delay_ms".into())),
+    };
+    let for_s = req.for_s.unwrap_or(900);
+    if !(1..=86_400).contains(&for_s) {
+        return Err(invalid(format!("for_s must be 1-86400 seconds (got {for_s})")));
+    }
+    let at = bifrost_core::domain::now();
+    Ok(Chaos {
+        deployment: req.deployment.clone(),
+        fault,
+        until: at + chrono::Duration::seconds(for_s as i64),
+        set_by: caller.actor(),
+        at,
+    })
+}
+
+#[utoipa::path(put, path = "/api/v1/projects/{name}/chaos", tag = "projects", request_body = ChaosIn,
+    params(("name" = String, Path, description = "Project name or id")),
+    responses((status = 200, body = ProjectOut, description = "The router injects the fault until it expires or is ended"),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("token" = ["admin"])))]
+pub async fn set_chaos(
+    State(s): State<AppState>,
+    caller: Admin,
+    Path(name): Path<String>,
+    Body(req): Body<ChaosIn>,
+) -> ApiResult<Json<ProjectOut>> {
+    let project = s.ctx.store.get_project(&name).await?;
+    if let Some(id) = &req.deployment {
+        let d = s.ctx.store.get_deployment(id).await?;
+        if d.project_id != project.id {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("deployment {id} belongs to project {}", d.project),
+            ));
+        }
+    }
+    let chaos = chaos_of(&req, &caller)?;
+    let reason = format!("chaos on: {chaos}");
+    let p = s.ctx.store.set_chaos(&project.id, Some(chaos), &reason, caller.actor()).await?;
+    tracing::warn!(project = %p.name, by = %caller.actor(), "{reason}");
+    Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{name}/chaos", tag = "projects",
+    params(("name" = String, Path, description = "Project name or id")),
+    responses((status = 200, body = ProjectOut, description = "No fault is injected any more"),
+              (status = 404, body = ErrorBody)),
+    security(("token" = ["admin"])))]
+pub async fn end_chaos(
+    State(s): State<AppState>,
+    caller: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ProjectOut>> {
+    let project = s.ctx.store.get_project(&name).await?;
+    let p = s.ctx.store.set_chaos(&project.id, None, "chaos off", caller.actor()).await?;
+    tracing::warn!(project = %p.name, by = %caller.actor(), "chaos off");
+    Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
+}

@@ -49,6 +49,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/deployments/{id}/replicas", get(api::replicas))
         .route("/deployments/{id}/health", get(api::health))
         .route("/projects/{name}/rollback", post(api::rollback))
+        .route("/projects/{name}/chaos", axum::routing::put(api::set_chaos).delete(api::end_chaos))
         .route("/events", get(live::all_events))
         .route("/secrets", get(api::list_all_secrets))
         .route("/secrets/{name}", axum::routing::put(api::global_secret_moved).delete(api::global_secret_moved))

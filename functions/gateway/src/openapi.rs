@@ -9,7 +9,7 @@ use super::{api, live, webhook, wire};
 #[openapi(
     info(title = "Bifrost API", description = "Self-service deployments: projects, deployments, webhooks, tokens."),
     paths(
-        api::create_project, api::list_projects, api::get_project, api::delete_project,
+        api::create_project, api::list_projects, api::get_project, api::delete_project, api::set_chaos, api::end_chaos,
         api::create_deployment, api::list_project_deployments, api::list_deployments, api::get_deployment,
         api::deployment_events, api::retry, api::cancel,
         api::dead_letters, api::redrive,
@@ -19,7 +19,7 @@ use super::{api, live, webhook, wire};
         api::list_all_secrets, api::list_secrets, api::set_secret, api::delete_secret, api::health, api::audit,
     ),
     components(schemas(
-        wire::ProjectOut, wire::CreateProject, wire::DeploymentOut, wire::DeploymentDetail, wire::TransitionOut,
+        wire::ProjectOut, wire::ChaosIn, wire::ChaosOut, wire::CreateProject, wire::DeploymentOut, wire::DeploymentDetail, wire::TransitionOut,
         wire::CreateDeployment, wire::CreatedDeployment, wire::SourceOut, wire::ConfigErrorOut, wire::EventOut,
         wire::DeadLetterOut, wire::Redrive, wire::Redriven, wire::TokenOut, wire::CreateToken,
         wire::ValidationOut, wire::WebhookOut, wire::ErrorBody, wire::ErrorDetail,

@@ -19,6 +19,28 @@ impl ProjectOut {
             created_at: rfc3339(&p.created_at),
             webhook_url: format!("{}/api/v1/webhooks/github", public_url.trim_end_matches('/')),
             webhook_secret: if show_secret { p.webhook_secret } else { None },
+            chaos: p.chaos.map(ChaosOut::from),
+        }
+    }
+}
+
+impl From<bifrost_core::domain::Chaos> for ChaosOut {
+    fn from(c: bifrost_core::domain::Chaos) -> Self {
+        use bifrost_core::domain::Fault;
+        let (kind, rate, status, delay_ms) = match c.fault {
+            Fault::Error { rate, status } => ("error", rate, Some(status), None),
+            Fault::Delay { rate, delay_ms } => ("delay", rate, None, Some(delay_ms)),
+        };
+        ChaosOut {
+            kind: kind.into(),
+            rate,
+            status,
+            delay_ms,
+            active: c.active(bifrost_core::domain::now()),
+            summary: c.to_string(),
+            deployment: c.deployment,
+            until: rfc3339(&c.until),
+            set_by: c.set_by.to_string(),
         }
     }
 }

@@ -33,6 +33,51 @@ pub struct ProjectOut {
     /// Only in the answer that creates the project.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    /// Fault injection set with `bifrost chaos` (shown until it is ended;
+    /// `active` is false once it expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<ChaosOut>,
+}
+
+/// `PUT /api/v1/projects/{name}/chaos`: exactly one of `error_rate` and `delay_ms`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosIn {
+    /// Only this deployment's traffic (default: whatever serves the app).
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// Share of requests (0–1] answered with `status` instead of the app.
+    #[serde(default)]
+    pub error_rate: Option<f64>,
+    /// The injected answer's status (400–599, default 500).
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// Delay (1–60,000 ms) before a request reaches the app.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+    /// Share of requests (0–1] delayed (default 1).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// How long until it ends by itself, in seconds (1–86,400, default 900).
+    #[serde(default)]
+    pub for_s: Option<u64>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ChaosOut {
+    /// `error` or `delay`.
+    pub kind: String,
+    pub rate: f64,
+    pub status: Option<u16>,
+    pub delay_ms: Option<u64>,
+    pub deployment: Option<String>,
+    pub until: String,
+    pub set_by: String,
+    pub active: bool,
+    /// In words: "50% of requests answered 500 until …".
+    pub summary: String,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

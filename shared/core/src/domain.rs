@@ -39,6 +39,52 @@ pub struct Project {
     pub created_at: Timestamp,
     /// The deployment currently serving traffic, if any.
     pub live_deployment_id: Option<String>,
+    /// Faults the router injects into the app's traffic (`bifrost chaos`),
+    /// until they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chaos: Option<Chaos>,
+}
+
+/// Fault injection at the router (seed 003's chaos), for one app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Chaos {
+    /// Only this deployment's traffic (default: whatever serves the app).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    pub fault: Fault,
+    /// It ends by itself then.
+    pub until: Timestamp,
+    pub set_by: Actor,
+    pub at: Timestamp,
+}
+
+/// What the router does to a share (`rate`, 0–1) of the app's requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer with `status` instead of asking the app.
+    Error { rate: f64, status: u16 },
+    /// Wait `delay_ms` before asking the app.
+    Delay { rate: f64, delay_ms: u64 },
+}
+
+impl Chaos {
+    pub fn active(&self, at: Timestamp) -> bool {
+        at < self.until
+    }
+}
+
+impl std::fmt::Display for Chaos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.fault {
+            Fault::Error { rate, status } => write!(f, "{:.0}% of requests answered {status}", rate * 100.0)?,
+            Fault::Delay { rate, delay_ms } => write!(f, "{:.0}% of requests delayed {delay_ms} ms", rate * 100.0)?,
+        }
+        if let Some(d) = &self.deployment {
+            write!(f, " (deployment {d})")?;
+        }
+        write!(f, " until {}", self.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -66,6 +112,7 @@ impl Project {
             webhook_secret: p.webhook_secret,
             created_at: now(),
             live_deployment_id: None,
+            chaos: None,
         })
     }
 }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use crate::config::ConfigError;
 use crate::domain::{
-    Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
+    Actor, ApiToken, AuditRecord, Chaos, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
     NewProject, Project, Role, SecretInfo, Source, Timestamp,
 };
 use crate::error::{StoreError, StoreResult};
@@ -131,6 +131,15 @@ pub trait Store: Send + Sync {
     /// Removes the project; its in-flight deployments are cancelled first and
     /// the audit trail is kept.
     async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project>;
+    /// Sets (or, with `None`, ends) the project's fault injection. The live
+    /// deployment's audit trail records it (`reason`), its status unchanged.
+    async fn set_chaos(
+        &self,
+        name_or_id: &str,
+        chaos: Option<Chaos>,
+        reason: &str,
+        actor: Actor,
+    ) -> StoreResult<Project>;
 
     /// Creates a `queued` deployment (and its `deployment.queued` event), and
     /// supersedes the project's in-flight deployments, in one transaction.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bifrost_core::domain::{
-    Actor, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, Source, now, verify_chain,
+    Actor, Chaos, Fault, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, Source, now, verify_chain,
 };
 use bifrost_core::error::StoreError;
 use bifrost_core::ports::{Patch, Store, Transition};
@@ -70,6 +70,7 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) -> Result<(), String> 
     retry_bumps_attempt(&*store, prefix).await?;
     dedupe_and_supersede(&*store, prefix).await?;
     make_live(&*store, prefix).await?;
+    chaos(&*store, prefix).await?;
     tokens(&*store, prefix).await?;
     delete_cancels(&*store, prefix).await?;
     feed_orders_status_and_logs(&*store, prefix).await?;
@@ -262,6 +263,51 @@ pub async fn make_live(store: &dyn Store, prefix: &str) -> Result<(), String> {
     check!(first.status == Status::Superseded, "replaced live deployment is {}", first.status);
     let want = format!("replaced by {} (now live)", ids[1]);
     check!(first.reason.as_deref() == Some(want.as_str()), "replace reason {:?}, want {want:?}", first.reason);
+    Ok(())
+}
+
+/// Fault injection is kept on the project, read back as written, and each
+/// change is a record in the live deployment's audit trail (status
+/// unchanged, the hash chain intact).
+pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}chaos");
+    project(store, &name).await?;
+    let d = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    walk(store, &d.id, &Status::PIPELINE[..6]).await?;
+    let live = Transition::new(&d.id, Status::Running, Status::Healthy, "healthy", Actor::function("verify"))
+        .with_patch(Patch { make_live: true, ..Patch::default() });
+    store.transition(live).await.map_err(|e| e.to_string())?;
+    let at = bifrost_core::domain::now();
+    let c = Chaos {
+        deployment: None,
+        fault: Fault::Error { rate: 0.5, status: 503 },
+        until: at + chrono::Duration::minutes(15),
+        set_by: Actor::token("admin"),
+        at,
+    };
+    let set =
+        store.set_chaos(&name, Some(c.clone()), "chaos: on", Actor::token("admin")).await.map_err(|e| e.to_string())?;
+    check!(set.chaos.as_ref() == Some(&c), "set_chaos answered {:?}", set.chaos);
+    let read = store.get_project(&name).await.map_err(|e| e.to_string())?;
+    check!(
+        read.chaos.as_ref().map(|r| (&r.fault, &r.set_by)) == Some((&c.fault, &c.set_by)),
+        "read back {:?}",
+        read.chaos
+    );
+    store.set_chaos(&name, None, "chaos: off", Actor::token("admin")).await.map_err(|e| e.to_string())?;
+    check!(store.get_project(&name).await.map_err(|e| e.to_string())?.chaos.is_none(), "chaos not cleared");
+    let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
+    let reasons: Vec<&str> = history.iter().map(|r| r.reason.as_str()).collect();
+    check!(reasons.ends_with(&["chaos: on", "chaos: off"]), "audit trail {reasons:?}");
+    for pair in history.windows(2) {
+        check!(pair[1].prev_hash == pair[0].hash, "the audit chain breaks after {:?}", pair[0].reason);
+    }
+    let after = store.get_deployment(&d.id).await.map_err(|e| e.to_string())?;
+    check!(after.status == Status::Healthy, "chaos changed the status to {}", after.status);
+    let moved = store
+        .transition(Transition::new(&d.id, Status::Healthy, Status::Superseded, "next", Actor::function("contract")))
+        .await;
+    check!(moved.is_ok(), "a transition after chaos records failed: {moved:?}");
     Ok(())
 }
 

@@ -206,6 +206,41 @@ impl Store for FirestoreStore {
         docs.iter().map(|d| from_data(&d.data)).collect()
     }
 
+    async fn set_chaos(
+        &self,
+        name_or_id: &str,
+        chaos: Option<Chaos>,
+        reason: &str,
+        actor: Actor,
+    ) -> StoreResult<Project> {
+        self.write(|tx| {
+            let (key, chaos, reason, actor) =
+                (name_or_id.to_string(), chaos.clone(), reason.to_string(), actor.clone());
+            async move {
+                let doc =
+                    tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
+                let mut project: Project = from_data(&doc.data)?;
+                project.chaos = chaos;
+                if let Some(live) = &project.live_deployment_id {
+                    let ddoc = tx.get_deployment(live).await?;
+                    let d = deployment_of(&ddoc)?;
+                    let at = now();
+                    let entry =
+                        AuditEntry { at: &at, actor: &actor, from: Some(d.status), to: d.status, reason: &reason };
+                    let hash = tx.append_audit(&d, &ddoc.audit_head, entry).await?;
+                    let col = tx.cols.deployments.clone();
+                    tx.set(&col, &d.id, &deployment_doc(&d, &hash)?)?;
+                }
+                let col = tx.cols.projects.clone();
+                let doc = ProjectDoc { id: project.id.clone(), name: project.name.clone(), data: to_data(&project)? };
+                tx.set(&col, &project.id, &doc)?;
+                Ok(project)
+            }
+            .boxed()
+        })
+        .await
+    }
+
     async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project> {
         let deleted = self
             .write(|tx| {

@@ -320,6 +320,40 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_chaos(
+        &self,
+        name_or_id: &str,
+        chaos: Option<Chaos>,
+        reason: &str,
+        actor: Actor,
+    ) -> StoreResult<Project> {
+        let (key, reason) = (name_or_id.to_string(), reason.to_string());
+        self.run(move |inner| {
+            inner.write(move |tx, _| {
+                let mut project = get_project_tx(tx, &key)?;
+                let json = chaos.as_ref().map(to_json).transpose()?;
+                exec(tx, "UPDATE projects SET chaos = ?1 WHERE id = ?2", params![json, project.id]).map_err(backend)?;
+                if let Some(live) = &project.live_deployment_id {
+                    let (d, head): (Deployment, String) = row(
+                        tx,
+                        &format!("SELECT {DEPLOYMENT_COLS}, audit_head FROM deployments WHERE id = ?1"),
+                        [live],
+                        |r| Ok((deployment_row(r)?, r.get(15)?)),
+                    )
+                    .map_err(backend)?;
+                    let entry =
+                        AuditEntry { at: &now(), actor: &actor, from: Some(d.status), to: d.status, reason: &reason };
+                    let hash = append_audit(tx, &d, &head, entry)?;
+                    exec(tx, "UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id])
+                        .map_err(backend)?;
+                }
+                project.chaos = chaos;
+                Ok(project)
+            })
+        })
+        .await
+    }
+
     async fn create_deployment(&self, new: NewDeployment) -> StoreResult<Created> {
         let store = self.clone();
         self.run(move |_| store.create_deployment_blocking(new)).await

@@ -4,7 +4,10 @@
 use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
+
+/// Schema 4: a project's fault injection (JSON), `bifrost chaos`.
+pub(super) const MIGRATION_4: &str = "ALTER TABLE projects ADD COLUMN chaos TEXT;";
 
 /// Schema 2: sidecar health reports.
 pub(super) const MIGRATION_2: &str = "
@@ -70,6 +73,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     if version < 3 {
         tx.execute_batch(MIGRATION_3).map_err(backend)?;
         migrate_secrets(&tx)?;
+    }
+    if version < 4 {
+        tx.execute_batch(MIGRATION_4).map_err(backend)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(backend)?;
