@@ -130,6 +130,7 @@ async fn plaintext_secrets_of_an_older_data_dir_are_migrated_and_sealed_in_place
             "INSERT INTO secrets VALUES ('unused', 'nobody-uses-me', '2026-01-01T00:00:00Z')",
             "DROP TABLE project_secrets",
             "ALTER TABLE tokens DROP COLUMN project_id",
+            "ALTER TABLE projects DROP COLUMN chaos",
             "UPDATE projects SET webhook_secret = 'plain-hook'",
             "PRAGMA user_version = 2",
         ] {
