@@ -4,68 +4,34 @@
 //! Run the JSON logger turns the same fields into Cloud Logging's
 //! `httpRequest`. Filter it with BIFROST_LOG.
 
-use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::http::{Request, Response};
-use tower::{Layer, Service};
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct AccessLogLayer;
-
-impl<S> Layer<S> for AccessLogLayer {
-    type Service = AccessLog<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+layer!(AccessLogLayer => AccessLog, |self, req| {
+    // Skip the formatting work entirely when nobody listens.
+    if !tracing::enabled!(target: "bifrost::access", tracing::Level::INFO) {
+        return Box::pin(self.inner.call(req));
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct AccessLog<S> {
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for AccessLog<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        // Skip the formatting work entirely when nobody listens.
-        if !tracing::enabled!(target: "bifrost::access", tracing::Level::INFO) {
-            return Box::pin(self.inner.call(req));
-        }
-        let start = Instant::now();
-        let method = req.method().clone();
-        let target = req.extensions().get::<crate::AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
-        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-        let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-        let request_id = text(crate::X_REQUEST_ID);
-        let user_agent = text(axum::http::header::USER_AGENT);
-        let remote_ip = crate::peer_ip(&req).map(|ip| ip.to_string()).unwrap_or_default();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            let deployment =
-                resp.headers().get("x-bifrost-deployment").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
-            let upstream = resp.extensions().get::<crate::Upstream>().map_or("-".to_string(), |u| u.0.to_string());
-            let status = resp.status().as_u16();
-            let seconds = start.elapsed().as_secs_f64();
-            tracing::info!(
-                target: "bifrost::access",
-                app = %target, %method, %path, status, seconds, %deployment, %request_id, %remote_ip, %user_agent,
-                "{status} | {seconds:.3}s | {upstream} | {method} {path}"
-            );
-            Ok(resp)
-        })
-    }
-}
+    let start = Instant::now();
+    let method = req.method().clone();
+    let target = req.extensions().get::<crate::AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let text = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+    let request_id = text(crate::X_REQUEST_ID);
+    let user_agent = text(axum::http::header::USER_AGENT);
+    let remote_ip = crate::peer_ip(&req).map(|ip| ip.to_string()).unwrap_or_default();
+    let fut = self.inner.call(req);
+    Box::pin(async move {
+        let resp = fut.await?;
+        let deployment =
+            resp.headers().get("x-bifrost-deployment").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+        let upstream = resp.extensions().get::<crate::Upstream>().map_or("-".to_string(), |u| u.0.to_string());
+        let status = resp.status().as_u16();
+        let seconds = start.elapsed().as_secs_f64();
+        tracing::info!(
+            target: "bifrost::access",
+            app = %target, %method, %path, status, seconds, %deployment, %request_id, %remote_ip, %user_agent,
+            "{status} | {seconds:.3}s | {upstream} | {method} {path}"
+        );
+        Ok(resp)
+    })
+});

@@ -5,12 +5,9 @@
 //! counted as the deployment's own errors, so analysis sees them as such.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
-use tower::{Layer, Service};
+use axum::http::StatusCode;
 
 use crate::{AppTarget, Route, error};
 
@@ -47,69 +44,43 @@ fn draw() -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ChaosLayer;
-
-impl<S> Layer<S> for ChaosLayer {
-    type Service = ChaosService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        ChaosService { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct ChaosService<S> {
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for ChaosService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = crate::BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let rule = req.extensions().get::<Route>().and_then(|r| {
-            let c = r.chaos.as_ref()?;
-            let applies = SystemTime::now() < c.until && c.deployment.as_ref().is_none_or(|d| *d == r.deployment_id);
-            applies.then(|| c.fault.clone())
-        });
-        match rule {
-            Some(FaultRule::Error { rate, status }) if draw() < rate => {
-                let app = req.extensions().get::<AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
-                let deployment = req.extensions().get::<Route>().map(|r| r.deployment_id.clone());
-                let mut resp = error(status, "injected_fault", "fault injected by bifrost chaos".into(), &app);
-                resp.extensions_mut().insert(Injected);
-                if let Some(v) = deployment.and_then(|d| axum::http::HeaderValue::from_str(&d).ok()) {
-                    resp.headers_mut().insert("x-bifrost-deployment", v);
-                }
-                Box::pin(async move { Ok(resp) })
+layer!(ChaosLayer => ChaosService, |self, req| {
+    let rule = req.extensions().get::<Route>().and_then(|r| {
+        let c = r.chaos.as_ref()?;
+        let applies = SystemTime::now() < c.until && c.deployment.as_ref().is_none_or(|d| *d == r.deployment_id);
+        applies.then(|| c.fault.clone())
+    });
+    match rule {
+        Some(FaultRule::Error { rate, status }) if draw() < rate => {
+            let app = req.extensions().get::<AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
+            let deployment = req.extensions().get::<Route>().map(|r| r.deployment_id.clone());
+            let mut resp = error(status, "injected_fault", "fault injected by bifrost chaos".into(), &app);
+            resp.extensions_mut().insert(Injected);
+            if let Some(v) = deployment.and_then(|d| axum::http::HeaderValue::from_str(&d).ok()) {
+                resp.headers_mut().insert("x-bifrost-deployment", v);
             }
-            Some(FaultRule::Delay { rate, delay }) if draw() < rate => {
-                let fut = self.inner.call(req);
-                Box::pin(async move {
-                    tokio::time::sleep(delay).await;
-                    fut.await
-                })
-            }
-            _ => Box::pin(self.inner.call(req)),
+            Box::pin(async move { Ok(resp) })
         }
+        Some(FaultRule::Delay { rate, delay }) if draw() < rate => {
+            let fut = self.inner.call(req);
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                fut.await
+            })
+        }
+        _ => Box::pin(self.inner.call(req)),
     }
-}
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::TrafficRules;
+    use axum::body::Body;
+    use axum::http::{Request, Response};
     use std::convert::Infallible;
     use std::sync::Arc;
+    use tower::Layer;
     use tower::ServiceExt;
 
     async fn statuses(chaos: Option<ChaosRule>, n: usize) -> Vec<u16> {

@@ -12,6 +12,47 @@
 //!
 //! The router knows nothing of stores or runtimes: it asks a [`Routes`].
 
+/// A layer that needs no state of its own: the `Layer`, the service
+/// wrapping `inner`, and the `Service` impl (readiness from `inner`, boxed
+/// future); only `call` is the layer's own.
+macro_rules! layer {
+    ($(#[$doc:meta])* $layer:ident => $service:ident, |$this:ident, $req:pat_param| $call:block) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default)]
+        pub struct $layer;
+
+        impl<S> tower::Layer<S> for $layer {
+            type Service = $service<S>;
+            fn layer(&self, inner: S) -> Self::Service {
+                $service { inner }
+            }
+        }
+
+        #[derive(Clone, Debug)]
+        pub struct $service<S> {
+            inner: S,
+        }
+
+        impl<S> tower::Service<axum::http::Request<axum::body::Body>> for $service<S>
+        where
+            S: tower::Service<axum::http::Request<axum::body::Body>, Response = axum::http::Response<axum::body::Body>>
+                + Send
+                + 'static,
+            S::Future: Send + 'static,
+        {
+            type Response = axum::http::Response<axum::body::Body>;
+            type Error = S::Error;
+            type Future = crate::BoxFuture<Result<axum::http::Response<axum::body::Body>, S::Error>>;
+
+            fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+                self.inner.poll_ready(cx)
+            }
+
+            fn call(&mut $this, $req: axum::http::Request<axum::body::Body>) -> Self::Future $call
+        }
+    };
+}
+
 mod access_log;
 pub mod chaos;
 mod header_rules;

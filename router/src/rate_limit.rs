@@ -3,12 +3,9 @@
 //! httpapi draft's `RateLimit-Limit` / `-Remaining` / `-Reset`; one under it
 //! goes on and its response carries the same three headers.
 
-use std::task::{Context, Poll};
-
 use axum::body::Body;
 use axum::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use axum::http::{HeaderMap, Request, Response, StatusCode};
-use tower::{Layer, Service};
+use axum::http::{HeaderMap, Request, StatusCode};
 
 use crate::traffic::{LimitKey, Verdict};
 use crate::{AppTarget, Route, error};
@@ -16,21 +13,6 @@ use crate::{AppTarget, Route, error};
 const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RateLimitLayer;
-
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimit { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct RateLimit<S> {
-    inner: S,
-}
 
 /// The count a request is charged to.
 fn key_of(req: &Request<Body>, key: &LimitKey) -> String {
@@ -48,51 +30,37 @@ fn put(headers: &mut HeaderMap, name: HeaderName, n: u64) {
     headers.insert(name, HeaderValue::from(n));
 }
 
-impl<S> Service<Request<Body>> for RateLimit<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = crate::BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let Some(route) = req.extensions().get::<Route>() else { return Box::pin(self.inner.call(req)) };
-        let Some(rule) = &route.traffic.spec().rate else { return Box::pin(self.inner.call(req)) };
-        match route.traffic.check(&key_of(&req, &rule.key)) {
-            Verdict::Unlimited => Box::pin(self.inner.call(req)),
-            Verdict::Limited { limit, retry_after_s } => {
-                let app = req.extensions().get::<AppTarget>().map(|t| t.app.as_str()).unwrap_or_default();
-                let mut resp = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("app {app:?} allows {} requests; retry in {retry_after_s}s", rule.text),
-                    app,
-                );
+layer!(RateLimitLayer => RateLimit, |self, req| {
+    let Some(route) = req.extensions().get::<Route>() else { return Box::pin(self.inner.call(req)) };
+    let Some(rule) = &route.traffic.spec().rate else { return Box::pin(self.inner.call(req)) };
+    match route.traffic.check(&key_of(&req, &rule.key)) {
+        Verdict::Unlimited => Box::pin(self.inner.call(req)),
+        Verdict::Limited { limit, retry_after_s } => {
+            let app = req.extensions().get::<AppTarget>().map(|t| t.app.as_str()).unwrap_or_default();
+            let mut resp = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("app {app:?} allows {} requests; retry in {retry_after_s}s", rule.text),
+                app,
+            );
+            let h = resp.headers_mut();
+            put(h, RETRY_AFTER, retry_after_s);
+            put(h, LIMIT, u64::from(limit));
+            put(h, REMAINING, 0);
+            put(h, RESET, retry_after_s);
+            resp.extensions_mut().insert(crate::metrics::RateLimited);
+            Box::pin(async move { Ok(resp) })
+        }
+        Verdict::Allowed { limit, remaining, reset_s } => {
+            let fut = self.inner.call(req);
+            Box::pin(async move {
+                let mut resp = fut.await?;
                 let h = resp.headers_mut();
-                put(h, RETRY_AFTER, retry_after_s);
                 put(h, LIMIT, u64::from(limit));
-                put(h, REMAINING, 0);
-                put(h, RESET, retry_after_s);
-                resp.extensions_mut().insert(crate::metrics::RateLimited);
-                Box::pin(async move { Ok(resp) })
-            }
-            Verdict::Allowed { limit, remaining, reset_s } => {
-                let fut = self.inner.call(req);
-                Box::pin(async move {
-                    let mut resp = fut.await?;
-                    let h = resp.headers_mut();
-                    put(h, LIMIT, u64::from(limit));
-                    put(h, REMAINING, u64::from(remaining));
-                    put(h, RESET, reset_s);
-                    Ok(resp)
-                })
-            }
+                put(h, REMAINING, u64::from(remaining));
+                put(h, RESET, reset_s);
+                Ok(resp)
+            })
         }
     }
-}
+});

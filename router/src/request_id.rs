@@ -4,12 +4,8 @@
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use axum::body::Body;
 use axum::http::header::{HeaderName, HeaderValue};
-use axum::http::{Request, Response};
-use tower::{Layer, Service};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -32,48 +28,19 @@ fn new_id() -> HeaderValue {
     HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RequestIdLayer;
-
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestId<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestId { inner }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct RequestId<S> {
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for RequestId<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = crate::BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let id = match req.headers().get(X_REQUEST_ID) {
-            Some(v) if valid(v) => v.clone(),
-            _ => new_id(),
-        };
-        req.headers_mut().insert(X_REQUEST_ID, id.clone());
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            resp.headers_mut().insert(X_REQUEST_ID, id);
-            Ok(resp)
-        })
-    }
-}
+layer!(RequestIdLayer => RequestId, |self, mut req| {
+    let id = match req.headers().get(X_REQUEST_ID) {
+        Some(v) if valid(v) => v.clone(),
+        _ => new_id(),
+    };
+    req.headers_mut().insert(X_REQUEST_ID, id.clone());
+    let fut = self.inner.call(req);
+    Box::pin(async move {
+        let mut resp = fut.await?;
+        resp.headers_mut().insert(X_REQUEST_ID, id);
+        Ok(resp)
+    })
+});
 
 #[cfg(test)]
 mod tests {

@@ -9,12 +9,10 @@
 //! changes.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
+use axum::http::Request;
 use axum::http::header::{COOKIE, HeaderValue, SET_COOKIE};
-use axum::http::{Request, Response};
-use tower::{Layer, Service};
 
 use crate::{AppTarget, Route};
 
@@ -73,66 +71,39 @@ pub fn second_side(app: &str, key: &str, weight: u8) -> bool {
     fnv1a(&[app.as_bytes(), key.as_bytes()]) % 100 < u64::from(weight.min(100))
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SplitLayer;
-
-impl<S> Layer<S> for SplitLayer {
-    type Service = SplitService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        SplitService { inner }
+layer!(SplitLayer => SplitService, |self, mut req| {
+    let Some(split) = req.extensions().get::<Route>().and_then(|r| r.split.clone()) else {
+        return Box::pin(self.inner.call(req));
+    };
+    let app = req.extensions().get::<AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
+    let (key, had_cookie) = client_key(&req);
+    if second_side(&app, &key, split.weight)
+        && let Some(route) = req.extensions_mut().get_mut::<Route>()
+    {
+        route.deployment_id = split.deployment_id.clone();
+        route.endpoints = split.endpoints.clone();
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct SplitService<S> {
-    inner: S,
-}
-
-impl<S> Service<Request<Body>> for SplitService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = crate::BoxFuture<Result<Response<Body>, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let Some(split) = req.extensions().get::<Route>().and_then(|r| r.split.clone()) else {
-            return Box::pin(self.inner.call(req));
-        };
-        let app = req.extensions().get::<AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
-        let (key, had_cookie) = client_key(&req);
-        if second_side(&app, &key, split.weight)
-            && let Some(route) = req.extensions_mut().get_mut::<Route>()
+    let fut = self.inner.call(req);
+    Box::pin(async move {
+        let mut resp = fut.await?;
+        if !had_cookie
+            && let Ok(v) = HeaderValue::from_str(&format!(
+                "{VARIANT_COOKIE}={key}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
+            ))
         {
-            route.deployment_id = split.deployment_id.clone();
-            route.endpoints = split.endpoints.clone();
+            resp.headers_mut().append(SET_COOKIE, v);
         }
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            if !had_cookie
-                && let Ok(v) = HeaderValue::from_str(&format!(
-                    "{VARIANT_COOKIE}={key}; Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
-                ))
-            {
-                resp.headers_mut().append(SET_COOKIE, v);
-            }
-            Ok(resp)
-        })
-    }
-}
+        Ok(resp)
+    })
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::TrafficRules;
+    use axum::http::Response;
     use std::convert::Infallible;
+    use tower::Layer;
     use tower::ServiceExt;
 
     #[test]
