@@ -68,6 +68,10 @@ resource "google_cloud_run_v2_service" "functions" {
         value = google_storage_bucket.data["sources"].name
       }
       env {
+        name  = "BIFROST_SCRIPTS_BUCKET"
+        value = google_storage_bucket.data["scripts"].name
+      }
+      env {
         name  = "BIFROST_API_URL"
         value = "https://bifrost-gateway-${data.google_project.this.number}.${var.region}.run.app"
       }

@@ -27,8 +27,8 @@ resource "google_storage_bucket" "access_logs" {
 # sources: uploaded sources (`bifrost deploy` of a directory) and build
 # contexts, kept 30 days. build-logs: the logs Cloud Build writes
 # (log-<build>.txt), which the build function streams into the deployment's
-# log, kept 30 days. scripts: routing scripts ([traffic] script) the routers
-# load, kept.
+# log, kept 30 days. scripts: routing scripts pushed live (`bifrost scripts
+# push`; the gateway writes them, the routers load them), kept.
 locals {
   data_buckets = {
     sources      = { delete_after_days = 30 }
@@ -93,5 +93,5 @@ resource "google_storage_bucket_iam_member" "builds" {
 resource "google_storage_bucket_iam_member" "scripts_writer" {
   bucket = google_storage_bucket.data["scripts"].name
   role   = "roles/storage.objectAdmin"
-  member = "serviceAccount:${google_service_account.function["deploy"].email}"
+  member = "serviceAccount:${google_service_account.function["gateway"].email}"
 }

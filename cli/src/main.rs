@@ -7,6 +7,7 @@ mod commands;
 mod follow;
 mod output;
 mod routes;
+mod scripts;
 mod serve_static;
 mod up;
 
@@ -142,6 +143,10 @@ enum Command {
     /// Manage projects' secrets, used by [env] entries (deployer).
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// An app's routing script (Lua, docs/scripts.md): push a version live
+    /// without a redeploy, list versions, roll back (deployer).
+    #[command(subcommand)]
+    Scripts(ScriptsCmd),
     /// Inspect events.
     #[command(subcommand)]
     Events(EventsCmd),
@@ -198,6 +203,22 @@ enum EventsCmd {
         redrive: bool,
         /// Dead letter ids (as listed) to redrive.
         ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ScriptsCmd {
+    /// Compile FILE, dry-run it on a synthetic request, and run it for APP
+    /// (refused with the Lua error and line if either fails).
+    Push { project: String, file: PathBuf },
+    /// The versions (who, when, sha256, state) and their errors in the router.
+    List { project: String },
+    /// Run an earlier version (default: the one before the running one;
+    /// --to 0: none pushed, the deployment's own script).
+    Rollback {
+        project: String,
+        #[arg(long)]
+        to: Option<u32>,
     },
 }
 
@@ -337,6 +358,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let fault = commands::ChaosArgs { deployment, error_rate, status, delay, rate, for_ };
             commands::chaos(&api, json, &project, (!recover).then_some(fault)).await
         }
+        Command::Scripts(sc) => match sc {
+            ScriptsCmd::Push { project, file } => scripts::push(&api, json, &project, &file).await,
+            ScriptsCmd::List { project } => scripts::list(&api, json, &project).await,
+            ScriptsCmd::Rollback { project, to } => scripts::rollback(&api, json, &project, to).await,
+        },
         Command::Secrets(sc) => match sc {
             SecretsCmd::Set { name, project, value } => commands::secrets_set(&api, &project, &name, value).await,
             SecretsCmd::List { project } => commands::secrets_list(&api, json, project.as_deref()).await,

@@ -8,15 +8,31 @@ use std::sync::{Arc, RwLock};
 use bifrost_core::config::{RateLimitKey, Traffic};
 use bifrost_core::domain::FeedKind;
 use bifrost_core::ports::Store;
+use bifrost_core::scripts::Scripts;
 use bifrost_local::ProcessRuntime;
 use bifrost_router::traffic::{HeaderRules, LimitKey, RateRule, TrafficSpec};
-use bifrost_router::{ChaosRule, FaultRule, Route, Routes, TrafficRules};
+use bifrost_router::{ChaosRule, FaultRule, Route, Routes, ScriptReports, TrafficRules};
+use bifrost_scripts::{Limits, Script, ScriptError};
 
-/// The live deployment of an app and its compiled traffic rules.
-type Live = (Arc<str>, Arc<TrafficRules>);
+/// The router's reports of failed script runs, kept for `bifrost scripts list`.
+pub struct Reports(pub Arc<Scripts>);
+
+impl ScriptReports for Reports {
+    fn report(&self, app: &str, script: &Script, error: &ScriptError) {
+        self.0.report_error(app, &script.sha256, &error.message, error.line);
+    }
+}
+
+/// The live deployment of an app, its compiled traffic rules and its own
+/// `[traffic] script`.
+type Live = (Arc<str>, Arc<TrafficRules>, Option<Arc<Script>>);
 
 pub struct EmbeddedRoutes {
     live: RwLock<HashMap<String, Live>>,
+    /// Scripts pushed live (`bifrost scripts push`), which run instead of
+    /// the deployment's own; re-read when the index moves (polled every second).
+    pushed: RwLock<HashMap<String, Arc<Script>>>,
+    scripts: Arc<Scripts>,
     /// Each app's fault injection, re-read every second (it changes by API
     /// call, not by a deployment's feed).
     chaos: RwLock<HashMap<String, ChaosRule>>,
@@ -73,16 +89,23 @@ pub fn traffic_spec(t: &Traffic) -> TrafficSpec {
 
 impl EmbeddedRoutes {
     /// Loads the live deployments and keeps following the store.
-    pub async fn start(store: Arc<dyn Store>, runtime: ProcessRuntime) -> anyhow::Result<Arc<EmbeddedRoutes>> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        runtime: ProcessRuntime,
+        scripts: Arc<Scripts>,
+    ) -> anyhow::Result<Arc<EmbeddedRoutes>> {
         let mut feed = store.subscribe();
         let routes = Arc::new(EmbeddedRoutes {
             live: RwLock::new(HashMap::new()),
+            pushed: RwLock::new(HashMap::new()),
+            scripts,
             chaos: RwLock::new(HashMap::new()),
             runtime,
             store: store.clone(),
         });
         let projects = store.list_projects().await?;
         routes.set_chaos(&projects);
+        let mut scripts_seen = routes.load_pushed(None).await;
         for p in projects {
             routes.set(&p.name, p.live_deployment_id.as_deref()).await;
         }
@@ -91,6 +114,7 @@ impl EmbeddedRoutes {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
+                scripts_seen = r.load_pushed(scripts_seen).await;
                 match s.list_projects().await {
                     Ok(projects) => r.set_chaos(&projects),
                     Err(e) => tracing::debug!(error = %e, "re-reading projects' chaos failed"),
@@ -122,6 +146,44 @@ impl EmbeddedRoutes {
         Ok(routes)
     }
 
+    /// Re-reads the pushed scripts if their index moved since `seen`;
+    /// returns the generation now loaded.
+    async fn load_pushed(&self, seen: Option<i64>) -> Option<i64> {
+        let generation = match self.scripts.generation().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the routing scripts' index failed");
+                return seen;
+            }
+        };
+        if seen == Some(generation) {
+            return seen;
+        }
+        let running = match self.scripts.running().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the pushed routing scripts failed");
+                return seen;
+            }
+        };
+        let current = self.pushed.read().map(|m| m.clone()).unwrap_or_default();
+        let next: HashMap<String, Arc<Script>> = running
+            .into_iter()
+            .map(|(app, (r, text))| {
+                // The same text keeps its compiled states on every thread.
+                let kept = current.get(&app).filter(|s| s.sha256 == r.sha256).cloned();
+                let script = kept.unwrap_or_else(|| {
+                    Arc::new(Script::new(&format!("{app}@v{}", r.version), &text, Limits::default()))
+                });
+                (app, script)
+            })
+            .collect();
+        if let Ok(mut m) = self.pushed.write() {
+            *m = next;
+        }
+        Some(generation)
+    }
+
     fn set_chaos(&self, projects: &[bifrost_core::domain::Project]) {
         let now = bifrost_core::domain::now();
         let rules: HashMap<String, ChaosRule> = projects
@@ -141,34 +203,44 @@ impl EmbeddedRoutes {
             return;
         };
         let current = self.live.read().ok().and_then(|m| m.get(app).cloned());
-        if current.as_ref().is_some_and(|(d, _)| &**d == id) {
+        if current.as_ref().is_some_and(|(d, _, _)| &**d == id) {
             return;
         }
         // The deployment's snapshotted config; one that cannot be read
         // routes without rules rather than not at all.
-        let spec = match self.store.get_deployment(id).await {
-            Ok(d) => d.config.map(|c| traffic_spec(&c.config.traffic)).unwrap_or_default(),
+        let (spec, script) = match self.store.get_deployment(id).await {
+            Ok(d) => match d.config {
+                Some(c) => {
+                    let script = c.script.as_deref().map(|text| {
+                        let name = c.config.traffic.script.as_deref().unwrap_or("script.lua");
+                        Arc::new(Script::new(name, text, Limits::default()))
+                    });
+                    (traffic_spec(&c.config.traffic), script)
+                }
+                None => (TrafficSpec::default(), None),
+            },
             Err(e) => {
                 tracing::warn!(app, deployment = id, error = %e, "reading the live deployment's [traffic] failed");
-                TrafficSpec::default()
+                (TrafficSpec::default(), None)
             }
         };
         // The same rules keep the app's limiter and its counts.
         let rules = match current {
-            Some((_, rules)) if *rules.spec() == spec => rules,
+            Some((_, rules, _)) if *rules.spec() == spec => rules,
             _ => Arc::new(TrafficRules::new(spec)),
         };
         if let Ok(mut m) = self.live.write() {
-            m.insert(app.to_string(), (Arc::from(id), rules));
+            m.insert(app.to_string(), (Arc::from(id), rules, script));
         }
     }
 }
 
 impl Routes for EmbeddedRoutes {
     fn route(&self, app: &str) -> Option<Route> {
-        let (deployment_id, traffic) = self.live.read().ok()?.get(app)?.clone();
+        let (deployment_id, traffic, own_script) = self.live.read().ok()?.get(app)?.clone();
         let endpoints = self.runtime.endpoints(&deployment_id);
         let chaos = self.chaos.read().ok().and_then(|m| m.get(app).cloned());
-        Some(Route { deployment_id, endpoints, traffic, split: None, chaos })
+        let script = self.pushed.read().ok().and_then(|m| m.get(app).cloned()).or(own_script);
+        Some(Route { deployment_id, endpoints, traffic, split: None, chaos, script })
     }
 }

@@ -272,6 +272,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(bifrost_functions::metrics::Metrics::new());
     let router_metrics = Arc::new(bifrost_router::RouterMetrics::default());
     metrics.register(|r| router_metrics.register(r));
+    // Routing scripts pushed live, kept in the data dir.
+    let scripts =
+        Arc::new(bifrost_core::scripts::Scripts::new(Arc::new(bifrost_local::DirBlobs::new(data_dir.join("scripts")))));
     let ctx = Ctx {
         health: tokio::sync::broadcast::channel(1024).0,
         store: store_dyn.clone(),
@@ -291,6 +294,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ..Settings::default()
         },
         metrics: metrics.clone(),
+        scripts: scripts.clone(),
     };
     metrics.seed(&store_dyn.deployments_in(&bifrost_core::Status::ALL).await?);
     follow_for_metrics(&ctx);
@@ -334,9 +338,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         public_origin: Some(public_url.clone()),
     });
     let api = api.merge(web);
-    let routes = EmbeddedRoutes::start(store_dyn.clone(), runtime.clone()).await?;
-    let router_config =
-        RouterConfig { domain: args.app_domain.clone(), metrics: router_metrics, ..RouterConfig::default() };
+    let routes = EmbeddedRoutes::start(store_dyn.clone(), runtime.clone(), scripts.clone()).await?;
+    let router_config = RouterConfig {
+        domain: args.app_domain.clone(),
+        metrics: router_metrics,
+        script_reports: Some(Arc::new(crate::routes::Reports(scripts.clone()))),
+        ..RouterConfig::default()
+    };
     let apps = bifrost_router::service(routes.clone(), router_config.clone());
     // One listener: requests for <app>.<domain> go to the router, everything
     // else to the API and dashboard. Apps are never served on the

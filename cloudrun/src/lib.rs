@@ -27,13 +27,14 @@ use axum::Router;
 use axum::routing::{get, post};
 use bifrost_core::events::{Outcome, PushEnvelope};
 use bifrost_core::ports::{Builder, PushHandler, Sources, Store};
+use bifrost_core::scripts::Blobs;
 use bifrost_functions::driver::{DEAD_LETTER_PUSH, Function, drive_dead_letter};
 use bifrost_functions::logs::{LogLimits, LogWriter};
 use bifrost_functions::{Ctx, Functions, Settings};
 use bifrost_gcp::cloud_build::{CloudBuildBuilder, CloudBuildConfig, GoogleCredentials, NoCredentials, TokenSource};
 use bifrost_gcp::gke_runtime::{GkeRuntime, GkeSettings};
 use bifrost_gcp::pubsub::PubSubBus;
-use bifrost_gcp::storage::{Gcs, GcsSources};
+use bifrost_gcp::storage::{Gcs, GcsBlobs, GcsSources};
 use bifrost_gcp::{FirestoreConfig, FirestoreStore};
 use bifrost_sources::GitSources;
 
@@ -135,8 +136,14 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
         }
         _ => None,
     };
+    // Routing scripts pushed live: the scripts bucket (the gateway writes).
+    let scripts = match (env("BIFROST_SCRIPTS_BUCKET"), &gcs) {
+        (Some(bucket), Some((gcs, _))) => Arc::new(GcsBlobs::new(gcs.clone(), &bucket)) as Arc<dyn Blobs>,
+        _ => Arc::new(unconfigured::Unconfigured("routing scripts (BIFROST_SCRIPTS_BUCKET)")) as Arc<dyn Blobs>,
+    };
     let ctx = Ctx {
         metrics: Default::default(),
+        scripts: Arc::new(bifrost_core::scripts::Scripts::new(scripts)),
         keys,
         health: tokio::sync::broadcast::channel(1024).0,
         store,

@@ -41,3 +41,13 @@ impl Runtime for Unconfigured {
         vec![]
     }
 }
+
+#[async_trait]
+impl bifrost_core::scripts::Blobs for Unconfigured {
+    async fn get(&self, _key: &str) -> Result<Option<(Vec<u8>, i64)>, String> {
+        Err(self.why())
+    }
+    async fn put(&self, _key: &str, _bytes: Vec<u8>) -> Result<i64, String> {
+        Err(self.why())
+    }
+}

@@ -43,6 +43,8 @@ pub struct Ctx {
     pub settings: Settings,
     /// The Prometheus registry and the platform's metrics in it.
     pub metrics: Arc<metrics::Metrics>,
+    /// Routing scripts pushed live (`bifrost scripts`).
+    pub scripts: Arc<bifrost_core::scripts::Scripts>,
 }
 
 impl Ctx {

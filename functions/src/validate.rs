@@ -95,10 +95,47 @@ async fn check(ctx: &Ctx, d: &Deployment, project: &str) -> Result<Verdict, Stri
             config::attach_source_lines(&text, &mut errors);
             Verdict::Invalid(errors)
         }
-        Ok(cfg) => Verdict::Valid(Box::new(ConfigSnapshot { source: text, config: cfg })),
+        Ok(cfg) => match read_script(ctx, d, &cfg, &text).await? {
+            Ok(script) => Verdict::Valid(Box::new(ConfigSnapshot { source: text, config: cfg, script })),
+            Err(error) => {
+                let mut errors = vec![error];
+                config::attach_source_lines(&text, &mut errors);
+                Verdict::Invalid(errors)
+            }
+        },
         Err(mut errors) => {
             config::attach_source_lines(&text, &mut errors);
             Verdict::Invalid(errors)
         }
+    })
+}
+
+/// `[traffic] script`'s text at the deployment's commit, compiled: a
+/// missing file or a Lua syntax error is a deploy.toml error at the
+/// `script` line (with the Lua line in the message). `Err` outside is a
+/// transient problem worth retrying.
+async fn read_script(
+    ctx: &Ctx,
+    d: &Deployment,
+    cfg: &config::DeployConfig,
+    toml: &str,
+) -> Result<Result<Option<String>, ConfigError>, String> {
+    let Some(path) = cfg.traffic.script.as_deref() else { return Ok(Ok(None)) };
+    let at = |expected: &str, found: &str| config::error_at(toml, "traffic", "script", expected, found);
+    let text = match ctx.sources.read_file(&d.source, path).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(Err(at("a Lua file in the repository", &format!("no file {path:?} at this commit")))),
+        Err(SourceError::Unavailable(e)) => return Err(e),
+        Err(SourceError::NotFound(e) | SourceError::Invalid(e)) => return Ok(Err(at("a readable Lua file", &e))),
+    };
+    if text.len() > bifrost_core::scripts::MAX_SCRIPT_BYTES {
+        return Ok(Err(at(
+            &format!("a script of at most {} bytes", bifrost_core::scripts::MAX_SCRIPT_BYTES),
+            &format!("{} bytes", text.len()),
+        )));
+    }
+    Ok(match bifrost_scripts::compile(path, &text) {
+        Ok(()) => Ok(Some(text)),
+        Err(e) => Err(at("a Lua script that compiles", &e.message)),
     })
 }

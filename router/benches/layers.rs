@@ -35,6 +35,7 @@ fn route() -> Route {
         traffic: Arc::new(TrafficRules::new(spec)),
         split: Some(Split { deployment_id: Arc::from("01canary"), endpoints: vec![], weight: 10 }),
         chaos: None,
+        script: None,
     }
 }
 

@@ -96,6 +96,7 @@ mod tests {
                 traffic: Arc::new(TrafficRules::default()),
                 split: None,
                 chaos: chaos.clone(),
+                script: None,
             });
             out.push(svc.oneshot(req).await.expect("infallible").status().as_u16());
         }

@@ -3,7 +3,8 @@
 //! live deployment, through a pooled keep-alive client. Built as a tower
 //! stack, one layer per job, stacked in [`service`]: request id → access
 //! log → (the app and its route, looked up once) → split → metrics → rate
-//! limit → header rules → chaos → proxy. Traffic splits and scripts slot in as layers of their own.
+//! (script) → split → metrics → rate
+//! limit → header rules → chaos → proxy.
 //!
 //! *Boundary*: an app never sees the platform's credentials — the session
 //! cookie and Bifrost API tokens are stripped from every request — and
@@ -60,6 +61,7 @@ pub mod metrics;
 mod proxy;
 mod rate_limit;
 mod request_id;
+pub mod script;
 pub mod split;
 pub mod traffic;
 
@@ -80,6 +82,7 @@ pub use metrics::{MetricsLayer, RouterMetrics};
 pub use proxy::Proxy;
 pub use rate_limit::RateLimitLayer;
 pub use request_id::{RequestIdLayer, X_REQUEST_ID};
+pub use script::{ScriptLayer, ScriptReports};
 pub use split::{Split, SplitLayer};
 pub use traffic::TrafficRules;
 
@@ -110,6 +113,9 @@ pub struct Route {
     pub split: Option<Split>,
     /// Faults to inject (`bifrost chaos`), until they expire.
     pub chaos: Option<ChaosRule>,
+    /// The app's routing script: a pushed version, else the live
+    /// deployment's `[traffic] script`.
+    pub script: Option<Arc<bifrost_scripts::Script>>,
 }
 
 /// The replica that answered, set on the response by the proxy.
@@ -130,7 +136,7 @@ pub trait Routes: Send + Sync + 'static {
 /// The session cookie the dashboard sets: never forwarded to an app.
 pub const SESSION_COOKIE: &str = "bifrost_session";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RouterConfig {
     /// Apps are `<name>.<domain>`; embedded: `localhost`.
     pub domain: String,
@@ -142,6 +148,8 @@ pub struct RouterConfig {
     pub path_routing: bool,
     /// Where requests are counted (shared by every listener's stack).
     pub metrics: Arc<RouterMetrics>,
+    /// Where a routing script's failures are told.
+    pub script_reports: Option<Arc<dyn ScriptReports>>,
 }
 
 impl Default for RouterConfig {
@@ -151,6 +159,7 @@ impl Default for RouterConfig {
             upstream_timeout: Duration::from_secs(60),
             path_routing: false,
             metrics: Arc::default(),
+            script_reports: None,
         }
     }
 }
@@ -216,6 +225,12 @@ pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
                 req.extensions_mut().insert(route);
             }
             req
+        })
+        // The app's script: may answer, change the request, pin the split.
+        .layer(ScriptLayer {
+            metrics: config.metrics.clone(),
+            reports: config.script_reports.clone(),
+            domain: Arc::from(config.domain.as_str()),
         })
         // Which deployment serves this client, before anything counts it.
         .layer(SplitLayer)

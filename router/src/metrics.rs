@@ -165,6 +165,26 @@ impl MetricsSource for RouterMetrics {
     }
 }
 
+impl RouterMetrics {
+    /// A request the app's script answered itself (not the app: it does
+    /// not count in the deployment's analysis).
+    pub fn script_answered(&self, app: &str, deployment: &str, status: u16, took: std::time::Duration) {
+        let code = class(status);
+        self.requests
+            .get_or_create(&RequestLabels { app: app.into(), deployment: deployment.into(), code, injected: "false" })
+            .inc();
+        self.duration
+            .get_or_create(&DurationLabels { app: app.into(), deployment: deployment.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A request the app's script failed on (answered 500 `script_error`).
+    pub fn script_failed(&self, app: &str, deployment: &str, took: std::time::Duration) {
+        self.script_answered(app, deployment, 500, took);
+        self.script_errors.get_or_create(&AppLabel { app: app.into() }).inc();
+    }
+}
+
 fn class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
@@ -276,6 +296,7 @@ mod tests {
                 traffic: Arc::new(TrafficRules::default()),
                 split: None,
                 chaos: None,
+                script: None,
             });
             req.extensions_mut().insert(AppTarget { app: "web".into(), path: None });
             svc.oneshot(req).await.expect("infallible");

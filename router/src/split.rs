@@ -77,7 +77,13 @@ layer!(SplitLayer => SplitService, |self, mut req| {
     };
     let app = req.extensions().get::<AppTarget>().map(|t| t.app.clone()).unwrap_or_default();
     let (key, had_cookie) = client_key(&req);
-    if second_side(&app, &key, split.weight)
+    // A script's `variant` decides this one request; the cookie still
+    // records the client's own side.
+    let second = match req.extensions().get::<crate::script::Pinned>() {
+        Some(crate::script::Pinned(v)) => *v == bifrost_scripts::Variant::Canary,
+        None => second_side(&app, &key, split.weight),
+    };
+    if second
         && let Some(route) = req.extensions_mut().get_mut::<Route>()
     {
         route.deployment_id = split.deployment_id.clone();
@@ -131,6 +137,7 @@ mod tests {
             traffic: Arc::new(TrafficRules::default()),
             split: Some(Split { deployment_id: Arc::from("canary"), endpoints: vec![], weight }),
             chaos: None,
+            script: None,
         }
     }
 

@@ -109,6 +109,9 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
     let dead = SqliteStore::open(&dir.path().join("unused.db"), vec![]).expect("sqlite");
     let ctx = Ctx {
         metrics: Default::default(),
+        scripts: Arc::new(bifrost_core::scripts::Scripts::new(Arc::new(bifrost_local::DirBlobs::new(
+            dir.path().join("scripts"),
+        )))),
         health: tokio::sync::broadcast::channel(16).0,
         store: store.clone(),
         dead_letters: Arc::new(dead),

@@ -126,7 +126,7 @@ pub async fn list_projects(State(s): State<AppState>, caller: Viewer) -> ApiResu
 }
 
 /// A project the caller may see (a project-limited token sees only its own).
-async fn project_for(s: &AppState, caller: &Caller, name: &str) -> ApiResult<Project> {
+pub(crate) async fn project_for(s: &AppState, caller: &Caller, name: &str) -> ApiResult<Project> {
     caller.reach(s.ctx.store.get_project(name).await?)
 }
 

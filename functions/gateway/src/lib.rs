@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod listener;
 pub mod live;
 pub mod openapi;
+pub mod scripts;
 pub mod webhook;
 pub mod wire;
 
@@ -50,6 +51,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/deployments/{id}/health", get(api::health))
         .route("/projects/{name}/rollback", post(api::rollback))
         .route("/projects/{name}/chaos", axum::routing::put(api::set_chaos).delete(api::end_chaos))
+        .route("/projects/{name}/scripts", get(scripts::list).post(scripts::push))
+        .route("/projects/{name}/scripts/rollback", post(scripts::rollback))
         .route("/events", get(live::all_events))
         .route("/secrets", get(api::list_all_secrets))
         .route("/secrets/{name}", axum::routing::put(api::global_secret_moved).delete(api::global_secret_moved))

@@ -393,3 +393,72 @@ pub struct SecretOut {
     pub project: Option<String>,
     pub updated_at: String,
 }
+
+/// `POST /api/v1/projects/{name}/scripts`: a routing script to run now.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptIn {
+    /// The Lua text (defines `function handle(req)`; see docs/scripts.md).
+    pub source: String,
+}
+
+/// `POST /api/v1/projects/{name}/scripts/rollback`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptRollbackIn {
+    /// The version to run; 0: none pushed (the deployment's own script).
+    /// Default: the version before the running one.
+    #[serde(default)]
+    pub to: Option<u32>,
+}
+
+/// How a script fares in the router: failed runs and the last one's error.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+pub struct ScriptHealthOut {
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// The script's line of the last error, when Lua knew it.
+    pub line: Option<u32>,
+    pub last_error_at: Option<String>,
+}
+
+/// One pushed version.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ScriptVersionOut {
+    pub version: u32,
+    pub sha256: String,
+    pub bytes: usize,
+    pub pushed_by: String,
+    pub at: String,
+    /// `running` or `kept`.
+    pub state: String,
+    pub health: ScriptHealthOut,
+}
+
+/// The script of the live deployment's `[traffic] script`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DeploymentScriptOut {
+    pub deployment_id: String,
+    pub path: String,
+    pub sha256: String,
+    /// `running`, or `overridden` while a pushed version runs.
+    pub state: String,
+    pub health: ScriptHealthOut,
+}
+
+/// `GET /api/v1/projects/{name}/scripts`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ScriptsOut {
+    pub project: String,
+    /// The pushed version that runs; null: the deployment's own, if any.
+    pub running: Option<u32>,
+    pub deployment_script: Option<DeploymentScriptOut>,
+    /// Oldest first.
+    pub versions: Vec<ScriptVersionOut>,
+}

@@ -206,6 +206,9 @@ pub struct Deployment {
 pub struct ConfigSnapshot {
     pub source: String,
     pub config: DeployConfig,
+    /// The text of `[traffic] script` at that commit (compiled when read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

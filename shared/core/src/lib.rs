@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod ports;
 pub mod repo;
+pub mod scripts;
 pub mod seal;
 pub mod status;
 

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use bifrost_core::domain::Source;
 use bifrost_core::ports::{SourceError, Sources};
+use bifrost_core::scripts::Blobs;
 use bifrost_sources::GitSources;
 
 /// `gs://bucket/a/b` → (`bucket`, `a/b`).
@@ -173,5 +174,41 @@ impl Sources for GcsSources {
         // decompress it on read): a plain archive.
         self.gcs.put(&self.bucket, &object, bytes, "application/x-tar+gzip").await.map_err(SourceError::Unavailable)?;
         Ok(Source::Archive { uri: format!("gs://{}/{object}", self.bucket), sha256 })
+    }
+}
+
+/// One bucket's objects as [`Blobs`]: the routing scripts bucket. An
+/// object's generation is its content's digest (a router compares it only
+/// with itself to see that `index.json` moved).
+#[derive(Clone, Debug)]
+pub struct GcsBlobs {
+    gcs: Gcs,
+    bucket: String,
+}
+
+impl GcsBlobs {
+    pub fn new(gcs: Gcs, bucket: &str) -> Self {
+        GcsBlobs { gcs, bucket: bucket.to_string() }
+    }
+}
+
+fn digest_generation(bytes: &[u8]) -> i64 {
+    let d = Sha256::digest(bytes);
+    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) & i64::MAX
+}
+
+#[async_trait]
+impl Blobs for GcsBlobs {
+    async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, String> {
+        Ok(self.gcs.get(&self.bucket, key).await?.map(|b| {
+            let g = digest_generation(&b);
+            (b.to_vec(), g)
+        }))
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<i64, String> {
+        let g = digest_generation(&bytes);
+        self.gcs.put(&self.bucket, key, Bytes::from(bytes), "application/octet-stream").await?;
+        Ok(g)
     }
 }

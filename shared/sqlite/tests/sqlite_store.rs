@@ -110,7 +110,7 @@ async fn plaintext_secrets_of_an_older_data_dir_are_migrated_and_sealed_in_place
             "[app]\nname = \"app\"\nruntime = \"python\"\n\n[env]\nDB = { secret = \"db-url\" }\n",
         )
         .expect("valid");
-        let snapshot = ConfigSnapshot { source: String::new(), config };
+        let snapshot = ConfigSnapshot { source: String::new(), config, script: None };
         store
             .transition(Transition::new(&id, Status::Queued, Status::Validating, "go", Actor::function("validate")))
             .await
