@@ -11,8 +11,19 @@ use axum::http::{Request, Response};
 use bifrost_router::traffic::{HeaderRules, LimitKey, RateRule, TrafficSpec};
 use bifrost_router::{
     AccessLogLayer, AppTarget, HeaderRulesLayer, MetricsLayer, RateLimitLayer, RequestIdLayer, Route, RouterMetrics,
-    Split, SplitLayer, TrafficRules,
+    ScriptLayer, Split, SplitLayer, TrafficRules,
 };
+use bifrost_scripts::{Limits, Script};
+
+/// What docs/scripts.md shows an app doing: block a path, A/B by header,
+/// add a response header — on a request that hits none of the early exits.
+const REPRESENTATIVE: &str = r#"
+function handle(req)
+  if req.path:find("^/admin") then return { status = 403, body = "forbidden" } end
+  if req.headers["x-beta"] == "1" then return { variant = "canary" } end
+  return { response_headers = { ["x-served-by"] = "lua" } }
+end
+"#;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use tower::{Layer, Service};
@@ -83,6 +94,15 @@ fn layers(c: &mut Criterion) {
     g.bench_function("header rules (1 request, 1 response)", |b| b.iter(|| once(&mut svc, &route)));
     let mut svc = AccessLogLayer.layer(inner());
     g.bench_function("access log (no subscriber)", |b| b.iter(|| once(&mut svc, &route)));
+    let script_layer = ScriptLayer { metrics: Arc::default(), reports: None, domain: Arc::from("localhost") };
+    for (name, source) in
+        [("script: return nil", "function handle(req) return nil end"), ("script: representative", REPRESENTATIVE)]
+    {
+        let scripted =
+            Route { script: Some(Arc::new(Script::new("bench.lua", source, Limits::default()))), ..route.clone() };
+        let mut svc = script_layer.layer(inner());
+        g.bench_function(name, |b| b.iter(|| once(&mut svc, &scripted)));
+    }
     let mut all = tower::ServiceBuilder::new()
         .layer(RequestIdLayer)
         .layer(AccessLogLayer)

@@ -88,6 +88,8 @@ pub(crate) fn new_state(limits: &Limits) -> mlua::Result<State> {
         }
         Ok(VmState::Continue)
     })?;
+    // Generational: a request's tables die young.
+    lua.gc_gen(0, 0);
     lua.set_memory_limit(limits.memory)?;
     Ok(State(lua, budget))
 }
@@ -117,9 +119,10 @@ fn bound_strings(lua: &Lua, string: &mlua::Table, budget: &Rc<Budget>) -> mlua::
         let b = budget.clone();
         let wrapped = lua.create_function(move |lua, args: MultiValue| {
             let subject = args.front().and_then(|v| v.as_string().map(|s| s.as_bytes().len()));
-            let pat = args.get(1).and_then(|v| v.as_string().map(|s| s.as_bytes().to_vec()));
+            let pat = args.get(1).and_then(Value::as_string);
             let plain = name == "find" && args.get(3).is_some_and(|v| v.as_boolean().unwrap_or(false));
             if let (Some(n), Some(p)) = (subject, pat) {
+                let p = p.as_bytes();
                 // One long C call can run past the deadline; a second may not start.
                 if Instant::now() > b.deadline.get() {
                     return Err(b.trip("time limit exceeded", caller_line(lua)));
@@ -168,10 +171,11 @@ fn rethrow_limits(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
     Ok(())
 }
 
-/// A script loaded in a state of its own, its `handle` at hand.
+/// A script loaded in a state of its own, its `handle` at hand (through
+/// [`convert::TRAMPOLINE`]).
 pub(crate) struct Loaded {
     state: State,
-    handle: Function,
+    call: Function,
 }
 
 impl Loaded {
@@ -198,16 +202,38 @@ impl Loaded {
                 });
             }
         };
-        Ok(Loaded { state, handle })
+        let memory = script.limits.memory;
+        let call = state
+            .0
+            .create_function(move |lua, ()| lua.set_memory_limit(memory).map(drop))
+            .and_then(|arm| {
+                state
+                    .0
+                    .load(convert::TRAMPOLINE)
+                    .set_name("=bifrost")
+                    .set_mode(ChunkMode::Text)
+                    .call::<Function>((handle, arm))
+            })
+            .map_err(|e| convert::error(name, e, None))?;
+        Ok(Loaded { state, call })
     }
 
     pub(crate) fn call(&self, script: &Script, req: &Request<'_>) -> Result<Action, ScriptError> {
         let name = &*script.name;
         let State(lua, budget) = &self.state;
+        // The request's table and the answer's reading are the router's own
+        // bounded work: without a memory limit mlua pushes strings and sets
+        // fields unprotected (no pcall per field), ~3x faster. The script
+        // itself runs under the limit.
+        let limit = budget.limits.memory;
+        let unlimited = |on: bool| lua.set_memory_limit(if on { 0 } else { limit }).map(drop);
         budget.start();
-        let out = convert::request_table(lua, req)
-            .and_then(|t| self.handle.call::<Value>(t))
-            .map_err(|e| convert::error(name, e, budget.tripped()))?;
-        convert::action(name, out)
+        let out = unlimited(true)
+            .and_then(|()| convert::call_handle(lua, &self.call, req))
+            .map_err(|e| convert::error(name, e, budget.tripped()));
+        let _ = unlimited(true);
+        let action = out.and_then(|v| convert::action(name, v));
+        let _ = unlimited(false);
+        action
     }
 }
