@@ -249,6 +249,16 @@ pub async fn projects_show(api: &Api, json: bool, name: &str) -> Res {
     if let Some(c) = p.chaos.as_ref().filter(|c| c.active) {
         println!("  {}     {} (by {})", console::style("chaos").yellow().bold(), c.summary, c.set_by);
     }
+    if let Some(sp) = &p.split {
+        println!(
+            "  {}     {}% of clients to {} (by {}, {})",
+            console::style("split").cyan().bold(),
+            sp.weight,
+            sp.deployment,
+            sp.set_by,
+            output::when(&sp.at)
+        );
+    }
     ok()
 }
 
@@ -728,6 +738,35 @@ pub async fn chaos(api: &Api, json: bool, project: &str, fault: Option<ChaosArgs
         match &p.chaos {
             Some(c) => println!("{} chaos on {}: {}", console::style("!").yellow(), bold(&p.name), c.summary),
             None => println!("{} chaos off for {}", console::style("✓").green(), bold(&p.name)),
+        }
+    }
+    ok()
+}
+
+/// `bifrost traffic split APP --to D --weight W` / `bifrost traffic reset APP`.
+pub async fn traffic(api: &Api, json: bool, project: &str, split: Option<(String, u8)>) -> Res {
+    let p: ProjectOut = match split {
+        Some((to, weight)) => {
+            if !json {
+                eprintln!("{} starting {to}'s replicas if they do not run…", dim("…"));
+            }
+            api.put(&format!("/api/v1/projects/{project}/split"), &bifrost_api::SplitIn { to, weight }).await?
+        }
+        None => api.delete(&format!("/api/v1/projects/{project}/split")).await?,
+    };
+    if json {
+        output::print_json(&p);
+    } else {
+        match &p.split {
+            Some(sp) => println!(
+                "{} {}: {}% of clients to {}, the rest to {} (sticky per client)",
+                console::style("✓").green(),
+                bold(&p.name),
+                sp.weight,
+                sp.deployment,
+                p.live_deployment_id.as_deref().unwrap_or("-")
+            ),
+            None => println!("{} {}: every client on the live deployment", console::style("✓").green(), bold(&p.name)),
         }
     }
     ok()

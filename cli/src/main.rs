@@ -143,6 +143,10 @@ enum Command {
     /// Manage projects' secrets, used by [env] entries (deployer).
     #[command(subcommand)]
     Secrets(SecretsCmd),
+    /// Split an app's traffic between its live deployment and another
+    /// (admin): A/B tests between builds.
+    #[command(subcommand)]
+    Traffic(TrafficCmd),
     /// An app's routing script (Lua, docs/scripts.md): push a version live
     /// without a redeploy, list versions, roll back (deployer).
     #[command(subcommand)]
@@ -204,6 +208,23 @@ enum EventsCmd {
         /// Dead letter ids (as listed) to redrive.
         ids: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TrafficCmd {
+    /// Send a sticky share of clients to DEPLOYMENT (healthy once, or a
+    /// running canary; its replicas start if they do not run). A client
+    /// keeps its side as the weight rises.
+    Split {
+        project: String,
+        #[arg(long)]
+        to: String,
+        /// 0-100.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        weight: u8,
+    },
+    /// Every client back on the live deployment (the other's replicas stop).
+    Reset { project: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -358,6 +379,12 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let fault = commands::ChaosArgs { deployment, error_rate, status, delay, rate, for_ };
             commands::chaos(&api, json, &project, (!recover).then_some(fault)).await
         }
+        Command::Traffic(tc) => match tc {
+            TrafficCmd::Split { project, to, weight } => {
+                commands::traffic(&api, json, &project, Some((to, weight))).await
+            }
+            TrafficCmd::Reset { project } => commands::traffic(&api, json, &project, None).await,
+        },
         Command::Scripts(sc) => match sc {
             ScriptsCmd::Push { project, file } => scripts::push(&api, json, &project, &file).await,
             ScriptsCmd::List { project } => scripts::list(&api, json, &project).await,

@@ -11,7 +11,7 @@ use bifrost_core::ports::Store;
 use bifrost_core::scripts::Scripts;
 use bifrost_local::ProcessRuntime;
 use bifrost_router::traffic::{HeaderRules, LimitKey, RateRule, TrafficSpec};
-use bifrost_router::{ChaosRule, FaultRule, Route, Routes, ScriptReports, TrafficRules};
+use bifrost_router::{ChaosRule, FaultRule, Route, Routes, ScriptReports, Split, TrafficRules};
 use bifrost_scripts::{Limits, Script, ScriptError};
 
 /// The router's reports of failed script runs, kept for `bifrost scripts list`.
@@ -36,6 +36,9 @@ pub struct EmbeddedRoutes {
     /// Each app's fault injection, re-read every second (it changes by API
     /// call, not by a deployment's feed).
     chaos: RwLock<HashMap<String, ChaosRule>>,
+    /// Each app's traffic split (second deployment, weight), re-read with
+    /// the chaos.
+    splits: RwLock<HashMap<String, (Arc<str>, u8)>>,
     runtime: ProcessRuntime,
     store: Arc<dyn Store>,
 }
@@ -100,6 +103,7 @@ impl EmbeddedRoutes {
             pushed: RwLock::new(HashMap::new()),
             scripts,
             chaos: RwLock::new(HashMap::new()),
+            splits: RwLock::new(HashMap::new()),
             runtime,
             store: store.clone(),
         });
@@ -184,6 +188,7 @@ impl EmbeddedRoutes {
         Some(generation)
     }
 
+    /// Each app's chaos and split, from the projects as read.
     fn set_chaos(&self, projects: &[bifrost_core::domain::Project]) {
         let now = bifrost_core::domain::now();
         let rules: HashMap<String, ChaosRule> = projects
@@ -192,6 +197,15 @@ impl EmbeddedRoutes {
             .collect();
         if let Ok(mut m) = self.chaos.write() {
             *m = rules;
+        }
+        let splits: HashMap<String, (Arc<str>, u8)> = projects
+            .iter()
+            .filter_map(|p| {
+                Some((p.name.clone(), p.split.as_ref().map(|s| (Arc::from(s.deployment.as_str()), s.weight))?))
+            })
+            .collect();
+        if let Ok(mut m) = self.splits.write() {
+            *m = splits;
         }
     }
 
@@ -241,6 +255,16 @@ impl Routes for EmbeddedRoutes {
         let endpoints = self.runtime.endpoints(&deployment_id);
         let chaos = self.chaos.read().ok().and_then(|m| m.get(app).cloned());
         let script = self.pushed.read().ok().and_then(|m| m.get(app).cloned()).or(own_script);
-        Some(Route { deployment_id, endpoints, traffic, split: None, chaos, script })
+        // A split to the live deployment itself, or to one with no healthy
+        // replica, sends everyone to the live one.
+        let split = self
+            .splits
+            .read()
+            .ok()
+            .and_then(|m| m.get(app).cloned())
+            .filter(|(d, _)| *d != deployment_id)
+            .map(|(d, weight)| Split { endpoints: self.runtime.endpoints(&d), deployment_id: d, weight })
+            .filter(|s| !s.endpoints.is_empty());
+        Some(Route { deployment_id, endpoints, traffic, split, chaos, script })
     }
 }

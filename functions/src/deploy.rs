@@ -90,7 +90,17 @@ async fn leave_service(ctx: &Ctx, event: &Event) -> Decision {
     {
         return Decision::Retry(format!("sending traffic to the live deployment {live}: {e}"));
     }
+    // A split's second deployment keeps running (`bifrost traffic split`):
+    // checked before the drain, and again after the stop in case the split
+    // was set meanwhile.
+    if crate::split::targets(ctx, &event.project_id, &event.deployment_id).await {
+        return Decision::Done;
+    }
     let _ = ctx.runtime.stop(&event.deployment_id, ctx.settings.drain).await;
+    if crate::split::targets(ctx, &event.project_id, &event.deployment_id).await {
+        crate::split::restart(ctx, &event.deployment_id).await;
+        return Decision::Done;
+    }
     match ctx.store.get_project(&event.project_id).await {
         Err(StoreError::NotFound { .. }) => ctx.builder.discard_project(&event.project_id).await,
         _ => {

@@ -13,6 +13,7 @@ pub mod driver;
 pub mod logs;
 pub mod metrics;
 pub mod push;
+pub mod split;
 pub mod validate;
 pub mod verify;
 
@@ -254,4 +255,5 @@ pub async fn reconcile_runtime(ctx: &Ctx) {
             }
         }
     }
+    split::restart_split_targets(ctx).await;
 }

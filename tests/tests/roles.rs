@@ -100,6 +100,8 @@ async fn every_route_checks_the_callers_role_and_project() {
         route("POST", "/api/v1/projects/other/rollback", json!({}), Deployer, Other),
         route("PUT", "/api/v1/projects/own/chaos", json!({"error_rate": 0.01, "for_s": 1}), Admin, Own),
         route("DELETE", "/api/v1/projects/own/chaos", Value::Null, Admin, Own),
+        route("PUT", "/api/v1/projects/own/split", json!({"to": "d-none", "weight": 10}), Admin, Own),
+        route("DELETE", "/api/v1/projects/own/split", Value::Null, Admin, Own),
         route("GET", "/api/v1/projects/own/scripts", Value::Null, Viewer, Own),
         route("GET", "/api/v1/projects/other/scripts", Value::Null, Viewer, Other),
         route("POST", "/api/v1/projects/own/scripts", json!({"source": "function handle(req) end"}), Deployer, Own),

@@ -331,3 +331,89 @@ async fn chaos_injects_errors_is_audited_ends_on_recover_and_expires_by_itself()
     assert!(reasons.contains(&"chaos off"), "{reasons:?}");
     assert_eq!(d["status"], "healthy");
 }
+
+/// Which deployment served each of `clients` (told apart by their
+/// `bifrost_variant` cookie, as browsers would be).
+async fn sides(app: &AppClient, clients: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in clients {
+        let r = app.get("/", &[("cookie", &format!("bifrost_variant={key}"))]).await;
+        assert_eq!(r.status().as_u16(), 200);
+        out.push(header(&r, "x-bifrost-deployment").unwrap_or("").to_string());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_split_keeps_each_client_on_its_side_as_the_weight_moves() {
+    let p = Platform::start();
+    let repo = python_app("ab", "");
+    let first = deploy(&p, "ab", &repo).await;
+    repo.commit(&[("VERSION", "2")], "second build");
+    let second = p.push(&repo, "ab-2").await;
+    p.healthy(&second).await;
+    let app = AppClient::new(&p, "ab");
+    let clients: Vec<String> = (0..100u64).map(|i| format!("{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+    assert!(sides(&app, &clients).await.iter().all(|d| *d == second), "before a split, all on the live one");
+
+    // Only an admin splits; a bad split changes nothing.
+    let c = p.client();
+    let deployer = c.post("/api/v1/tokens", serde_json::json!({"name": "dee", "role": "deployer"})).await;
+    let deployer = deployer.body["token"].as_str().expect("a token").to_string();
+    assert_eq!(p.cli_as(&deployer, &["traffic", "split", "ab", "--to", &first, "--weight", "10"]).code, 5);
+    let itself = p.cli(&["traffic", "split", "ab", "--to", &second, "--weight", "10"]);
+    assert!(itself.code != 0 && itself.stderr.contains("is the live deployment"), "{itself:?}");
+    assert!(p.cli(&["traffic", "split", "ab", "--to", &first, "--weight", "101"]).code != 0);
+    assert!(c.get("/api/v1/projects/ab").await.body.get("split").is_none());
+
+    // 10 %: the earlier build's replicas start again and take a share.
+    let on = p.cli(&["traffic", "split", "ab", "--to", &first, "--weight", "10"]);
+    assert_eq!(on.code, 0, "{on:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let at10 = loop {
+        let s = sides(&app, &clients).await;
+        if s.contains(&first) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no client reached the second deployment");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let on_first =
+        |s: &[String]| s.iter().enumerate().filter(|(_, d)| **d == first).map(|(i, _)| i).collect::<Vec<_>>();
+    let (ten, again) = (on_first(&at10), on_first(&sides(&app, &clients).await));
+    assert_eq!(ten, again, "the same clients, request after request");
+    assert!((3..=20).contains(&ten.len()), "about 10 of 100 clients: {}", ten.len());
+
+    // 50 %, then 100 %: nobody on the second deployment goes back.
+    assert_eq!(p.cli(&["traffic", "split", "ab", "--to", &first, "--weight", "50"]).code, 0);
+    let fifty = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = on_first(&sides(&app, &clients).await);
+            if s.len() > ten.len() || Instant::now() > deadline {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(ten.iter().all(|i| fifty.contains(i)), "a client on it at 10% left it at 50%");
+    assert!((35..=65).contains(&fifty.len()), "about 50 of 100: {}", fifty.len());
+    let all = p.cli(&["traffic", "split", "ab", "--to", &first, "--weight", "100"]);
+    assert_eq!(all.code, 0, "{all:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let at100 = sides(&app, &clients).await;
+    assert_eq!(on_first(&at100).len(), 100, "{at100:?} {}", c.get("/api/v1/projects/ab").await.body);
+    let shown = p.cli(&["projects", "show", "ab"]);
+    assert!(shown.stdout.contains("100% of clients to"), "{}", shown.stdout);
+
+    // Reset: everyone back on the live deployment; audited.
+    let off = p.cli(&["traffic", "reset", "ab"]);
+    assert_eq!(off.code, 0, "{off:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sides(&app, &clients).await.iter().all(|d| *d == second));
+    let d = c.get(&format!("/api/v1/deployments/{second}")).await.body;
+    let reasons: Vec<&str> =
+        d["history"].as_array().expect("history").iter().filter_map(|h| h["reason"].as_str()).collect();
+    assert_eq!(reasons.iter().filter(|r| r.starts_with("traffic split: ")).count(), 3, "{reasons:?}");
+    assert!(reasons.contains(&"traffic split reset"), "{reasons:?}");
+}

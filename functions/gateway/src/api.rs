@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{StatusCode, header};
 use bifrost_core::auth::{generate_secret, generate_token, hash_token};
 use bifrost_core::config;
-use bifrost_core::domain::{NewDeployment, NewProject, Project, Role, Source};
+use bifrost_core::domain::{NewDeployment, NewProject, Project, Role, Source, TrafficChange};
 use bifrost_core::ports::Transition;
 use bifrost_core::repo::is_remote;
 use bifrost_core::seal;
@@ -794,7 +794,7 @@ pub async fn set_chaos(
     }
     let chaos = chaos_of(&req, &caller)?;
     let reason = format!("chaos on: {chaos}");
-    let p = s.ctx.store.set_chaos(&project.id, Some(chaos), &reason, caller.actor()).await?;
+    let p = s.ctx.store.set_traffic(&project.id, TrafficChange::Chaos(Some(chaos)), &reason, caller.actor()).await?;
     tracing::warn!(project = %p.name, by = %caller.actor(), "{reason}");
     Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
 }
@@ -810,7 +810,56 @@ pub async fn end_chaos(
     Path(name): Path<String>,
 ) -> ApiResult<Json<ProjectOut>> {
     let project = s.ctx.store.get_project(&name).await?;
-    let p = s.ctx.store.set_chaos(&project.id, None, "chaos off", caller.actor()).await?;
+    let p = s.ctx.store.set_traffic(&project.id, TrafficChange::Chaos(None), "chaos off", caller.actor()).await?;
     tracing::warn!(project = %p.name, by = %caller.actor(), "chaos off");
+    Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
+}
+
+fn split_error(e: bifrost_functions::split::SplitError) -> ApiError {
+    use bifrost_functions::split::SplitError;
+    match e {
+        SplitError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+        SplitError::Store(e) => e.into(),
+        SplitError::Runtime(m) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "replicas_failed",
+            format!("the second deployment's replicas did not start: {m}"),
+        ),
+    }
+}
+
+#[utoipa::path(put, path = "/api/v1/projects/{name}/split", tag = "projects", request_body = SplitIn,
+    params(("name" = String, Path, description = "Project name or id")),
+    responses((status = 200, body = ProjectOut, description = "The split is set; routers apply it within a second"),
+              (status = 422, body = ErrorBody, description = "Not a deployment that can take traffic, or a bad weight"),
+              (status = 502, body = ErrorBody, description = "Its replicas did not start"),
+              (status = 404, body = ErrorBody)),
+    security(("token" = ["admin"])))]
+pub async fn set_split(
+    State(s): State<AppState>,
+    caller: Admin,
+    Path(name): Path<String>,
+    Body(req): Body<SplitIn>,
+) -> ApiResult<Json<ProjectOut>> {
+    let project = s.ctx.store.get_project(&name).await?;
+    let to = s.ctx.store.get_deployment(&req.to).await?;
+    let p =
+        bifrost_functions::split::set(&s.ctx, &project, &to, req.weight, caller.actor()).await.map_err(split_error)?;
+    Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/projects/{name}/split", tag = "projects",
+    params(("name" = String, Path, description = "Project name or id")),
+    responses((status = 200, body = ProjectOut, description = "Every client is back on the live deployment"),
+              (status = 422, body = ErrorBody, description = "No split is set"),
+              (status = 404, body = ErrorBody)),
+    security(("token" = ["admin"])))]
+pub async fn reset_split(
+    State(s): State<AppState>,
+    caller: Admin,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ProjectOut>> {
+    let project = s.ctx.store.get_project(&name).await?;
+    let p = bifrost_functions::split::reset(&s.ctx, &project, caller.actor()).await.map_err(split_error)?;
     Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
 }

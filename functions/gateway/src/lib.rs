@@ -51,6 +51,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/deployments/{id}/health", get(api::health))
         .route("/projects/{name}/rollback", post(api::rollback))
         .route("/projects/{name}/chaos", axum::routing::put(api::set_chaos).delete(api::end_chaos))
+        .route("/projects/{name}/split", axum::routing::put(api::set_split).delete(api::reset_split))
         .route("/projects/{name}/scripts", get(scripts::list).post(scripts::push))
         .route("/projects/{name}/scripts/rollback", post(scripts::rollback))
         .route("/events", get(live::all_events))

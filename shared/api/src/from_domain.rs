@@ -20,6 +20,12 @@ impl ProjectOut {
             webhook_url: format!("{}/api/v1/webhooks/github", public_url.trim_end_matches('/')),
             webhook_secret: if show_secret { p.webhook_secret } else { None },
             chaos: p.chaos.map(ChaosOut::from),
+            split: p.split.map(|s| SplitOut {
+                deployment: s.deployment,
+                weight: s.weight,
+                set_by: s.set_by.to_string(),
+                at: rfc3339(&s.at),
+            }),
         }
     }
 }

@@ -37,6 +37,31 @@ pub struct ProjectOut {
     /// `active` is false once it expired).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<ChaosOut>,
+    /// A second deployment taking a sticky share of the app's clients
+    /// (`bifrost traffic split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitOut>,
+}
+
+/// `PUT /api/v1/projects/{name}/split`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SplitIn {
+    /// The second deployment: healthy once (its build is kept), or a
+    /// running canary. Its replicas are started if they do not run.
+    pub to: String,
+    /// Share of clients (0–100) it gets; a client keeps its side as it rises.
+    pub weight: u8,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct SplitOut {
+    pub deployment: String,
+    pub weight: u8,
+    pub set_by: String,
+    pub at: String,
 }
 
 /// `PUT /api/v1/projects/{name}/chaos`: exactly one of `error_rate` and `delay_ms`.

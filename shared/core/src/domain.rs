@@ -43,6 +43,40 @@ pub struct Project {
     /// until they expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chaos: Option<Chaos>,
+    /// A second deployment taking a share of the app's clients (`bifrost
+    /// traffic split`; a canary's steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<TrafficSplit>,
+}
+
+/// A second deployment of an app and the share (0–100) of clients it gets,
+/// sticky per client (the router's `bifrost_variant` cookie, else the IP).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficSplit {
+    pub deployment: String,
+    pub weight: u8,
+    pub set_by: Actor,
+    pub at: Timestamp,
+}
+
+/// A change to how the router treats a project's traffic, recorded in the
+/// live deployment's audit trail.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrafficChange {
+    /// Fault injection on (`Some`) or off.
+    Chaos(Option<Chaos>),
+    /// A split set (`Some`) or ended.
+    Split(Option<TrafficSplit>),
+}
+
+impl TrafficChange {
+    /// Applies the change to the project as read.
+    pub fn apply(self, project: &mut Project) {
+        match self {
+            TrafficChange::Chaos(c) => project.chaos = c,
+            TrafficChange::Split(s) => project.split = s,
+        }
+    }
 }
 
 /// Fault injection at the router (seed 003's chaos), for one app.
@@ -113,6 +147,7 @@ impl Project {
             created_at: now(),
             live_deployment_id: None,
             chaos: None,
+            split: None,
         })
     }
 }

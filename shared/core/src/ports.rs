@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use crate::config::ConfigError;
 use crate::domain::{
-    Actor, ApiToken, AuditRecord, Chaos, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
-    NewProject, Project, Role, SecretInfo, Source, Timestamp,
+    Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
+    NewProject, Project, Role, SecretInfo, Source, Timestamp, TrafficChange,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::events::{DeadLetter, Event, Outcome, PushEnvelope};
@@ -131,12 +131,13 @@ pub trait Store: Send + Sync {
     /// Removes the project; its in-flight deployments are cancelled first and
     /// the audit trail is kept.
     async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project>;
-    /// Sets (or, with `None`, ends) the project's fault injection. The live
-    /// deployment's audit trail records it (`reason`), its status unchanged.
-    async fn set_chaos(
+    /// Sets or ends the project's fault injection or traffic split. The
+    /// live deployment's audit trail records it (`reason`), its status
+    /// unchanged.
+    async fn set_traffic(
         &self,
         name_or_id: &str,
-        chaos: Option<Chaos>,
+        change: TrafficChange,
         reason: &str,
         actor: Actor,
     ) -> StoreResult<Project>;

@@ -131,6 +131,7 @@ async fn plaintext_secrets_of_an_older_data_dir_are_migrated_and_sealed_in_place
             "DROP TABLE project_secrets",
             "ALTER TABLE tokens DROP COLUMN project_id",
             "ALTER TABLE projects DROP COLUMN chaos",
+            "ALTER TABLE projects DROP COLUMN split",
             "UPDATE projects SET webhook_secret = 'plain-hook'",
             "PRAGMA user_version = 2",
         ] {

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bifrost_core::domain::{
-    Actor, Chaos, Fault, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, Source, now, verify_chain,
+    Actor, Chaos, Fault, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, Source, TrafficChange,
+    TrafficSplit, now, verify_chain,
 };
 use bifrost_core::error::StoreError;
 use bifrost_core::ports::{Patch, Store, Transition};
@@ -266,9 +267,10 @@ pub async fn make_live(store: &dyn Store, prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Fault injection is kept on the project, read back as written, and each
-/// change is a record in the live deployment's audit trail (status
-/// unchanged, the hash chain intact).
+/// Fault injection and a traffic split are kept on the project, read back
+/// as written, each apart from the other, and each change is a record in
+/// the live deployment's audit trail (status unchanged, the hash chain
+/// intact).
 pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}chaos");
     project(store, &name).await?;
@@ -285,20 +287,38 @@ pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
         set_by: Actor::token("admin"),
         at,
     };
-    let set =
-        store.set_chaos(&name, Some(c.clone()), "chaos: on", Actor::token("admin")).await.map_err(|e| e.to_string())?;
-    check!(set.chaos.as_ref() == Some(&c), "set_chaos answered {:?}", set.chaos);
+    let set = store
+        .set_traffic(&name, TrafficChange::Chaos(Some(c.clone())), "chaos: on", Actor::token("admin"))
+        .await
+        .map_err(|e| e.to_string())?;
+    check!(set.chaos.as_ref() == Some(&c), "set_traffic answered {:?}", set.chaos);
+    let split = TrafficSplit { deployment: "d-other".into(), weight: 10, set_by: Actor::token("admin"), at };
+    let set = store
+        .set_traffic(&name, TrafficChange::Split(Some(split.clone())), "split: 10%", Actor::token("admin"))
+        .await
+        .map_err(|e| e.to_string())?;
+    check!(set.split.as_ref() == Some(&split) && set.chaos.is_some(), "a split kept the chaos: {set:?}");
     let read = store.get_project(&name).await.map_err(|e| e.to_string())?;
     check!(
         read.chaos.as_ref().map(|r| (&r.fault, &r.set_by)) == Some((&c.fault, &c.set_by)),
         "read back {:?}",
         read.chaos
     );
-    store.set_chaos(&name, None, "chaos: off", Actor::token("admin")).await.map_err(|e| e.to_string())?;
-    check!(store.get_project(&name).await.map_err(|e| e.to_string())?.chaos.is_none(), "chaos not cleared");
+    check!(read.split.as_ref().map(|s| (s.weight, &s.deployment)) == Some((10, &split.deployment)), "{read:?}");
+    store
+        .set_traffic(&name, TrafficChange::Chaos(None), "chaos: off", Actor::token("admin"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let read = store.get_project(&name).await.map_err(|e| e.to_string())?;
+    check!(read.chaos.is_none() && read.split.is_some(), "chaos not cleared, or the split with it: {read:?}");
+    store
+        .set_traffic(&name, TrafficChange::Split(None), "split: reset", Actor::token("admin"))
+        .await
+        .map_err(|e| e.to_string())?;
+    check!(store.get_project(&name).await.map_err(|e| e.to_string())?.split.is_none(), "split not cleared");
     let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
     let reasons: Vec<&str> = history.iter().map(|r| r.reason.as_str()).collect();
-    check!(reasons.ends_with(&["chaos: on", "chaos: off"]), "audit trail {reasons:?}");
+    check!(reasons.ends_with(&["chaos: on", "split: 10%", "chaos: off", "split: reset"]), "audit trail {reasons:?}");
     for pair in history.windows(2) {
         check!(pair[1].prev_hash == pair[0].hash, "the audit chain breaks after {:?}", pair[0].reason);
     }

@@ -101,7 +101,9 @@ impl Emulator {
         let mut emulator = Emulator { child, host, kind, _shim: None };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if std::net::TcpStream::connect(&emulator.host).is_ok() {
+            if std::net::TcpStream::connect(&emulator.host).is_ok()
+                && (kind == Kind::Storage || answers_ok(&emulator.host))
+            {
                 if kind == Kind::Storage {
                     let (host, stop) = storage_shim::start(&emulator.host)?;
                     emulator.host = host;
@@ -118,6 +120,20 @@ impl Emulator {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Google's Java emulators accept connections before they serve (a first
+/// call then gets "connection reset"); they are ready once `GET /` answers
+/// 200 ("Ok").
+fn answers_ok(host: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut conn) = std::net::TcpStream::connect(host) else { return false };
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    if conn.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    matches!(conn.read(&mut head), Ok(n) if n >= 12 && head[..n].starts_with(b"HTTP/1.1 200"))
 }
 
 impl Drop for Emulator {

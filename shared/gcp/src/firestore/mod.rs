@@ -206,21 +206,21 @@ impl Store for FirestoreStore {
         docs.iter().map(|d| from_data(&d.data)).collect()
     }
 
-    async fn set_chaos(
+    async fn set_traffic(
         &self,
         name_or_id: &str,
-        chaos: Option<Chaos>,
+        change: TrafficChange,
         reason: &str,
         actor: Actor,
     ) -> StoreResult<Project> {
         self.write(|tx| {
-            let (key, chaos, reason, actor) =
-                (name_or_id.to_string(), chaos.clone(), reason.to_string(), actor.clone());
+            let (key, change, reason, actor) =
+                (name_or_id.to_string(), change.clone(), reason.to_string(), actor.clone());
             async move {
                 let doc =
                     tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
                 let mut project: Project = from_data(&doc.data)?;
-                project.chaos = chaos;
+                change.apply(&mut project);
                 if let Some(live) = &project.live_deployment_id {
                     let ddoc = tx.get_deployment(live).await?;
                     let d = deployment_of(&ddoc)?;

@@ -332,7 +332,10 @@ impl Runtime for ProcessRuntime {
         for t in tasks {
             let _ = t.await;
         }
-        if let Ok(mut map) = self.inner.deployments.lock() {
+        if let Ok(mut map) = self.inner.deployments.lock()
+            // Replicas started again meanwhile (a split) are not these.
+            && map.get(deployment_id).is_some_and(|now| Arc::ptr_eq(now, &r))
+        {
             map.remove(deployment_id);
         }
         Ok(())

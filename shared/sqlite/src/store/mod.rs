@@ -320,10 +320,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_chaos(
+    async fn set_traffic(
         &self,
         name_or_id: &str,
-        chaos: Option<Chaos>,
+        change: TrafficChange,
         reason: &str,
         actor: Actor,
     ) -> StoreResult<Project> {
@@ -331,8 +331,12 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.write(move |tx, _| {
                 let mut project = get_project_tx(tx, &key)?;
-                let json = chaos.as_ref().map(to_json).transpose()?;
-                exec(tx, "UPDATE projects SET chaos = ?1 WHERE id = ?2", params![json, project.id]).map_err(backend)?;
+                let (column, json) = match &change {
+                    TrafficChange::Chaos(c) => ("chaos", c.as_ref().map(to_json).transpose()?),
+                    TrafficChange::Split(s) => ("split", s.as_ref().map(to_json).transpose()?),
+                };
+                exec(tx, &format!("UPDATE projects SET {column} = ?1 WHERE id = ?2"), params![json, project.id])
+                    .map_err(backend)?;
                 if let Some(live) = &project.live_deployment_id {
                     let (d, head): (Deployment, String) = row(
                         tx,
@@ -347,7 +351,7 @@ impl Store for SqliteStore {
                     exec(tx, "UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id])
                         .map_err(backend)?;
                 }
-                project.chaos = chaos;
+                change.apply(&mut project);
                 Ok(project)
             })
         })

@@ -85,7 +85,8 @@ pub(super) fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployme
     })
 }
 
-pub(super) const PROJECT_COLS: &str = "id, name, repo, branch, webhook_secret, live_deployment_id, created_at, chaos";
+pub(super) const PROJECT_COLS: &str =
+    "id, name, repo, branch, webhook_secret, live_deployment_id, created_at, chaos, split";
 
 pub(super) fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
     Ok(Project {
@@ -97,6 +98,7 @@ pub(super) fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
         live_deployment_id: r.get(5)?,
         created_at: parse_ts(&r.get::<_, String>(6)?)?,
         chaos: r.get::<_, Option<String>>(7)?.map(|c| json_col(&c)).transpose()?,
+        split: r.get::<_, Option<String>>(8)?.map(|c| json_col(&c)).transpose()?,
     })
 }
 

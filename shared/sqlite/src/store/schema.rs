@@ -4,10 +4,13 @@
 use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 /// Schema 4: a project's fault injection (JSON), `bifrost chaos`.
 pub(super) const MIGRATION_4: &str = "ALTER TABLE projects ADD COLUMN chaos TEXT;";
+
+/// Schema 5: a project's traffic split (JSON), `bifrost traffic split`.
+pub(super) const MIGRATION_5: &str = "ALTER TABLE projects ADD COLUMN split TEXT;";
 
 /// Schema 2: sidecar health reports.
 pub(super) const MIGRATION_2: &str = "
@@ -76,6 +79,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if version < 4 {
         tx.execute_batch(MIGRATION_4).map_err(backend)?;
+    }
+    if version < 5 {
+        tx.execute_batch(MIGRATION_5).map_err(backend)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(backend)?;
