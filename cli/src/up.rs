@@ -295,9 +295,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         scripts: scripts.clone(),
+        traffic: Some(Arc::new(bifrost_functions::traffic::TrafficRecorder::new(router_metrics.clone()))),
     };
     metrics.seed(&store_dyn.deployments_in(&bifrost_core::Status::ALL).await?);
     follow_for_metrics(&ctx);
+    if let Some(recorder) = ctx.traffic.clone() {
+        bifrost_functions::traffic::run(ctx.clone(), recorder);
+    }
     bootstrap_admin(&*ctx.store, &public_url).await?;
 
     // Replicas of deployments that were running or live start again.

@@ -144,6 +144,7 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
     let ctx = Ctx {
         metrics: Default::default(),
         scripts: Arc::new(bifrost_core::scripts::Scripts::new(scripts)),
+        traffic: None,
         keys,
         health: tokio::sync::broadcast::channel(1024).0,
         store,

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod metrics;
 pub mod push;
 pub mod split;
+pub mod traffic;
 pub mod validate;
 pub mod verify;
 
@@ -46,6 +47,9 @@ pub struct Ctx {
     pub metrics: Arc<metrics::Metrics>,
     /// Routing scripts pushed live (`bifrost scripts`).
     pub scripts: Arc<bifrost_core::scripts::Scripts>,
+    /// Recent traffic per deployment, where the router runs in this
+    /// process (embedded); `None` on GCP.
+    pub traffic: Option<Arc<traffic::TrafficRecorder>>,
 }
 
 impl Ctx {

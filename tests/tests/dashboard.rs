@@ -244,6 +244,54 @@ async fn dashboard_signs_in_deploys_live_and_refuses_a_viewer() {
     screenshot(b, "healthy").await;
     let deployment_path = b.current_url().await.expect("url").path().to_string();
 
+    // The project's traffic panel and the deployment's charts show what the
+    // router counted, with the chaos and the routing script in force.
+    let pushed =
+        c.post("/api/v1/projects/hello-python/scripts", json!({"source": "function handle(req) return nil end"})).await;
+    assert_eq!(pushed.status, 201, "{:?}", pushed.body);
+    let chaos = c
+        .request(
+            "PUT",
+            "/api/v1/projects/hello-python/chaos",
+            json!({"error_rate": 0.5, "for_s": 300}).to_string().into_bytes(),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(chaos.status, 200, "{:?}", chaos.body);
+    let load = {
+        let c = p.client();
+        tokio::spawn(async move {
+            loop {
+                let _ = c.app_get("hello-python", "/").await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    b.goto(&format!("{}/projects/hello-python", p.url)).await.expect("project page");
+    let counted = wait_until(
+        b,
+        "the traffic panel counting requests",
+        "(() => { const r = document.querySelector('[data-testid=serving] tbody tr'); return r && r.children[3].innerText.includes('req/s') && r.children[4].innerText !== '0.0 %' && [r.children[3].innerText, r.children[4].innerText]; })()",
+        Duration::from_secs(40),
+    )
+    .await;
+    assert!(counted[0].as_str().is_some_and(|t| t.ends_with("req/s")), "{counted}");
+    let chaos_shown = eval(b, "return document.querySelector('[data-testid=chaos]')?.innerText || ''").await;
+    assert!(chaos_shown.as_str().unwrap_or("").contains("50% of requests"), "{chaos_shown}");
+    let scripts = eval(b, "return [...document.querySelectorAll('[data-testid=scripts] tbody tr')].map(r => r.children[0].innerText + ' ' + r.children[1].innerText)").await;
+    assert_eq!(scripts, json!(["v1 running"]), "the pushed script and its state");
+    screenshot(b, "traffic").await;
+    b.goto(&format!("{}{deployment_path}", p.url)).await.expect("deployment page");
+    wait_until(
+        b,
+        "the requests chart",
+        "document.querySelector('[data-testid=chart-requests] .latest')?.innerText.includes('req/s')",
+        Duration::from_secs(30),
+    )
+    .await;
+    load.abort();
+    c.delete("/api/v1/projects/hello-python/chaos").await;
+
     // A viewer sees the same pages without the buttons...
     b.delete_all_cookies().await.expect("sign out");
     sign_in(b, &p.url, &viewer_token).await;

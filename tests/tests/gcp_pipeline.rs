@@ -112,6 +112,7 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
         scripts: Arc::new(bifrost_core::scripts::Scripts::new(Arc::new(bifrost_local::DirBlobs::new(
             dir.path().join("scripts"),
         )))),
+        traffic: None,
         health: tokio::sync::broadcast::channel(16).0,
         store: store.clone(),
         dead_letters: Arc::new(dead),

@@ -123,6 +123,9 @@ pub struct DeploymentPage {
     /// The feed position the page was rendered at: live events resume here.
     pub last_seq: u64,
     pub health: Vec<HealthPoint>,
+    /// The router's 5-second intervals of this deployment (while it serves).
+    #[serde(default)]
+    pub traffic: Vec<TrafficPoint>,
     pub replicas: Vec<Replica>,
     /// Live, but some replicas are not healthy: what each last did (they
     /// keep being restarted).
@@ -136,6 +139,49 @@ pub struct ProjectPage {
     pub project: Project,
     pub deployments: Vec<Deployment>,
     pub webhook_url: String,
+}
+
+/// One interval of a deployment's traffic at the router.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrafficPoint {
+    /// Milliseconds since the Unix epoch (the interval's end).
+    pub at_ms: i64,
+    pub requests_per_s: f64,
+    /// 0–100.
+    pub error_pct: f64,
+    pub p99_ms: Option<f64>,
+}
+
+/// A deployment serving the app, with its last minute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Serving {
+    pub deployment_id: String,
+    /// `live` or `split`.
+    pub role: String,
+    pub share: u8,
+    pub recent: Option<TrafficPoint>,
+}
+
+/// A routing script, the deployment's own or a pushed version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScriptRow {
+    pub name: String,
+    pub state: String,
+    pub sha256: String,
+    pub by: String,
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// A project's traffic panel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectTraffic {
+    pub recorded: bool,
+    pub serving: Vec<Serving>,
+    /// In words, e.g. "50% of requests answered 503 until …".
+    pub chaos: Option<String>,
+    pub split: Option<String>,
+    pub scripts: Vec<ScriptRow>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

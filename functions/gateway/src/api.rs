@@ -131,7 +131,11 @@ pub(crate) async fn project_for(s: &AppState, caller: &Caller, name: &str) -> Ap
 }
 
 /// A deployment the caller may see.
-async fn deployment_for(s: &AppState, caller: &Caller, id: &str) -> ApiResult<bifrost_core::domain::Deployment> {
+pub(crate) async fn deployment_for(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<bifrost_core::domain::Deployment> {
     caller.reach_deployment(s.ctx.store.get_deployment(id).await?)
 }
 

@@ -12,6 +12,7 @@ pub mod listener;
 pub mod live;
 pub mod openapi;
 pub mod scripts;
+pub mod traffic;
 pub mod webhook;
 pub mod wire;
 
@@ -51,6 +52,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/deployments/{id}/health", get(api::health))
         .route("/projects/{name}/rollback", post(api::rollback))
         .route("/projects/{name}/chaos", axum::routing::put(api::set_chaos).delete(api::end_chaos))
+        .route("/projects/{name}/traffic", get(traffic::project))
+        .route("/deployments/{id}/traffic", get(traffic::deployment))
         .route("/projects/{name}/split", axum::routing::put(api::set_split).delete(api::reset_split))
         .route("/projects/{name}/scripts", get(scripts::list).post(scripts::push))
         .route("/projects/{name}/scripts/rollback", post(scripts::rollback))

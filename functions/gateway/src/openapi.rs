@@ -3,14 +3,14 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, live, scripts, webhook, wire};
+use super::{api, live, scripts, traffic, webhook, wire};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Bifrost API", description = "Self-service deployments: projects, deployments, webhooks, tokens."),
     paths(
         api::create_project, api::list_projects, api::get_project, api::delete_project, api::set_chaos, api::end_chaos,
-        api::set_split, api::reset_split,
+        api::set_split, api::reset_split, traffic::project, traffic::deployment,
         scripts::list, scripts::push, scripts::rollback,
         api::create_deployment, api::list_project_deployments, api::list_deployments, api::get_deployment,
         api::deployment_events, api::retry, api::cancel,
@@ -26,7 +26,7 @@ use super::{api, live, scripts, webhook, wire};
         wire::DeadLetterOut, wire::Redrive, wire::Redriven, wire::TokenOut, wire::CreateToken,
         wire::ValidationOut, wire::WebhookOut, wire::ErrorBody, wire::ErrorDetail,
         wire::FeedItemOut, wire::Rollback, wire::ReplicaOut, wire::SetSecret, wire::SecretOut,
-        wire::HealthSampleOut, wire::AuditOut, wire::SplitIn, wire::SplitOut, wire::ScriptIn, wire::ScriptRollbackIn, wire::ScriptHealthOut,
+        wire::HealthSampleOut, wire::AuditOut, wire::SplitIn, wire::SplitOut, wire::TrafficPointOut, wire::ServingOut, wire::ProjectTrafficOut, wire::ScriptIn, wire::ScriptRollbackIn, wire::ScriptHealthOut,
         wire::ScriptVersionOut, wire::DeploymentScriptOut, wire::ScriptsOut,
     )),
     modifiers(&BearerAuth),

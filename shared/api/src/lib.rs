@@ -487,3 +487,40 @@ pub struct ScriptsOut {
     /// Oldest first.
     pub versions: Vec<ScriptVersionOut>,
 }
+
+/// One interval of a deployment's traffic at the router.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TrafficPointOut {
+    /// The interval's end.
+    pub at: String,
+    pub requests_per_s: f64,
+    /// 5xx / requests (0 with none).
+    pub error_rate: f64,
+    /// Upper bucket bound under which 99 % fell; null with no requests.
+    pub p99_ms: Option<f64>,
+}
+
+/// A deployment that serves the app, and its last minute.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ServingOut {
+    pub deployment_id: String,
+    /// `live`, or `split` (the split's second deployment).
+    pub role: String,
+    /// Share of clients (0–100) it gets.
+    pub share: u8,
+    pub recent: Option<TrafficPointOut>,
+}
+
+/// `GET /api/v1/projects/{name}/traffic`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ProjectTrafficOut {
+    pub project: String,
+    /// False where the router does not run in the platform (GCP): no numbers.
+    pub recorded: bool,
+    pub serving: Vec<ServingOut>,
+    pub split: Option<SplitOut>,
+    pub chaos: Option<ChaosOut>,
+}

@@ -72,7 +72,11 @@ pub fn Chart(
     #[prop(into)] title: String,
     #[prop(into)] unit: String,
     #[prop(into)] points: Signal<Vec<Point>>,
+    /// What an empty chart says (default: about replica reports).
+    #[prop(into, optional)]
+    empty: Option<String>,
 ) -> impl IntoView {
+    let empty = empty.unwrap_or_else(|| "No reports yet. Replicas report once they run.".to_string());
     let testid = format!("chart-{}", title.to_lowercase().replace(' ', "-"));
     let latest = move || points.with(|p| p.last().map(|p| p.value));
     let unit2 = unit.clone();
@@ -84,8 +88,8 @@ pub fn Chart(
                     {move || latest().map(|v| format!("{} {}", fmt_value(v), unit2)).unwrap_or_default()}
                 </span>
             </figcaption>
-            <Show when=move || !points.with(Vec::is_empty) fallback=|| view! {
-                <div class="chart-empty">"No reports yet. Replicas report once they run."</div>
+            <Show when=move || !points.with(Vec::is_empty) fallback=move || view! {
+                <div class="chart-empty">{empty.clone()}</div>
             }>
                 {
                     let unit = unit.clone();

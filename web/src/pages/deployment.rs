@@ -26,11 +26,12 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
     // the feed's last seq (the live handler drops the repeat), instead of in
     // neither (seen in CI under load: a pipeline step stuck at pending).
     let feed = s.get::<Value>(format!("/api/v1/deployments/{i}/logs")).await?;
-    let (me, d, health, replicas) = futures::try_join!(
+    let (me, d, health, replicas, traffic) = futures::try_join!(
         s.me(),
         s.get::<DeploymentDetail>(format!("/api/v1/deployments/{i}")),
         s.get::<Vec<HealthSampleOut>>(format!("/api/v1/deployments/{i}/health")),
         s.get::<Vec<ReplicaOut>>(format!("/api/v1/deployments/{i}/replicas")),
+        s.get::<Vec<bifrost_api::TrafficPointOut>>(format!("/api/v1/deployments/{i}/traffic")),
     )?;
     let deployment = convert::deployment(&d.deployment);
     // A deleted project's deployments still show, without a URL.
@@ -55,10 +56,20 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
         logs,
         last_seq,
         health: health.iter().filter_map(convert::health).collect(),
+        traffic: traffic.iter().filter_map(convert::traffic_point).collect(),
         replicas: replicas.iter().map(convert::replica).collect(),
         degraded: d.degraded.clone().unwrap_or_default(),
         deployment,
     })
+}
+
+/// The router's recent intervals of a deployment (the charts refresh).
+#[server(prefix = "/ui/api", endpoint = "deployment-traffic")]
+pub async fn deployment_traffic(id: String) -> Result<Vec<crate::model::TrafficPoint>, ServerFnError> {
+    use crate::server::{Session, convert, seg};
+    let s = Session::current()?;
+    let t: Vec<bifrost_api::TrafficPointOut> = s.get(&format!("/api/v1/deployments/{}/traffic", seg(&id))).await?;
+    Ok(t.iter().filter_map(convert::traffic_point).collect())
 }
 
 #[server(prefix = "/ui/api", endpoint = "retry")]
@@ -109,6 +120,7 @@ fn DeploymentView(page: Page) -> impl IntoView {
     let (history, set_history) = signal(page.history.clone());
     let (logs, set_logs) = signal(page.logs.clone());
     let (health, set_health) = signal(page.health.clone());
+    let (traffic, set_traffic) = signal(page.traffic.clone());
     let (now, set_now) = signal(super::now_ms());
     // Live events resume after what the page was rendered with; anything at
     // or below the newest seq shown is a replay and is dropped.
@@ -177,14 +189,39 @@ fn DeploymentView(page: Page) -> impl IntoView {
         {
             on_cleanup(move || handle.clear());
         }
+        // The router's numbers come in 5-second intervals: read them again as often.
+        let tid = id.clone();
+        if let Ok(handle) = set_interval_with_handle(
+            move || {
+                let tid = tid.clone();
+                leptos::task::spawn_local(async move {
+                    if let Ok(t) = deployment_traffic(tid).await {
+                        set_traffic.set(t);
+                    }
+                });
+            },
+            std::time::Duration::from_secs(5),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
     }
     #[cfg(not(feature = "hydrate"))]
-    let _ = set_now;
+    let _ = (set_now, set_traffic);
     let in_flight =
         Signal::derive(move || !matches!(status.get().as_str(), "healthy" | "failed" | "cancelled" | "superseded"));
     let latency = Signal::derive(move || health.with(|h| points(h, |p| p.latency_ms)));
     let cpu = Signal::derive(move || health.with(|h| points(h, |p| p.cpu_percent)));
     let rss = Signal::derive(move || health.with(|h| points(h, |p| p.rss_bytes.map(|b| b as f64 / 1_048_576.0))));
+    let traffic_points = |pick: fn(&crate::model::TrafficPoint) -> Option<f64>| {
+        Signal::derive(move || {
+            traffic.with(|t| {
+                t.iter().filter_map(|p| pick(p).map(|value| Point { replica: 0, at_ms: p.at_ms, value })).collect()
+            })
+        })
+    };
+    let requests = traffic_points(|p| Some(p.requests_per_s));
+    let errors = traffic_points(|p| Some(p.error_pct));
+    let p99 = traffic_points(|p| p.p99_ms);
     let can_deploy = page.me.can_deploy();
     let project_href = format!("/projects/{}", d.project);
     view! {
@@ -229,6 +266,15 @@ fn DeploymentView(page: Page) -> impl IntoView {
                 <Chart title="Memory" unit="MiB" points=rss/>
             </div>
             <Replicas replicas=page.replicas.clone()/>
+        </section>
+        <section>
+            <h2>"Traffic"</h2>
+            <p class="muted">"What the router answered for this deployment, in 5-second intervals (while it serves)."</p>
+            <div class="charts">
+                <Chart title="Requests" unit="req/s" points=requests empty="No traffic counted yet."/>
+                <Chart title="Errors" unit="%" points=errors empty="No traffic counted yet."/>
+                <Chart title="p99 latency" unit="ms" points=p99 empty="No traffic counted yet."/>
+            </div>
         </section>
         {page.config_source.clone().map(|src| view! {
             <details class="source">

@@ -30,6 +30,58 @@ pub async fn project_page(name: String, limit: Option<usize>) -> Result<Page, Se
     })
 }
 
+/// The traffic panel: what serves the app and its last minute, the split,
+/// chaos, and the routing scripts with their errors.
+#[server(prefix = "/ui/api", endpoint = "project-traffic")]
+pub async fn project_traffic(name: String) -> Result<crate::model::ProjectTraffic, ServerFnError> {
+    use crate::model::{ProjectTraffic, ScriptRow, Serving};
+    use crate::server::{Session, convert, seg};
+    use bifrost_api::{ProjectTrafficOut, ScriptsOut};
+    let s = Session::current()?;
+    let n = seg(&name);
+    let (t, scripts) = futures::try_join!(
+        s.get::<ProjectTrafficOut>(format!("/api/v1/projects/{n}/traffic")),
+        s.get::<ScriptsOut>(format!("/api/v1/projects/{n}/scripts")),
+    )?;
+    let short = |sha: &str| sha.chars().take(12).collect::<String>();
+    let mut rows: Vec<ScriptRow> = scripts
+        .deployment_script
+        .iter()
+        .map(|d| ScriptRow {
+            name: d.path.clone(),
+            state: d.state.clone(),
+            sha256: short(&d.sha256),
+            by: format!("deployment {}", crate::model::short_id(&d.deployment_id)),
+            errors: d.health.errors,
+            last_error: d.health.last_error.clone(),
+        })
+        .collect();
+    rows.extend(scripts.versions.iter().rev().map(|v| ScriptRow {
+        name: format!("v{}", v.version),
+        state: v.state.clone(),
+        sha256: short(&v.sha256),
+        by: v.pushed_by.clone(),
+        errors: v.health.errors,
+        last_error: v.health.last_error.clone(),
+    }));
+    Ok(ProjectTraffic {
+        recorded: t.recorded,
+        serving: t
+            .serving
+            .iter()
+            .map(|sv| Serving {
+                deployment_id: sv.deployment_id.clone(),
+                role: sv.role.clone(),
+                share: sv.share,
+                recent: sv.recent.as_ref().and_then(convert::traffic_point),
+            })
+            .collect(),
+        chaos: t.chaos.map(|c| c.summary),
+        split: t.split.map(|sp| format!("{}% of clients to {} (by {})", sp.weight, sp.deployment, sp.set_by)),
+        scripts: rows,
+    })
+}
+
 /// Deploys a branch, tag or commit; answers the new deployment's id.
 #[server(prefix = "/ui/api", endpoint = "deploy")]
 pub async fn deploy_ref(project: String, git_ref: String) -> Result<String, ServerFnError> {
@@ -107,6 +159,7 @@ fn ProjectView(page: Page, conn: ReadSignal<crate::live::Conn>) -> impl IntoView
             <dt>"Webhook"</dt><dd><code>{page.webhook_url.clone()}</code></dd>
         </dl>
         {can_deploy.then(|| view! { <Actions project=p.name.clone() branch=p.branch.clone() has_healthy/> })}
+        <TrafficPanel project=p.name.clone()/>
         <h2>"Deployments"</h2>
         {if page.deployments.is_empty() {
             view! {
@@ -181,5 +234,74 @@ fn Actions(project: String, branch: String, has_healthy: bool) -> impl IntoView 
             })}
             {move || error().map(|e| view! { <p class="form-error" role="alert">{error_text(&e)}</p> })}
         </div>
+    }
+}
+
+/// Rate, errors and p99 per serving deployment, the split, chaos and the
+/// routing scripts; read again every 5 seconds.
+#[component]
+fn TrafficPanel(project: String) -> impl IntoView {
+    let name = project.clone();
+    let data = Resource::new(move || name.clone(), project_traffic);
+    #[cfg(feature = "hydrate")]
+    {
+        if let Ok(handle) = set_interval_with_handle(move || data.refetch(), std::time::Duration::from_secs(5)) {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    let fmt = |v: Option<f64>, unit: &str| v.map_or_else(|| "–".to_string(), |v| format!("{v:.1} {unit}"));
+    view! {
+        <section data-testid="traffic">
+            <h2>"Traffic"</h2>
+            <Transition fallback=|| view! { <Loading what="traffic"/> }>
+                {move || Suspend::new(async move {
+                    match data.await {
+                        Err(e) => view! { <p class="error">{error_text(&e)}</p> }.into_any(),
+                        Ok(t) => view! {
+                            {t.chaos.clone().map(|c| view! { <p class="warn" data-testid="chaos">"Chaos: "{c}</p> })}
+                            {t.split.clone().map(|sp| view! { <p data-testid="split">"Split: "{sp}</p> })}
+                            {(!t.recorded).then(|| view! { <p class="muted">"The routers run apart from the platform here: no numbers (see /metrics on the routers)."</p> })}
+                            <table class="list" data-testid="serving">
+                                <thead><tr><th>"Deployment"</th><th>"Role"</th><th>"Share"</th><th>"Requests"</th><th>"Errors"</th><th>"p99"</th></tr></thead>
+                                <tbody>
+                                    {t.serving.clone().into_iter().map(|sv| {
+                                        let r = sv.recent.clone();
+                                        let (href, short) = (format!("/deployments/{}", sv.deployment_id), short_id(&sv.deployment_id).to_string());
+                                        view! {
+                                            <tr data-id=sv.deployment_id.clone()>
+                                                <td><A href=href>{short}</A></td>
+                                                <td>{sv.role.clone()}</td>
+                                                <td>{format!("{}%", sv.share)}</td>
+                                                <td>{fmt(r.as_ref().map(|r| r.requests_per_s), "req/s")}</td>
+                                                <td>{fmt(r.as_ref().map(|r| r.error_pct), "%")}</td>
+                                                <td>{fmt(r.as_ref().and_then(|r| r.p99_ms), "ms")}</td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                            {(!t.scripts.is_empty()).then(|| view! {
+                                <h3>"Routing scripts"</h3>
+                                <table class="list" data-testid="scripts">
+                                    <thead><tr><th>"Script"</th><th>"State"</th><th>"sha256"</th><th>"By"</th><th>"Errors"</th><th>"Last error"</th></tr></thead>
+                                    <tbody>
+                                        {t.scripts.clone().into_iter().map(|sc| view! {
+                                            <tr>
+                                                <td>{sc.name.clone()}</td>
+                                                <td>{sc.state.clone()}</td>
+                                                <td><code>{sc.sha256.clone()}</code></td>
+                                                <td>{sc.by.clone()}</td>
+                                                <td>{sc.errors}</td>
+                                                <td class="reason">{sc.last_error.clone().unwrap_or_default()}</td>
+                                            </tr>
+                                        }).collect_view()}
+                                    </tbody>
+                                </table>
+                            })}
+                        }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
     }
 }

@@ -94,6 +94,15 @@ pub fn replica(v: &ReplicaOut) -> Replica {
     }
 }
 
+pub fn traffic_point(v: &bifrost_api::TrafficPointOut) -> Option<crate::model::TrafficPoint> {
+    Some(crate::model::TrafficPoint {
+        at_ms: epoch_ms(&v.at)?,
+        requests_per_s: v.requests_per_s,
+        error_pct: v.error_rate * 100.0,
+        p99_ms: v.p99_ms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
