@@ -166,9 +166,22 @@ pub fn dry_run(script: &Script) -> Result<Action, ScriptError> {
     loaded.call(script, &req)
 }
 
+/// Lua states one worker thread keeps (one per app whose script it ran);
+/// beyond this the least recently used goes (and is made again if needed,
+/// ~100 µs). ~31 KiB each: at most ~32 MiB a thread however many apps run
+/// scripts. Not lower: traffic spread evenly over more apps than the cap
+/// would make a state on every request (measured, BENCHMARKS.md).
+pub const STATES_PER_THREAD: usize = 1024;
+
+/// This thread's states: app → (script id, state, last use).
+#[derive(Default)]
+struct States {
+    by_app: HashMap<Arc<str>, (u64, sandbox::Loaded, u64)>,
+    clock: u64,
+}
+
 thread_local! {
-    /// This thread's state for each app's current script.
-    static STATES: RefCell<HashMap<Arc<str>, (u64, sandbox::Loaded)>> = RefCell::new(HashMap::new());
+    static STATES: RefCell<States> = RefCell::new(States::default());
 }
 
 /// Runs scripts on the calling thread's own Lua states.
@@ -180,16 +193,24 @@ impl Engine {
     pub fn run(app: &str, script: &Script, req: &Request<'_>) -> Result<Action, ScriptError> {
         STATES.with(|states| {
             let mut states = states.borrow_mut();
-            let fresh = !matches!(states.get(app), Some((id, _)) if *id == script.id);
+            let States { by_app, clock } = &mut *states;
+            *clock += 1;
+            let fresh = !matches!(by_app.get(app), Some((id, _, _)) if *id == script.id);
             if fresh {
                 // A new version (or a state a limit hit dropped): the old one goes.
-                states.remove(app);
-                states.insert(Arc::from(app), (script.id, sandbox::Loaded::new(script)?));
+                by_app.remove(app);
+                if by_app.len() >= STATES_PER_THREAD
+                    && let Some(oldest) = by_app.iter().min_by_key(|(_, (_, _, used))| *used).map(|(k, _)| k.clone())
+                {
+                    by_app.remove(&oldest);
+                }
+                by_app.insert(Arc::from(app), (script.id, sandbox::Loaded::new(script)?, *clock));
             }
-            let Some((_, loaded)) = states.get(app) else { unreachable!("inserted above") };
+            let Some((_, loaded, used)) = by_app.get_mut(app) else { unreachable!("inserted above") };
+            *used = *clock;
             let out = loaded.call(script, req);
             if matches!(&out, Err(e) if e.kind == ErrorKind::Limit) {
-                states.remove(app);
+                by_app.remove(app);
             }
             out
         })
@@ -197,7 +218,12 @@ impl Engine {
 
     /// Forgets this thread's state for `app` (its script was removed).
     pub fn forget(app: &str) {
-        STATES.with(|s| s.borrow_mut().remove(app));
+        STATES.with(|s| s.borrow_mut().by_app.remove(app));
+    }
+
+    /// How many states this thread keeps.
+    pub fn states() -> usize {
+        STATES.with(|s| s.borrow().by_app.len())
     }
 }
 

@@ -212,3 +212,31 @@ fn the_dry_run_refuses_what_fails_on_the_synthetic_request() {
         ErrorKind::Runtime
     );
 }
+
+#[test]
+fn a_thread_keeps_a_bounded_number_of_states_dropping_the_least_recently_used() {
+    let s = script("function handle(req) return { status = 200, body = req.app } end");
+    let (headers, mut req) = synthetic_request();
+    req.headers = Some(&headers);
+    let apps: Vec<String> = (0..STATES_PER_THREAD + 10).map(|i| format!("bounded-{i}")).collect();
+    for app in &apps {
+        let mut r = req;
+        r.app = app;
+        let Ok(Action::Answer(a)) = Engine::run(app, &s, &r) else { panic!("answers") };
+        assert_eq!(a.body, app.as_bytes());
+    }
+    let kept = |app: &str| STATES.with(|st| st.borrow().by_app.contains_key(app));
+    assert!(Engine::states() <= STATES_PER_THREAD, "{} states", Engine::states());
+    assert!(!kept(&apps[0]) && !kept(&apps[9]), "the first ones were dropped");
+    assert!(kept(&apps[10]) && kept(apps.last().expect("apps")), "the recent ones stay");
+    // Used again, the oldest kept one becomes the newest; the next oldest goes.
+    let run = |app: &String| {
+        let mut r = req;
+        r.app = app;
+        assert!(matches!(Engine::run(app, &s, &r), Ok(Action::Answer(_))));
+    };
+    run(&apps[10]);
+    run(&apps[0]);
+    assert!(kept(&apps[10]) && kept(&apps[0]) && !kept(&apps[11]), "the least recently used went");
+    assert!(Engine::states() <= STATES_PER_THREAD);
+}
