@@ -443,8 +443,33 @@ pub async fn status(api: &Api, json: bool, id: &str) -> Res {
     let d: DeploymentDetail = api.get(&format!("/api/v1/deployments/{id}")).await?;
     if json {
         output::print_json(&d);
-    } else {
-        output::deployment_detail(&d);
+        return ok();
+    }
+    output::deployment_detail(&d);
+    // What the router does to this deployment's traffic now (the project
+    // may be gone: then nothing).
+    let project = seg(&d.deployment.project);
+    if let Ok(p) = api.get::<ProjectOut>(&format!("/api/v1/projects/{project}")).await {
+        let this = d.deployment.id.as_str();
+        if let Some(c) = p.chaos.as_ref().filter(|c| c.active && c.deployment.as_deref().is_none_or(|x| x == this)) {
+            println!("{}  {} (by {})", console::style("chaos").yellow().bold(), c.summary, c.set_by);
+        }
+        if let Some(sp) = &p.split {
+            let share = if sp.deployment == this {
+                Some(sp.weight)
+            } else if p.live_deployment_id.as_deref() == Some(this) {
+                Some(100 - sp.weight)
+            } else {
+                None
+            };
+            if let Some(share) = share {
+                println!(
+                    "{}  {share}% of clients (traffic split by {})",
+                    console::style("split").cyan().bold(),
+                    sp.set_by
+                );
+            }
+        }
     }
     ok()
 }

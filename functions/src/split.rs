@@ -56,6 +56,12 @@ pub async fn set(
             to.id, to.status
         )));
     }
+    let already = project.split.as_ref().is_some_and(|s| s.deployment == to.id);
+    if to.status.is_terminal() && !already {
+        // A deployment that just left service may still be draining toward
+        // its stop: its replicas start afresh, the split's from now on.
+        let _ = ctx.runtime.stop(&to.id, std::time::Duration::ZERO).await;
+    }
     ensure_running(ctx, to, true).await?;
     let split = TrafficSplit { deployment: to.id.clone(), weight, set_by: actor.clone(), at: now() };
     let reason = format!("traffic split: {weight}% of clients to {}", to.id);

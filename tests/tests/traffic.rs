@@ -310,6 +310,8 @@ async fn chaos_injects_errors_is_audited_ends_on_recover_and_expires_by_itself()
     assert_eq!(body["error"]["code"], "injected_fault");
     let shown = p.cli(&["projects", "show", "shaky"]);
     assert!(shown.stdout.contains("chaos") && shown.stdout.contains("503"), "{}", shown.stdout);
+    let status = p.cli(&["status", &id]);
+    assert!(status.stdout.contains("100% of requests answered 503"), "bifrost status shows it: {}", status.stdout);
 
     let off = p.cli(&["chaos", "shaky", "--recover"]);
     assert_eq!(off.code, 0, "{off:?}");
@@ -370,47 +372,49 @@ async fn a_split_keeps_each_client_on_its_side_as_the_weight_moves() {
     let on = p.cli(&["traffic", "split", "ab", "--to", &first, "--weight", "10"]);
     assert_eq!(on.code, 0, "{on:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let at10 = loop {
-        let s = sides(&app, &clients).await;
-        if s.contains(&first) {
-            break s;
-        }
+    while !sides(&app, &clients).await.contains(&first) {
         assert!(Instant::now() < deadline, "no client reached the second deployment");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
     let on_first =
         |s: &[String]| s.iter().enumerate().filter(|(_, d)| **d == first).map(|(i, _)| i).collect::<Vec<_>>();
-    let (ten, again) = (on_first(&at10), on_first(&sides(&app, &clients).await));
+    // The pass that first saw it may have begun before the split applied:
+    // two whole passes after it.
+    let (ten, again) = (on_first(&sides(&app, &clients).await), on_first(&sides(&app, &clients).await));
     assert_eq!(ten, again, "the same clients, request after request");
     assert!((3..=20).contains(&ten.len()), "about 10 of 100 clients: {}", ten.len());
 
     // 50 %, then 100 %: nobody on the second deployment goes back.
     assert_eq!(p.cli(&["traffic", "split", "ab", "--to", &first, "--weight", "50"]).code, 0);
-    let fifty = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = on_first(&sides(&app, &clients).await);
-            if s.len() > ten.len() || Instant::now() > deadline {
-                break s;
+    // The router re-reads splits every second: once a pass shows the new
+    // weight, one more whole pass is the settled state.
+    let settled = |want: &'static (dyn Fn(usize) -> bool + Sync)| {
+        let (app, clients, first) = (&app, &clients, first.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let count = |s: Vec<String>| s.iter().filter(|d| **d == first).count();
+            while !want(count(sides(app, clients).await)) {
+                assert!(Instant::now() < deadline, "the new weight never showed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            sides(app, clients).await
         }
     };
+    let fifty = on_first(&settled(&|n| n > 25).await);
     assert!(ten.iter().all(|i| fifty.contains(i)), "a client on it at 10% left it at 50%");
     assert!((35..=65).contains(&fifty.len()), "about 50 of 100: {}", fifty.len());
     let all = p.cli(&["traffic", "split", "ab", "--to", &first, "--weight", "100"]);
     assert_eq!(all.code, 0, "{all:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let at100 = sides(&app, &clients).await;
-    assert_eq!(on_first(&at100).len(), 100, "{at100:?} {}", c.get("/api/v1/projects/ab").await.body);
+    assert_eq!(on_first(&settled(&|n| n == 100).await).len(), 100);
     let shown = p.cli(&["projects", "show", "ab"]);
     assert!(shown.stdout.contains("100% of clients to"), "{}", shown.stdout);
+    let status = p.cli(&["status", &first]);
+    assert!(status.stdout.contains("100% of clients (traffic split"), "{}", status.stdout);
 
     // Reset: everyone back on the live deployment; audited.
     let off = p.cli(&["traffic", "reset", "ab"]);
     assert_eq!(off.code, 0, "{off:?}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(sides(&app, &clients).await.iter().all(|d| *d == second));
+    assert!(settled(&|n| n == 0).await.iter().all(|d| *d == second));
     let d = c.get(&format!("/api/v1/deployments/{second}")).await.body;
     let reasons: Vec<&str> =
         d["history"].as_array().expect("history").iter().filter_map(|h| h["reason"].as_str()).collect();
