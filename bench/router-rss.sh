@@ -145,3 +145,55 @@ echo "| nginx 1.22 proxy_pass (keepalive 128) | $n_rps | $n_p99 |"
 echo "| bifrost router | $r_rps | $r_p99 |"
 python3 -c "print(f'| ratio router / nginx | {$r_rps/$n_rps:.2f}x | {$r_p99/$n_p99:.2f}x |')"
 echo "rounds (req/s p99): nginx $(tr '\n' ';' < "$work/n.txt") router $(tr '\n' ';' < "$work/r.txt") direct $(tr '\n' ';' < "$work/d.txt")"
+
+# A Lua script per request in both (OpenResty-class peer: Debian's
+# ngx_http_lua module), one app, no other rules: the same logic as the
+# router's script (a pattern find on the path, a response header).
+if [ ! -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
+  echo "installing libnginx-mod-http-lua (apt)"; apt-get install -y -q libnginx-mod-http-lua >/dev/null
+fi
+target/release/examples/many_apps 1 "127.0.0.1:$UP_PORT" script > "$work/script.out" &
+echo $! > "$work/script.pid"
+for _ in $(seq 100); do grep -q listening "$work/script.out" 2>/dev/null && break; sleep 0.1; done
+S_PORT=$(sed -n 's/^listening on 127.0.0.1://p' "$work/script.out")
+NL_PORT=$(free_port)
+cat > "$work/lua.conf" <<NGINX
+load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;
+worker_processes auto;
+pid $work/nginx-lua.pid;
+error_log $work/nginx-lua.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NL_PORT;
+    location / {
+      access_by_lua_block { if ngx.var.uri:find("^/admin") then ngx.status = 403; ngx.say("forbidden"); return ngx.exit(403) end }
+      header_filter_by_lua_block { ngx.header["x-served-by"] = "lua" }
+      proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+nginx -c "$work/lua.conf" -p "$work"
+sleep 0.5
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NL_PORT/admin")" = 403 ] || { echo "nginx lua does not run the script"; exit 1; }
+: > "$work/nl.txt"; : > "$work/rs.txt"; : > "$work/n2.txt"; : > "$work/r2.txt"
+for _ in $(seq "$ROUNDS"); do
+  run "http://127.0.0.1:$NP_PORT/" >> "$work/n2.txt"
+  run "http://127.0.0.1:$NL_PORT/" >> "$work/nl.txt"
+  run -H "Host: app0.localhost" "http://127.0.0.1:$P_PORT/" >> "$work/r2.txt"
+  run -H "Host: app0.localhost" "http://127.0.0.1:$S_PORT/" >> "$work/rs.txt"
+done
+read -r n2 _ <<< "$(med "$work/n2.txt")"; read -r nl _ <<< "$(med "$work/nl.txt")"
+read -r r2 _ <<< "$(med "$work/r2.txt")"; read -r rs _ <<< "$(med "$work/rs.txt")"
+echo
+echo "# a Lua script per request — wrk -t2 -c64 -d$D, median of $ROUNDS; CPU per request = $(nproc) cores / req/s"
+echo "| proxy | without script req/s | with script req/s | script's cost per request (µs of CPU, 2 cores) |"
+echo "|---|---|---|---|"
+python3 -c "
+c = $(nproc) * 1e6
+print(f'| nginx 1.22 + ngx_http_lua | $n2 | $nl | {c/$nl - c/$n2:.1f} |')
+print(f'| bifrost router | $r2 | $rs | {c/$rs - c/$r2:.1f} |')"

@@ -3,7 +3,7 @@
 //! header rule and a routing script, all routed to one upstream. Prints
 //! `listening on ADDR` and serves until killed.
 //!
-//! `cargo run --release -p bifrost-router --example many_apps -- APPS UPSTREAM [plain]`
+//! `cargo run --release -p bifrost-router --example many_apps -- APPS UPSTREAM [plain|script]`
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,8 +60,9 @@ async fn run(port: Option<u16>) {
     let mut args = std::env::args().skip(1);
     let apps: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let upstream: SocketAddr = args.next().and_then(|a| a.parse().ok()).expect("UPSTREAM address");
-    // `plain`: no rules, no script (the proxy alone).
-    let plain = args.next().as_deref() == Some("plain");
+    // `plain`: no rules, no script (the proxy alone); `script`: the script only.
+    let mode = args.next().unwrap_or_default();
+    let (plain, script_only) = (mode == "plain" || mode == "script", mode == "script");
     let table = (0..apps)
         .map(|i| {
             let spec = if plain {
@@ -85,7 +86,8 @@ async fn run(port: Option<u16>) {
                 traffic: Arc::new(TrafficRules::new(spec)),
                 split: None,
                 chaos: None,
-                script: (!plain).then(|| Arc::new(Script::new(&format!("app{i}.lua"), SCRIPT, Limits::default()))),
+                script: (!plain || script_only)
+                    .then(|| Arc::new(Script::new(&format!("app{i}.lua"), SCRIPT, Limits::default()))),
             };
             (format!("app{i}"), route)
         })
