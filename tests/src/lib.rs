@@ -305,6 +305,30 @@ http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
     GitRepo::new(&[("deploy.toml", &toml), ("app.py", &app)])
 }
 
+/// Requests through the router (`Host: <app>.localhost:<port>`).
+pub struct AppClient {
+    http: reqwest::Client,
+    base: String,
+    /// `<app>.localhost:<port>`, as sent in `Host`.
+    pub host: String,
+}
+
+impl AppClient {
+    pub fn new(p: &Platform, app: &str) -> AppClient {
+        let base = p.client().base().to_string();
+        let port = base.rsplit(':').next().unwrap_or("80").to_string();
+        AppClient { http: reqwest::Client::new(), base, host: format!("{app}.localhost:{port}") }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut r = self.http.get(format!("{}{path}", self.base)).header("host", &self.host);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.send().await.expect("the router answers")
+    }
+}
+
 /// A small HTTP client for the API.
 pub struct Client {
     base: String,

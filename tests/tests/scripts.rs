@@ -7,41 +7,26 @@
 
 use std::time::{Duration, Instant};
 
-use bifrost_e2e::{Platform, python_app};
+use bifrost_e2e::{AppClient, Platform, python_app};
 use serde_json::Value;
 
-/// Requests through the router (`Host: <app>.localhost:<port>`).
-struct AppClient {
-    http: reqwest::Client,
-    base: String,
-    host: String,
+/// Status, body, and the `x-script` header of a request through the router.
+async fn get(app: &AppClient, path: &str) -> (u16, String, Option<String>) {
+    let r = app.get(path, &[]).await;
+    let tag = r.headers().get("x-script").and_then(|v| v.to_str().ok()).map(str::to_string);
+    (r.status().as_u16(), r.text().await.unwrap_or_default(), tag)
 }
 
-impl AppClient {
-    fn new(p: &Platform, app: &str) -> AppClient {
-        let base = p.client().base().to_string();
-        let port = base.rsplit(':').next().unwrap_or("80").to_string();
-        AppClient { http: reqwest::Client::new(), base, host: format!("{app}.localhost:{port}") }
-    }
-
-    /// Status, body, and the `x-script` header.
-    async fn get(&self, path: &str) -> (u16, String, Option<String>) {
-        let r = self.http.get(format!("{}{path}", self.base)).header("host", &self.host).send().await.expect("answers");
-        let tag = r.headers().get("x-script").and_then(|v| v.to_str().ok()).map(str::to_string);
-        (r.status().as_u16(), r.text().await.unwrap_or_default(), tag)
-    }
-
-    /// Polls until `path` answers with the `x-script` tag `want`.
-    async fn until_tag(&self, path: &str, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let (_, _, tag) = self.get(path).await;
-            if tag.as_deref() == Some(want) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{path} never answered with x-script: {want} (last {tag:?})");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// Polls until `path` answers with the `x-script` tag `want`.
+async fn until_tag(app: &AppClient, path: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, tag) = get(app, path).await;
+        if tag.as_deref() == Some(want) {
+            return;
         }
+        assert!(Instant::now() < deadline, "{path} never answered with x-script: {want} (last {tag:?})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -75,9 +60,9 @@ async fn scripts_run_from_the_repo_change_on_push_refuse_hostile_ones_and_roll_b
     let app = AppClient::new(&p, "scripted");
 
     // The deployment's own script runs.
-    let (status, _, tag) = app.get("/").await;
+    let (status, _, tag) = get(&app, "/").await;
     assert_eq!((status, tag.as_deref()), (200, Some("repo")));
-    let (status, body, _) = app.get("/maintenance").await;
+    let (status, body, _) = get(&app, "/maintenance").await;
     assert_eq!((status, body.as_str()), (503, "back soon"));
 
     // A push changes answers within seconds, without a redeploy.
@@ -87,8 +72,8 @@ async fn scripts_run_from_the_repo_change_on_push_refuse_hostile_ones_and_roll_b
     );
     let out = p.cli(&["scripts", "push", "scripted", v1.to_str().expect("path")]);
     assert_eq!(out.code, 0, "{out:?}");
-    app.until_tag("/", "v1").await;
-    let (status, _, _) = app.get("/maintenance").await;
+    until_tag(&app, "/", "v1").await;
+    let (status, _, _) = get(&app, "/maintenance").await;
     assert_eq!(status, 200, "the pushed version replaced the repo's whole script");
 
     // Hostile scripts are refused at the push, with the Lua error and line;
@@ -118,7 +103,7 @@ async fn scripts_run_from_the_repo_change_on_push_refuse_hostile_ones_and_roll_b
         let out = p.cli(&["scripts", "push", "scripted", file.to_str().expect("path")]);
         assert_ne!(out.code, 0, "{name} was accepted: {out:?}");
         assert!(out.stderr.contains(says) && out.stderr.contains("422"), "{name}: {}", out.stderr);
-        let (status, _, tag) = app.get("/").await;
+        let (status, _, tag) = get(&app, "/").await;
         assert_eq!((status, tag.as_deref()), (200, Some("v1")), "{name}: the running script stays");
     }
     let listed: Value = serde_json::from_str(&p.cli(&["scripts", "list", "scripted", "--json"]).stdout).expect("json");
@@ -131,19 +116,19 @@ async fn scripts_run_from_the_repo_change_on_push_refuse_hostile_ones_and_roll_b
         "function handle(req)\n  if req.path == \"/spin\" then while true do end end\n  if req.path == \"/boom\" then error(\"secret detail\") end\n  return { response_headers = { [\"x-script\"] = \"v2\" } }\nend\n",
     );
     assert_eq!(p.cli(&["scripts", "push", "scripted", v2.to_str().expect("path")]).code, 0);
-    app.until_tag("/", "v2").await;
+    until_tag(&app, "/", "v2").await;
     let mut worst = Duration::ZERO;
     for _ in 0..5 {
-        let (status, body, _) = app.get("/spin").await;
+        let (status, body, _) = get(&app, "/spin").await;
         assert_eq!(status, 500);
         assert!(body.contains("script_error") && !body.contains("secret"), "{body}");
         let started = Instant::now();
-        let (status, _, tag) = app.get("/").await;
+        let (status, _, tag) = get(&app, "/").await;
         worst = worst.max(started.elapsed());
         assert_eq!((status, tag.as_deref()), (200, Some("v2")), "other requests are served");
     }
     eprintln!("slowest ordinary request between contained ones: {worst:?}");
-    let (status, body, _) = app.get("/boom").await;
+    let (status, body, _) = get(&app, "/boom").await;
     assert_eq!(status, 500);
     assert!(!body.contains("secret detail"), "the client learns nothing of the script: {body}");
 
@@ -174,11 +159,11 @@ async fn scripts_run_from_the_repo_change_on_push_refuse_hostile_ones_and_roll_b
 
     // Rollback: the version before, then the deployment's own.
     assert_eq!(p.cli(&["scripts", "rollback", "scripted"]).code, 0);
-    app.until_tag("/", "v1").await;
+    until_tag(&app, "/", "v1").await;
     let back = p.cli(&["scripts", "rollback", "scripted", "--to", "0"]);
     assert_eq!(back.code, 0, "{back:?}");
     assert!(back.stdout.contains("routes/app.lua"), "{}", back.stdout);
-    app.until_tag("/", "repo").await;
+    until_tag(&app, "/", "repo").await;
     let again = p.cli(&["scripts", "rollback", "scripted"]);
     assert_eq!(again.code, 7, "nothing pushed runs, nothing to roll back: {again:?}");
     assert!(again.stderr.contains("no pushed script runs"), "{}", again.stderr);

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use bifrost_e2e::{GitRepo, Platform, python_app};
+use bifrost_e2e::{AppClient, GitRepo, Platform, python_app};
 use serde_json::Value;
 
 /// python_app with a `[traffic]` section appended to its deploy.toml.
@@ -21,29 +21,6 @@ async fn deploy(p: &Platform, name: &str, repo: &GitRepo) -> String {
     let id = p.push(repo, &format!("{name}-1")).await;
     p.healthy(&id).await;
     id
-}
-
-/// Requests through the router (`Host: <app>.localhost:<port>`).
-struct AppClient {
-    http: reqwest::Client,
-    base: String,
-    host: String,
-}
-
-impl AppClient {
-    fn new(p: &Platform, app: &str) -> AppClient {
-        let base = p.client().base().to_string();
-        let port = base.rsplit(':').next().unwrap_or("80").to_string();
-        AppClient { http: reqwest::Client::new(), base, host: format!("{app}.localhost:{port}") }
-    }
-
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-        let mut r = self.http.get(format!("{}{path}", self.base)).header("host", &self.host);
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        r.send().await.expect("the router answers")
-    }
 }
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {
