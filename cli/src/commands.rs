@@ -386,6 +386,18 @@ async fn ensure_project(api: &Api, json: bool, project: &str) -> CliResult<()> {
     }
 }
 
+/// A policy decision a step was taken on, as seed 003's `[PASS]` / `[DENY]`
+/// / `[BLOCKED]` lines.
+fn gate_lines(h: &bifrost_api::TransitionOut) -> Vec<String> {
+    let Some(ev) = &h.evidence else { return vec![] };
+    let (Some(gate), Some(allow)) = (ev["gate"].as_str(), ev["allow"].as_bool()) else { return vec![] };
+    let deny: Vec<String> = ev["deny"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    crate::policies::decision_lines(gate, allow, &deny, "deployment")
+}
+
 /// Follows a deployment until it is healthy or terminal, showing each step.
 async fn wait_for(api: &Api, id: &str, json: bool) -> CliResult<DeploymentDetail> {
     let show = !json && std::io::stderr().is_terminal();
@@ -401,11 +413,14 @@ async fn wait_for(api: &Api, id: &str, json: bool) -> CliResult<DeploymentDetail
     loop {
         let d: DeploymentDetail = api.get(&format!("/api/v1/deployments/{id}")).await?;
         for h in d.history.iter().skip(seen) {
-            let line = format!("  {} {}", output::status(&h.to), dim(&output::term_safe(&h.reason)));
-            if show {
-                bar.println(line);
-            } else if !json {
-                eprintln!("{line}");
+            let mut lines = vec![format!("  {} {}", output::status(&h.to), dim(&output::term_safe(&h.reason)))];
+            lines.extend(gate_lines(h).into_iter().map(|l| format!("      {l}")));
+            for line in lines {
+                if show {
+                    bar.println(line);
+                } else if !json {
+                    eprintln!("{line}");
+                }
             }
         }
         seen = d.history.len();

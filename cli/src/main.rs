@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod follow;
 mod output;
+mod policies;
 mod routes;
 mod scripts;
 mod serve_static;
@@ -151,6 +152,10 @@ enum Command {
     /// without a redeploy, list versions, roll back (deployer).
     #[command(subcommand)]
     Scripts(ScriptsCmd),
+    /// The policy gates (Rego): `deploy` before a deployment starts,
+    /// `promote` before each canary step. Read: anyone; change: admin.
+    #[command(subcommand)]
+    Policies(PoliciesCmd),
     /// Inspect events.
     #[command(subcommand)]
     Events(EventsCmd),
@@ -240,6 +245,43 @@ enum ScriptsCmd {
         project: String,
         #[arg(long)]
         to: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PoliciesCmd {
+    /// Each gate's policy in force: version, who set it, data.
+    List,
+    /// One policy: its Rego, data, per-project values and history.
+    Show { name: String },
+    /// Replace a policy's Rego (refused with the line if it does not
+    /// compile; the one in force stays).
+    Set {
+        name: String,
+        file: PathBuf,
+        /// Replace its data document too (a JSON object).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Change thresholds: `--set min_disk_gb=20` (the value is JSON, else a
+    /// string); `--project APP` for one project only.
+    Data {
+        name: String,
+        #[arg(long, value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, value_name = "KEY")]
+        unset: Vec<String>,
+        #[arg(long, short)]
+        project: Option<String>,
+    },
+    /// Evaluate a policy on an input (JSON file) and print the decision,
+    /// acting on nothing; exits 1 when denied.
+    Test {
+        name: String,
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long, short)]
+        project: Option<String>,
     },
 }
 
@@ -389,6 +431,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             ScriptsCmd::Push { project, file } => scripts::push(&api, json, &project, &file).await,
             ScriptsCmd::List { project } => scripts::list(&api, json, &project).await,
             ScriptsCmd::Rollback { project, to } => scripts::rollback(&api, json, &project, to).await,
+        },
+        Command::Policies(pc) => match pc {
+            PoliciesCmd::List => policies::list(&api, json).await,
+            PoliciesCmd::Show { name } => policies::show(&api, json, &name).await,
+            PoliciesCmd::Set { name, file, data } => policies::set(&api, json, &name, &file, data.as_deref()).await,
+            PoliciesCmd::Data { name, set, unset, project } => {
+                policies::data(&api, json, &name, &set, &unset, project.as_deref()).await
+            }
+            PoliciesCmd::Test { name, input, project } => {
+                policies::test(&api, json, &name, &input, project.as_deref()).await
+            }
         },
         Command::Secrets(sc) => match sc {
             SecretsCmd::Set { name, project, value } => commands::secrets_set(&api, &project, &name, value).await,

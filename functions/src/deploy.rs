@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use bifrost_core::config::EnvValue;
 use bifrost_core::domain::Deployment;
 use bifrost_core::events::Event;
-use bifrost_core::ports::{ReplicaSpec, RuntimeError};
+use bifrost_core::ports::{Patch, ReplicaSpec, RuntimeError};
 use bifrost_core::{Status, StoreError};
+use bifrost_policy::Gate;
 
 use crate::driver::{Consumes, Decision, Function};
 use crate::{Ctx, left_status};
@@ -40,7 +41,7 @@ impl Function for Deploy {
 
     async fn reconcile(&self, ctx: &Ctx, d: Option<&Deployment>, event: &Event) -> Decision {
         match (event.status, d) {
-            (Status::Built, Some(_)) => Decision::to(Status::Deploying, "starting replicas"),
+            (Status::Built, Some(d)) => deploy_gate(ctx, d).await,
             (Status::Deploying, Some(d)) => start(ctx, d, event).await,
             (Status::Healthy, Some(_)) => match ctx.runtime.promote(&event.deployment_id).await {
                 Ok(()) => Decision::Done,
@@ -50,6 +51,38 @@ impl Function for Deploy {
             _ => Decision::Done,
         }
     }
+}
+
+/// The deploy gate (`built → deploying`): the deploy policy decides on the
+/// deployment, its config and the host's facts; denied, nothing starts and
+/// the deployment fails with the policy's reasons. The decision goes into
+/// the audit record either way.
+async fn deploy_gate(ctx: &Ctx, d: &Deployment) -> Decision {
+    let policy = match crate::gates::in_force(&*ctx.store, Gate::Deploy).await {
+        Ok(p) => p,
+        Err(e) => return Decision::Retry(format!("reading the deploy policy: {e}")),
+    };
+    let input = serde_json::json!({
+        "action": "deploy",
+        "app": d.project,
+        "deployment": d.id,
+        "actor": d.created_by.to_string(),
+        "source": d.source.short(),
+        "rollback_of": d.rollback_of,
+        "config": d.config.as_ref().map(|c| &c.config),
+        "host": ctx.runtime.host_facts().await,
+    });
+    let decision = crate::gates::decide(&policy, Some(&d.project), input);
+    let evidence = Some(crate::gates::evidence(&decision, policy.version));
+    let (to, reason) = if decision.allow {
+        (Status::Deploying, format!("starting replicas (policy deploy v{}: allowed)", policy.version))
+    } else {
+        (
+            Status::Failed,
+            format!("deployment denied by policy deploy v{}: {}", policy.version, decision.deny.join("; ")),
+        )
+    };
+    Decision::Move { to, reason, patch: Patch { evidence, ..Patch::default() } }
 }
 
 /// Starts the replicas and waits until they listen.

@@ -10,6 +10,7 @@ pub mod analytics;
 pub mod build;
 pub mod deploy;
 pub mod driver;
+pub mod gates;
 pub mod logs;
 pub mod metrics;
 pub mod push;

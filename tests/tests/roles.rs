@@ -110,6 +110,12 @@ async fn every_route_checks_the_callers_role_and_project() {
         route("POST", "/api/v1/projects/own/scripts", json!({"source": "function handle(req) end"}), Deployer, Own),
         route("POST", "/api/v1/projects/other/scripts", json!({"source": "function handle(req) end"}), Deployer, Other),
         route("POST", "/api/v1/projects/own/scripts/rollback", json!({"to": 0}), Deployer, Own),
+        route("GET", "/api/v1/policies", Value::Null, Viewer, Global),
+        route("GET", "/api/v1/policies/deploy", Value::Null, Viewer, Global),
+        // Bodies that change nothing (422 past the role check).
+        route("PUT", "/api/v1/policies/deploy", json!({}), Admin, Global),
+        route("PATCH", "/api/v1/policies/deploy/data", json!({"set": {}}), Admin, Global),
+        route("POST", "/api/v1/policies/deploy/test", json!({"input": {}}), Deployer, Global),
         route("GET", "/api/v1/secrets", Value::Null, Admin, Global),
         route("PUT", "/api/v1/secrets/old-style", json!({"value": "x"}), Deployer, Global),
         route("GET", "/api/v1/projects/own/secrets", Value::Null, Deployer, Own),

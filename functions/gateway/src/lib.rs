@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod listener;
 pub mod live;
 pub mod openapi;
+pub mod policies;
 pub mod scripts;
 pub mod traffic;
 pub mod webhook;
@@ -57,6 +58,10 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/projects/{name}/split", axum::routing::put(api::set_split).delete(api::reset_split))
         .route("/projects/{name}/scripts", get(scripts::list).post(scripts::push))
         .route("/projects/{name}/scripts/rollback", post(scripts::rollback))
+        .route("/policies", get(policies::list))
+        .route("/policies/{name}", get(policies::show).put(policies::set))
+        .route("/policies/{name}/data", axum::routing::patch(policies::set_data))
+        .route("/policies/{name}/test", post(policies::test))
         .route("/events", get(live::all_events))
         .route("/secrets", get(api::list_all_secrets))
         .route("/secrets/{name}", axum::routing::put(api::global_secret_moved).delete(api::global_secret_moved))

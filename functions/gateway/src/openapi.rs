@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, live, scripts, traffic, webhook, wire};
+use super::{api, live, policies, scripts, traffic, webhook, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,6 +12,7 @@ use super::{api, live, scripts, traffic, webhook, wire};
         api::create_project, api::list_projects, api::get_project, api::delete_project, api::set_chaos, api::end_chaos,
         api::set_split, api::reset_split, traffic::project, traffic::deployment,
         scripts::list, scripts::push, scripts::rollback,
+        policies::list, policies::show, policies::set, policies::set_data, policies::test,
         api::create_deployment, api::list_project_deployments, api::list_deployments, api::get_deployment,
         api::deployment_events, api::retry, api::cancel,
         api::dead_letters, api::redrive,
@@ -28,6 +29,7 @@ use super::{api, live, scripts, traffic, webhook, wire};
         wire::FeedItemOut, wire::Rollback, wire::ReplicaOut, wire::SetSecret, wire::SecretOut,
         wire::HealthSampleOut, wire::AuditOut, wire::SplitIn, wire::SplitOut, wire::TrafficPointOut, wire::ServingOut, wire::ProjectTrafficOut, wire::ScriptIn, wire::ScriptRollbackIn, wire::ScriptHealthOut,
         wire::ScriptVersionOut, wire::DeploymentScriptOut, wire::ScriptsOut,
+        wire::PolicyOut, wire::PolicyVersionOut, wire::PoliciesOut, wire::PolicyIn, wire::PolicyDataIn, wire::PolicyTestIn, wire::DecisionOut,
     )),
     modifiers(&BearerAuth),
 )]

@@ -109,6 +109,7 @@ impl From<AuditRecord> for TransitionOut {
             from: a.from.map(|s| s.to_string()),
             to: a.to.to_string(),
             reason: a.reason,
+            evidence: a.evidence.and_then(|e| serde_json::from_str(&e).ok()),
             hash: a.hash,
             prev_hash: a.prev_hash,
         }

@@ -192,6 +192,12 @@ pub struct TransitionOut {
     pub from: Option<String>,
     pub to: String,
     pub reason: String,
+    /// What the step was decided on: a policy decision (`gate`, `allow`,
+    /// `deny` reasons, `input`, `policy_sha256`, `data_sha256`,
+    /// `policy_version`). Covered by the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub evidence: Option<serde_json::Value>,
     /// Hash chain: SHA-256 over the previous hash and this record.
     pub hash: String,
     pub prev_hash: String,
@@ -523,4 +529,108 @@ pub struct ProjectTrafficOut {
     pub serving: Vec<ServingOut>,
     pub split: Option<SplitOut>,
     pub chaos: Option<ChaosOut>,
+}
+
+/// A gate's policy: the version in force (0: the one Bifrost ships).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PolicyOut {
+    /// The gate: `deploy` or `promote`.
+    pub name: String,
+    pub version: u64,
+    /// True while no version was stored: Bifrost's own policy is in force.
+    pub shipped: bool,
+    pub rego: String,
+    /// The thresholds, at `data.<name>`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub data: serde_json::Value,
+    /// Per-project values over `data`: project name → object.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub projects: serde_json::Value,
+    pub policy_sha256: String,
+    pub data_sha256: String,
+    pub set_by: Option<String>,
+    pub at: Option<String>,
+    /// Every stored version, oldest first (who changed what, when).
+    pub history: Vec<PolicyVersionOut>,
+}
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PolicyVersionOut {
+    pub version: u64,
+    pub set_by: String,
+    pub at: String,
+    pub reason: String,
+    pub hash: String,
+}
+
+/// `GET /api/v1/policies`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PoliciesOut {
+    pub policies: Vec<PolicyOut>,
+}
+
+/// `PUT /api/v1/policies/{name}`: replace the policy text and/or its data.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyIn {
+    /// The Rego text (`package <name>`); unchanged when absent.
+    #[serde(default)]
+    pub rego: Option<String>,
+    /// The whole data document (an object); unchanged when absent.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub data: Option<serde_json::Value>,
+    /// The version this change was made on; refused (409) if another
+    /// change came first. Default: whatever is in force.
+    #[serde(default)]
+    pub base_version: Option<u64>,
+}
+
+/// `PATCH /api/v1/policies/{name}/data`: change some thresholds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDataIn {
+    /// key → new value (JSON).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub set: serde_json::Map<String, serde_json::Value>,
+    /// Keys to remove (for a project: back to the policy's own value).
+    #[serde(default)]
+    pub unset: Vec<String>,
+    /// Only for this project (its values override the policy's).
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// `POST /api/v1/policies/{name}/test`: evaluate without acting.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyTestIn {
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub input: serde_json::Value,
+    /// Evaluate with this project's data values.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// A gate's decision: never a bare boolean.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DecisionOut {
+    pub gate: String,
+    pub allow: bool,
+    /// The rules' messages (or the evaluation error: a policy that fails denies).
+    pub deny: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub input: serde_json::Value,
+    pub policy_version: u64,
+    pub policy_sha256: String,
+    pub data_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -466,6 +466,10 @@ pub struct AuditRecord {
     pub from: Option<Status>,
     pub to: Status,
     pub reason: String,
+    /// What the step was decided on, as JSON (a policy decision: allow,
+    /// reasons, input, policy and data sha256); covered by the hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
     /// Hash of the previous record of the same deployment ("" for the first).
     pub prev_hash: String,
     pub hash: String,
@@ -478,17 +482,30 @@ pub struct AuditEntry<'a> {
     pub from: Option<Status>,
     pub to: Status,
     pub reason: &'a str,
+    pub evidence: Option<&'a str>,
 }
 
 impl AuditEntry<'_> {
     /// Its chain hash after `prev_hash`.
     pub fn hash(&self, prev_hash: &str, deployment_id: &str) -> String {
-        AuditRecord::compute_hash(prev_hash, deployment_id, self.at, self.actor, self.from, self.to, self.reason)
+        AuditRecord::compute_hash(
+            prev_hash,
+            deployment_id,
+            self.at,
+            self.actor,
+            self.from,
+            self.to,
+            self.reason,
+            self.evidence,
+        )
     }
 }
 
 impl AuditRecord {
-    /// The chain hash: SHA-256 over the previous hash and the record's fields.
+    /// The chain hash: SHA-256 over the previous hash and the record's
+    /// fields (evidence only when present, so records from before it
+    /// existed keep their hashes).
+    #[allow(clippy::too_many_arguments)]
     pub fn compute_hash(
         prev_hash: &str,
         deployment_id: &str,
@@ -497,6 +514,7 @@ impl AuditRecord {
         from: Option<Status>,
         to: Status,
         reason: &str,
+        evidence: Option<&str>,
     ) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
@@ -508,7 +526,10 @@ impl AuditRecord {
             from.map(Status::as_str).unwrap_or(""),
             to.as_str(),
             reason,
-        ] {
+        ]
+        .into_iter()
+        .chain(evidence)
+        {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part.as_bytes());
         }
@@ -526,6 +547,7 @@ impl AuditRecord {
                 self.from,
                 self.to,
                 &self.reason,
+                self.evidence.as_deref(),
             )
     }
 }
@@ -590,7 +612,7 @@ mod tests {
     fn audit_chain_detects_tampering() {
         let at = now();
         let actor = Actor::system("test");
-        let h1 = AuditRecord::compute_hash("", "d1", &at, &actor, None, Status::Queued, "created");
+        let h1 = AuditRecord::compute_hash("", "d1", &at, &actor, None, Status::Queued, "created", None);
         let r1 = AuditRecord {
             seq: 1,
             deployment_id: "d1".into(),
@@ -600,10 +622,12 @@ mod tests {
             from: None,
             to: Status::Queued,
             reason: "created".into(),
+            evidence: None,
             prev_hash: String::new(),
             hash: h1.clone(),
         };
-        let h2 = AuditRecord::compute_hash(&h1, "d1", &at, &actor, Some(Status::Queued), Status::Validating, "go");
+        let h2 =
+            AuditRecord::compute_hash(&h1, "d1", &at, &actor, Some(Status::Queued), Status::Validating, "go", None);
         let mut r2 = AuditRecord {
             seq: 2,
             from: Some(Status::Queued),
@@ -615,6 +639,10 @@ mod tests {
         };
         assert_eq!(verify_chain(&[r1.clone(), r2.clone()]), Ok(()));
         r2.reason = "tampered".into();
+        assert!(verify_chain(&[r1.clone(), r2.clone()]).is_err());
+        // Evidence is under the hash too: added or edited, it is found.
+        r2.reason = "go".into();
+        r2.evidence = Some("{\"allow\":true}".into());
         assert!(verify_chain(&[r1, r2]).is_err());
     }
 }

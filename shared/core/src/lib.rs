@@ -12,6 +12,7 @@ pub mod decide;
 pub mod domain;
 pub mod error;
 pub mod events;
+pub mod policies;
 pub mod ports;
 pub mod repo;
 pub mod scripts;

@@ -13,6 +13,7 @@ use crate::domain::{
 };
 use crate::error::{StoreError, StoreResult};
 use crate::events::{DeadLetter, Event, Outcome, PushEnvelope};
+use crate::policies::{NewPolicyVersion, PolicyVersion};
 use crate::status::{Status, TransitionKind, allowed};
 
 /// One requested status change. The store applies it atomically: check the
@@ -109,6 +110,9 @@ pub struct Patch {
     /// On `→ healthy`: make this the project's live deployment and supersede
     /// the one it replaces.
     pub make_live: bool,
+    /// What the step was decided on (a policy decision, JSON): kept in the
+    /// audit record, under its hash.
+    pub evidence: Option<String>,
 }
 
 /// The result of creating a deployment.
@@ -212,6 +216,13 @@ pub trait Store: Send + Sync {
     async fn authenticate(&self, token_hash: &str) -> StoreResult<Option<ApiToken>>;
     async fn list_tokens(&self) -> StoreResult<Vec<ApiToken>>;
     async fn revoke_token(&self, id_or_name: &str) -> StoreResult<ApiToken>;
+
+    /// Appends a version of a gate's policy, numbered and hash-chained after
+    /// the newest; refused (`AlreadyExists`) when the newest is not
+    /// `new.base_version` (someone changed it meanwhile).
+    async fn put_policy(&self, new: NewPolicyVersion) -> StoreResult<PolicyVersion>;
+    /// A policy's versions, oldest first (none: the shipped one is in force).
+    async fn policy_versions(&self, name: &str) -> StoreResult<Vec<PolicyVersion>>;
 }
 
 /// Events that did not reach their function: dead letters (delivery gave
@@ -409,6 +420,22 @@ pub enum RuntimeError {
     Unavailable(String),
 }
 
+/// What the host that runs replicas can tell about itself: the deploy
+/// policy's input. A fact it cannot tell is absent (`None`, and left out of
+/// the policy's input, so no rule about it fires).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct HostFacts {
+    /// Free space where apps' files live, GB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_free_gb: Option<f64>,
+    /// The 1-minute load average per core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_load: Option<f64>,
+    /// Memory available for new processes, MB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_available_mb: Option<f64>,
+}
+
 /// Runs replicas. Shaped as a reconciler: `apply` makes reality match the
 /// spec and is idempotent; `stop` treats "not found" as done.
 #[async_trait]
@@ -425,6 +452,10 @@ pub trait Runtime: Send + Sync {
     /// Drains (stops routing, waits `drain`) then stops the replicas. Only
     /// this deployment's own objects go; what the app shares stays.
     async fn stop(&self, deployment_id: &str, drain: std::time::Duration) -> Result<(), RuntimeError>;
+    /// What the host can tell about itself (the deploy policy's input).
+    async fn host_facts(&self) -> HostFacts {
+        HostFacts::default()
+    }
     /// The replicas and what their health probes see.
     async fn status(&self, deployment_id: &str) -> Vec<ReplicaStatus>;
     /// A health observation of one replica from its sidecar. Runtimes that

@@ -4,6 +4,7 @@
 
 mod blobs;
 pub(crate) mod builder;
+pub mod host;
 pub mod process;
 mod runtime;
 pub mod sandbox;

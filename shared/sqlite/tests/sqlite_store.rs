@@ -132,6 +132,8 @@ async fn plaintext_secrets_of_an_older_data_dir_are_migrated_and_sealed_in_place
             "ALTER TABLE tokens DROP COLUMN project_id",
             "ALTER TABLE projects DROP COLUMN chaos",
             "ALTER TABLE projects DROP COLUMN split",
+            "ALTER TABLE audit DROP COLUMN evidence",
+            "DROP TABLE policies",
             "UPDATE projects SET webhook_secret = 'plain-hook'",
             "PRAGMA user_version = 2",
         ] {

@@ -10,6 +10,7 @@ use bifrost_core::domain::{
     TrafficSplit, now, verify_chain,
 };
 use bifrost_core::error::StoreError;
+use bifrost_core::policies::{NewPolicyVersion, verify_policy_chain};
 use bifrost_core::ports::{Patch, Store, Transition};
 use bifrost_core::status::Status;
 
@@ -73,6 +74,7 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) -> Result<(), String> 
     make_live(&*store, prefix).await?;
     chaos(&*store, prefix).await?;
     tokens(&*store, prefix).await?;
+    policies(&*store, prefix).await?;
     delete_cancels(&*store, prefix).await?;
     feed_orders_status_and_logs(&*store, prefix).await?;
     secrets(&*store, prefix).await?;
@@ -351,6 +353,34 @@ pub async fn tokens(store: &dyn Store, prefix: &str) -> Result<(), String> {
     check!(store.authenticate("nope").await.map_err(|e| e.to_string())?.is_none(), "unknown hash authenticated");
     store.revoke_token(&name).await.map_err(|e| e.to_string())?;
     check!(store.authenticate(&hash).await.map_err(|e| e.to_string())?.is_none(), "revoked token authenticated");
+    Ok(())
+}
+
+/// Policy versions: numbered from 1, chained, compare-and-set on the
+/// version a change was made on, listed oldest first per name.
+pub async fn policies(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let name = format!("{prefix}deploy");
+    let new = |base: u64, min: u64| NewPolicyVersion {
+        name: name.clone(),
+        rego: "package deploy".into(),
+        data: serde_json::json!({ "min_disk_gb": min }),
+        projects: [("web".to_string(), serde_json::json!({ "min_disk_gb": 1 }))].into(),
+        set_by: Actor::token("admin"),
+        reason: format!("data min_disk_gb={min}"),
+        base_version: base,
+    };
+    check!(store.policy_versions(&name).await.map_err(|e| e.to_string())?.is_empty(), "a new policy has versions");
+    let v1 = store.put_policy(new(0, 5)).await.map_err(|e| e.to_string())?;
+    let v2 = store.put_policy(new(1, 7)).await.map_err(|e| e.to_string())?;
+    check!((v1.version, v2.version) == (1, 2), "versions {} and {}", v1.version, v2.version);
+    let stale = store.put_policy(new(1, 9)).await;
+    check!(matches!(stale, Err(StoreError::AlreadyExists { .. })), "a change on an old version: {stale:?}");
+    let other = store.put_policy(NewPolicyVersion { name: format!("{prefix}promote"), ..new(0, 1) }).await;
+    check!(other.as_ref().is_ok_and(|v| v.version == 1), "another policy's first version: {other:?}");
+    let all = store.policy_versions(&name).await.map_err(|e| e.to_string())?;
+    check!(all == vec![v1, v2], "read back: {all:?}");
+    check!(verify_policy_chain(&all).is_ok(), "chain: {:?}", verify_policy_chain(&all));
+    check!(all[1].data_for(Some("web"))["min_disk_gb"] == 1, "the project's value: {:?}", all[1].data_for(Some("web")));
     Ok(())
 }
 

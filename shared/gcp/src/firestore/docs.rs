@@ -76,6 +76,25 @@ pub(super) struct TokenDoc {
     pub(super) data: String,
 }
 
+/// `policies/<name>~<version, 8 digits>`: one version of a gate's policy
+/// (the whole [`PolicyVersion`] as JSON in `data`); `meta/policy~<name>`
+/// holds the newest version number, which a change compares and sets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct PolicyDoc {
+    pub(super) name: String,
+    pub(super) version: i64,
+    pub(super) data: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct PolicyHeadDoc {
+    pub(super) version: i64,
+}
+
+pub(super) fn policy_doc_id(name: &str, version: u64) -> String {
+    format!("{name}~{version:08}")
+}
+
 /// `secrets/<project id>~<name>`; documents written before secrets
 /// belonged to projects have no `project_id` (listed, never resolved).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -118,6 +137,7 @@ pub(super) struct Cols {
     pub(super) tokens: String,
     pub(super) secrets: String,
     pub(super) health: String,
+    pub(super) policies: String,
 }
 
 impl Cols {
@@ -137,6 +157,7 @@ impl Cols {
             tokens: c("tokens"),
             secrets: c("secrets"),
             health: c("health"),
+            policies: c("policies"),
         }
     }
 }

@@ -39,6 +39,7 @@ use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
 use bifrost_core::events::{DeadLetter, Event, PushEnvelope};
+use bifrost_core::policies::{NewPolicyVersion, PolicyVersion};
 use bifrost_core::ports::{Created, DeadLetters, Store, Transition};
 use bifrost_core::status::Status;
 
@@ -225,8 +226,14 @@ impl Store for FirestoreStore {
                     let ddoc = tx.get_deployment(live).await?;
                     let d = deployment_of(&ddoc)?;
                     let at = now();
-                    let entry =
-                        AuditEntry { at: &at, actor: &actor, from: Some(d.status), to: d.status, reason: &reason };
+                    let entry = AuditEntry {
+                        at: &at,
+                        actor: &actor,
+                        from: Some(d.status),
+                        to: d.status,
+                        reason: &reason,
+                        evidence: None,
+                    };
                     let hash = tx.append_audit(&d, &ddoc.audit_head, entry).await?;
                     let col = tx.cols.deployments.clone();
                     tx.set(&col, &d.id, &deployment_doc(&d, &hash)?)?;
@@ -306,7 +313,14 @@ impl Store for FirestoreStore {
                     tx.transition(&t).await?;
                     superseded.push(t.deployment_id);
                 }
-                let entry = AuditEntry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
+                let entry = AuditEntry {
+                    at: &at,
+                    actor: &new.actor,
+                    from: None,
+                    to: Status::Queued,
+                    reason: &reason,
+                    evidence: None,
+                };
                 let hash = tx.append_audit(&d, "", entry).await?;
                 let col = tx.cols.deployments.clone();
                 tx.set(&col, &d.id, &deployment_doc(&d, &hash)?)?;
@@ -684,6 +698,57 @@ impl Store for FirestoreStore {
             .map_err(fs)?;
         let mut out: Vec<ApiToken> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn put_policy(&self, new: NewPolicyVersion) -> StoreResult<PolicyVersion> {
+        self.write(|tx| {
+            let new = new.clone();
+            async move {
+                let (meta, col) = (tx.cols.meta.clone(), tx.cols.policies.clone());
+                let head_id = format!("policy~{}", new.name);
+                let at = tx.get::<PolicyHeadDoc>(&meta, &head_id).await?.map_or(0, |h| h.version as u64);
+                if at != new.base_version {
+                    return Err(StoreError::AlreadyExists {
+                        kind: "policy version",
+                        id: format!("{} v{} (changed meanwhile; reload and try again)", new.name, at),
+                    }
+                    .into());
+                }
+                let prev: Option<PolicyVersion> = match at {
+                    0 => None,
+                    v => {
+                        let doc = tx.get::<PolicyDoc>(&col, &policy_doc_id(&new.name, v)).await?;
+                        Some(from_data(
+                            &doc.ok_or_else(|| backend(format!("policy {} v{v} is missing", new.name)))?.data,
+                        )?)
+                    }
+                };
+                let v = new.seal(prev.as_ref(), now());
+                let doc = PolicyDoc { name: v.name.clone(), version: v.version as i64, data: to_data(&v)? };
+                tx.set(&col, &policy_doc_id(&v.name, v.version), &doc)?;
+                tx.set(&meta, &head_id, &PolicyHeadDoc { version: v.version as i64 })?;
+                Ok(v)
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn policy_versions(&self, name: &str) -> StoreResult<Vec<PolicyVersion>> {
+        // Equality only (no ordering on another field): no composite index.
+        let docs: Vec<PolicyDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.policies.as_str())
+            .filter(|q| q.for_all([q.field("name").eq(name)]))
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        let mut out: Vec<PolicyVersion> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
+        out.sort_by_key(|v| v.version);
         Ok(out)
     }
 

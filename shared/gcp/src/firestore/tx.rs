@@ -261,7 +261,7 @@ impl Tx<'_> {
         e: AuditEntry<'_>,
     ) -> Result<String, TxError> {
         let hash = e.hash(prev_hash, &d.id);
-        let AuditEntry { at, actor, from, to, reason } = e;
+        let AuditEntry { at, actor, from, to, reason, evidence } = e;
         let seq = self.next_seq().await?;
         let record = AuditRecord {
             seq,
@@ -272,6 +272,7 @@ impl Tx<'_> {
             from,
             to,
             reason: reason.to_string(),
+            evidence: evidence.map(str::to_string),
             prev_hash: prev_hash.to_string(),
             hash: hash.clone(),
         };
@@ -316,8 +317,14 @@ impl Tx<'_> {
             let cur = deployment_of(&doc)?;
             let at = now();
             let next = t.apply_to(&cur, at)?;
-            let entry =
-                AuditEntry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
+            let entry = AuditEntry {
+                at: &at,
+                actor: &t.actor,
+                from: Some(cur.status),
+                to: next.status,
+                reason: &t.reason,
+                evidence: t.patch.evidence.as_deref(),
+            };
             let hash = self.append_audit(&next, &doc.audit_head, entry).await?;
             let col = self.cols.deployments.clone();
             self.set(&col, &next.id, &deployment_doc(&next, &hash)?)?;

@@ -182,6 +182,11 @@ impl ProcessRuntime {
 
 #[async_trait]
 impl Runtime for ProcessRuntime {
+    async fn host_facts(&self) -> bifrost_core::ports::HostFacts {
+        let root = self.inner.sandbox.apps_root().to_path_buf();
+        tokio::task::spawn_blocking(move || crate::host::facts(&root)).await.unwrap_or_default()
+    }
+
     async fn apply(&self, spec: ReplicaSpec) -> Result<(), RuntimeError> {
         if self.get(&spec.deployment_id).is_some() {
             // Already running: applying the same spec again changes nothing.

@@ -355,6 +355,11 @@ impl Sandbox {
     }
 
     /// A project's directory: `<apps root>/<project id>`.
+    /// Where apps' trees and caches live.
+    pub fn apps_root(&self) -> &Path {
+        &self.inner.apps_root
+    }
+
     pub fn project_dir(&self, project_id: &str) -> PathBuf {
         self.inner.apps_root.join(project_id)
     }

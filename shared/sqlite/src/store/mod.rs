@@ -15,6 +15,7 @@ use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
 use bifrost_core::events::{DeadLetter, Event, Subscription};
+use bifrost_core::policies::{NewPolicyVersion, PolicyVersion};
 use bifrost_core::ports::{Created, DeadLetters, Store, Transition};
 use bifrost_core::repo::repo_key;
 use bifrost_core::status::{Status, TRANSITIONS};
@@ -345,8 +346,14 @@ impl Store for SqliteStore {
                         |r| Ok((deployment_row(r)?, r.get(15)?)),
                     )
                     .map_err(backend)?;
-                    let entry =
-                        AuditEntry { at: &now(), actor: &actor, from: Some(d.status), to: d.status, reason: &reason };
+                    let entry = AuditEntry {
+                        at: &now(),
+                        actor: &actor,
+                        from: Some(d.status),
+                        to: d.status,
+                        reason: &reason,
+                        evidence: None,
+                    };
                     let hash = append_audit(tx, &d, &head, entry)?;
                     exec(tx, "UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id])
                         .map_err(backend)?;
@@ -414,7 +421,7 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.read(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash
+                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence
                      FROM audit WHERE deployment_id = ?1 ORDER BY seq",
                 ).map_err(backend)?;
                 let rows: Vec<AuditRecord> =
@@ -432,7 +439,7 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.read(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash
+                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence
                      FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
                 ).map_err(backend)?;
                 let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);
@@ -821,6 +828,57 @@ impl Store for SqliteStore {
                 let rows =
                     stmt.query_map([], token_row).map_err(backend)?.collect::<Result<_, _>>().map_err(backend)?;
                 Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn put_policy(&self, new: NewPolicyVersion) -> StoreResult<PolicyVersion> {
+        self.run(move |inner| {
+            inner.write(move |tx, _| {
+                let newest: Option<String> = tx
+                    .query_row(
+                        "SELECT doc FROM policies WHERE name = ?1 ORDER BY version DESC LIMIT 1",
+                        [&new.name],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                let prev: Option<PolicyVersion> =
+                    newest.map(|d| serde_json::from_str(&d)).transpose().map_err(backend)?;
+                let at = prev.as_ref().map_or(0, |p| p.version);
+                if at != new.base_version {
+                    return Err(StoreError::AlreadyExists {
+                        kind: "policy version",
+                        id: format!("{} v{} (changed meanwhile; reload and try again)", new.name, at),
+                    });
+                }
+                let v = new.seal(prev.as_ref(), now());
+                let doc = serde_json::to_string(&v).map_err(backend)?;
+                exec(
+                    tx,
+                    "INSERT INTO policies (name, version, doc) VALUES (?1, ?2, ?3)",
+                    params![v.name, v.version as i64, doc],
+                )
+                .map_err(backend)?;
+                Ok(v)
+            })
+        })
+        .await
+    }
+
+    async fn policy_versions(&self, name: &str) -> StoreResult<Vec<PolicyVersion>> {
+        let name = name.to_string();
+        self.run(move |inner| {
+            inner.read(|c| {
+                let mut stmt =
+                    c.prepare_cached("SELECT doc FROM policies WHERE name = ?1 ORDER BY version").map_err(backend)?;
+                let docs: Vec<String> = stmt
+                    .query_map([&name], |r| r.get(0))
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                docs.iter().map(|d| serde_json::from_str(d).map_err(backend)).collect()
             })
         })
         .await

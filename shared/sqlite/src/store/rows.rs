@@ -127,6 +127,7 @@ pub(super) fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> 
         reason: r.get(7)?,
         prev_hash: r.get(8)?,
         hash: r.get(9)?,
+        evidence: r.get(10)?,
     })
 }
 

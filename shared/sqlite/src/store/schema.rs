@@ -4,13 +4,30 @@
 use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 /// Schema 4: a project's fault injection (JSON), `bifrost chaos`.
 pub(super) const MIGRATION_4: &str = "ALTER TABLE projects ADD COLUMN chaos TEXT;";
 
 /// Schema 5: a project's traffic split (JSON), `bifrost traffic split`.
 pub(super) const MIGRATION_5: &str = "ALTER TABLE projects ADD COLUMN split TEXT;";
+
+/// Schema 6: policy versions (`bifrost policies`), append-only like the
+/// audit trail; each row is the whole version as JSON, hash-chained. Audit
+/// records keep what a step was decided on (a policy decision).
+pub(super) const MIGRATION_6: &str = "
+ALTER TABLE audit ADD COLUMN evidence TEXT;
+CREATE TABLE policies (
+    name    TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    doc     TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID;
+CREATE TRIGGER policies_no_update BEFORE UPDATE ON policies
+BEGIN SELECT RAISE(ABORT, 'bifrost: policy versions are append-only'); END;
+CREATE TRIGGER policies_no_delete BEFORE DELETE ON policies
+BEGIN SELECT RAISE(ABORT, 'bifrost: policy versions are append-only'); END;
+";
 
 /// Schema 2: sidecar health reports.
 pub(super) const MIGRATION_2: &str = "
@@ -82,6 +99,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if version < 5 {
         tx.execute_batch(MIGRATION_5).map_err(backend)?;
+    }
+    if version < 6 {
+        tx.execute_batch(MIGRATION_6).map_err(backend)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(backend)?;

@@ -55,11 +55,11 @@ pub(super) fn get_deployment_tx(conn: &Connection, id: &str) -> StoreResult<Depl
 /// Appends an audit record chained to the deployment's previous one.
 pub(super) fn append_audit(tx: &Connection, d: &Deployment, prev_hash: &str, e: AuditEntry<'_>) -> StoreResult<String> {
     let hash = e.hash(prev_hash, &d.id);
-    let AuditEntry { at, actor, from, to, reason } = e;
+    let AuditEntry { at, actor, from, to, reason, evidence } = e;
     exec(
         tx,
-        "INSERT INTO audit (deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO audit (deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             d.id,
             d.project_id,
@@ -69,7 +69,8 @@ pub(super) fn append_audit(tx: &Connection, d: &Deployment, prev_hash: &str, e: 
             to.as_str(),
             reason,
             prev_hash,
-            hash
+            hash,
+            evidence
         ],
     )
     .map_err(backend)?;
@@ -90,7 +91,14 @@ pub(super) fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -
     let at = now();
     let next = t.apply_to(&cur, at)?;
     let retry = next.attempt != cur.attempt;
-    let entry = AuditEntry { at: &at, actor: &t.actor, from: Some(cur.status), to: next.status, reason: &t.reason };
+    let entry = AuditEntry {
+        at: &at,
+        actor: &t.actor,
+        from: Some(cur.status),
+        to: next.status,
+        reason: &t.reason,
+        evidence: t.patch.evidence.as_deref(),
+    };
     let hash = append_audit(tx, &next, &audit_head, entry)?;
     // The compare-and-set. Patch columns are written only when present, so a
     // plain step does not rewrite the (large) config snapshot.
@@ -215,7 +223,8 @@ pub(super) fn create_deployment_tx(tx: &Connection, out: &mut Outbox, new: &NewD
             ts(&at)
         ],
     ).map_err(backend)?;
-    let entry = AuditEntry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason };
+    let entry =
+        AuditEntry { at: &at, actor: &new.actor, from: None, to: Status::Queued, reason: &reason, evidence: None };
     let hash = append_audit(tx, &d, "", entry)?;
     exec(tx, "UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id]).map_err(backend)?;
     if let Some(key) = &new.dedupe_key {
