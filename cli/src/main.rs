@@ -2,6 +2,7 @@
 //! Bifrost from the command line. Exit codes are listed in docs/cli.md.
 
 mod archive;
+mod audit;
 mod client;
 mod commands;
 mod follow;
@@ -156,6 +157,22 @@ enum Command {
     /// `promote` before each canary step. Read: anyone; change: admin.
     #[command(subcommand)]
     Policies(PoliciesCmd),
+    /// The audit report (Markdown: timeline, policy violations, mode
+    /// changes, chaos, who did what) of an app or all; `audit verify` checks
+    /// every hash chain and the global anchor.
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
+        /// Only this app.
+        project: Option<String>,
+        /// How far back: 30m, 24h, 7d (default 24h).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Write the report to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Inspect events.
     #[command(subcommand)]
     Events(EventsCmd),
@@ -245,6 +262,18 @@ enum ScriptsCmd {
         project: String,
         #[arg(long)]
         to: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Check every deployment's hash chain, the global anchor over all of
+    /// them and the policies' versions; exits 1 naming what broke.
+    Verify {
+        /// A head anchor printed by an earlier verify: it must still be in
+        /// the trail (detects a cut of the newest records).
+        #[arg(long)]
+        head: Option<String>,
     },
 }
 
@@ -432,6 +461,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             ScriptsCmd::List { project } => scripts::list(&api, json, &project).await,
             ScriptsCmd::Rollback { project, to } => scripts::rollback(&api, json, &project, to).await,
         },
+        Command::Audit { cmd: Some(AuditCmd::Verify { head }), .. } => audit::verify(&api, json, head.as_deref()).await,
+        Command::Audit { cmd: None, project, since, output } => {
+            audit::report(&api, json, project.as_deref(), &since, output.as_deref()).await
+        }
         Command::Policies(pc) => match pc {
             PoliciesCmd::List => policies::list(&api, json).await,
             PoliciesCmd::Show { name } => policies::show(&api, json, &name).await,

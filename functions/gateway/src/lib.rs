@@ -4,6 +4,7 @@
 //! streams ([`fanout`], [`listener`]); the sidecars' gRPC [`ingest`].
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod fanout;
@@ -12,6 +13,7 @@ pub mod listener;
 pub mod live;
 pub mod openapi;
 pub mod policies;
+pub mod report;
 pub mod scripts;
 pub mod traffic;
 pub mod webhook;
@@ -70,6 +72,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/deployments/{id}/retry", post(api::retry))
         .route("/deployments/{id}/cancel", post(api::cancel))
         .route("/audit", get(api::audit))
+        .route("/audit/verify", get(audit::verify))
+        .route("/audit/report", get(audit::report))
         .route("/events/dead", get(api::dead_letters))
         .route("/events/dead/redrive", post(api::redrive))
         .route("/tokens", get(api::list_tokens).post(api::create_token))

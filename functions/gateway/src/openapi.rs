@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, live, policies, scripts, traffic, webhook, wire};
+use super::{api, audit, live, policies, scripts, traffic, webhook, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,7 +19,7 @@ use super::{api, live, policies, scripts, traffic, webhook, wire};
         api::list_tokens, api::create_token, api::revoke_token, api::whoami,
         api::validate, webhook::github,
         api::deployment_logs, api::replicas, api::rollback, live::deployment_events, live::all_events,
-        api::list_all_secrets, api::list_secrets, api::set_secret, api::delete_secret, api::health, api::audit,
+        api::list_all_secrets, api::list_secrets, api::set_secret, api::delete_secret, api::health, api::audit, audit::verify, audit::report,
     ),
     components(schemas(
         wire::ProjectOut, wire::ChaosIn, wire::ChaosOut, wire::CreateProject, wire::DeploymentOut, wire::DeploymentDetail, wire::TransitionOut,
@@ -29,7 +29,7 @@ use super::{api, live, policies, scripts, traffic, webhook, wire};
         wire::FeedItemOut, wire::Rollback, wire::ReplicaOut, wire::SetSecret, wire::SecretOut,
         wire::HealthSampleOut, wire::AuditOut, wire::SplitIn, wire::SplitOut, wire::TrafficPointOut, wire::ServingOut, wire::ProjectTrafficOut, wire::ScriptIn, wire::ScriptRollbackIn, wire::ScriptHealthOut,
         wire::ScriptVersionOut, wire::DeploymentScriptOut, wire::ScriptsOut,
-        wire::PolicyOut, wire::PolicyVersionOut, wire::PoliciesOut, wire::PolicyIn, wire::PolicyDataIn, wire::PolicyTestIn, wire::DecisionOut,
+        wire::PolicyOut, wire::PolicyVersionOut, wire::PoliciesOut, wire::PolicyIn, wire::PolicyDataIn, wire::PolicyTestIn, wire::DecisionOut, wire::AuditVerifyOut, wire::AuditReportOut,
     )),
     modifiers(&BearerAuth),
 )]

@@ -634,3 +634,31 @@ pub struct DecisionOut {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// `GET /api/v1/audit/verify`: every hash chain and the global anchor.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AuditVerifyOut {
+    /// No problem found.
+    pub ok: bool,
+    pub records: usize,
+    pub deployments: usize,
+    pub policy_versions: usize,
+    /// The newest global anchor: keep it elsewhere and pass it back as
+    /// `head` later to detect a cut of the newest records.
+    pub head: Option<String>,
+    /// What broke, each naming the record or chain.
+    pub problems: Vec<String>,
+}
+
+/// `GET /api/v1/audit/report`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct AuditReportOut {
+    pub since: String,
+    pub project: Option<String>,
+    /// Audit records the report covers.
+    pub records: usize,
+    /// The report, GitHub-flavoured Markdown.
+    pub markdown: String,
+}

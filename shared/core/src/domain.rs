@@ -473,6 +473,11 @@ pub struct AuditRecord {
     /// Hash of the previous record of the same deployment ("" for the first).
     pub prev_hash: String,
     pub hash: String,
+    /// The global anchor: SHA-256 of the anchor before it (append order)
+    /// and `hash` ([`crate::audit`]). `None` on records written before
+    /// anchors existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anchor: Option<String>,
 }
 
 /// What one audit record says happened (both stores chain it the same way).
@@ -625,6 +630,7 @@ mod tests {
             evidence: None,
             prev_hash: String::new(),
             hash: h1.clone(),
+            anchor: None,
         };
         let h2 =
             AuditRecord::compute_hash(&h1, "d1", &at, &actor, Some(Status::Queued), Status::Validating, "go", None);

@@ -76,6 +76,12 @@ pub(super) struct TokenDoc {
     pub(super) data: String,
 }
 
+/// `meta/audit_anchor`: the audit trail's newest global anchor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct AnchorDoc {
+    pub(super) head: String,
+}
+
 /// `policies/<name>~<version, 8 digits>`: one version of a gate's policy
 /// (the whole [`PolicyVersion`] as JSON in `data`); `meta/policy~<name>`
 /// holds the newest version number, which a change compares and sets.

@@ -6,6 +6,8 @@ use super::*;
 
 /// The counter document every sequence number comes from.
 pub(super) const SEQ_DOC: &str = "seq";
+/// The document holding the audit trail's newest global anchor.
+pub(super) const ANCHOR_DOC: &str = "audit_anchor";
 /// Firestore's `in` filter takes at most 30 values; queries stay far below.
 pub(super) const MAX_IN: usize = 30;
 /// Firestore allows 500 writes per commit.
@@ -37,6 +39,8 @@ pub(super) struct Tx<'a> {
     pub(super) ops: Vec<Op>,
     /// The counter as read (first use) and as advanced since.
     pub(super) seq: Option<(i64, i64)>,
+    /// The audit anchor as read (first use) and as advanced since.
+    pub(super) anchor: Option<(String, String)>,
     pub(super) events: Vec<Event>,
     pub(super) feed: Vec<FeedItem>,
 }
@@ -75,7 +79,7 @@ impl<'a> Tx<'a> {
 
     /// Queues every buffered write (and the counter) on the transaction.
     pub(super) fn apply(self, t: &mut FirestoreTransaction<'_>) -> Result<(Vec<Event>, Vec<FeedItem>), FirestoreError> {
-        let Tx { db, cols, ops, seq, events, feed } = self;
+        let Tx { db, cols, ops, seq, anchor, events, feed } = self;
         if let Some((read, last)) = seq
             && last != read
         {
@@ -84,6 +88,16 @@ impl<'a> Tx<'a> {
                 .in_col(&cols.meta)
                 .document_id(SEQ_DOC)
                 .object(&SeqDoc { last })
+                .add_to_transaction(t)?;
+        }
+        if let Some((read, head)) = anchor
+            && head != read
+        {
+            db.fluent()
+                .update()
+                .in_col(&cols.meta)
+                .document_id(ANCHOR_DOC)
+                .object(&AnchorDoc { head })
                 .add_to_transaction(t)?;
         }
         for op in ops {
@@ -103,7 +117,7 @@ impl<'a> Tx<'a> {
 impl FirestoreStore {
     /// Reads outside a transaction, through the same helpers.
     pub(super) fn reader(&self) -> Tx<'_> {
-        Tx { db: self.db.clone(), cols: &self.cols, ops: vec![], seq: None, events: vec![], feed: vec![] }
+        Tx { db: self.db.clone(), cols: &self.cols, ops: vec![], seq: None, anchor: None, events: vec![], feed: vec![] }
     }
 
     /// Runs `logic` in a Firestore transaction, retried on contention; on
@@ -128,7 +142,8 @@ impl FirestoreStore {
                 .map_err(fs)?;
             let id = t.transaction_id().clone();
             let db = self.db.clone_with_consistency_selector(FirestoreConsistencySelector::Transaction(id.clone()));
-            let mut tx = Tx { db, cols: &self.cols, ops: vec![], seq: None, events: vec![], feed: vec![] };
+            let mut tx =
+                Tx { db, cols: &self.cols, ops: vec![], seq: None, anchor: None, events: vec![], feed: vec![] };
             let outcome = match logic(&mut tx).await {
                 Ok(_) if tx.ops.len() + 1 > MAX_WRITES => {
                     let _ = t.rollback().await;
@@ -263,6 +278,13 @@ impl Tx<'_> {
         let hash = e.hash(prev_hash, &d.id);
         let AuditEntry { at, actor, from, to, reason, evidence } = e;
         let seq = self.next_seq().await?;
+        let prev_anchor = match &self.anchor {
+            Some((_, head)) => head.clone(),
+            None => self.get::<AnchorDoc>(&self.cols.meta, ANCHOR_DOC).await?.map(|d| d.head).unwrap_or_default(),
+        };
+        let anchor = bifrost_core::audit::anchor(&prev_anchor, &hash);
+        let read = self.anchor.take().map_or(prev_anchor, |(read, _)| read);
+        self.anchor = Some((read, anchor.clone()));
         let record = AuditRecord {
             seq,
             deployment_id: d.id.clone(),
@@ -275,6 +297,7 @@ impl Tx<'_> {
             evidence: evidence.map(str::to_string),
             prev_hash: prev_hash.to_string(),
             hash: hash.clone(),
+            anchor: Some(anchor),
         };
         let doc = SeqItemDoc { seq: seq as i64, deployment_id: d.id.clone(), data: to_data(&record)? };
         let col = self.cols.audit.clone();

@@ -421,7 +421,7 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.read(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence
+                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence, anchor
                      FROM audit WHERE deployment_id = ?1 ORDER BY seq",
                 ).map_err(backend)?;
                 let rows: Vec<AuditRecord> =
@@ -439,7 +439,7 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.read(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence
+                    "SELECT seq, deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence, anchor
                      FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2",
                 ).map_err(backend)?;
                 let before = before.map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64);

@@ -128,6 +128,7 @@ pub(super) fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> 
         prev_hash: r.get(8)?,
         hash: r.get(9)?,
         evidence: r.get(10)?,
+        anchor: r.get(11)?,
     })
 }
 

@@ -14,9 +14,11 @@ pub(super) const MIGRATION_5: &str = "ALTER TABLE projects ADD COLUMN split TEXT
 
 /// Schema 6: policy versions (`bifrost policies`), append-only like the
 /// audit trail; each row is the whole version as JSON, hash-chained. Audit
-/// records keep what a step was decided on (a policy decision).
+/// records keep what a step was decided on (a policy decision) and the
+/// global anchor (`bifrost_core::audit`).
 pub(super) const MIGRATION_6: &str = "
 ALTER TABLE audit ADD COLUMN evidence TEXT;
+ALTER TABLE audit ADD COLUMN anchor TEXT;
 CREATE TABLE policies (
     name    TEXT NOT NULL,
     version INTEGER NOT NULL,

@@ -56,10 +56,17 @@ pub(super) fn get_deployment_tx(conn: &Connection, id: &str) -> StoreResult<Depl
 pub(super) fn append_audit(tx: &Connection, d: &Deployment, prev_hash: &str, e: AuditEntry<'_>) -> StoreResult<String> {
     let hash = e.hash(prev_hash, &d.id);
     let AuditEntry { at, actor, from, to, reason, evidence } = e;
+    // The global anchor follows the newest record's (none before anchors existed).
+    let prev_anchor: Option<String> = tx
+        .query_row("SELECT anchor FROM audit ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+        .optional()
+        .map_err(backend)?
+        .flatten();
+    let anchor = bifrost_core::audit::anchor(prev_anchor.as_deref().unwrap_or(""), &hash);
     exec(
         tx,
-        "INSERT INTO audit (deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO audit (deployment_id, project_id, at, actor, from_status, to_status, reason, prev_hash, hash, evidence, anchor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             d.id,
             d.project_id,
@@ -70,7 +77,8 @@ pub(super) fn append_audit(tx: &Connection, d: &Deployment, prev_hash: &str, e: 
             reason,
             prev_hash,
             hash,
-            evidence
+            evidence,
+            anchor
         ],
     )
     .map_err(backend)?;
