@@ -259,6 +259,40 @@ pub async fn projects_show(api: &Api, json: bool, name: &str) -> Res {
             output::when(&sp.at)
         );
     }
+    if let Some(r) = &p.rollout {
+        println!("  {}   {}", console::style("canary").magenta().bold(), rollout_line(r));
+    }
+    ok()
+}
+
+/// One line for a canary rollout: step, weight, paused, last decision.
+pub fn rollout_line(r: &bifrost_api::RolloutOut) -> String {
+    let mut line = format!("{} at step {} ({}% of clients) against {}", r.deployment, r.step, r.weight, r.stable);
+    if let Some(p) = &r.paused {
+        line.push_str(&format!(" — PAUSED: {}", output::term_safe(p)));
+    }
+    if let Some(d) = &r.last_decision {
+        line.push_str(&format!("; last: {}", output::term_safe(d)));
+    }
+    line
+}
+
+/// `bifrost rollout promote|abort APP`.
+pub async fn rollout(api: &Api, json: bool, project: &str, action: &str) -> Res {
+    let p: ProjectOut =
+        api.post(&format!("/api/v1/projects/{project}/rollout/{action}"), &serde_json::json!({})).await?;
+    if json {
+        output::print_json(&p);
+    } else if action == "promote" {
+        println!("{} {}: the canary takes its next step", console::style("✓").green(), bold(&p.name));
+    } else {
+        println!(
+            "{} {}: canary aborted; every client on {}",
+            console::style("✓").green(),
+            bold(&p.name),
+            p.live_deployment_id.as_deref().unwrap_or("-")
+        );
+    }
     ok()
 }
 

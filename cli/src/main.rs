@@ -153,6 +153,10 @@ enum Command {
     /// without a redeploy, list versions, roll back (deployer).
     #[command(subcommand)]
     Scripts(ScriptsCmd),
+    /// A canary rolling out (`[rollout] strategy = "canary"`): take the next
+    /// step by hand (what a paused rollout waits for) or abort it (deployer).
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
     /// The policy gates (Rego): `deploy` before a deployment starts,
     /// `promote` before each canary step. Read: anyone; change: admin.
     #[command(subcommand)]
@@ -263,6 +267,14 @@ enum ScriptsCmd {
         #[arg(long)]
         to: Option<u32>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutCmd {
+    /// The next step now, without asking the promote gate.
+    Promote { project: String },
+    /// Weight 0 and the canary cancelled; the live deployment untouched.
+    Abort { project: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -465,6 +477,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit { cmd: None, project, since, output } => {
             audit::report(&api, json, project.as_deref(), &since, output.as_deref()).await
         }
+        Command::Rollout(RolloutCmd::Promote { project }) => commands::rollout(&api, json, &project, "promote").await,
+        Command::Rollout(RolloutCmd::Abort { project }) => commands::rollout(&api, json, &project, "abort").await,
         Command::Policies(pc) => match pc {
             PoliciesCmd::List => policies::list(&api, json).await,
             PoliciesCmd::Show { name } => policies::show(&api, json, &name).await,

@@ -44,7 +44,14 @@ impl Function for Deploy {
             (Status::Built, Some(d)) => deploy_gate(ctx, d).await,
             (Status::Deploying, Some(d)) => start(ctx, d, event).await,
             (Status::Healthy, Some(_)) => match ctx.runtime.promote(&event.deployment_id).await {
-                Ok(()) => Decision::Done,
+                Ok(()) => {
+                    match crate::canary::finish(ctx, &event.project_id, &event.deployment_id, "canary complete: live")
+                        .await
+                    {
+                        Ok(()) => Decision::Done,
+                        Err(e) => Decision::Retry(e),
+                    }
+                }
                 Err(e) => Decision::Retry(format!("sending traffic to {}: {e}", event.deployment_id)),
             },
             (Status::Superseded | Status::Cancelled | Status::Failed, _) => leave_service(ctx, event).await,
@@ -117,6 +124,11 @@ async fn start(ctx: &Ctx, d: &Deployment, event: &Event) -> Decision {
 /// A deployment ended: traffic goes (back) to the live one, its replicas
 /// stop after draining, and build output nobody can roll back to is removed.
 async fn leave_service(ctx: &Ctx, event: &Event) -> Decision {
+    // A canary that ends takes its share of traffic with it.
+    let why = format!("canary ended: {}", event.status);
+    if let Err(e) = crate::canary::finish(ctx, &event.project_id, &event.deployment_id, &why).await {
+        return Decision::Retry(e);
+    }
     if let Ok(p) = ctx.store.get_project(&event.project_id).await
         && let Some(live) = p.live_deployment_id.filter(|l| *l != event.deployment_id)
         && let Err(e) = ctx.runtime.promote(&live).await

@@ -8,6 +8,7 @@
 
 pub mod analytics;
 pub mod build;
+pub mod canary;
 pub mod deploy;
 pub mod driver;
 pub mod gates;

@@ -65,7 +65,7 @@ pub async fn set(
     ensure_running(ctx, to, true).await?;
     let split = TrafficSplit { deployment: to.id.clone(), weight, set_by: actor.clone(), at: now() };
     let reason = format!("traffic split: {weight}% of clients to {}", to.id);
-    let p = ctx.store.set_traffic(&project.id, TrafficChange::Split(Some(split)), &reason, actor).await?;
+    let p = ctx.store.set_traffic(&project.id, TrafficChange::Split(Some(split)), &reason, actor, None).await?;
     tracing::warn!(project = %p.name, "{reason}");
     Ok(p)
 }
@@ -75,7 +75,7 @@ pub async fn reset(ctx: &Ctx, project: &Project, actor: Actor) -> Result<Project
     let Some(split) = &project.split else {
         return Err(SplitError::Invalid(format!("{} has no traffic split", project.name)));
     };
-    let p = ctx.store.set_traffic(&project.id, TrafficChange::Split(None), "traffic split reset", actor).await?;
+    let p = ctx.store.set_traffic(&project.id, TrafficChange::Split(None), "traffic split reset", actor, None).await?;
     tracing::warn!(project = %p.name, "traffic split reset");
     if let Ok(d) = ctx.store.get_deployment(&split.deployment).await
         && d.status.is_terminal()

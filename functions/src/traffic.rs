@@ -38,6 +38,12 @@ impl TrafficRecorder {
         TrafficRecorder { source, rings: Mutex::new(HashMap::new()) }
     }
 
+    /// The router's cumulative counts of one deployment now (what a canary's
+    /// analysis window is the difference of).
+    pub fn counts(&self, deployment_id: &str) -> TrafficCounts {
+        self.source.counts(deployment_id)
+    }
+
     /// Takes a reading of each of `deployments` and forgets the others.
     pub fn sample(&self, deployments: &[String]) {
         let at = now();

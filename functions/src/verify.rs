@@ -68,6 +68,14 @@ async fn verify(ctx: &Ctx, d: &Deployment, event: &Event) -> Decision {
             return Decision::fail(reason);
         }
         if replicas.iter().all(|r| r.healthy) {
+            // A canary goes live through its steps instead.
+            match ctx.store.get_project(&d.project_id).await {
+                Ok(p) if crate::canary::applies(d, &p) => {
+                    return crate::canary::run(ctx, d, event, &snapshot.config.rollout).await;
+                }
+                Ok(_) => {}
+                Err(e) => return Decision::Retry(format!("reading the project: {e}")),
+            }
             let probe = replicas[0].last_probe.clone().unwrap_or_default();
             let reason = format!("{}/{} replicas healthy ({probe})", replicas.len(), replicas.len());
             return Decision::Move {

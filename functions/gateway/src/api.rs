@@ -798,7 +798,8 @@ pub async fn set_chaos(
     }
     let chaos = chaos_of(&req, &caller)?;
     let reason = format!("chaos on: {chaos}");
-    let p = s.ctx.store.set_traffic(&project.id, TrafficChange::Chaos(Some(chaos)), &reason, caller.actor()).await?;
+    let p =
+        s.ctx.store.set_traffic(&project.id, TrafficChange::Chaos(Some(chaos)), &reason, caller.actor(), None).await?;
     tracing::warn!(project = %p.name, by = %caller.actor(), "{reason}");
     Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
 }
@@ -814,7 +815,7 @@ pub async fn end_chaos(
     Path(name): Path<String>,
 ) -> ApiResult<Json<ProjectOut>> {
     let project = s.ctx.store.get_project(&name).await?;
-    let p = s.ctx.store.set_traffic(&project.id, TrafficChange::Chaos(None), "chaos off", caller.actor()).await?;
+    let p = s.ctx.store.set_traffic(&project.id, TrafficChange::Chaos(None), "chaos off", caller.actor(), None).await?;
     tracing::warn!(project = %p.name, by = %caller.actor(), "chaos off");
     Ok(Json(ProjectOut::from_project(p, &s.ctx.settings.public_url, &s.ctx.settings.app_domain, false)))
 }

@@ -14,6 +14,7 @@ pub mod live;
 pub mod openapi;
 pub mod policies;
 pub mod report;
+pub mod rollout;
 pub mod scripts;
 pub mod traffic;
 pub mod webhook;
@@ -58,6 +59,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/projects/{name}/traffic", get(traffic::project))
         .route("/deployments/{id}/traffic", get(traffic::deployment))
         .route("/projects/{name}/split", axum::routing::put(api::set_split).delete(api::reset_split))
+        .route("/projects/{name}/rollout/promote", post(rollout::promote))
+        .route("/projects/{name}/rollout/abort", post(rollout::abort))
         .route("/projects/{name}/scripts", get(scripts::list).post(scripts::push))
         .route("/projects/{name}/scripts/rollback", post(scripts::rollback))
         .route("/policies", get(policies::list))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, audit, live, policies, scripts, traffic, webhook, wire};
+use super::{api, audit, live, policies, rollout, scripts, traffic, webhook, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,7 +11,7 @@ use super::{api, audit, live, policies, scripts, traffic, webhook, wire};
     paths(
         api::create_project, api::list_projects, api::get_project, api::delete_project, api::set_chaos, api::end_chaos,
         api::set_split, api::reset_split, traffic::project, traffic::deployment,
-        scripts::list, scripts::push, scripts::rollback,
+        scripts::list, scripts::push, scripts::rollback, rollout::promote, rollout::abort,
         policies::list, policies::show, policies::set, policies::set_data, policies::test,
         api::create_deployment, api::list_project_deployments, api::list_deployments, api::get_deployment,
         api::deployment_events, api::retry, api::cancel,
@@ -29,7 +29,7 @@ use super::{api, audit, live, policies, scripts, traffic, webhook, wire};
         wire::FeedItemOut, wire::Rollback, wire::ReplicaOut, wire::SetSecret, wire::SecretOut,
         wire::HealthSampleOut, wire::AuditOut, wire::SplitIn, wire::SplitOut, wire::TrafficPointOut, wire::ServingOut, wire::ProjectTrafficOut, wire::ScriptIn, wire::ScriptRollbackIn, wire::ScriptHealthOut,
         wire::ScriptVersionOut, wire::DeploymentScriptOut, wire::ScriptsOut,
-        wire::PolicyOut, wire::PolicyVersionOut, wire::PoliciesOut, wire::PolicyIn, wire::PolicyDataIn, wire::PolicyTestIn, wire::DecisionOut, wire::AuditVerifyOut, wire::AuditReportOut,
+        wire::PolicyOut, wire::PolicyVersionOut, wire::PoliciesOut, wire::PolicyIn, wire::PolicyDataIn, wire::PolicyTestIn, wire::DecisionOut, wire::AuditVerifyOut, wire::AuditReportOut, wire::RolloutOut,
     )),
     modifiers(&BearerAuth),
 )]

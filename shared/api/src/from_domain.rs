@@ -26,6 +26,18 @@ impl ProjectOut {
                 set_by: s.set_by.to_string(),
                 at: rfc3339(&s.at),
             }),
+            rollout: p.rollout.map(|r| RolloutOut {
+                deployment: r.deployment,
+                stable: r.stable,
+                step: r.step + 1,
+                weight: r.weight,
+                window_started: rfc3339(&r.window_started),
+                inconclusive: r.inconclusive,
+                errors: r.errors,
+                paused: r.paused,
+                promote_requested: r.promote_requested,
+                last_decision: r.last_decision,
+            }),
         }
     }
 }

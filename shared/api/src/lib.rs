@@ -41,6 +41,29 @@ pub struct ProjectOut {
     /// (`bifrost traffic split`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitOut>,
+    /// A canary rolling out (`[rollout] strategy = "canary"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutOut>,
+}
+
+/// Where a canary rollout is.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RolloutOut {
+    /// The canary deployment.
+    pub deployment: String,
+    /// The live deployment it is compared with.
+    pub stable: String,
+    /// 1-based.
+    pub step: usize,
+    pub weight: u8,
+    pub window_started: String,
+    pub inconclusive: u32,
+    pub errors: u32,
+    /// Why it waits for `bifrost rollout promote` / `abort`, when it does.
+    pub paused: Option<String>,
+    pub promote_requested: bool,
+    pub last_decision: Option<String>,
 }
 
 /// `PUT /api/v1/projects/{name}/split`.

@@ -47,6 +47,39 @@ pub struct Project {
     /// traffic split`; a canary's steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<TrafficSplit>,
+    /// A canary rollout in progress: which step, its analysis window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutState>,
+}
+
+/// Where a canary rollout is: durable, so a restart resumes at the same
+/// step and window. Each change bumps `generation` (compare-and-set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
+    /// The canary deployment.
+    pub deployment: String,
+    /// The live deployment it is compared against.
+    pub stable: String,
+    /// Index into `[rollout] steps` of the current step.
+    pub step: usize,
+    /// The canary's share now (0-100).
+    pub weight: u8,
+    /// When the current analysis window began.
+    pub window_started: Timestamp,
+    /// Inconclusive windows in a row at this step.
+    pub inconclusive: u32,
+    /// Metrics-source errors in a row.
+    pub errors: u32,
+    /// Set when the rollout waits for `bifrost rollout promote` / `abort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    /// `bifrost rollout promote`: take the next step without asking the gate.
+    #[serde(default)]
+    pub promote_requested: bool,
+    /// The last decision, in a line (`[PASS] …`, `[DENY] …`, `inconclusive: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
+    pub generation: u64,
 }
 
 /// A second deployment of an app and the share (0–100) of clients it gets,
@@ -67,15 +100,34 @@ pub enum TrafficChange {
     Chaos(Option<Chaos>),
     /// A split set (`Some`) or ended.
     Split(Option<TrafficSplit>),
+    /// A canary rollout's state and the split it implies, set together;
+    /// refused unless the rollout is still at `expected_generation`
+    /// (`None`: there must be none).
+    Rollout { rollout: Option<RolloutState>, split: Option<TrafficSplit>, expected_generation: Option<u64> },
 }
 
 impl TrafficChange {
     /// Applies the change to the project as read.
-    pub fn apply(self, project: &mut Project) {
+    pub fn apply(self, project: &mut Project) -> Result<(), StoreError> {
         match self {
             TrafficChange::Chaos(c) => project.chaos = c,
             TrafficChange::Split(s) => project.split = s,
+            TrafficChange::Rollout { rollout, split, expected_generation } => {
+                let now_at = project.rollout.as_ref().map(|r| r.generation);
+                if now_at != expected_generation {
+                    return Err(StoreError::AlreadyExists {
+                        kind: "rollout change",
+                        id: format!(
+                            "{} (the rollout moved on: generation {now_at:?}, not {expected_generation:?})",
+                            project.name
+                        ),
+                    });
+                }
+                project.rollout = rollout;
+                project.split = split;
+            }
         }
+        Ok(())
     }
 }
 
@@ -148,6 +200,7 @@ impl Project {
             live_deployment_id: None,
             chaos: None,
             split: None,
+            rollout: None,
         })
     }
 }

@@ -138,12 +138,14 @@ pub trait Store: Send + Sync {
     /// Sets or ends the project's fault injection or traffic split. The
     /// live deployment's audit trail records it (`reason`), its status
     /// unchanged.
+    /// `evidence` (a policy decision, JSON) goes into that record too.
     async fn set_traffic(
         &self,
         name_or_id: &str,
         change: TrafficChange,
         reason: &str,
         actor: Actor,
+        evidence: Option<String>,
     ) -> StoreResult<Project>;
 
     /// Creates a `queued` deployment (and its `deployment.queued` event), and

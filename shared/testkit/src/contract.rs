@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bifrost_core::domain::{
-    Actor, Chaos, Fault, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, Source, TrafficChange,
-    TrafficSplit, now, verify_chain,
+    Actor, Chaos, Fault, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, RolloutState, Source,
+    TrafficChange, TrafficSplit, now, verify_chain,
 };
 use bifrost_core::error::StoreError;
 use bifrost_core::policies::{NewPolicyVersion, verify_policy_chain};
@@ -290,13 +290,13 @@ pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
         at,
     };
     let set = store
-        .set_traffic(&name, TrafficChange::Chaos(Some(c.clone())), "chaos: on", Actor::token("admin"))
+        .set_traffic(&name, TrafficChange::Chaos(Some(c.clone())), "chaos: on", Actor::token("admin"), None)
         .await
         .map_err(|e| e.to_string())?;
     check!(set.chaos.as_ref() == Some(&c), "set_traffic answered {:?}", set.chaos);
     let split = TrafficSplit { deployment: "d-other".into(), weight: 10, set_by: Actor::token("admin"), at };
     let set = store
-        .set_traffic(&name, TrafficChange::Split(Some(split.clone())), "split: 10%", Actor::token("admin"))
+        .set_traffic(&name, TrafficChange::Split(Some(split.clone())), "split: 10%", Actor::token("admin"), None)
         .await
         .map_err(|e| e.to_string())?;
     check!(set.split.as_ref() == Some(&split) && set.chaos.is_some(), "a split kept the chaos: {set:?}");
@@ -308,19 +308,57 @@ pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
     );
     check!(read.split.as_ref().map(|s| (s.weight, &s.deployment)) == Some((10, &split.deployment)), "{read:?}");
     store
-        .set_traffic(&name, TrafficChange::Chaos(None), "chaos: off", Actor::token("admin"))
+        .set_traffic(&name, TrafficChange::Chaos(None), "chaos: off", Actor::token("admin"), None)
         .await
         .map_err(|e| e.to_string())?;
     let read = store.get_project(&name).await.map_err(|e| e.to_string())?;
     check!(read.chaos.is_none() && read.split.is_some(), "chaos not cleared, or the split with it: {read:?}");
     store
-        .set_traffic(&name, TrafficChange::Split(None), "split: reset", Actor::token("admin"))
+        .set_traffic(&name, TrafficChange::Split(None), "split: reset", Actor::token("admin"), None)
         .await
         .map_err(|e| e.to_string())?;
     check!(store.get_project(&name).await.map_err(|e| e.to_string())?.split.is_none(), "split not cleared");
+    // A rollout: its state and split set together, compare-and-set on its
+    // generation, the decision kept as the record's evidence.
+    let rollout = |generation: u64| RolloutState {
+        deployment: "d-canary".into(),
+        stable: d.id.clone(),
+        step: 0,
+        weight: 10,
+        window_started: at,
+        inconclusive: 0,
+        errors: 0,
+        paused: None,
+        promote_requested: false,
+        last_decision: None,
+        generation,
+    };
+    let canary_split =
+        TrafficSplit { deployment: "d-canary".into(), weight: 10, set_by: Actor::function("verify"), at };
+    let start = TrafficChange::Rollout {
+        rollout: Some(rollout(1)),
+        split: Some(canary_split.clone()),
+        expected_generation: None,
+    };
+    let set = store
+        .set_traffic(&name, start.clone(), "canary: step 1", Actor::function("verify"), Some("{\"allow\":true}".into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    check!(set.rollout == Some(rollout(1)) && set.split == Some(canary_split), "rollout set: {set:?}");
+    let again = store.set_traffic(&name, start, "canary: step 1 again", Actor::function("verify"), None).await;
+    check!(matches!(again, Err(StoreError::AlreadyExists { .. })), "a second start: {again:?}");
+    let end = TrafficChange::Rollout { rollout: None, split: None, expected_generation: Some(1) };
+    store.set_traffic(&name, end, "canary: done", Actor::function("verify"), None).await.map_err(|e| e.to_string())?;
+    let read = store.get_project(&name).await.map_err(|e| e.to_string())?;
+    check!(read.rollout.is_none() && read.split.is_none(), "rollout not cleared: {read:?}");
     let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
     let reasons: Vec<&str> = history.iter().map(|r| r.reason.as_str()).collect();
-    check!(reasons.ends_with(&["chaos: on", "split: 10%", "chaos: off", "split: reset"]), "audit trail {reasons:?}");
+    check!(
+        reasons.ends_with(&["chaos: on", "split: 10%", "chaos: off", "split: reset", "canary: step 1", "canary: done"]),
+        "audit trail {reasons:?}"
+    );
+    let evidence = history.iter().find(|r| r.reason == "canary: step 1").and_then(|r| r.evidence.clone());
+    check!(evidence.as_deref() == Some("{\"allow\":true}"), "evidence: {evidence:?}");
     for pair in history.windows(2) {
         check!(pair[1].prev_hash == pair[0].hash, "the audit chain breaks after {:?}", pair[0].reason);
     }

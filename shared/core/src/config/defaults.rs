@@ -63,8 +63,15 @@ impl Default for Rollout {
             analysis_interval: Duration::from_secs(60),
             max_error_rate: 0.01,
             max_p99_ms: 500,
+            min_requests: min_requests(),
+            on_no_data: OnNoData::Pause,
         }
     }
+}
+
+/// Canary requests an analysis window needs before it is judged.
+pub fn min_requests() -> u32 {
+    50
 }
 
 pub const DEFAULT_MIN_REPLICAS: u32 = 1;

@@ -210,6 +210,23 @@ pub struct Rollout {
     /// 0.0-1.0: the canary's error-rate ceiling.
     pub max_error_rate: f64,
     pub max_p99_ms: u32,
+    /// Canary requests a window needs to be judged; fewer is inconclusive.
+    #[serde(default = "defaults::min_requests")]
+    pub min_requests: u32,
+    /// What three inconclusive windows in a row lead to.
+    #[serde(default)]
+    pub on_no_data: OnNoData,
+}
+
+/// What a canary does after three windows with too little traffic to judge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNoData {
+    /// Wait for `bifrost rollout promote` / `abort`.
+    #[default]
+    Pause,
+    Rollback,
+    Promote,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -211,6 +211,22 @@ pub const KEYS: &[KeyDoc] = &[
         schema: || json!({"type": "integer", "minimum": 1}),
     },
     KeyDoc {
+        section: "rollout",
+        key: "min_requests",
+        ty: "integer",
+        default: "50",
+        doc: "Canary requests a window needs to be judged; a window with fewer is *inconclusive* (never a pass) and is extended.",
+        schema: || json!({"type": "integer", "minimum": 1}),
+    },
+    KeyDoc {
+        section: "rollout",
+        key: "on_no_data",
+        ty: "string",
+        default: "\"pause\"",
+        doc: "After three inconclusive windows in a row: `pause` (wait for `bifrost rollout promote` / `abort`), `rollback` or `promote`.",
+        schema: || json!({"enum": ["pause", "rollback", "promote"]}),
+    },
+    KeyDoc {
         section: "traffic",
         key: "rate_limit",
         ty: "string",

@@ -694,6 +694,19 @@ impl<'s> Validator<'s> {
                     Some(n) => out.max_p99_ms = n as u32,
                     None => ok = false,
                 },
+                "min_requests" => match self.integer("rollout.min_requests", item, 1, 1_000_000_000) {
+                    Some(n) => out.min_requests = n as u32,
+                    None => ok = false,
+                },
+                "on_no_data" => match item.get_ref() {
+                    DeValue::String(s) if s == "pause" => out.on_no_data = OnNoData::Pause,
+                    DeValue::String(s) if s == "rollback" => out.on_no_data = OnNoData::Rollback,
+                    DeValue::String(s) if s == "promote" => out.on_no_data = OnNoData::Promote,
+                    _ => {
+                        self.expected("rollout.on_no_data", item, "\"pause\", \"rollback\" or \"promote\"");
+                        ok = false;
+                    }
+                },
                 _ => {
                     self.unknown_key("rollout", key, &known);
                     ok = false;

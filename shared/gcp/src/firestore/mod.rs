@@ -213,15 +213,16 @@ impl Store for FirestoreStore {
         change: TrafficChange,
         reason: &str,
         actor: Actor,
+        evidence: Option<String>,
     ) -> StoreResult<Project> {
         self.write(|tx| {
-            let (key, change, reason, actor) =
-                (name_or_id.to_string(), change.clone(), reason.to_string(), actor.clone());
+            let (key, change, reason, actor, evidence) =
+                (name_or_id.to_string(), change.clone(), reason.to_string(), actor.clone(), evidence.clone());
             async move {
                 let doc =
                     tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
                 let mut project: Project = from_data(&doc.data)?;
-                change.apply(&mut project);
+                change.apply(&mut project)?;
                 if let Some(live) = &project.live_deployment_id {
                     let ddoc = tx.get_deployment(live).await?;
                     let d = deployment_of(&ddoc)?;
@@ -232,7 +233,7 @@ impl Store for FirestoreStore {
                         from: Some(d.status),
                         to: d.status,
                         reason: &reason,
-                        evidence: None,
+                        evidence: evidence.as_deref(),
                     };
                     let hash = tx.append_audit(&d, &ddoc.audit_head, entry).await?;
                     let col = tx.cols.deployments.clone();

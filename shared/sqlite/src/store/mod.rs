@@ -327,17 +327,25 @@ impl Store for SqliteStore {
         change: TrafficChange,
         reason: &str,
         actor: Actor,
+        evidence: Option<String>,
     ) -> StoreResult<Project> {
         let (key, reason) = (name_or_id.to_string(), reason.to_string());
         self.run(move |inner| {
             inner.write(move |tx, _| {
                 let mut project = get_project_tx(tx, &key)?;
-                let (column, json) = match &change {
-                    TrafficChange::Chaos(c) => ("chaos", c.as_ref().map(to_json).transpose()?),
-                    TrafficChange::Split(s) => ("split", s.as_ref().map(to_json).transpose()?),
-                };
-                exec(tx, &format!("UPDATE projects SET {column} = ?1 WHERE id = ?2"), params![json, project.id])
-                    .map_err(backend)?;
+                change.apply(&mut project)?;
+                let json = |v: Option<String>| v;
+                exec(
+                    tx,
+                    "UPDATE projects SET chaos = ?1, split = ?2, rollout = ?3 WHERE id = ?4",
+                    params![
+                        json(project.chaos.as_ref().map(to_json).transpose()?),
+                        json(project.split.as_ref().map(to_json).transpose()?),
+                        json(project.rollout.as_ref().map(to_json).transpose()?),
+                        project.id
+                    ],
+                )
+                .map_err(backend)?;
                 if let Some(live) = &project.live_deployment_id {
                     let (d, head): (Deployment, String) = row(
                         tx,
@@ -352,13 +360,12 @@ impl Store for SqliteStore {
                         from: Some(d.status),
                         to: d.status,
                         reason: &reason,
-                        evidence: None,
+                        evidence: evidence.as_deref(),
                     };
                     let hash = append_audit(tx, &d, &head, entry)?;
                     exec(tx, "UPDATE deployments SET audit_head = ?1 WHERE id = ?2", params![hash, d.id])
                         .map_err(backend)?;
                 }
-                change.apply(&mut project);
                 Ok(project)
             })
         })

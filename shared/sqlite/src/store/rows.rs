@@ -86,7 +86,7 @@ pub(super) fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Deployme
 }
 
 pub(super) const PROJECT_COLS: &str =
-    "id, name, repo, branch, webhook_secret, live_deployment_id, created_at, chaos, split";
+    "id, name, repo, branch, webhook_secret, live_deployment_id, created_at, chaos, split, rollout";
 
 pub(super) fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
     Ok(Project {
@@ -99,6 +99,7 @@ pub(super) fn project_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
         created_at: parse_ts(&r.get::<_, String>(6)?)?,
         chaos: r.get::<_, Option<String>>(7)?.map(|c| json_col(&c)).transpose()?,
         split: r.get::<_, Option<String>>(8)?.map(|c| json_col(&c)).transpose()?,
+        rollout: r.get::<_, Option<String>>(9)?.map(|c| json_col(&c)).transpose()?,
     })
 }
 

@@ -19,6 +19,7 @@ pub(super) const MIGRATION_5: &str = "ALTER TABLE projects ADD COLUMN split TEXT
 pub(super) const MIGRATION_6: &str = "
 ALTER TABLE audit ADD COLUMN evidence TEXT;
 ALTER TABLE audit ADD COLUMN anchor TEXT;
+ALTER TABLE projects ADD COLUMN rollout TEXT;
 CREATE TABLE policies (
     name    TEXT NOT NULL,
     version INTEGER NOT NULL,
