@@ -1,6 +1,7 @@
 //! `bifrost`: start the embedded platform (`bifrost up`) or drive any
 //! Bifrost from the command line. Exit codes are listed in docs/cli.md.
 
+mod app_status;
 mod archive;
 mod audit;
 mod client;
@@ -70,8 +71,17 @@ enum Command {
     /// List deployments.
     #[command(subcommand)]
     Deployments(DeploymentsCmd),
-    /// Show a deployment: status, history, errors.
-    Status { id: String },
+    /// An app's live view (live deployment, canary step and weight, per
+    /// side req/s, errors, p99, chaos, each gate's last decision), refreshed
+    /// every 2 s until Ctrl-C; or, given a deployment id, that deployment:
+    /// status, history, errors.
+    Status {
+        /// An app name, or a deployment id.
+        id: String,
+        /// One frame, then exit (apps only).
+        #[arg(long)]
+        once: bool,
+    },
     /// Check a deploy.toml; exits 0 only when valid, 3 when not.
     Validate {
         /// The file (default: ./deploy.toml).
@@ -451,7 +461,10 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Deployments(DeploymentsCmd::List { project, limit }) => {
             commands::deployments_list(&api, json, project, limit).await
         }
-        Command::Status { id } => commands::status(&api, json, &id).await,
+        Command::Status { id, once } if !app_status::is_deployment_id(&id) => {
+            app_status::run(&api, json, &id, once).await
+        }
+        Command::Status { id, .. } => commands::status(&api, json, &id).await,
         Command::Retry { id } => commands::retry(&api, json, &id).await,
         Command::Cancel { id } => commands::cancel(&api, json, &id).await,
         Command::Events(EventsCmd::Dead { redrive, ids }) => commands::dead(&api, json, redrive, ids).await,

@@ -115,7 +115,8 @@ impl EmbeddedRoutes {
         }
         let (r, s) = (routes.clone(), store.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            // 200 ms: a canary step or a split reaches the router within that.
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
             loop {
                 tick.tick().await;
                 scripts_seen = r.load_pushed(scripts_seen).await;

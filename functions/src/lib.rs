@@ -207,6 +207,22 @@ pub async fn watch_runtime(ctx: Ctx, mut crash_loops: tokio::sync::mpsc::Unbound
     while let Some((deployment_id, reason)) = crash_loops.recv().await {
         match ctx.store.get_deployment(&deployment_id).await {
             Ok(d) if d.status == Status::Healthy => {
+                match bake_rollback(&ctx, &d).await {
+                    Ok(Some(to)) => {
+                        tracing::warn!(deployment = %deployment_id, project = %d.project, %reason, rollback = %to, "failed within its bake: rolled back");
+                        ctx.logs.line(
+                            &deployment_id,
+                            &d.project,
+                            "platform",
+                            format!("[bifrost] failed within its bake: {reason}\n[bifrost] rolling back to {to}"),
+                        );
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(deployment = %deployment_id, error = %e, "could not roll back within the bake")
+                    }
+                }
                 tracing::warn!(deployment = %deployment_id, project = %d.project, %reason, "live deployment degraded");
                 ctx.logs.line(
                     &deployment_id,
@@ -218,6 +234,47 @@ pub async fn watch_runtime(ctx: Ctx, mut crash_loops: tokio::sync::mpsc::Unbound
             _ => fail(&ctx, &deployment_id, &reason, Actor::system("runtime")).await,
         }
     }
+}
+
+/// The rolling safety net: a live deployment that fails within its
+/// `[rollout] bake` after going live is rolled back to the newest earlier
+/// deployment that was healthy (a rollback deployment, as `bifrost
+/// rollback` makes; the failing one is superseded once it is healthy).
+/// Returns the deployment rolled back to, or `None` past the bake or with
+/// nothing to go back to.
+pub async fn bake_rollback(ctx: &Ctx, d: &Deployment) -> Result<Option<String>, StoreError> {
+    let Some(bake) = d.config.as_ref().map(|c| c.config.rollout.bake.as_std()) else { return Ok(None) };
+    let history = ctx.store.history(&d.id).await?;
+    let Some(live_at) = history.iter().rev().find(|h| h.to == Status::Healthy).map(|h| h.at) else { return Ok(None) };
+    if (bifrost_core::domain::now() - live_at).to_std().unwrap_or_default() > bake {
+        return Ok(None);
+    }
+    // Once: a rollback already queued for this project is enough.
+    let recent = ctx.store.list_deployments(Some(&d.project_id), 50).await?;
+    if recent.iter().any(|o| o.created_at > live_at && o.rollback_of.is_some() && !o.status.is_terminal()) {
+        return Ok(None);
+    }
+    let mut target = None;
+    for o in recent.into_iter().filter(|o| o.id != d.id && o.artifact.is_some() && o.created_at < d.created_at) {
+        if ctx.store.history(&o.id).await?.iter().any(|h| h.to == Status::Healthy) {
+            target = Some(o);
+            break;
+        }
+    }
+    let Some(target) = target else { return Ok(None) };
+    ctx.store
+        .create_deployment(bifrost_core::domain::NewDeployment {
+            project: d.project.clone(),
+            source: target.source.clone(),
+            // The first record reads "rollback to <target>" by system:bake;
+            // why is in both deployments' logs.
+            actor: Actor::system("bake"),
+            dedupe_key: Some(format!("bake:{}", d.id)),
+            rollback_of: Some(target.id.clone()),
+            artifact: target.artifact.clone(),
+        })
+        .await?;
+    Ok(Some(target.id))
 }
 
 /// Moves a deployment to `failed` from wherever it is (if not finished).

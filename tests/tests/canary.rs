@@ -181,6 +181,22 @@ async fn a_canary_without_traffic_is_inconclusive_then_paused_until_promoted_by_
     let d = p.client().get(&format!("/api/v1/deployments/{v2}")).await.body;
     assert_eq!(d["status"], "running", "a paused canary neither passes nor fails: {d:#}");
 
+    // The live status view shows it, for people and for scripts.
+    let view = p.cli(&["status", "quiet", "--once", "--json"]);
+    assert_eq!(view.code, 0, "{view:?}");
+    let v = view.json();
+    assert_eq!(v["live"]["deployment"], v1.as_str(), "{v:#}");
+    assert_eq!((v["rollout"]["deployment"].as_str(), v["rollout"]["step"].as_u64()), (Some(v2.as_str()), Some(1)));
+    assert_eq!(v["gates"]["deploy"]["allow"], true, "{v:#}");
+    assert!(v["gates"]["promote"].as_str().is_some_and(|s| s.starts_with("inconclusive")), "{v:#}");
+    let sides: Vec<&str> =
+        v["traffic"].as_array().expect("traffic").iter().filter_map(|s| s["deployment"].as_str()).collect();
+    assert_eq!(sides, [v1.as_str(), v2.as_str()], "{v:#}");
+    let text = p.cli(&["status", "quiet", "--once"]).stdout;
+    assert!(text.contains("canary") && text.contains("PAUSED") && text.contains("50% of clients"), "{text}");
+    assert!(text.contains("[PASS] allowed the live deployment"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no terminal control codes when not a terminal: {text:?}");
+
     let out = p.cli(&["rollout", "promote", "quiet"]);
     assert_eq!(out.code, 0, "{out:?}");
     let d = finished(&p, &v2).await;

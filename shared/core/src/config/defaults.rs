@@ -65,8 +65,14 @@ impl Default for Rollout {
             max_p99_ms: 500,
             min_requests: min_requests(),
             on_no_data: OnNoData::Pause,
+            bake: bake(),
         }
     }
+}
+
+/// After going live, how long a failing deployment is rolled back by itself.
+pub fn bake() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// Canary requests an analysis window needs before it is judged.

@@ -216,6 +216,9 @@ pub struct Rollout {
     /// What three inconclusive windows in a row lead to.
     #[serde(default)]
     pub on_no_data: OnNoData,
+    /// After going live, how long a failure rolls the app back by itself.
+    #[serde(default = "defaults::bake")]
+    pub bake: Duration,
 }
 
 /// What a canary does after three windows with too little traffic to judge.

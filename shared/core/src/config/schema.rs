@@ -220,6 +220,14 @@ pub const KEYS: &[KeyDoc] = &[
     },
     KeyDoc {
         section: "rollout",
+        key: "bake",
+        ty: "duration",
+        default: "\"5m\"",
+        doc: "After going live (either strategy), a deployment whose replicas crash-loop within this time is rolled back by itself to the previous healthy one; later it is reported degraded, never stopped.",
+        schema: duration,
+    },
+    KeyDoc {
+        section: "rollout",
         key: "on_no_data",
         ty: "string",
         default: "\"pause\"",

@@ -694,6 +694,10 @@ impl<'s> Validator<'s> {
                     Some(n) => out.max_p99_ms = n as u32,
                     None => ok = false,
                 },
+                "bake" => match self.duration("rollout.bake", item) {
+                    Some(d) => out.bake = d,
+                    None => ok = false,
+                },
                 "min_requests" => match self.integer("rollout.min_requests", item, 1, 1_000_000_000) {
                     Some(n) => out.min_requests = n as u32,
                     None => ok = false,
