@@ -292,6 +292,28 @@ async fn dashboard_signs_in_deploys_live_and_refuses_a_viewer() {
     load.abort();
     c.delete("/api/v1/projects/hello-python/chaos").await;
 
+    // The policies in force and the audit report, as pages.
+    b.goto(&format!("{}/policies", p.url)).await.expect("policies page");
+    let data = wait_until(
+        b,
+        "the deploy policy's data",
+        "document.querySelector('[data-testid=policy-deploy] [data-testid=policy-data]')?.innerText",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(data.as_str().is_some_and(|d| d.contains("min_disk_gb")), "{data}");
+    b.goto(&format!("{}/audit/report", p.url)).await.expect("report page");
+    let report = wait_until(
+        b,
+        "the audit report",
+        "document.querySelector('[data-testid=report] table') && document.querySelector('[data-testid=report]').innerText",
+        Duration::from_secs(20),
+    )
+    .await;
+    let report = report.as_str().unwrap_or_default();
+    assert!(report.contains("Bifrost audit report") && report.contains("Who did what"), "{report}");
+    assert!(report.contains("hello-python"), "the timeline names the app: {report}");
+
     // A viewer sees the same pages without the buttons...
     b.delete_all_cookies().await.expect("sign out");
     sign_in(b, &p.url, &viewer_token).await;

@@ -9,6 +9,7 @@ use leptos_router::path;
 use crate::model::Me;
 use crate::pages::{audit::AuditPage, dead::DeadLettersPage, deployment::DeploymentPage, login::LoginPage};
 use crate::pages::{login::SignOut, project::ProjectPage, projects::ProjectsPage};
+use crate::pages::{policies::PoliciesPage, report::ReportPage};
 
 const STYLE: &str = include_str!("style.css");
 const ICON: &str = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Cpath d='M1 12 Q8 0 15 12' stroke='%237c5cff' stroke-width='3' fill='none'/%3E%3C/svg%3E";
@@ -59,6 +60,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/projects/:name") view=ProjectPage/>
                     <Route path=path!("/deployments/:id") view=DeploymentPage/>
                     <Route path=path!("/audit") view=AuditPage/>
+                    <Route path=path!("/audit/report") view=ReportPage/>
+                    <Route path=path!("/policies") view=PoliciesPage/>
                     <Route path=path!("/dead-letters") view=DeadLettersPage/>
                 </Routes>
             </main>
@@ -77,6 +80,8 @@ fn Nav() -> impl IntoView {
             <nav>
                 <A href="/">"Projects"</A>
                 <A href="/audit">"Audit"</A>
+                <A href="/audit/report">"Report"</A>
+                <A href="/policies">"Policies"</A>
                 <A href="/dead-letters">"Dead letters"</A>
             </nav>
             <div class="who">

@@ -4,8 +4,10 @@ pub mod audit;
 pub mod dead;
 pub mod deployment;
 pub mod login;
+pub mod policies;
 pub mod project;
 pub mod projects;
+pub mod report;
 
 /// Milliseconds since the Unix epoch, on either side.
 pub fn now_ms() -> i64 {

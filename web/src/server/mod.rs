@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod convert;
+pub mod markdown;
 pub mod routes;
 pub mod session;
 

@@ -1,0 +1,68 @@
+//! The audit report (`bifrost audit`): the same Markdown the CLI writes,
+//! rendered here — whether the trail verifies, policy violations, mode
+//! changes, chaos events, policy changes, who did what, the timeline.
+//! Rendered to HTML on the server (the browser gets no Markdown parser);
+//! raw HTML in the Markdown is dropped, and the report escapes what apps
+//! and users wrote, so nothing in it becomes markup.
+//!
+//! Read-only pages built on the server share one server function and one
+//! component ([`ServerHtml`]): they cost the browser's bundle next to
+//! nothing.
+
+use leptos::prelude::*;
+use leptos_router::components::A;
+use leptos_router::hooks::use_query_map;
+
+use crate::components::{ErrorState, Loading};
+
+/// A read-only page's HTML, built on the server: `report` (the last
+/// `hours`) or `policies`.
+#[server(prefix = "/ui/api", endpoint = "server_html")]
+pub async fn server_html(page: String, hours: u32) -> Result<String, ServerFnError> {
+    let s = crate::server::Session::current()?;
+    match page.as_str() {
+        "policies" => super::policies::policies_html(&s).await,
+        _ => {
+            let since = std::time::SystemTime::now()
+                - std::time::Duration::from_secs(u64::from(hours.clamp(1, 24 * 90)) * 3600);
+            let since: chrono::DateTime<chrono::Utc> = since.into();
+            let path = format!(
+                "/api/v1/audit/report?since={}",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true).replace('+', "%2B")
+            );
+            let out: bifrost_api::AuditReportOut = s.get(&path).await?;
+            Ok(crate::server::markdown::to_html(&out.markdown))
+        }
+    }
+}
+
+#[component]
+pub fn ServerHtml(page: &'static str) -> impl IntoView {
+    let query = use_query_map();
+    let hours = move || query.read().get("hours").and_then(|h| h.parse::<u32>().ok()).unwrap_or(24);
+    let data = Resource::new(hours, move |h| server_html(page.to_string(), h));
+    view! {
+        <Transition fallback=|| view! { <Loading what="the page"/> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(html) => view! { <article class="report" data-testid=page inner_html=html></article> }.into_any(),
+                    Err(e) => view! { <ErrorState error=e/> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+pub fn ReportPage() -> impl IntoView {
+    view! {
+        <div class="page-head">
+            <h1>"Audit report"</h1>
+            <span class="muted">
+                <A href="/audit/report?hours=24">"24 hours"</A>" · "<A href="/audit/report?hours=168">"7 days"</A>
+                " · "<A href="/audit">"the raw trail"</A>
+            </span>
+        </div>
+        <ServerHtml page="report"/>
+    }
+}
