@@ -502,9 +502,9 @@ pub struct TrafficWindow {
     pub requests: u64,
     /// errors / requests; 0 with no requests.
     pub error_rate: f64,
-    /// The bucket bound under which 99 % of the window's requests fell
-    /// (`None` with no requests): an upper estimate, as Prometheus'
-    /// `histogram_quantile` would give at a bucket edge.
+    /// The 99th percentile of the window's latency, interpolated within its
+    /// histogram bucket as Prometheus' `histogram_quantile` does (`None`
+    /// with no requests; past the last finite bound, that bound).
     pub p99_ms: Option<f64>,
 }
 
@@ -523,10 +523,19 @@ impl TrafficCounts {
             })
             .collect();
         let total = in_window.last().map_or(0, |(_, n)| *n);
+        // As Prometheus' histogram_quantile: linear within the bucket the
+        // 99th percentile falls in; past the last finite bound, that bound.
         let p99_ms = (total > 0)
             .then(|| {
-                let want = (total as f64 * 0.99).ceil() as u64;
-                in_window.iter().find(|(_, n)| *n >= want).map(|(le, _)| le * 1000.0)
+                let want = (total as f64 * 0.99).ceil();
+                let i = in_window.iter().position(|(_, n)| *n as f64 >= want)?;
+                let (lower, below) = if i == 0 { (0.0, 0.0) } else { (in_window[i - 1].0, in_window[i - 1].1 as f64) };
+                let (upper, upto) = (in_window[i].0, in_window[i].1 as f64);
+                if upper.is_infinite() {
+                    return Some(lower * 1000.0);
+                }
+                let share = if upto > below { (want - below) / (upto - below) } else { 1.0 };
+                Some((lower + (upper - lower) * share) * 1000.0)
             })
             .flatten();
         TrafficWindow { requests, error_rate, p99_ms }
@@ -558,11 +567,15 @@ mod tests {
         let w = later.since(&earlier);
         assert_eq!(w.requests, 200);
         assert!((w.error_rate - 0.05).abs() < 1e-9, "{}", w.error_rate);
-        // 200 in the window: 60 under 10 ms, 197 under 100 ms, 200 in all; the 198th is over 100 ms.
-        assert_eq!(w.p99_ms, Some(f64::INFINITY));
+        // 200 in the window: 60 under 10 ms, 197 under 100 ms, 200 in all;
+        // the 198th is over the last finite bound: that bound.
+        assert_eq!(w.p99_ms, Some(100.0));
+        // 100 under 10 ms, all 200 under 100 ms: the 198th is 98 % of the way
+        // through the (10, 100] bucket.
         let calm =
             TrafficCounts { latency_buckets: vec![(0.01, 190), (0.1, 300), (f64::INFINITY, 300)], ..later.clone() };
-        assert_eq!(calm.since(&earlier).p99_ms, Some(100.0));
+        let p99 = calm.since(&earlier).p99_ms.expect("p99");
+        assert!((p99 - 98.2).abs() < 1e-9, "{p99}");
         assert_eq!(earlier.since(&earlier), TrafficWindow { requests: 0, error_rate: 0.0, p99_ms: None });
     }
 }
