@@ -526,7 +526,7 @@ pub struct TrafficPointOut {
     pub requests_per_s: f64,
     /// 5xx / requests (0 with none).
     pub error_rate: f64,
-    /// Upper bucket bound under which 99 % fell; null with no requests.
+    /// The 99th percentile, interpolated within its histogram bucket; null with no requests.
     pub p99_ms: Option<f64>,
 }
 
