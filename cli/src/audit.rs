@@ -45,8 +45,13 @@ pub async fn report(api: &Api, json: bool, project: Option<&str>, since: &str, f
                 .map_err(|e| CliError::new(Exit::Error, format!("writing {}: {e}", f.display())))?;
             eprintln!("{} wrote {} ({} audit records)", console::style("✓").green(), f.display(), out.records);
         }
-        // What apps and users wrote is in it: terminal-safe on a terminal.
-        None => print!("{}", term_safe(&out.markdown)),
+        // What apps and users wrote is in it: each line terminal-safe (the
+        // line breaks themselves kept).
+        None => {
+            for line in out.markdown.lines() {
+                println!("{}", term_safe(line));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
