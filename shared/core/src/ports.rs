@@ -54,6 +54,19 @@ impl Transition {
         self
     }
 
+    /// The audit record this transition appends, from `cur` (the status
+    /// it found), at `at` — the same in every store.
+    pub fn audit_entry<'a>(&'a self, cur: Status, at: &'a Timestamp) -> crate::domain::AuditEntry<'a> {
+        crate::domain::AuditEntry {
+            at,
+            actor: &self.actor,
+            from: Some(cur),
+            to: self.to,
+            reason: &self.reason,
+            evidence: self.patch.evidence.as_deref(),
+        }
+    }
+
     /// What the transition table says of `from → to`.
     pub fn check(&self) -> StoreResult<TransitionKind> {
         allowed(self.from, self.to).ok_or(StoreError::InvalidTransition { from: self.from, to: self.to })

@@ -340,14 +340,7 @@ impl Tx<'_> {
             let cur = deployment_of(&doc)?;
             let at = now();
             let next = t.apply_to(&cur, at)?;
-            let entry = AuditEntry {
-                at: &at,
-                actor: &t.actor,
-                from: Some(cur.status),
-                to: next.status,
-                reason: &t.reason,
-                evidence: t.patch.evidence.as_deref(),
-            };
+            let entry = t.audit_entry(cur.status, &at);
             let hash = self.append_audit(&next, &doc.audit_head, entry).await?;
             let col = self.cols.deployments.clone();
             self.set(&col, &next.id, &deployment_doc(&next, &hash)?)?;

@@ -99,14 +99,7 @@ pub(super) fn transition_tx(tx: &Connection, out: &mut Outbox, t: &Transition) -
     let at = now();
     let next = t.apply_to(&cur, at)?;
     let retry = next.attempt != cur.attempt;
-    let entry = AuditEntry {
-        at: &at,
-        actor: &t.actor,
-        from: Some(cur.status),
-        to: next.status,
-        reason: &t.reason,
-        evidence: t.patch.evidence.as_deref(),
-    };
+    let entry = t.audit_entry(cur.status, &at);
     let hash = append_audit(tx, &next, &audit_head, entry)?;
     // The compare-and-set. Patch columns are written only when present, so a
     // plain step does not rewrite the (large) config snapshot.
