@@ -173,7 +173,10 @@ pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Exit::Auth,
         StatusCode::NOT_FOUND => Exit::NotFound,
         StatusCode::CONFLICT => Exit::Conflict,
-        StatusCode::UNPROCESSABLE_ENTITY if parsed.as_ref().is_some_and(|v| v["error"]["code"] == "invalid_config") => {
+        // deploy.toml, or a policy that does not compile: not "denied" (1).
+        StatusCode::UNPROCESSABLE_ENTITY
+            if parsed.as_ref().is_some_and(|v| matches!(v["error"]["code"].as_str(), Some("invalid_config" | "policy_error"))) =>
+        {
             Exit::Invalid
         }
         _ => Exit::Error,

@@ -326,13 +326,18 @@ enum PoliciesCmd {
         project: Option<String>,
     },
     /// Evaluate a policy on an input (JSON file) and print the decision,
-    /// acting on nothing; exits 1 when denied.
+    /// acting on nothing; exits 1 when denied. `--rego` / `--data` try a
+    /// draft instead of what is in force (admins; nothing stored).
     Test {
         name: String,
         #[arg(long)]
         input: PathBuf,
         #[arg(long, short)]
         project: Option<String>,
+        #[arg(long)]
+        rego: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
 }
 
@@ -499,8 +504,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             PoliciesCmd::Data { name, set, unset, project } => {
                 policies::data(&api, json, &name, &set, &unset, project.as_deref()).await
             }
-            PoliciesCmd::Test { name, input, project } => {
-                policies::test(&api, json, &name, &input, project.as_deref()).await
+            PoliciesCmd::Test { name, input, project, rego, data } => {
+                let draft = policies::Draft { rego: rego.as_deref(), data: data.as_deref() };
+                policies::test(&api, json, &name, &input, project.as_deref(), draft).await
             }
         },
         Command::Secrets(sc) => match sc {

@@ -135,13 +135,25 @@ pub fn decision_lines(gate: &str, allow: bool, deny: &[String], what: &str) -> V
     out
 }
 
-pub async fn test(api: &Api, json: bool, name: &str, input: &Path, project: Option<&str>) -> Res {
-    let body = PolicyTestIn { input: read_json(input)?, project: project.map(str::to_string) };
+/// A change to try before making it (`test --rego` / `--data`).
+pub struct Draft<'a> {
+    pub rego: Option<&'a Path>,
+    pub data: Option<&'a Path>,
+}
+
+pub async fn test(api: &Api, json: bool, name: &str, input: &Path, project: Option<&str>, draft: Draft<'_>) -> Res {
+    let body = PolicyTestIn {
+        input: read_json(input)?,
+        project: project.map(str::to_string),
+        rego: draft.rego.map(read).transpose()?,
+        data: draft.data.map(read_json).transpose()?,
+    };
     let d: DecisionOut = api.post(&format!("/api/v1/policies/{name}/test"), &body).await?;
     if json {
         output::print_json(&d);
     } else {
-        println!("policy {} v{}  allow={}", bold(&d.gate), d.policy_version, d.allow);
+        let on = if d.draft { format!("draft on v{}", d.policy_version) } else { format!("v{}", d.policy_version) };
+        println!("policy {} {on}  allow={}", bold(&d.gate), d.allow);
         for l in decision_lines(&d.gate, d.allow, &d.deny, "the input") {
             println!("  {l}");
         }

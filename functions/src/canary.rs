@@ -16,9 +16,10 @@
 //!   three in a row the rollout pauses.
 //!
 //! Every step, decision and weight is a compare-and-set change of the
-//! project's `RolloutState` in the store (with the decision as the audit
-//! record's evidence): a restart re-drives `running` deployments through
-//! `verify`, which resumes at the stored step and window.
+//! project's `RolloutState` in the store, recorded on the canary's own
+//! audit trail (with the decision as the record's evidence): a restart
+//! re-drives `running` deployments through `verify`, which resumes at the
+//! stored step and window.
 
 use std::time::Duration;
 
@@ -183,6 +184,7 @@ fn window_json(w: &TrafficWindow) -> serde_json::Value {
         "requests": w.requests,
         "errors": errors,
         "error_rate": w.error_rate,
+        "p50_ms": w.p50_ms,
         "p99_ms": w.p99_ms,
     })
 }
@@ -203,6 +205,7 @@ async fn judge(
         "action": "promote",
         "app": project.name,
         "deployment": d.id,
+        "stable_deployment": state.stable,
         "step": state.step + 1,
         "weight": state.weight,
         "window_s": cfg.analysis_interval.as_std().as_secs_f64(),
@@ -268,7 +271,9 @@ async fn rollback(
     why: &str,
     evidence: Option<String>,
 ) -> Result<Decision, String> {
-    change(ctx, project, Some(state.generation), None, why, evidence.clone()).await?;
+    // The weight goes to 0 first (its own record); the failure that follows
+    // carries the reasons and the decision.
+    change(ctx, project, Some(state.generation), None, "canary weight 0: rolling back", None).await?;
     Ok(Decision::Move { to: Status::Failed, reason: why.to_string(), patch: Patch { evidence, ..Patch::default() } })
 }
 

@@ -74,9 +74,54 @@ async fn rolling(p: &Platform, app: &str, id: &str) -> Value {
     }
 }
 
-/// Every audit reason, oldest first (a rollout's steps are recorded on the
-/// live deployment's trail).
-async fn stable_history(p: &Platform) -> Vec<String> {
+/// The dashboard's server functions, signed in as the admin (the session
+/// cookie the sign-in sets, as a browser holds it).
+struct Dashboard {
+    http: reqwest::Client,
+    url: String,
+    session: String,
+}
+
+impl Dashboard {
+    async fn sign_in(p: &Platform) -> Dashboard {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let login = http
+            .post(format!("{}/ui/api/login", p.url))
+            .header("origin", &p.url)
+            .form(&[("token", bifrost_e2e::ADMIN_TOKEN), ("next", "/")])
+            .send()
+            .await
+            .expect("sign in");
+        let session = login
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("bifrost_session=").and_then(|v| v.split(';').next()).map(str::to_string))
+            .expect("a session cookie");
+        Dashboard { http, url: p.url.clone(), session }
+    }
+
+    /// Calls `/ui/api/<name>` with a form; the answer's body (asserted 200).
+    async fn call(&self, name: &str, form: &[(&str, &str)]) -> String {
+        let r = self
+            .http
+            .post(format!("{}/ui/api/{name}", self.url))
+            .header("cookie", format!("bifrost_session={}", self.session))
+            .header("origin", &self.url)
+            .form(form)
+            .send()
+            .await
+            .expect("server function");
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "{name}: {body}");
+        body
+    }
+}
+
+/// Every audit reason of every deployment, oldest first.
+async fn all_reasons(p: &Platform) -> Vec<String> {
     let audit = p.client().get("/api/v1/audit?limit=500").await.body;
     audit.as_array().expect("audit").iter().rev().filter_map(|r| r["reason"].as_str().map(str::to_string)).collect()
 }
@@ -97,10 +142,17 @@ async fn a_canary_goes_live_through_its_steps_and_is_rolled_back_on_errors_and_l
     assert_eq!(d["status"], "healthy", "{d:#}\n{}", p.log_text());
     let reason = d["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("canary promoted through 25% → 50% → 100%: [PASS]"), "{reason}");
-    let history = stable_history(&p).await;
+    // Each step is on the canary's own trail, its decision (both sides'
+    // numbers) the record's evidence.
+    let trail = d["history"].as_array().cloned().unwrap_or_default();
+    let reasons: Vec<&str> = trail.iter().filter_map(|h| h["reason"].as_str()).collect();
     for step in ["step 1 of 3, 25% of clients", "step 2 of 3, 50% of clients — [PASS] step 1 of 3 (25%)"] {
-        assert!(history.iter().any(|r| r.contains(step)), "no {step:?} in {history:#?}");
+        assert!(reasons.iter().any(|r| r.contains(step)), "no {step:?} in {reasons:#?}");
     }
+    let first = trail.iter().find(|h| h["evidence"]["gate"] == "promote").map(|h| h["evidence"]["input"].clone());
+    let input = first.unwrap_or_default();
+    assert_eq!(input["stable_deployment"], v1.as_str(), "{input:#}");
+    assert!(input["canary"]["p50_ms"].as_f64().is_some() && input["stable"]["p99_ms"].as_f64().is_some(), "{input:#}");
     let project = p.client().get("/api/v1/projects/web").await.body;
     assert_eq!(project["live_deployment_id"], v2.as_str());
     assert!(project["rollout"].is_null() && project["split"].is_null(), "{project:#}");
@@ -172,7 +224,7 @@ async fn a_canary_without_traffic_is_inconclusive_then_paused_until_promoted_by_
     let paused = project["rollout"]["paused"].as_str().unwrap_or_default();
     assert!(paused.contains("0 canary request(s) in the window, fewer than min_requests 50 (3 of 3)"), "{paused}");
     assert_eq!(project["rollout"]["inconclusive"], 3);
-    let history = stable_history(&p).await;
+    let history = all_reasons(&p).await;
     assert_eq!(
         history.iter().filter(|r| r.starts_with("canary window extended: inconclusive")).count(),
         2,
@@ -197,11 +249,24 @@ async fn a_canary_without_traffic_is_inconclusive_then_paused_until_promoted_by_
     assert!(text.contains("[PASS] allowed the live deployment"), "{text}");
     assert!(!text.contains('\u{1b}'), "no terminal control codes when not a terminal: {text:?}");
 
-    let out = p.cli(&["rollout", "promote", "quiet"]);
-    assert_eq!(out.code, 0, "{out:?}");
+    // The dashboard's rollout view (built on the server) says the same,
+    // and its Promote moves the rollout on.
+    let ui = Dashboard::sign_in(&p).await;
+    let html = ui.call("server_html", &[("page", &format!("rollout:{v2}")), ("hours", "24")]).await;
+    let html: String = serde_json::from_str(&html).expect("the server function answers a JSON string");
+    assert!(html.contains(r#"data-testid="rollout-state">paused<"#), "{html}");
+    assert!(html.contains(r#"<li class="current">50%</li><li class="pending">100%</li>"#), "{html}");
+    assert_eq!(html.matches(r#"data-verdict="inconclusive""#).count(), 2, "{html}");
+    assert_eq!(html.matches(r#"data-verdict="paused""#).count(), 1, "{html}");
+    assert!(html.contains("0 canary request(s) in the window"), "{html}");
+    let promoted = ui.call("rollout", &[("project", "quiet"), ("action", "promote")]).await;
+    assert_eq!(promoted, "\"promote\"", "{promoted}");
     let d = finished(&p, &v2).await;
     assert_eq!(d["status"], "healthy", "{d:#}");
     assert!(d["reason"].as_str().unwrap_or_default().contains("promoted by hand"), "{d:#}");
+    let html = ui.call("server_html", &[("page", &format!("rollout:{v2}")), ("hours", "24")]).await;
+    let html: String = serde_json::from_str(&html).expect("a JSON string");
+    assert!(html.contains(r#"data-testid="rollout-state">ended<"#), "{html}");
 
     // Nothing to promote or abort any more.
     let out = p.cli(&["rollout", "abort", "quiet"]);
@@ -238,7 +303,7 @@ async fn a_rollout_killed_mid_step_resumes_at_the_same_step() {
     let d = finished(&p, &v2).await;
     task.abort();
     assert_eq!(d["status"], "healthy", "{d:#}\n{}", p.log_text());
-    let history = stable_history(&p).await;
+    let history = all_reasons(&p).await;
     let starts = history.iter().filter(|r| r.contains("step 1 of 3, 20% of clients")).count();
     assert_eq!(starts, 1, "the rollout started over after the restart: {history:#?}");
     assert!(history.iter().any(|r| r.contains("step 2 of 3, 50% of clients")), "{history:#?}");

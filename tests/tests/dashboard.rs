@@ -117,6 +117,30 @@ async fn wait_until(b: &Client, what: &str, expr: &str, timeout: Duration) -> Va
     }
 }
 
+/// Opens the policy editor on the deploy policy (clicked again until the
+/// page has hydrated and the editor holds the Rego in force).
+async fn open_policy_editor(b: &Client) {
+    let started = Instant::now();
+    loop {
+        eval(b, "document.querySelector('[data-testid=edit-deploy]')?.click(); return true").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ready = eval(b, "return !!document.querySelector('[data-testid=editor-rego]')?.value.includes('package deploy')").await;
+        if ready == json!(true) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the policy editor never opened");
+    }
+}
+
+/// Types into a textarea as a person would (the page hears an input event).
+async fn set_value(b: &Client, testid: &str, value: &str) {
+    let script = format!(
+        "const t = document.querySelector('[data-testid={testid}]'); t.value = arguments[0]; \
+         t.dispatchEvent(new Event('input', {{bubbles: true}})); return true"
+    );
+    b.execute(&script, vec![json!(value)]).await.expect("set a value");
+}
+
 async fn click(b: &Client, css: &str) {
     b.wait()
         .at_most(Duration::from_secs(20))
@@ -302,6 +326,43 @@ async fn dashboard_signs_in_deploys_live_and_refuses_a_viewer() {
     )
     .await;
     assert!(data.as_str().is_some_and(|d| d.contains("min_disk_gb")), "{data}");
+    // An admin edits it: a draft that does not compile is refused with its
+    // line (nothing stored), a data change is tried on the sample input,
+    // then saved as the next version.
+    open_policy_editor(b).await;
+    set_value(b, "editor-rego", "package deploy\n\ndeny contains msg if {\n  msg := sprintf(\n}\n").await;
+    click(b, "[data-testid=editor-try]").await;
+    let refused = wait_until(
+        b,
+        "the compile error",
+        "document.querySelector('[data-testid=editor-result] .form-error')?.innerText",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(refused.as_str().is_some_and(|e| e.starts_with("line ")), "{refused}");
+    assert_eq!(c.get("/api/v1/policies/deploy").await.body["version"], 0, "a refused draft was stored");
+    open_policy_editor(b).await;
+    eval(b, "const t = document.querySelector('[data-testid=editor-data]'); t.value = t.value.replace(/\"min_disk_gb\": *\\d+/, '\"min_disk_gb\": 1'); t.dispatchEvent(new Event('input', {bubbles: true})); return true").await;
+    click(b, "[data-testid=editor-try]").await;
+    let tried = wait_until(
+        b,
+        "the draft's decision",
+        "document.querySelector('[data-testid=editor-result] pre')?.innerText",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(tried.as_str().is_some_and(|t| t.contains("[PASS] policy deploy allowed the input")), "{tried}");
+    click(b, "[data-testid=editor-save]").await;
+    wait_until(
+        b,
+        "the saved version on the page",
+        "document.querySelector('[data-testid=policy-deploy] h2')?.innerText.includes('v1')",
+        Duration::from_secs(20),
+    )
+    .await;
+    let stored = c.get("/api/v1/policies/deploy").await.body;
+    assert_eq!((stored["version"].as_u64(), stored["data"]["min_disk_gb"].as_u64()), (Some(1), Some(1)), "{stored}");
+    screenshot(b, "policies").await;
     b.goto(&format!("{}/audit/report", p.url)).await.expect("report page");
     let report = wait_until(
         b,

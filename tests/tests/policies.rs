@@ -52,7 +52,7 @@ async fn the_deploy_gate_allows_blocks_with_reasons_and_takes_project_values() {
     let bad = dir.path().join("bad.rego");
     std::fs::write(&bad, "package deploy\nimport rego.v1\n\ndeny contains msg if {\n  msg := \n}\n").expect("write");
     let out = p.cli(&["policies", "set", "deploy", bad.to_str().expect("path")]);
-    assert_ne!(out.code, 0, "{out:?}");
+    assert_eq!(out.code, 3, "{out:?}");
     assert!(out.stderr.contains("does not compile") && out.stderr.contains("line"), "{out:?}");
     assert_eq!(p.cli(&["policies", "show", "deploy", "--json"]).json()["version"], 0);
 
@@ -153,4 +153,27 @@ async fn only_admins_change_policies_and_a_change_on_an_old_version_is_refused()
         .await;
     assert_eq!(wrong_package.status, 422, "{:?}", wrong_package.body);
     assert_eq!(wrong_package.body["error"]["details"]["line"], 1, "{:?}", wrong_package.body);
+
+    // A draft is tried before it is made: by admins only, compile-checked
+    // as a change is, decided on the input, and nothing stored.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("path").to_string()
+    };
+    let input = file("input.json", r#"{"host": {"disk_free_gb": 20}}"#);
+    let strict = file("strict.json", r#"{"min_disk_gb": 50}"#);
+    let broken = file("broken.rego", "package deploy\nimport rego.v1\ndeny contains msg if {\n  msg := sprintf(\n}\n");
+    let out = p.cli_as(&deployer, &["policies", "test", "deploy", "--input", &input, "--data", &strict]);
+    assert!(out.code != 0 && out.stderr.contains("HTTP 403"), "a deployer tried a draft: {out:?}");
+    let out = p.cli(&["policies", "test", "deploy", "--input", &input, "--data", &strict]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("draft on v1") && out.stdout.contains("[DENY] Disk free 20GB is below minimum 50GB"), "{out:?}");
+    let out = p.cli(&["policies", "test", "deploy", "--input", &input, "--rego", &broken]);
+    // Not compiling is exit 3 (invalid), apart from a denial's 1.
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(out.stderr.contains("policy deploy does not compile") && out.stderr.contains("(line 4)"), "{out:?}");
+    let now = p.cli(&["policies", "show", "deploy", "--json"]).json();
+    assert_eq!((now["version"].as_u64(), now["data"]["min_disk_gb"].as_u64()), (Some(1), Some(1)), "{now:#}");
 }

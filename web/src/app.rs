@@ -49,6 +49,9 @@ pub async fn whoami() -> Result<Option<Me>, ServerFnError> {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    // The signed-in role, as the nav last read it: pages hide what the
+    // role cannot use (every action checks again on the server).
+    provide_context(Role(RwSignal::new(None)));
     view! {
         <Title text="Bifrost"/>
         <Router>
@@ -69,9 +72,14 @@ pub fn App() -> impl IntoView {
     }
 }
 
+/// The signed-in token's role (`None` until known or when signed out).
+#[derive(Clone, Copy)]
+pub struct Role(pub RwSignal<Option<String>>);
+
 #[component]
 fn Nav() -> impl IntoView {
     let location = use_location();
+    let role = use_context::<Role>().map(|r| r.0);
     // Asked again on every navigation: signing in or out changes it.
     let me = Resource::new(move || location.pathname.get(), |_| whoami());
     view! {
@@ -87,7 +95,11 @@ fn Nav() -> impl IntoView {
             <div class="who">
                 <Transition fallback=|| ()>
                     {move || Suspend::new(async move {
-                        match me.await {
+                        let me = me.await;
+                        if let Some(r) = role {
+                            r.set(me.as_ref().ok().and_then(|m| m.as_ref().map(|m| m.role.clone())));
+                        }
+                        match me {
                             Ok(Some(me)) => view! {
                                 <span class="me" data-role=me.role.clone()>
                                     {me.name.clone()}" · "<span class="role">{me.role.clone()}</span>

@@ -131,6 +131,10 @@ pub struct DeploymentPage {
     /// keep being restarted).
     #[serde(default)]
     pub degraded: Vec<String>,
+    /// `Some(still rolling out)` when this deployment is or was a canary
+    /// (the rollout view is built on the server).
+    #[serde(default)]
+    pub rollout: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

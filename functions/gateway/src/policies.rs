@@ -13,6 +13,7 @@ use bifrost_policy::{Gate, PolicyError};
 use super::AppState;
 use super::api::Body;
 use super::auth::{Admin, Deployer, Viewer};
+use bifrost_core::domain::Role;
 use super::error::{ApiError, ApiResult};
 use super::wire::*;
 
@@ -41,6 +42,7 @@ async fn policy_out(s: &AppState, gate: Gate) -> ApiResult<PolicyOut> {
             .unwrap_or_default(),
         rego: p.rego,
         data: p.data,
+        sample_input: gate.sample_input(),
         history: versions
             .into_iter()
             .map(|v| PolicyVersionOut {
@@ -71,6 +73,16 @@ pub async fn show(State(s): State<AppState>, _caller: Viewer, Path(name): Path<S
     Ok(Json(policy_out(&s, gate(&name)?).await?))
 }
 
+/// What a change must pass: the Rego compiles (and evaluates once) as
+/// `package <gate>`, the data is an object.
+async fn check_draft(g: Gate, rego: String, data: &serde_json::Value) -> ApiResult<()> {
+    tokio::task::spawn_blocking(move || bifrost_policy::check(g, &rego))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(policy_error)?;
+    bifrost_policy::check_data(g, data).map_err(policy_error)
+}
+
 /// Stores `next` as the new version after `current`, checked first.
 async fn store_version(
     s: &AppState,
@@ -79,12 +91,7 @@ async fn store_version(
     next: NewPolicyVersion,
 ) -> ApiResult<Json<PolicyOut>> {
     let g = current.gate;
-    let rego = next.rego.clone();
-    tokio::task::spawn_blocking(move || bifrost_policy::check(g, &rego))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(policy_error)?;
-    bifrost_policy::check_data(g, &next.data).map_err(policy_error)?;
+    check_draft(g, next.rego.clone(), &next.data).await?;
     let v = s.ctx.store.put_policy(next).await?;
     tracing::warn!(policy = %g, version = v.version, by = %caller.actor(), reason = %v.reason, "policy changed");
     Ok(Json(policy_out(s, g).await?))
@@ -192,16 +199,30 @@ pub async fn set_data(
 
 #[utoipa::path(post, path = "/api/v1/policies/{name}/test", tag = "policies", request_body = PolicyTestIn,
     params(("name" = String, Path, description = "deploy or promote")),
-    responses((status = 200, body = DecisionOut, description = "The decision; nothing acted on")),
+    responses((status = 200, body = DecisionOut, description = "The decision; nothing acted on"),
+              (status = 422, body = ErrorBody, description = "The draft does not compile (`details.line`) or its data is not an object"),
+              (status = 403, body = ErrorBody, description = "A draft (`rego` / `data`) from a caller below admin")),
     security(("token" = ["deployer"])))]
 pub async fn test(
     State(s): State<AppState>,
-    _caller: Deployer,
+    caller: Deployer,
     Path(name): Path<String>,
     Body(req): Body<PolicyTestIn>,
 ) -> ApiResult<Json<DecisionOut>> {
     let g = gate(&name)?;
-    let current = gates::in_force(&*s.ctx.store, g).await?;
+    let mut current = gates::in_force(&*s.ctx.store, g).await?;
+    let draft = req.rego.is_some() || req.data.is_some();
+    if draft {
+        // Trying out a change is part of making one.
+        caller.require(Role::Admin)?;
+        let rego = req.rego.clone().unwrap_or_else(|| current.rego.clone());
+        let data = req.data.clone().unwrap_or_else(|| current.data.clone());
+        check_draft(g, rego.clone(), &data).await?;
+        if let Some(stored) = current.stored.as_mut() {
+            (stored.rego, stored.data) = (rego.clone(), data.clone());
+        }
+        (current.rego, current.data) = (rego, data);
+    }
     let project = req.project.clone();
     let version = current.version;
     let d = tokio::task::spawn_blocking(move || gates::decide(&current, project.as_deref(), req.input))
@@ -216,5 +237,6 @@ pub async fn test(
         policy_sha256: d.policy_sha256,
         data_sha256: d.data_sha256,
         error: d.error,
+        draft,
     }))
 }

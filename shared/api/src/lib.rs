@@ -576,6 +576,11 @@ pub struct PolicyOut {
     pub at: Option<String>,
     /// Every stored version, oldest first (who changed what, when).
     pub history: Vec<PolicyVersionOut>,
+    /// An input shaped as the gate's real ones, to try the policy on
+    /// (`POST …/test`; the dashboard's editor starts from it).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub sample_input: serde_json::Value,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -639,6 +644,14 @@ pub struct PolicyTestIn {
     /// Evaluate with this project's data values.
     #[serde(default)]
     pub project: Option<String>,
+    /// A draft Rego text to evaluate instead of the one in force (admins;
+    /// compile-checked as a change would be, nothing stored).
+    #[serde(default)]
+    pub rego: Option<String>,
+    /// A draft data document to evaluate with instead (admins).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub data: Option<serde_json::Value>,
 }
 
 /// A gate's decision: never a bare boolean.
@@ -656,6 +669,10 @@ pub struct DecisionOut {
     pub data_sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Decided by a draft (`rego` / `data` in the request) made on
+    /// `policy_version`, not by what is in force.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draft: bool,
 }
 
 /// `GET /api/v1/audit/verify`: every hash chain and the global anchor.

@@ -92,8 +92,9 @@ pub struct TrafficSplit {
     pub at: Timestamp,
 }
 
-/// A change to how the router treats a project's traffic, recorded in the
-/// live deployment's audit trail.
+/// A change to how the router treats a project's traffic, recorded in an
+/// audit trail: a rollout's on its canary's, anything else on the live
+/// deployment's.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TrafficChange {
     /// Fault injection on (`Some`) or off.
@@ -107,8 +108,16 @@ pub enum TrafficChange {
 }
 
 impl TrafficChange {
-    /// Applies the change to the project as read.
-    pub fn apply(self, project: &mut Project) -> Result<(), StoreError> {
+    /// Applies the change to the project as read. Returns the deployment
+    /// whose audit trail records it (none when nothing is live and no
+    /// rollout is concerned).
+    pub fn apply(self, project: &mut Project) -> Result<Option<String>, StoreError> {
+        let canary = match &self {
+            TrafficChange::Rollout { rollout, .. } => {
+                rollout.as_ref().or(project.rollout.as_ref()).map(|r| r.deployment.clone())
+            }
+            _ => None,
+        };
         match self {
             TrafficChange::Chaos(c) => project.chaos = c,
             TrafficChange::Split(s) => project.split = s,
@@ -127,7 +136,7 @@ impl TrafficChange {
                 project.split = split;
             }
         }
-        Ok(())
+        Ok(canary.or_else(|| project.live_deployment_id.clone()))
     }
 }
 

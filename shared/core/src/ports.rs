@@ -148,9 +148,10 @@ pub trait Store: Send + Sync {
     /// Removes the project; its in-flight deployments are cancelled first and
     /// the audit trail is kept.
     async fn delete_project(&self, name_or_id: &str, actor: Actor) -> StoreResult<Project>;
-    /// Sets or ends the project's fault injection or traffic split. The
-    /// live deployment's audit trail records it (`reason`), its status
-    /// unchanged.
+    /// Sets or ends the project's fault injection, traffic split or
+    /// rollout. An audit trail records it (`reason`; the deployment's status
+    /// unchanged): a rollout's on its canary's, anything else on the live
+    /// deployment's (`TrafficChange::apply`).
     /// `evidence` (a policy decision, JSON) goes into that record too.
     async fn set_traffic(
         &self,
@@ -515,10 +516,31 @@ pub struct TrafficWindow {
     pub requests: u64,
     /// errors / requests; 0 with no requests.
     pub error_rate: f64,
+    /// The median of the window's latency, as `p99_ms`.
+    pub p50_ms: Option<f64>,
     /// The 99th percentile of the window's latency, interpolated within its
     /// histogram bucket as Prometheus' `histogram_quantile` does (`None`
     /// with no requests; past the last finite bound, that bound).
     pub p99_ms: Option<f64>,
+}
+
+/// The `q` quantile in ms of cumulative `(upper bound s, count)` buckets:
+/// as Prometheus' histogram_quantile, linear within the bucket it falls
+/// in; past the last finite bound, that bound. `None` when empty.
+fn quantile_ms(buckets: &[(f64, u64)], q: f64) -> Option<f64> {
+    let total = buckets.last().map_or(0, |(_, n)| *n);
+    if total == 0 {
+        return None;
+    }
+    let want = (total as f64 * q).ceil();
+    let i = buckets.iter().position(|(_, n)| *n as f64 >= want)?;
+    let (lower, below) = if i == 0 { (0.0, 0.0) } else { (buckets[i - 1].0, buckets[i - 1].1 as f64) };
+    let (upper, upto) = (buckets[i].0, buckets[i].1 as f64);
+    if upper.is_infinite() {
+        return Some(lower * 1000.0);
+    }
+    let share = if upto > below { (want - below) / (upto - below) } else { 1.0 };
+    Some((lower + (upper - lower) * share) * 1000.0)
 }
 
 impl TrafficCounts {
@@ -535,23 +557,12 @@ impl TrafficCounts {
                 (*le, n.saturating_sub(before))
             })
             .collect();
-        let total = in_window.last().map_or(0, |(_, n)| *n);
-        // As Prometheus' histogram_quantile: linear within the bucket the
-        // 99th percentile falls in; past the last finite bound, that bound.
-        let p99_ms = (total > 0)
-            .then(|| {
-                let want = (total as f64 * 0.99).ceil();
-                let i = in_window.iter().position(|(_, n)| *n as f64 >= want)?;
-                let (lower, below) = if i == 0 { (0.0, 0.0) } else { (in_window[i - 1].0, in_window[i - 1].1 as f64) };
-                let (upper, upto) = (in_window[i].0, in_window[i].1 as f64);
-                if upper.is_infinite() {
-                    return Some(lower * 1000.0);
-                }
-                let share = if upto > below { (want - below) / (upto - below) } else { 1.0 };
-                Some((lower + (upper - lower) * share) * 1000.0)
-            })
-            .flatten();
-        TrafficWindow { requests, error_rate, p99_ms }
+        TrafficWindow {
+            requests,
+            error_rate,
+            p50_ms: quantile_ms(&in_window, 0.5),
+            p99_ms: quantile_ms(&in_window, 0.99),
+        }
     }
 }
 
@@ -583,12 +594,20 @@ mod tests {
         // 200 in the window: 60 under 10 ms, 197 under 100 ms, 200 in all;
         // the 198th is over the last finite bound: that bound.
         assert_eq!(w.p99_ms, Some(100.0));
+        // The 100th is 40 of the 137 in the (10, 100] bucket.
+        let p50 = w.p50_ms.expect("p50");
+        assert!((p50 - (10.0 + 90.0 * 40.0 / 137.0)).abs() < 1e-9, "{p50}");
         // 100 under 10 ms, all 200 under 100 ms: the 198th is 98 % of the way
         // through the (10, 100] bucket.
         let calm =
             TrafficCounts { latency_buckets: vec![(0.01, 190), (0.1, 300), (f64::INFINITY, 300)], ..later.clone() };
         let p99 = calm.since(&earlier).p99_ms.expect("p99");
         assert!((p99 - 98.2).abs() < 1e-9, "{p99}");
-        assert_eq!(earlier.since(&earlier), TrafficWindow { requests: 0, error_rate: 0.0, p99_ms: None });
+        // Exactly half under 10 ms: the median is that bound.
+        assert_eq!(calm.since(&earlier).p50_ms, Some(10.0));
+        assert_eq!(
+            earlier.since(&earlier),
+            TrafficWindow { requests: 0, error_rate: 0.0, p50_ms: None, p99_ms: None }
+        );
     }
 }

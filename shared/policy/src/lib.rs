@@ -57,6 +57,28 @@ impl Gate {
         // safe reading should that ever fail.
         (rego, serde_json::from_str(data).unwrap_or_else(|_| Value::Object(Default::default())))
     }
+
+    /// An input shaped as the gate's real ones (docs/policies.md), to try a
+    /// policy on: the dashboard's editor starts from it.
+    pub fn sample_input(self) -> Value {
+        let window = |requests: u64, errors: u64, p50: f64, p99: f64| {
+            serde_json::json!({"requests": requests, "errors": errors,
+                "error_rate": errors as f64 / requests as f64, "p50_ms": p50, "p99_ms": p99})
+        };
+        match self {
+            Gate::Deploy => serde_json::json!({
+                "action": "deploy", "app": "web", "deployment": "d-example", "actor": "token:alice",
+                "config": {"scaling": {"min_replicas": 1, "max_replicas": 2}},
+                "host": {"disk_free_gb": 42, "cpu_load": 0.4, "memory_available_mb": 2048},
+            }),
+            Gate::Promote => serde_json::json!({
+                "action": "promote", "app": "web", "deployment": "d-canary", "stable_deployment": "d-stable",
+                "step": 1, "weight": 10, "window_s": 60,
+                "overrides": {"max_error_rate": null, "max_p99_ms": null},
+                "canary": window(120, 3, 8.0, 95.0), "stable": window(1080, 2, 7.5, 80.0),
+            }),
+        }
+    }
 }
 
 impl std::fmt::Display for Gate {

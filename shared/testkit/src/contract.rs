@@ -271,8 +271,8 @@ pub async fn make_live(store: &dyn Store, prefix: &str) -> Result<(), String> {
 
 /// Fault injection and a traffic split are kept on the project, read back
 /// as written, each apart from the other, and each change is a record in
-/// the live deployment's audit trail (status unchanged, the hash chain
-/// intact).
+/// the live deployment's audit trail — a rollout's in its canary's (status
+/// unchanged, the hash chains intact).
 pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let name = format!("{prefix}chaos");
     project(store, &name).await?;
@@ -320,8 +320,10 @@ pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
     check!(store.get_project(&name).await.map_err(|e| e.to_string())?.split.is_none(), "split not cleared");
     // A rollout: its state and split set together, compare-and-set on its
     // generation, the decision kept as the record's evidence.
+    let canary = store.create_deployment(new_deployment(&name, None)).await.map_err(|e| e.to_string())?.deployment;
+    walk(store, &canary.id, &Status::PIPELINE[..6]).await?;
     let rollout = |generation: u64| RolloutState {
-        deployment: "d-canary".into(),
+        deployment: canary.id.clone(),
         stable: d.id.clone(),
         step: 0,
         weight: 10,
@@ -334,7 +336,7 @@ pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
         generation,
     };
     let canary_split =
-        TrafficSplit { deployment: "d-canary".into(), weight: 10, set_by: Actor::function("verify"), at };
+        TrafficSplit { deployment: canary.id.clone(), weight: 10, set_by: Actor::function("verify"), at };
     let start = TrafficChange::Rollout {
         rollout: Some(rollout(1)),
         split: Some(canary_split.clone()),
@@ -354,13 +356,20 @@ pub async fn chaos(store: &dyn Store, prefix: &str) -> Result<(), String> {
     let history = store.history(&d.id).await.map_err(|e| e.to_string())?;
     let reasons: Vec<&str> = history.iter().map(|r| r.reason.as_str()).collect();
     check!(
-        reasons.ends_with(&["chaos: on", "split: 10%", "chaos: off", "split: reset", "canary: step 1", "canary: done"]),
-        "audit trail {reasons:?}"
+        reasons.ends_with(&["chaos: on", "split: 10%", "chaos: off", "split: reset"]),
+        "live deployment's audit trail {reasons:?}"
     );
-    let evidence = history.iter().find(|r| r.reason == "canary: step 1").and_then(|r| r.evidence.clone());
+    let on_canary = store.history(&canary.id).await.map_err(|e| e.to_string())?;
+    let reasons: Vec<&str> = on_canary.iter().map(|r| r.reason.as_str()).collect();
+    check!(reasons.ends_with(&["canary: step 1", "canary: done"]), "canary's audit trail {reasons:?}");
+    let last = on_canary.last().map(|r| (r.from, r.to));
+    check!(last == Some((Some(Status::Running), Status::Running)), "a rollout record moved the canary: {last:?}");
+    let evidence = on_canary.iter().find(|r| r.reason == "canary: step 1").and_then(|r| r.evidence.clone());
     check!(evidence.as_deref() == Some("{\"allow\":true}"), "evidence: {evidence:?}");
-    for pair in history.windows(2) {
-        check!(pair[1].prev_hash == pair[0].hash, "the audit chain breaks after {:?}", pair[0].reason);
+    for trail in [&history, &on_canary] {
+        for pair in trail.windows(2) {
+            check!(pair[1].prev_hash == pair[0].hash, "the audit chain breaks after {:?}", pair[0].reason);
+        }
     }
     let after = store.get_deployment(&d.id).await.map_err(|e| e.to_string())?;
     check!(after.status == Status::Healthy, "chaos changed the status to {}", after.status);

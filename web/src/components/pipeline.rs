@@ -29,7 +29,9 @@ pub fn steps(history: &[Transition], status: &str, now_ms: i64) -> Vec<Step> {
                 return Step { name, state: "pending", spent_ms: None };
             };
             let at = epoch_ms(&attempt[i].at);
-            let left = attempt.get(i + 1).and_then(|t| epoch_ms(&t.at));
+            // Records that keep the status (a canary's steps, chaos) are
+            // not a step's end.
+            let left = attempt[i + 1..].iter().find(|t| t.to != name).and_then(|t| epoch_ms(&t.at));
             let state = if status == name && name == "healthy" {
                 "done"
             } else if status == name {
@@ -110,6 +112,19 @@ mod tests {
         assert_eq!(got[0], ("queued", "done", Some(500)));
         assert_eq!(got[2], ("building", "failed", Some(3000)));
         assert_eq!(got[3], ("built", "pending", None));
+    }
+
+    #[test]
+    fn records_that_keep_the_status_do_not_end_its_step() {
+        let h = vec![
+            t(1, "00.000", None, "queued"),
+            t(2, "01.000", Some("queued"), "running"),
+            t(3, "02.000", Some("running"), "running"),
+            t(4, "05.000", Some("running"), "healthy"),
+        ];
+        let s = steps(&h, "healthy", 0);
+        let running = s.iter().find(|s| s.name == "running").map(|s| s.spent_ms);
+        assert_eq!(running, Some(Some(4000)));
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
             line: v.get("line").and_then(Value::as_str).unwrap_or_default().to_string(),
         })
         .collect();
+    let rollout = crate::server::rollout::view(&s, &d, project.as_ref()).await?.map(|r| r.active);
     Ok(Page {
         me,
         url: project.map(|p| p.url).unwrap_or_default(),
@@ -59,6 +60,7 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
         traffic: traffic.iter().filter_map(convert::traffic_point).collect(),
         replicas: replicas.iter().map(convert::replica).collect(),
         degraded: d.degraded.clone().unwrap_or_default(),
+        rollout,
         deployment,
     })
 }
@@ -253,6 +255,10 @@ fn DeploymentView(page: Page) -> impl IntoView {
         })}
         {can_deploy.then(|| view! { <Actions id=id.clone() status=status/> })}
         <Pipeline history=history status=status now_ms=now/>
+        {page.rollout.map(|active| {
+            let project = page.deployment.project.clone();
+            view! { <super::rollout::RolloutPanel id=id.clone() project active can_deploy/> }
+        })}
         <ConfigErrors errors=page.config_errors.clone()/>
         <section>
             <h2>"Log"</h2>

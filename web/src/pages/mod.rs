@@ -8,6 +8,7 @@ pub mod policies;
 pub mod project;
 pub mod projects;
 pub mod report;
+pub mod rollout;
 
 /// Milliseconds since the Unix epoch, on either side.
 pub fn now_ms() -> i64 {

@@ -16,10 +16,13 @@ use leptos_router::hooks::use_query_map;
 use crate::components::{ErrorState, Loading};
 
 /// A read-only page's HTML, built on the server: `report` (the last
-/// `hours`) or `policies`.
+/// `hours`), `policies`, or `rollout:<deployment id>`.
 #[server(prefix = "/ui/api", endpoint = "server_html")]
 pub async fn server_html(page: String, hours: u32) -> Result<String, ServerFnError> {
     let s = crate::server::Session::current()?;
+    if let Some(id) = page.strip_prefix("rollout:") {
+        return crate::server::rollout::html(&s, id).await;
+    }
     match page.as_str() {
         "policies" => super::policies::policies_html(&s).await,
         _ => {
@@ -36,19 +39,35 @@ pub async fn server_html(page: String, hours: u32) -> Result<String, ServerFnErr
     }
 }
 
+/// `refresh_s`: asked again that often (0: never).
 #[component]
-pub fn ServerHtml(page: &'static str) -> impl IntoView {
+pub fn ServerHtml(#[prop(into)] page: String, #[prop(optional)] refresh_s: u32) -> impl IntoView {
     let query = use_query_map();
     let hours = move || query.read().get("hours").and_then(|h| h.parse::<u32>().ok()).unwrap_or(24);
-    let data = Resource::new(hours, move |h| server_html(page.to_string(), h));
+    // `?saved=N` (the policy editor's save) asks again.
+    let key = move || (hours(), query.read().get("saved"));
+    let p = page.clone();
+    let data = Resource::new(key, move |(h, _)| server_html(p.clone(), h));
+    #[cfg(feature = "hydrate")]
+    if refresh_s > 0 {
+        let every = std::time::Duration::from_secs(u64::from(refresh_s));
+        if let Ok(handle) = set_interval_with_handle(move || data.refetch(), every) {
+            on_cleanup(move || handle.clear());
+        }
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = refresh_s;
+    let testid = page.split(':').next().unwrap_or_default().to_string();
     view! {
         <Transition fallback=|| view! { <Loading what="the page"/> }>
-            {move || Suspend::new(async move {
+            {move || Suspend::new({
+                let testid = testid.clone();
+                async move {
                 match data.await {
-                    Ok(html) => view! { <article class="report" data-testid=page inner_html=html></article> }.into_any(),
+                    Ok(html) => view! { <article class="report" data-testid=testid inner_html=html></article> }.into_any(),
                     Err(e) => view! { <ErrorState error=e/> }.into_any(),
                 }
-            })}
+            }})}
         </Transition>
     }
 }

@@ -100,10 +100,16 @@ impl Backend {
             .await
             .map_err(|e| ApiFailure::new(StatusCode::BAD_GATEWAY, format!("reading the API's answer: {e}")))?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v.pointer("/error/message").and_then(|m| m.as_str()).map(str::to_string))
+            let v = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+            let at = |p: &str| v.as_ref().and_then(|v| v.pointer(p));
+            let mut message = at("/error/message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
                 .unwrap_or_else(|| format!("the API answered {status}"));
+            // A refused policy or script says where (`details.line`).
+            if let Some(line) = at("/error/details/line").and_then(|l| l.as_u64()) {
+                message = format!("line {line}: {message}");
+            }
             return Err(ApiFailure::new(status, message));
         }
         serde_json::from_slice(&bytes)

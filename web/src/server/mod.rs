@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod convert;
 pub mod markdown;
+pub mod rollout;
 pub mod routes;
 pub mod session;
 

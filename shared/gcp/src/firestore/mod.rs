@@ -222,9 +222,8 @@ impl Store for FirestoreStore {
                 let doc =
                     tx.project_by_key(&key).await?.ok_or_else(|| StoreError::not_found("project", key.as_str()))?;
                 let mut project: Project = from_data(&doc.data)?;
-                change.apply(&mut project)?;
-                if let Some(live) = &project.live_deployment_id {
-                    let ddoc = tx.get_deployment(live).await?;
+                if let Some(trail) = change.apply(&mut project)? {
+                    let ddoc = tx.get_deployment(&trail).await?;
                     let d = deployment_of(&ddoc)?;
                     let at = now();
                     let entry = AuditEntry {

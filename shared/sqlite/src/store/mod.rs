@@ -333,7 +333,7 @@ impl Store for SqliteStore {
         self.run(move |inner| {
             inner.write(move |tx, _| {
                 let mut project = get_project_tx(tx, &key)?;
-                change.apply(&mut project)?;
+                let trail = change.apply(&mut project)?;
                 let json = |v: Option<String>| v;
                 exec(
                     tx,
@@ -346,11 +346,11 @@ impl Store for SqliteStore {
                     ],
                 )
                 .map_err(backend)?;
-                if let Some(live) = &project.live_deployment_id {
+                if let Some(trail) = &trail {
                     let (d, head): (Deployment, String) = row(
                         tx,
                         &format!("SELECT {DEPLOYMENT_COLS}, audit_head FROM deployments WHERE id = ?1"),
-                        [live],
+                        [trail],
                         |r| Ok((deployment_row(r)?, r.get(15)?)),
                     )
                     .map_err(backend)?;
