@@ -175,7 +175,9 @@ pub fn api_error(status: StatusCode, body: &[u8]) -> CliError {
         StatusCode::CONFLICT => Exit::Conflict,
         // deploy.toml, or a policy that does not compile: not "denied" (1).
         StatusCode::UNPROCESSABLE_ENTITY
-            if parsed.as_ref().is_some_and(|v| matches!(v["error"]["code"].as_str(), Some("invalid_config" | "policy_error"))) =>
+            if parsed
+                .as_ref()
+                .is_some_and(|v| matches!(v["error"]["code"].as_str(), Some("invalid_config" | "policy_error"))) =>
         {
             Exit::Invalid
         }

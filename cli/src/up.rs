@@ -472,10 +472,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 
 async fn forward_runtime_events(
     mut events: tokio::sync::mpsc::UnboundedReceiver<RuntimeEvent>,
-    to: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    to: tokio::sync::mpsc::UnboundedSender<bifrost_functions::RuntimeTrouble>,
 ) {
-    while let Some(RuntimeEvent::CrashLoop { deployment_id, reason }) = events.recv().await {
-        let _ = to.send((deployment_id, reason));
+    use bifrost_functions::RuntimeTrouble;
+    while let Some(e) = events.recv().await {
+        let _ = to.send(match e {
+            RuntimeEvent::CrashLoop { deployment_id, reason } => RuntimeTrouble::CrashLoop { deployment_id, reason },
+            RuntimeEvent::ReplicaDown { deployment_id, reason } => {
+                RuntimeTrouble::ReplicaDown { deployment_id, reason }
+            }
+        });
     }
 }
 

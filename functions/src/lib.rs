@@ -199,12 +199,29 @@ pub(crate) async fn left_status(ctx: &Ctx, event: &Event) {
     }
 }
 
-/// Acts on replicas the runtime reports as crash-looping: a deployment on
-/// its way up fails; the live one is never stopped for it — its replicas
-/// keep being restarted (with capped backoff) and it shows as degraded,
-/// with the exit reasons, until it recovers or is replaced.
-pub async fn watch_runtime(ctx: Ctx, mut crash_loops: tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
-    while let Some((deployment_id, reason)) = crash_loops.recv().await {
+/// What a runtime reports on its own initiative.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuntimeTrouble {
+    /// A deployment's replicas keep crashing.
+    CrashLoop { deployment_id: String, reason: String },
+    /// A replica that was serving went down (exited, or restarted after
+    /// failing its health checks); it is being restarted.
+    ReplicaDown { deployment_id: String, reason: String },
+}
+
+/// Acts on what the runtime reports. A replica of a live deployment going
+/// down within the deployment's `[rollout] bake` rolls it back (the
+/// safety net: its health failed right after it went live). A crash loop
+/// fails a deployment on its way up; the live one is never stopped for it
+/// — past the bake its replicas keep being restarted (with capped backoff)
+/// and it shows as degraded, with the exit reasons, until it recovers or
+/// is replaced.
+pub async fn watch_runtime(ctx: Ctx, mut reports: tokio::sync::mpsc::UnboundedReceiver<RuntimeTrouble>) {
+    while let Some(report) = reports.recv().await {
+        let (deployment_id, reason, crash_loop) = match report {
+            RuntimeTrouble::CrashLoop { deployment_id, reason } => (deployment_id, reason, true),
+            RuntimeTrouble::ReplicaDown { deployment_id, reason } => (deployment_id, reason, false),
+        };
         match ctx.store.get_deployment(&deployment_id).await {
             Ok(d) if d.status == Status::Healthy => {
                 match bake_rollback(&ctx, &d).await {
@@ -223,15 +240,20 @@ pub async fn watch_runtime(ctx: Ctx, mut crash_loops: tokio::sync::mpsc::Unbound
                         tracing::error!(deployment = %deployment_id, error = %e, "could not roll back within the bake")
                     }
                 }
-                tracing::warn!(deployment = %deployment_id, project = %d.project, %reason, "live deployment degraded");
-                ctx.logs.line(
-                    &deployment_id,
-                    &d.project,
-                    "platform",
-                    format!("[bifrost] degraded: {reason}\n[bifrost] the live deployment keeps being restarted; roll back or deploy a fix"),
-                );
+                if crash_loop {
+                    tracing::warn!(deployment = %deployment_id, project = %d.project, %reason, "live deployment degraded");
+                    ctx.logs.line(
+                        &deployment_id,
+                        &d.project,
+                        "platform",
+                        format!("[bifrost] degraded: {reason}\n[bifrost] the live deployment keeps being restarted; roll back or deploy a fix"),
+                    );
+                }
             }
-            _ => fail(&ctx, &deployment_id, &reason, Actor::system("runtime")).await,
+            // On its way up a lone restart is the runtime's to retry;
+            // verify sees the replica's state.
+            _ if crash_loop => fail(&ctx, &deployment_id, &reason, Actor::system("runtime")).await,
+            _ => {}
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The rolling safety net: a deployment that goes live and then fails
-//! within its `[rollout] bake` is rolled back by itself to the previous
+//! within its `[rollout] bake` — its process exits, or it keeps running
+//! but fails its health checks — is rolled back by itself to the previous
 //! healthy one (a rollback deployment, as `bifrost rollback` makes).
 
 use std::time::{Duration, Instant};
@@ -50,4 +51,54 @@ open(marker, "w").close()"#,
     assert!(logs.contains("failed within its bake") && logs.contains(&format!("rolling back to {v1}")), "{logs}");
     let (status, _, body) = c.app_get("baked", "/").await.expect("answers");
     assert_eq!((status, body.as_str()), (200, "ok"));
+}
+
+#[tokio::test]
+async fn a_live_deployment_failing_its_health_checks_within_its_bake_is_rolled_back() {
+    let p = Platform::start();
+    let repo = python_app("sickly", "");
+    p.add_project("sickly", &repo);
+    let v1 = p.push(&repo, "s-1").await;
+    p.healthy(&v1).await;
+    // v2: its process keeps running, but after /sick it answers 500 to
+    // everything, its health path included.
+    let app = r#"import os, http.server
+PORT = int(os.environ["PORT"])
+sick = False
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        global sick
+        sick = sick or self.path == "/sick"
+        self.send_response(500 if sick else 200); self.end_headers(); self.wfile.write(b"v2")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
+"#;
+    repo.commit(&[("app.py", app)], "v2: falls ill");
+    let v2 = p.push(&repo, "s-2").await;
+    p.healthy(&v2).await;
+    let c = p.client();
+    let _ = c.app_get("sickly", "/sick").await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let project = loop {
+        let project = c.get("/api/v1/projects/sickly").await.body;
+        let live = project["live_deployment_id"].as_str().unwrap_or_default().to_string();
+        if live != v1 && live != v2 {
+            break project;
+        }
+        assert!(Instant::now() < deadline, "never rolled back: {project:#}\n{}", p.log_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let rollback =
+        c.get(&format!("/api/v1/deployments/{}", project["live_deployment_id"].as_str().expect("live"))).await.body;
+    assert_eq!(
+        (rollback["rollback_of"].as_str(), rollback["created_by"].as_str()),
+        (Some(v1.as_str()), Some("system:bake"))
+    );
+    let logs = c.get(&format!("/api/v1/deployments/{v2}/logs")).await.body.to_string();
+    assert!(
+        logs.contains("failed within its bake: replica 0 restarted after failing its health checks"),
+        "the reason names the failed health checks: {logs}"
+    );
+    let (status, _, body) = c.app_get("sickly", "/").await.expect("answers");
+    assert_eq!((status, body.as_str()), (200, "ok"), "v1 answers again");
 }

@@ -124,7 +124,9 @@ async fn open_policy_editor(b: &Client) {
     loop {
         eval(b, "document.querySelector('[data-testid=edit-deploy]')?.click(); return true").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let ready = eval(b, "return !!document.querySelector('[data-testid=editor-rego]')?.value.includes('package deploy')").await;
+        let ready =
+            eval(b, "return !!document.querySelector('[data-testid=editor-rego]')?.value.includes('package deploy')")
+                .await;
         if ready == json!(true) {
             return;
         }

@@ -169,7 +169,10 @@ async fn only_admins_change_policies_and_a_change_on_an_old_version_is_refused()
     assert!(out.code != 0 && out.stderr.contains("HTTP 403"), "a deployer tried a draft: {out:?}");
     let out = p.cli(&["policies", "test", "deploy", "--input", &input, "--data", &strict]);
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stdout.contains("draft on v1") && out.stdout.contains("[DENY] Disk free 20GB is below minimum 50GB"), "{out:?}");
+    assert!(
+        out.stdout.contains("draft on v1") && out.stdout.contains("[DENY] Disk free 20GB is below minimum 50GB"),
+        "{out:?}"
+    );
     let out = p.cli(&["policies", "test", "deploy", "--input", &input, "--rego", &broken]);
     // Not compiling is exit 3 (invalid), apart from a denial's 1.
     assert_eq!(out.code, 3, "{out:?}");

@@ -13,9 +13,9 @@ use bifrost_policy::{Gate, PolicyError};
 use super::AppState;
 use super::api::Body;
 use super::auth::{Admin, Deployer, Viewer};
-use bifrost_core::domain::Role;
 use super::error::{ApiError, ApiResult};
 use super::wire::*;
+use bifrost_core::domain::Role;
 
 fn gate(name: &str) -> ApiResult<Gate> {
     name.parse::<Gate>().map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e.message))

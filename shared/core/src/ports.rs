@@ -605,9 +605,6 @@ mod tests {
         assert!((p99 - 98.2).abs() < 1e-9, "{p99}");
         // Exactly half under 10 ms: the median is that bound.
         assert_eq!(calm.since(&earlier).p50_ms, Some(10.0));
-        assert_eq!(
-            earlier.since(&earlier),
-            TrafficWindow { requests: 0, error_rate: 0.0, p50_ms: None, p99_ms: None }
-        );
+        assert_eq!(earlier.since(&earlier), TrafficWindow { requests: 0, error_rate: 0.0, p50_ms: None, p99_ms: None });
     }
 }

@@ -146,7 +146,9 @@ fn PolicyEditor() -> impl IntoView {
         leptos::task::spawn_local(async move {
             match policy_draft(gate.to_string()).await {
                 Ok(Some(d)) => {
-                    (rego.set(d.rego.clone()), data.set(d.data.clone()), input.set(d.input.clone()));
+                    rego.set(d.rego.clone());
+                    data.set(d.data.clone());
+                    input.set(d.input.clone());
                     open.set(Some((gate.to_string(), d)));
                 }
                 Ok(None) => result.set(Some(Err("only admins change policies".into()))),

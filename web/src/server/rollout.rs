@@ -157,7 +157,9 @@ pub async fn html(s: &Session, id: &str) -> Result<String, ServerFnError> {
 /// (`components::chart`): stable is series 0, canary series 1.
 fn chart(title: &str, unit: &str, v: &RolloutView, pick: fn(&TrafficPoint) -> Option<f64>) -> String {
     let side = |r: u32, t: &[TrafficPoint]| {
-        t.iter().filter_map(move |p| pick(p).map(|value| Point { replica: r, at_ms: p.at_ms, value })).collect::<Vec<_>>()
+        t.iter()
+            .filter_map(move |p| pick(p).map(|value| Point { replica: r, at_ms: p.at_ms, value }))
+            .collect::<Vec<_>>()
     };
     let mut points = side(0, &v.stable_traffic);
     points.extend(side(1, &v.canary_traffic));
@@ -304,7 +306,10 @@ mod tests {
             canary_traffic: vec![],
         };
         let h = render(&v);
-        assert!(h.contains("<li class=\"done\">10%</li><li class=\"current\">50%</li><li class=\"pending\">100%</li>"), "{h}");
+        assert!(
+            h.contains("<li class=\"done\">10%</li><li class=\"current\">50%</li><li class=\"pending\">100%</li>"),
+            "{h}"
+        );
         assert!(h.contains("&lt;script&gt;") && !h.contains("<script>"), "{h}");
     }
 

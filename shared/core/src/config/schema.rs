@@ -223,7 +223,7 @@ pub const KEYS: &[KeyDoc] = &[
         key: "bake",
         ty: "duration",
         default: "\"5m\"",
-        doc: "After going live (either strategy), a deployment whose replicas crash-loop within this time is rolled back by itself to the previous healthy one; later it is reported degraded, never stopped.",
+        doc: "After going live (either strategy), a deployment whose replicas exit or fail their health checks within this time is rolled back by itself to the previous healthy one; later it is reported degraded, never stopped.",
         schema: duration,
     },
     KeyDoc {

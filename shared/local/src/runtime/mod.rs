@@ -40,6 +40,10 @@ pub enum RuntimeEvent {
     /// Before it is live this fails it; a live one is only reported
     /// degraded, and its replicas keep being restarted.
     CrashLoop { deployment_id: String, reason: String },
+    /// A replica that was serving went down: it exited, or was restarted
+    /// after failing its health checks. Sent every time (it is restarted
+    /// either way); within a live deployment's bake this rolls it back.
+    ReplicaDown { deployment_id: String, reason: String },
 }
 
 /// Crashes within this window that make a crash loop.

@@ -168,6 +168,12 @@ pub(super) async fn supervise(inner: Arc<Inner>, run: Arc<Running>, rep: Arc<Rep
             }
         });
 
+        if was_listening {
+            let _ = inner.events.send(RuntimeEvent::ReplicaDown {
+                deployment_id: spec.deployment_id.clone(),
+                reason: format!("replica {} {how}", rep.index),
+            });
+        }
         let now = Instant::now();
         crashes.push_back(now);
         while crashes.front().is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW) {
