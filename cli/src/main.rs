@@ -5,6 +5,7 @@ mod app_status;
 mod archive;
 mod audit;
 mod client;
+mod cluster;
 mod commands;
 mod follow;
 mod output;
@@ -167,6 +168,9 @@ enum Command {
     /// step by hand (what a paused rollout waits for) or abort it (deployer).
     #[command(subcommand)]
     Rollout(RolloutCmd),
+    /// A `bifrost-router` cluster, as one of its routers sees it.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// The policy gates (Rego): `deploy` before a deployment starts,
     /// `promote` before each canary step. Read: anyone; change: admin.
     #[command(subcommand)]
@@ -285,6 +289,17 @@ enum RolloutCmd {
     Promote { project: String },
     /// Weight 0 and the canary cancelled; the live deployment untouched.
     Abort { project: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Members, health and each node's state (`GET /cluster/status` of the
+    /// router); exits 1 when the cluster is not healthy.
+    Status {
+        /// A router's URL, e.g. http://router-0:8080 (no token needed).
+        #[arg(long)]
+        router: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -444,12 +459,17 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     if let Command::Render(args) = &cli.command {
         return commands::render(args, cli.json);
     }
+    if let Command::Cluster(ClusterCmd::Status { router }) = &cli.command {
+        return cluster::status(router, cli.json).await;
+    }
     let api = Api::new(&cli.server, cli.token.clone())?;
     let json = cli.json;
     match cli.command {
-        Command::Up(_) | Command::Validate { .. } | Command::Render(_) | Command::ServeStatic(_) => {
-            unreachable_command()
-        }
+        Command::Up(_)
+        | Command::Validate { .. }
+        | Command::Render(_)
+        | Command::ServeStatic(_)
+        | Command::Cluster(_) => unreachable_command(),
         Command::Login { token } => commands::login(&cli.server, &token).await,
         Command::Logout => commands::logout(&cli.server),
         Command::Projects(p) => match p {

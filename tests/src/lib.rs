@@ -18,6 +18,21 @@ pub fn sidecar_bin() -> PathBuf {
     bifrost_bin().with_file_name("bifrost-sidecar")
 }
 
+/// `bifrost-router` (crate bifrost-router-node), built beside `bifrost`
+/// when it is not there yet.
+pub fn router_bin() -> PathBuf {
+    let bin = bifrost_bin().with_file_name("bifrost-router");
+    if !bin.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "bifrost-router-node"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success() && bin.exists(), "building {} failed", bin.display());
+    }
+    bin
+}
+
 pub fn bifrost_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {

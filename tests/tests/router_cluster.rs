@@ -1,0 +1,226 @@
+//! `bifrost-router` as users run it: real processes clustering over
+//! authenticated gossip on loopback with static peers. Three agree they
+//! are healthy; a kill -9 leaves two that say so and mark the third dead;
+//! it comes back as the same node (a newer generation, not a duplicate); a
+//! SIGTERM is "left". Every configuration mistake the seeds name stops the
+//! process with exit 2 and its message.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bifrost_e2e::{bifrost_bin, router_bin};
+use serde_json::Value;
+
+const KEY: &str = "router-cluster-test-key-32-bytes";
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// One router process; SIGKILLed on drop.
+struct Router {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(id: &str, port: u16, peers: &[u16]) -> Router {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"cluster_config": {{"enabled": true, "node_id": "{id}", "peers": [{}],
+                "gossip": {{"port": {port}, "config": {{"timeout_seconds": 2, "success_threshold": 3, "failure_threshold": 3}}}}}}}}"#,
+            peers.join(",")
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(router_bin())
+        .args(["--listen", "127.0.0.1:0", "--advertise", "127.0.0.1"])
+        .env("BIFROST_CONFIG", &config)
+        .env("BIFROST_GOSSIP_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bifrost-router");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut url = String::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(addr) = line.strip_prefix("bifrost-router: listening on ") {
+            url = format!("http://{}", addr.trim());
+            break;
+        }
+    }
+    assert!(!url.is_empty(), "bifrost-router {id} did not start");
+    Router { child, url, _dir: dir }
+}
+
+async fn get(url: &str) -> (u16, Value) {
+    let r = reqwest::Client::new().get(url).header("host", "web.localhost").send().await.expect("router answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn status(r: &Router) -> Value {
+    get(&format!("{}/cluster/status", r.url)).await.1
+}
+
+fn state_of(s: &Value, id: &str) -> Option<String> {
+    s["nodes"].as_array()?.iter().find(|n| n["id"] == id).and_then(|n| n["state"].as_str().map(str::to_string))
+}
+
+async fn until(r: &Router, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(r).await;
+        if check(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}: {s:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_routers_cluster_survive_a_kill_9_take_back_a_restart_and_see_a_sigterm_as_left() {
+    let (pa, pb, pc) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let a = start("router-a", pa, &[pb, pc]);
+    let b = start("router-b", pb, &[pa, pc]);
+    let mut c = start("router-c", pc, &[pa, pb]);
+    for r in [&a, &b, &c] {
+        let s = until(r, "three healthy members", |s| s["members"] == 3 && s["healthy_members"] == 3).await;
+        assert_eq!(s["cluster_health"], "HEALTHY", "{s:#}");
+    }
+    assert_eq!(status(&a).await["local_node"], "router-a");
+    let (code, body) = get(&format!("{}/health", a.url)).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
+    let (code, _) = get(&format!("{}/ready", a.url)).await;
+    assert_eq!(code, 200, "a joined node is ready");
+    // No routes are learned yet: an app is the platform's JSON 404.
+    let (code, body) = get(&format!("{}/", a.url)).await;
+    assert_eq!((code, body["error"]["code"].as_str()), (404, Some("no_such_app")), "{body}");
+    let metrics = reqwest::get(format!("{}/metrics", a.url)).await.expect("metrics").text().await.unwrap_or_default();
+    assert!(metrics.contains("bifrost_cluster_healthy_members 3"), "{metrics}");
+    let (code, out) = cluster_status_cli(&a);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("cluster of router-a") && out.contains("3 members, 3 healthy  HEALTHY"), "{out}");
+
+    // kill -9: dead to the others, who stay healthy with two of three.
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    let first_generation = status(&a).await["nodes"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["id"] == "router-c").map(|n| n["generation"].clone()));
+    for r in [&a, &b] {
+        let s = until(r, "router-c dead", |s| state_of(s, "router-c").as_deref() == Some("dead")).await;
+        assert_eq!((s["members"].as_u64(), s["healthy_members"].as_u64()), (Some(3), Some(2)), "{s:#}");
+        assert_eq!(s["cluster_health"], "HEALTHY", "{s:#}");
+    }
+
+    // Back as the same node: one row, a newer generation, alive.
+    c = start("router-c", pc, &[pa, pb]);
+    let s = until(&a, "router-c alive again", |s| state_of(s, "router-c").as_deref() == Some("alive")).await;
+    let rows: Vec<&Value> = s["nodes"].as_array().expect("nodes").iter().filter(|n| n["id"] == "router-c").collect();
+    assert_eq!(rows.len(), 1, "a restart is not a second node: {s:#}");
+    assert!(rows[0]["generation"].as_u64() > first_generation.and_then(|g| g.as_u64()), "{s:#}");
+    until(&a, "three healthy again", |s| s["healthy_members"] == 3).await;
+
+    // SIGTERM: it says it is leaving, then exits 0; the others show it left.
+    let pid = b.child.id();
+    let killed = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let s = until(&a, "router-b left", |s| state_of(s, "router-b").as_deref() == Some("left")).await;
+    assert_eq!(s["members"], 2, "a node that left is no longer a member: {s:#}");
+    let mut b = b;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(st) = b.child.try_wait().expect("wait") {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "router-b did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0), "a SIGTERM is a clean exit");
+
+    // One of the two members left is not a majority: `bifrost cluster
+    // status` says so and exits 1.
+    drop(c);
+    until(&a, "not healthy", |s| s["cluster_health"] == "NOT HEALTHY").await;
+    let (code, out) = cluster_status_cli(&a);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("2 members, 1 healthy  NOT HEALTHY"), "{out}");
+}
+
+/// `bifrost cluster status --router <a>`: exit code and stdout.
+fn cluster_status_cli(r: &Router) -> (Option<i32>, String) {
+    let out = Command::new(bifrost_bin()).args(["cluster", "status", "--router", &r.url]).output().expect("bifrost");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn every_configuration_mistake_stops_the_router_with_its_message() {
+    // (configuration, variables, what stderr must say)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case<'_>; 7] = [
+        (r#"{"cluster_config": {"enabled": true}}"#, &[("BIFROST_GOSSIP_KEY", KEY)], "cluster mode needs peers"),
+        (
+            r#"{"cluster_config": {"enabled": true, "peers": ["a:1"]}}"#,
+            &[],
+            "gossip.key (or BIFROST_GOSSIP_KEY) is required",
+        ),
+        (
+            r#"{"cluster_config": {"enabled": true, "discovery": {"enabled": true, "type": "udp", "service_name": "r"}}}"#,
+            &[("BIFROST_GOSSIP_KEY", KEY)],
+            "discovery.udp_broadcast_port is required",
+        ),
+        (
+            r#"{"cluster_config": {"enabled": true, "discovery": {"enabled": true, "type": "kubernetes"}}}"#,
+            &[("BIFROST_GOSSIP_KEY", KEY)],
+            "discovery.k8s_label_selector is required",
+        ),
+        (
+            r#"{"cluster_config": {"enabled": true, "discovery": {"enabled": true, "type": "etcd", "service_name": "r"}}}"#,
+            &[("BIFROST_GOSSIP_KEY", KEY)],
+            "discovery.etcd_endpoints is required",
+        ),
+        (
+            r#"{"cluster_config": {"enabled": true, "peers": ["a:1"], "discovery": {"allowed_address_space": ["10.0.0.0/33"]}}}"#,
+            &[("BIFROST_GOSSIP_KEY", KEY)],
+            "discovery.allowed_address_space[0]: \"10.0.0.0/33\" is not a CIDR range",
+        ),
+        (
+            r#"{"cluster_config": {"peers": ["a:1"]}}"#,
+            &[("BIFROST_GOSSIP_PORT", "gossip")],
+            "BIFROST_GOSSIP_PORT: \"gossip\" is not a port number",
+        ),
+    ];
+    for (json, env, want) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, json).expect("write");
+        let out = Command::new(router_bin())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("BIFROST_CONFIG", &config)
+            .env_remove("BIFROST_GOSSIP_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run bifrost-router");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{json}: {stderr}");
+        assert!(stderr.contains(want), "{json}: want {want:?} in {stderr}");
+    }
+    let missing = Command::new(router_bin()).args(["--config", "/nonexistent/bifrost.json"]).output().expect("run");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("reading /nonexistent/bifrost.json"));
+}
