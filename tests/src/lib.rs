@@ -33,6 +33,25 @@ pub fn router_bin() -> PathBuf {
     bin
 }
 
+/// Signs in to the dashboard as a browser does (the login server function,
+/// same origin) and returns the sealed session the cookie holds.
+pub async fn dashboard_session(http: &reqwest::Client, url: &str, token: &str) -> String {
+    let login = http
+        .post(format!("{url}/ui/api/login"))
+        .header("origin", url)
+        .form(&[("token", token), ("next", "/")])
+        .send()
+        .await
+        .expect("sign in");
+    login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("bifrost_session=").and_then(|v| v.split(';').next()).map(str::to_string))
+        .expect("a session cookie")
+}
+
 pub fn bifrost_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {

@@ -7,6 +7,22 @@ use std::time::{Duration, Instant};
 
 use bifrost_e2e::{Platform, python_app};
 
+/// Waits until neither `v1` nor `v2` is live (a rollback deployment is),
+/// and returns that deployment.
+async fn rolled_back(p: &Platform, app: &str, v1: &str, v2: &str) -> serde_json::Value {
+    let c = p.client();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let project = c.get(&format!("/api/v1/projects/{app}")).await.body;
+        let live = project["live_deployment_id"].as_str().unwrap_or_default().to_string();
+        if !live.is_empty() && live != v1 && live != v2 {
+            return c.get(&format!("/api/v1/deployments/{live}")).await.body;
+        }
+        assert!(Instant::now() < deadline, "never rolled back: {project:#}\n{}", p.log_text());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_deployment_failing_within_its_bake_is_rolled_back_to_the_previous_healthy_one() {
     let p = Platform::start();
@@ -29,18 +45,7 @@ open(marker, "w").close()"#,
     p.healthy(&v2).await;
     let c = p.client();
     let _ = c.app_get("baked", "/crash").await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let project = loop {
-        let project = c.get("/api/v1/projects/baked").await.body;
-        let live = project["live_deployment_id"].as_str().unwrap_or_default().to_string();
-        if live != v1 && live != v2 {
-            break project;
-        }
-        assert!(Instant::now() < deadline, "never rolled back: {project:#}\n{}", p.log_text());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let rollback =
-        c.get(&format!("/api/v1/deployments/{}", project["live_deployment_id"].as_str().expect("live"))).await.body;
+    let rollback = rolled_back(&p, "baked", &v1, &v2).await;
     assert_eq!(rollback["rollback_of"], v1.as_str(), "{rollback:#}");
     assert_eq!(rollback["created_by"], "system:bake", "{rollback:#}");
     let first = &rollback["history"][0];
@@ -78,18 +83,7 @@ http.server.HTTPServer(("127.0.0.1", PORT), H).serve_forever()
     p.healthy(&v2).await;
     let c = p.client();
     let _ = c.app_get("sickly", "/sick").await;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let project = loop {
-        let project = c.get("/api/v1/projects/sickly").await.body;
-        let live = project["live_deployment_id"].as_str().unwrap_or_default().to_string();
-        if live != v1 && live != v2 {
-            break project;
-        }
-        assert!(Instant::now() < deadline, "never rolled back: {project:#}\n{}", p.log_text());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let rollback =
-        c.get(&format!("/api/v1/deployments/{}", project["live_deployment_id"].as_str().expect("live"))).await.body;
+    let rollback = rolled_back(&p, "sickly", &v1, &v2).await;
     assert_eq!(
         (rollback["rollback_of"].as_str(), rollback["created_by"].as_str()),
         (Some(v1.as_str()), Some("system:bake"))

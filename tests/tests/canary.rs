@@ -85,20 +85,7 @@ struct Dashboard {
 impl Dashboard {
     async fn sign_in(p: &Platform) -> Dashboard {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        let login = http
-            .post(format!("{}/ui/api/login", p.url))
-            .header("origin", &p.url)
-            .form(&[("token", bifrost_e2e::ADMIN_TOKEN), ("next", "/")])
-            .send()
-            .await
-            .expect("sign in");
-        let session = login
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|c| c.strip_prefix("bifrost_session=").and_then(|v| v.split(';').next()).map(str::to_string))
-            .expect("a session cookie");
+        let session = bifrost_e2e::dashboard_session(&http, &p.url, bifrost_e2e::ADMIN_TOKEN).await;
         Dashboard { http, url: p.url.clone(), session }
     }
 

@@ -398,20 +398,7 @@ async fn dashboard_signs_in_deploys_live_and_refuses_a_viewer() {
     let before = c.get("/api/v1/projects/hello-python/deployments").await.body.as_array().map(Vec::len);
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
     // The viewer's session as the browser holds it: sealed by the sign-in.
-    let login = http
-        .post(format!("{}/ui/api/login", p.url))
-        .header("origin", &p.url)
-        .form(&[("token", viewer_token.as_str()), ("next", "/")])
-        .send()
-        .await
-        .expect("sign in");
-    let session = login
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("bifrost_session=").and_then(|v| v.split(';').next()).map(str::to_string))
-        .expect("a session cookie");
+    let session = bifrost_e2e::dashboard_session(&http, &p.url, &viewer_token).await;
     // The raw token is not a session.
     let raw = http
         .post(format!("{}/ui/api/deploy", p.url))
