@@ -53,11 +53,15 @@ pub async fn status(router: &str, json: bool) -> CliResult<ExitCode> {
                     styled.to_string(),
                     text(&n["address"]),
                     n["routes_version"].as_str().map(term_safe).unwrap_or_else(|| dim("-")),
+                    match (n["load"]["cpu_percent"].as_f64(), n["load"]["in_flight"].as_i64()) {
+                        (Some(cpu), Some(busy)) => format!("cpu {cpu:.0}%, {busy} in flight"),
+                        _ => dim("-"),
+                    },
                     if me { dim("-") } else { format!("{} ms", n["last_seen_ms"]) },
                 ]
             })
             .collect();
-        output::table(&["node", "state", "gossip address", "routes", "last seen"], rows);
+        output::table(&["node", "state", "gossip address", "routes", "load", "last seen"], rows);
         let d = &s["dropped"];
         let (unauth, outside) =
             (d["unauthenticated"].as_u64().unwrap_or(0), d["outside_address_space"].as_u64().unwrap_or(0));

@@ -385,7 +385,8 @@ enum TokensCmd {
     /// Create a token; its secret is printed once.
     Create {
         name: String,
-        #[arg(long, value_parser = ["viewer", "deployer", "admin"])]
+        /// viewer < deployer < admin; router: a bifrost-router node's, reads the routing table only.
+        #[arg(long, value_parser = ["viewer", "deployer", "admin", "router"])]
         role: String,
         /// Limit the token to this project (deployer and viewer only).
         #[arg(long, short)]

@@ -5,13 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use bifrost_core::config::{RateLimitKey, Traffic};
 use bifrost_core::domain::FeedKind;
 use bifrost_core::ports::Store;
 use bifrost_core::scripts::Scripts;
 use bifrost_local::ProcessRuntime;
-use bifrost_router::traffic::{HeaderRules, LimitKey, RateRule, TrafficSpec};
-use bifrost_router::{ChaosRule, FaultRule, Route, Routes, ScriptReports, Split, TrafficRules};
+use bifrost_router::traffic::TrafficSpec;
+use bifrost_router::{ChaosRule, Route, Routes, ScriptReports, Split, TrafficRules};
 use bifrost_scripts::{Limits, Script, ScriptError};
 
 /// The router's reports of failed script runs, kept for `bifrost scripts list`.
@@ -41,53 +40,6 @@ pub struct EmbeddedRoutes {
     splits: RwLock<HashMap<String, (Arc<str>, u8)>>,
     runtime: ProcessRuntime,
     store: Arc<dyn Store>,
-}
-
-/// A project's `bifrost chaos` as the router applies it.
-fn chaos_rule(c: &bifrost_core::domain::Chaos) -> ChaosRule {
-    use bifrost_core::domain::Fault;
-    let ms = |t: &bifrost_core::domain::Timestamp| std::time::Duration::from_millis(t.timestamp_millis().max(0) as u64);
-    ChaosRule {
-        deployment: c.deployment.as_deref().map(Arc::from),
-        fault: match &c.fault {
-            Fault::Error { rate, status } => FaultRule::Error {
-                rate: *rate,
-                status: axum::http::StatusCode::from_u16(*status)
-                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
-            },
-            Fault::Delay { rate, delay_ms } => {
-                FaultRule::Delay { rate: *rate, delay: std::time::Duration::from_millis(*delay_ms) }
-            }
-        },
-        until: std::time::UNIX_EPOCH + ms(&c.until),
-    }
-}
-
-/// deploy.toml's `[traffic]` as the router applies it.
-pub fn traffic_spec(t: &Traffic) -> TrafficSpec {
-    let rules = |h: &bifrost_core::config::Headers| {
-        HeaderRules::from_pairs(
-            h.set.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-            h.remove.iter().map(String::as_str),
-        )
-    };
-    TrafficSpec {
-        rate: t.rate_limit.as_ref().map(|r| RateRule {
-            requests: r.requests,
-            per: std::time::Duration::from_millis(r.per.millis),
-            burst: t.rate_limit_burst,
-            key: match &t.rate_limit_key {
-                RateLimitKey::App => LimitKey::App,
-                RateLimitKey::ClientIp => LimitKey::ClientIp,
-                RateLimitKey::Header(h) => {
-                    axum::http::HeaderName::try_from(h.as_str()).map(LimitKey::Header).unwrap_or(LimitKey::App)
-                }
-            },
-            text: r.to_string(),
-        }),
-        request_headers: rules(&t.headers),
-        response_headers: rules(&t.response_headers),
-    }
 }
 
 impl EmbeddedRoutes {
@@ -194,7 +146,15 @@ impl EmbeddedRoutes {
         let now = bifrost_core::domain::now();
         let rules: HashMap<String, ChaosRule> = projects
             .iter()
-            .filter_map(|p| Some((p.name.clone(), p.chaos.as_ref().filter(|c| c.active(now)).map(chaos_rule)?)))
+            .filter_map(|p| {
+                Some((
+                    p.name.clone(),
+                    p.chaos
+                        .as_ref()
+                        .filter(|c| c.active(now))
+                        .map(|c| ChaosRule::new(c.deployment.as_deref(), &c.fault, &c.until))?,
+                ))
+            })
             .collect();
         if let Ok(mut m) = self.chaos.write() {
             *m = rules;
@@ -230,7 +190,7 @@ impl EmbeddedRoutes {
                         let name = c.config.traffic.script.as_deref().unwrap_or("script.lua");
                         Arc::new(Script::new(name, text, Limits::default()))
                     });
-                    (traffic_spec(&c.config.traffic), script)
+                    (TrafficSpec::from_config(&c.config.traffic), script)
                 }
                 None => (TrafficSpec::default(), None),
             },

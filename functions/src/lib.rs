@@ -15,6 +15,7 @@ pub mod gates;
 pub mod logs;
 pub mod metrics;
 pub mod push;
+pub mod routes;
 pub mod split;
 pub mod traffic;
 pub mod validate;

@@ -26,6 +26,30 @@ pub struct ChaosRule {
     pub until: SystemTime,
 }
 
+impl ChaosRule {
+    /// A project's `bifrost chaos` (as stored, or as the route feed carries it).
+    pub fn new(
+        deployment: Option<&str>,
+        fault: &bifrost_core::domain::Fault,
+        until: &bifrost_core::domain::Timestamp,
+    ) -> ChaosRule {
+        use bifrost_core::domain::Fault;
+        ChaosRule {
+            deployment: deployment.map(std::sync::Arc::from),
+            fault: match fault {
+                Fault::Error { rate, status } => FaultRule::Error {
+                    rate: *rate,
+                    status: StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                },
+                Fault::Delay { rate, delay_ms } => {
+                    FaultRule::Delay { rate: *rate, delay: Duration::from_millis(*delay_ms) }
+                }
+            },
+            until: SystemTime::UNIX_EPOCH + Duration::from_millis(until.timestamp_millis().max(0) as u64),
+        }
+    }
+}
+
 /// Set on a response the router made up instead of asking the app.
 #[derive(Clone, Copy, Debug)]
 pub struct Injected;

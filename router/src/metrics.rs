@@ -87,6 +87,8 @@ pub struct RouterMetrics {
     rate_limited: Family<AppLabel, Counter>,
     script_errors: Family<AppLabel, Counter>,
     in_flight: Family<AppLabel, Gauge<i64, AtomicI64>>,
+    /// Every app's in-flight requests (the load a clustered node gossips).
+    in_flight_total: Gauge<i64, AtomicI64>,
 }
 
 impl std::fmt::Debug for RouterMetrics {
@@ -105,11 +107,17 @@ impl Default for RouterMetrics {
             rate_limited: Family::default(),
             script_errors: Family::default(),
             in_flight: Family::default(),
+            in_flight_total: Gauge::default(),
         }
     }
 }
 
 impl RouterMetrics {
+    /// Requests being answered now, all apps together.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight_total.get()
+    }
+
     /// Adds the families to `registry` under `bifrost_router_`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("bifrost_router");
@@ -213,11 +221,12 @@ pub struct MetricsService<S> {
 
 /// Decrements the in-flight gauge however the request ends (a client that
 /// hangs up drops the future).
-struct InFlight(Gauge<i64, AtomicI64>);
+struct InFlight(Gauge<i64, AtomicI64>, Gauge<i64, AtomicI64>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+        self.1.dec();
     }
 }
 
@@ -243,7 +252,8 @@ where
         };
         let gauge = self.metrics.in_flight.get_or_create_owned(&AppLabel { app: app.clone() });
         gauge.inc();
-        let in_flight = InFlight(gauge);
+        self.metrics.in_flight_total.inc();
+        let in_flight = InFlight(gauge, self.metrics.in_flight_total.clone());
         let metrics = self.metrics.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {

@@ -93,6 +93,36 @@ pub struct TrafficSpec {
     pub response_headers: HeaderRules,
 }
 
+impl TrafficSpec {
+    /// deploy.toml's `[traffic]` as the router applies it.
+    pub fn from_config(t: &bifrost_core::config::Traffic) -> TrafficSpec {
+        use bifrost_core::config::RateLimitKey;
+        let rules = |h: &bifrost_core::config::Headers| {
+            HeaderRules::from_pairs(
+                h.set.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                h.remove.iter().map(String::as_str),
+            )
+        };
+        TrafficSpec {
+            rate: t.rate_limit.as_ref().map(|r| RateRule {
+                requests: r.requests,
+                per: Duration::from_millis(r.per.millis),
+                burst: t.rate_limit_burst,
+                key: match &t.rate_limit_key {
+                    RateLimitKey::App => LimitKey::App,
+                    RateLimitKey::ClientIp => LimitKey::ClientIp,
+                    RateLimitKey::Header(h) => {
+                        HeaderName::try_from(h.as_str()).map(LimitKey::Header).unwrap_or_default()
+                    }
+                },
+                text: r.to_string(),
+            }),
+            request_headers: rules(&t.headers),
+            response_headers: rules(&t.response_headers),
+        }
+    }
+}
+
 type Limiter = RateLimiter<String, DashMapStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
 /// Keys kept before forgetting the ones whose limit has fully recovered.

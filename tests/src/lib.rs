@@ -419,6 +419,10 @@ impl Client {
     }
 
     /// The base URL (`http://127.0.0.1:PORT`).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }

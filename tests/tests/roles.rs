@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
 enum Need {
+    /// A `bifrost-router` node: reads the routing table, nothing else.
+    Router,
     Viewer,
     Deployer,
     Admin,
@@ -69,6 +71,7 @@ async fn every_route_checks_the_callers_role_and_project() {
     let deployer = admin.with_token(&token("deployer", None, "t-deployer").await);
     let limited_token_text = token("deployer", Some("own"), "t-limited").await;
     let limited = admin.with_token(&limited_token_text);
+    let router = admin.with_token(&token("router", None, "t-router").await);
     let anonymous = admin.with_token("");
 
     use Need::*;
@@ -131,6 +134,8 @@ async fn every_route_checks_the_callers_role_and_project() {
         route("DELETE", "/api/v1/tokens/no-such-token", Value::Null, Admin, Global),
         route("GET", "/api/v1/whoami", Value::Null, Viewer, Global),
         route("POST", "/api/v1/validate", Value::Null, Viewer, Global),
+        // Routers and admins only: not viewers, whatever they may read.
+        route("GET", "/api/v1/routes", Value::Null, Router, Global),
     ];
     let callers: Vec<(&str, &Client, Option<Need>, bool)> = vec![
         ("anonymous", &anonymous, None, false),
@@ -138,6 +143,7 @@ async fn every_route_checks_the_callers_role_and_project() {
         ("deployer", &deployer, Some(Deployer), false),
         ("admin", &admin, Some(Admin), false),
         ("limited deployer", &limited, Some(Deployer), true),
+        ("router", &router, Some(Router), false),
     ];
     let mut failures = vec![];
     for r in &routes {
@@ -149,6 +155,13 @@ async fn every_route_checks_the_callers_role_and_project() {
             let a = client.request(r.method, &r.path, body, &[("content-type", "application/json")]).await;
             let expected = match role {
                 None => "401",
+                Some(role) if r.need == Router => {
+                    if [Router, Admin].contains(role) {
+                        "through"
+                    } else {
+                        "403"
+                    }
+                }
                 Some(role) if *role < r.need => "403",
                 Some(_) if *limited_to_own && r.scope == Other => "404",
                 Some(_) if *limited_to_own && r.scope == Global && r.need == Admin => "403",
@@ -191,6 +204,17 @@ async fn every_route_checks_the_callers_role_and_project() {
     assert_eq!(status_of("", d(&own_dep, "/events")).await, 401);
     assert_eq!(status_of(limited_token, d(&other_dep, "/events")).await, 404);
     assert_eq!(status_of(limited_token, d(&own_dep, "/events")).await, 200);
+    let router_token: &'static str = Box::leak(router.token().to_string().into_boxed_str());
+    assert_eq!(status_of(router_token, d(&own_dep, "/events")).await, 403);
+    assert_eq!(status_of(router_token, "/api/v1/events".into()).await, 403);
+    assert_eq!(status_of(router_token, "/metrics".into()).await, 403, "a router token reads no metrics");
+    assert_eq!(status_of(router_token, "/api/v1/routes/stream".into()).await, 200);
+    let viewer_token: &'static str = Box::leak(viewer.token().to_string().into_boxed_str());
+    assert_eq!(status_of(viewer_token, "/api/v1/routes/stream".into()).await, 403);
+    // A router serves every app: it cannot be limited to one.
+    let a = admin.post("/api/v1/tokens", json!({"name": "t-router-own", "role": "router", "project": "own"})).await;
+    assert_eq!(a.status, 422, "{:?}", a.body);
+    assert!(a.body.to_string().contains("router token cannot be limited"), "{:?}", a.body);
 
     // Lists a limited token reads hold only its project.
     let projects = limited.get("/api/v1/projects").await.body;

@@ -162,12 +162,16 @@ impl Fanout {
         fanout
     }
 
-    /// Serves `sub` on `stream` if it may: the token is valid and the
-    /// deployment exists. Otherwise the stream comes back untouched, for
+    /// Serves `sub` on `stream` if it may: the token is valid, of a viewer
+    /// or above, and the deployment exists. Otherwise the stream comes back untouched, for
     /// the router to answer.
     pub async fn take(self: &Arc<Self>, mut stream: TcpStream, sub: Subscription) -> Result<(), TcpStream> {
         let store = &self.ctx.store;
         let Ok(Some(token)) = store.authenticate(&hash_token(&sub.token)).await else { return Err(stream) };
+        // The feed is a viewer's (a router's token reads only routes).
+        if token.role < bifrost_core::Role::Viewer {
+            return Err(stream);
+        }
         match &sub.deployment {
             // A project-limited token's view of every deployment is filtered:
             // the router serves that.

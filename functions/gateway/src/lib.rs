@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod policies;
 pub mod report;
 pub mod rollout;
+pub mod routes;
 pub mod scripts;
 pub mod traffic;
 pub mod webhook;
@@ -36,13 +37,15 @@ pub struct AppState {
     pub ctx: Ctx,
     /// Branch heads the webhook confirmed a moment ago (see [`webhook::Heads`]).
     pub heads: std::sync::Arc<webhook::Heads>,
+    /// The routing table as routers follow it (`/api/v1/routes`).
+    pub routes: std::sync::Arc<bifrost_functions::routes::RouteFeed>,
 }
 
 /// The gateway's routes. `bifrost up` merges the router and dashboard onto
 /// the same listener; the Cloud Run `gateway` service serves this alone.
 pub fn router(ctx: Ctx) -> Router {
     let isolation = ctx.settings.isolation.clone();
-    let state = AppState { ctx, heads: Default::default() };
+    let state = AppState { ctx, heads: Default::default(), routes: Default::default() };
     let v1 = Router::new()
         .route("/projects", get(api::list_projects).post(api::create_project))
         .route("/projects/{name}", get(api::get_project).delete(api::delete_project))
@@ -63,6 +66,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/projects/{name}/rollout/abort", post(rollout::abort))
         .route("/projects/{name}/scripts", get(scripts::list).post(scripts::push))
         .route("/projects/{name}/scripts/rollback", post(scripts::rollback))
+        .route("/routes", get(routes::table))
+        .route("/routes/stream", get(routes::stream))
         .route("/policies", get(policies::list))
         .route("/policies/{name}", get(policies::show).put(policies::set))
         .route("/policies/{name}/data", axum::routing::patch(policies::set_data))
@@ -97,7 +102,7 @@ pub fn router(ctx: Ctx) -> Router {
 }
 
 /// `GET /metrics`: Prometheus exposition of the platform and its router.
-/// Any role may read it, but only with a token not limited to a project
+/// Any role but `router` may read it, but only with a token not limited to a project
 /// (the families name every app); `--metrics-public` drops the token.
 async fn metrics(
     axum::extract::State(s): axum::extract::State<AppState>,
@@ -116,6 +121,7 @@ async fn metrics(
             )
         })?;
         let token = auth::authenticate(&s, token).await?;
+        auth::Caller(token.clone()).require(bifrost_core::Role::Viewer)?;
         if token.project_id.is_some() {
             return Err(ApiError::forbidden("metrics cover every app: use a token that is not limited to a project"));
         }

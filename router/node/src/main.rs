@@ -6,8 +6,9 @@
 //! `--config` / `BIFROST_CONFIG`), `BIFROST_*` variables over it; every
 //! problem is printed and the process exits 2 before it listens. Serves
 //! `/health`, `/ready`, `/cluster/status`, `/metrics`, and apps at
-//! `<app>.<domain>`. It does not learn routes yet (the gateway's route
-//! feed is the next step): every app answers the platform's JSON 404.
+//! `<app>.<domain>`, routed by the table it follows from the gateway
+//! (`--gateway`, [`feed`]); without one every app answers the platform's
+//! JSON 404. Each node gossips the table version it serves and its load.
 //! On SIGTERM it says it is leaving in gossip, stops accepting, lets
 //! in-flight requests finish and exits.
 
@@ -25,6 +26,8 @@ use bifrost_cluster::config::{ClusterSettings, parse};
 use bifrost_cluster::{ClusterStatus, Node, NodeStatus, State as NodeState};
 use clap::Parser;
 
+mod feed;
+
 #[derive(Parser, Debug)]
 #[command(name = "bifrost-router", version, about = "Bifrost's router: apps' traffic, clustered by gossip")]
 struct Args {
@@ -41,15 +44,14 @@ struct Args {
     /// else this host's address toward its first peer, else 127.0.0.1).
     #[arg(long, env = "BIFROST_ADVERTISE_HOST")]
     advertise: Option<IpAddr>,
-}
-
-/// No routing table yet: every app is unknown (JSON 404).
-struct NoRoutes;
-
-impl bifrost_router::Routes for NoRoutes {
-    fn route(&self, _app: &str) -> Option<bifrost_router::Route> {
-        None
-    }
+    /// The gateway whose routing table this router serves (`bifrost up`'s
+    /// address, or the gateway service's URL on GCP).
+    #[arg(long, env = "BIFROST_GATEWAY")]
+    gateway: Option<String>,
+    /// A file holding a `router` token for the gateway (else
+    /// `BIFROST_ROUTER_TOKEN`): `bifrost tokens create NAME --role router`.
+    #[arg(long, env = "BIFROST_ROUTER_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -57,6 +59,8 @@ struct App {
     node: Option<Arc<Node>>,
     settings: Arc<ClusterSettings>,
     metrics: Arc<bifrost_router::RouterMetrics>,
+    /// The table served; `None` without `--gateway`.
+    routes: Option<Arc<feed::FeedRoutes>>,
 }
 
 impl App {
@@ -74,7 +78,7 @@ impl App {
                     address: String::new(),
                     generation: 0,
                     state: NodeState::Alive,
-                    routes_version: None,
+                    routes_version: self.routes.as_ref().and_then(|r| r.version()),
                     load: None,
                     last_seen_ms: 0,
                 }],
@@ -92,9 +96,13 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready: clustered nodes once they have joined a peer (or were given none
-/// to join); not clustered, at once.
+/// Ready: the routing table loaded (with `--gateway`), and clustered nodes
+/// once they have joined a peer (or were given none to join).
 async fn ready(State(app): State<App>) -> Response {
+    if app.routes.as_ref().is_some_and(|r| !r.loaded()) {
+        let body = serde_json::json!({"status": "not ready", "reason": "no routing table from the gateway yet"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     let s = app.status();
     let joined = s.nodes.iter().any(|n| n.id != s.local_node && n.state == NodeState::Alive);
     let alone_by_config = app.settings.peers.is_empty() && app.settings.discovery.is_none();
@@ -179,6 +187,8 @@ fn settings(args: &Args) -> Result<ClusterSettings, Vec<String>> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // TLS to the gateway (Cloud Run is https): rustls with ring, as the CLI.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     bifrost_service::init_logging("");
     let settings = match settings(&args) {
         Ok(s) => s,
@@ -224,9 +234,35 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
         None
     };
     let metrics = Arc::new(bifrost_router::RouterMetrics::default());
-    let state = App { node: node.clone(), settings: Arc::new(settings), metrics: metrics.clone() };
+    let routes = match &args.gateway {
+        Some(gateway) => {
+            let token = router_token(&args)?;
+            let routes = Arc::new(feed::FeedRoutes::default());
+            let gossip = node.clone();
+            tokio::spawn(feed::follow(routes.clone(), gateway.clone(), token, move |version| {
+                if let Some(n) = gossip.clone() {
+                    let version = version.to_string();
+                    tokio::spawn(async move { n.publish("routes_version", &version).await });
+                }
+            }));
+            Some(routes)
+        }
+        None => {
+            tracing::warn!("no --gateway: routing nothing (every app answers 404)");
+            None
+        }
+    };
+    if let Some(n) = node.clone() {
+        tokio::spawn(publish_load(n, metrics.clone()));
+    }
+    let state =
+        App { node: node.clone(), settings: Arc::new(settings), metrics: metrics.clone(), routes: routes.clone() };
+    let table: Arc<dyn bifrost_router::Routes> = match routes {
+        Some(r) => r,
+        None => Arc::new(feed::FeedRoutes::default()),
+    };
     let apps = bifrost_router::service(
-        Arc::new(NoRoutes),
+        table,
         bifrost_router::RouterConfig { domain: args.domain.clone(), metrics, ..Default::default() },
     );
     let app = Router::new()
@@ -246,6 +282,53 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
     };
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(stop).await?;
     Ok(())
+}
+
+/// The `router` token: from `--token-file`, else `BIFROST_ROUTER_TOKEN`.
+fn router_token(args: &Args) -> anyhow::Result<String> {
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading the router token {}: {e}", path.display()))?,
+        None => std::env::var("BIFROST_ROUTER_TOKEN").map_err(|_| {
+            anyhow::anyhow!(
+                "--gateway needs a router token: BIFROST_ROUTER_TOKEN or --token-file \
+                 (bifrost tokens create NAME --role router)"
+            )
+        })?,
+    };
+    let token = token.trim().to_string();
+    anyhow::ensure!(!token.is_empty(), "the router token is empty");
+    Ok(token)
+}
+
+/// Gossips this node's load every 2 s: its CPU use (of one core, from
+/// /proc/self/stat) and the requests it is answering.
+async fn publish_load(node: Arc<Node>, metrics: Arc<bifrost_router::RouterMetrics>) {
+    let every = std::time::Duration::from_secs(2);
+    let mut last = (std::time::Instant::now(), cpu_ticks());
+    loop {
+        tokio::time::sleep(every).await;
+        let now = (std::time::Instant::now(), cpu_ticks());
+        let cpu = match (last.1, now.1) {
+            (Some(a), Some(b)) => {
+                let ticks_per_s = 100.0; // USER_HZ on Linux
+                (b.saturating_sub(a) as f64 / ticks_per_s) / now.0.duration_since(last.0).as_secs_f64() * 100.0
+            }
+            _ => 0.0,
+        };
+        last = now;
+        let load = serde_json::json!({"cpu_percent": (cpu * 10.0).round() / 10.0, "in_flight": metrics.in_flight()});
+        node.publish("load", &load.to_string()).await;
+    }
+}
+
+/// This process's user + system CPU time in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command (which may hold spaces) closed by ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 /// SIGTERM or Ctrl-C.

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "domain")]
 mod from_domain;
+pub mod sse;
 #[cfg(feature = "domain")]
 pub use from_domain::rfc3339;
 

@@ -395,10 +395,13 @@ impl FromStr for Actor {
     }
 }
 
-/// API roles, ordered: each role can do everything the ones before it can.
+/// API roles, ordered: each role can do everything the ones before it can
+/// — except `router`, first so that it reaches nothing the others do: a
+/// `bifrost-router` node's token, which can only read the routing table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    Router,
     Viewer,
     Deployer,
     Admin,
@@ -407,6 +410,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Router => "router",
             Role::Viewer => "viewer",
             Role::Deployer => "deployer",
             Role::Admin => "admin",
@@ -424,10 +428,11 @@ impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "router" => Ok(Role::Router),
             "viewer" => Ok(Role::Viewer),
             "deployer" => Ok(Role::Deployer),
             "admin" => Ok(Role::Admin),
-            other => Err(format!("unknown role {other:?} (expected viewer, deployer or admin)")),
+            other => Err(format!("unknown role {other:?} (expected viewer, deployer, admin or router)")),
         }
     }
 }
@@ -453,6 +458,11 @@ impl ApiToken {
     pub fn create(name: &str, role: Role, project_id: Option<&str>) -> Result<ApiToken, StoreError> {
         if name.is_empty() || name.len() > 64 || name.contains('/') {
             return Err(StoreError::Invalid("token name must be 1-64 characters, without '/'".into()));
+        }
+        if role == Role::Router && project_id.is_some() {
+            return Err(StoreError::Invalid(
+                "a router token cannot be limited to a project: a router serves every app".into(),
+            ));
         }
         if role == Role::Admin && project_id.is_some() {
             return Err(StoreError::Invalid(
@@ -661,6 +671,7 @@ mod tests {
     #[test]
     fn roles_are_ordered() {
         assert!(Role::Viewer < Role::Deployer && Role::Deployer < Role::Admin);
+        assert!(Role::Router < Role::Viewer, "a router's token reaches nothing a viewer's does");
         assert_eq!("deployer".parse::<Role>(), Ok(Role::Deployer));
         assert!("root".parse::<Role>().is_err());
     }

@@ -16,6 +16,7 @@ pub mod events;
 pub mod policies;
 pub mod ports;
 pub mod repo;
+pub mod routes;
 pub mod scripts;
 pub mod seal;
 pub mod status;

@@ -474,6 +474,12 @@ pub trait Runtime: Send + Sync {
     }
     /// The replicas and what their health probes see.
     async fn status(&self, deployment_id: &str) -> Vec<ReplicaStatus>;
+    /// Where a router sends this deployment's traffic now (`host:port`):
+    /// by default each healthy replica's address. Runtimes that put a
+    /// balancer in front (GKE's Service) name that instead.
+    async fn endpoints(&self, deployment_id: &str) -> Vec<String> {
+        self.status(deployment_id).await.into_iter().filter(|r| r.healthy).filter_map(|r| r.address).collect()
+    }
     /// A health observation of one replica from its sidecar. Runtimes that
     /// probe by themselves ignore it.
     async fn observe(&self, _deployment_id: &str, _replica: u32, _observation: Observation) {}

@@ -313,6 +313,17 @@ impl Runtime for GkeRuntime {
         Ok(())
     }
 
+    /// The deployment's own Service (its cluster DNS name), once a pod is
+    /// available: kube-proxy spreads a router's requests over its ready pods.
+    async fn endpoints(&self, deployment_id: &str) -> Vec<String> {
+        let Ok(Some(d)) = self.current(deployment_id).await else { return vec![] };
+        let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+        match d.metadata.name {
+            Some(name) if available > 0 => vec![format!("{name}.{}.svc.cluster.local:80", self.settings.namespace)],
+            _ => vec![],
+        }
+    }
+
     async fn status(&self, deployment_id: &str) -> Vec<ReplicaStatus> {
         let Ok(Some(d)) = self.current(deployment_id).await else { return vec![] };
         let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;

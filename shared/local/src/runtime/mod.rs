@@ -186,6 +186,10 @@ impl ProcessRuntime {
 
 #[async_trait]
 impl Runtime for ProcessRuntime {
+    async fn endpoints(&self, deployment_id: &str) -> Vec<String> {
+        ProcessRuntime::endpoints(self, deployment_id).iter().map(SocketAddr::to_string).collect()
+    }
+
     async fn host_facts(&self) -> bifrost_core::ports::HostFacts {
         let root = self.inner.sandbox.apps_root().to_path_buf();
         tokio::task::spawn_blocking(move || crate::host::facts(&root)).await.unwrap_or_default()

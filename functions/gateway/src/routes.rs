@@ -1,0 +1,96 @@
+//! The routing table for `bifrost-router` nodes: `GET /api/v1/routes`,
+//! and `GET /api/v1/routes/stream`, Server-Sent Events of its changes.
+//! Readable with a `router` token (which reads nothing else) or an admin's.
+//!
+//! The stream's first event is the whole table (`snapshot`), then each
+//! `change` (routes set and apps removed, from `base` to `version`); every
+//! event's `id:` is the table version it leaves the router at. A router
+//! reconnecting with `Last-Event-ID` gets only what changed since that
+//! version if this gateway still has it, else a snapshot; nothing if the
+//! table has not moved.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use bifrost_core::Role;
+use bifrost_core::routes::RouteTable;
+use futures::Stream;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+
+/// A caller that may read the routing table: a router, or an admin.
+pub struct RouteReader(#[allow(dead_code)] Caller);
+
+impl FromRequestParts<AppState> for RouteReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        match caller.0.role {
+            Role::Router | Role::Admin => Ok(RouteReader(caller)),
+            other => Err(ApiError::forbidden(format!(
+                "token {:?} has role {other}; the routing table is read with a router token \
+                 (bifrost tokens create NAME --role router) or an admin's",
+                caller.0.name
+            ))),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/routes", tag = "routes",
+    responses((status = 200, description = "The routing table: `{version, routes: [{app, deployment, endpoints, \
+traffic, script?, split?, chaos?}]}`"), (status = 403, body = super::wire::ErrorBody)),
+    security(("token" = ["router", "admin"])))]
+pub async fn table(State(s): State<AppState>, _caller: RouteReader) -> ApiResult<Json<RouteTable>> {
+    let table = s.routes.current(&s.ctx).await?;
+    Ok(Json(RouteTable::clone(&table)))
+}
+
+fn snapshot(t: &RouteTable) -> SseEvent {
+    SseEvent::default().id(t.version.clone()).event("snapshot").data(serde_json::to_string(t).unwrap_or_default())
+}
+
+fn change(from: &RouteTable, to: &RouteTable) -> SseEvent {
+    let c = to.since(from);
+    SseEvent::default().id(to.version.clone()).event("change").data(serde_json::to_string(&c).unwrap_or_default())
+}
+
+#[utoipa::path(get, path = "/api/v1/routes/stream", tag = "routes",
+    params(("Last-Event-ID" = Option<String>, Header, description = "The table version the router has")),
+    responses((status = 200, description = "text/event-stream: a `snapshot` (the whole table) or, resuming, \
+a `change` since the router's version; then a `change` for each new version. Each event's `id:` is the version \
+it leads to."), (status = 403, body = super::wire::ErrorBody)),
+    security(("token" = ["router", "admin"])))]
+pub async fn stream(
+    State(s): State<AppState>,
+    _caller: RouteReader,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let have = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::trim);
+    // What the router has, if this gateway remembers that version.
+    let held: Option<Arc<RouteTable>> = have.and_then(|v| s.routes.recent(v));
+    let mut rx = s.routes.follow(&s.ctx);
+    rx.mark_changed();
+    let open = s.ctx.metrics.sse_open();
+    let events = futures::stream::unfold((rx, held, open), |(mut rx, held, open)| async move {
+        loop {
+            rx.changed().await.ok()?;
+            let Some(now) = rx.borrow_and_update().clone() else { continue };
+            let event = match &held {
+                Some(h) if h.version == now.version => continue,
+                Some(h) => change(h, &now),
+                None => snapshot(&now),
+            };
+            return Some((Ok(event), (rx, Some(now), open)));
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,164 @@
+//! `bifrost-router --gateway`: a router process of its own serves the apps
+//! `bifrost up` runs, from the routing table it follows with a `router`
+//! token — the live deployment, its `[traffic]` rules, a new deployment as
+//! soon as it is live — and the route stream resumes from a version.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bifrost_api::sse::SseParser;
+use bifrost_e2e::{GitRepo, Platform, router_bin};
+use serde_json::{Value, json};
+
+struct Router {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_router(gateway: &str, token: &str) -> Router {
+    let mut child = Command::new(router_bin())
+        .args(["--listen", "127.0.0.1:0", "--gateway", gateway])
+        .env("BIFROST_ROUTER_TOKEN", token)
+        .env_remove("BIFROST_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bifrost-router");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut url = String::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if let Some(addr) = line.strip_prefix("bifrost-router: listening on ") {
+            url = format!("http://{}", addr.trim());
+            break;
+        }
+    }
+    assert!(!url.is_empty(), "bifrost-router did not start");
+    Router { child, url }
+}
+
+fn app_repo(greeting: &str) -> GitRepo {
+    let app = format!(
+        r#"import os, http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{greeting}")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#
+    );
+    let toml = "[app]\nname = \"web\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 app.py\"\n\n\
+                [health]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\n\
+                [traffic]\nresponse_headers.set = { X-Served-Via = \"bifrost-router\" }\n";
+    GitRepo::new(&[("deploy.toml", toml), ("app.py", &app)])
+}
+
+/// (status, serving deployment, X-Served-Via, body) from the router.
+async fn via_router(r: &Router) -> (u16, Option<String>, Option<String>, String) {
+    let resp =
+        reqwest::Client::new().get(format!("{}/", r.url)).header("host", "web.localhost").send().await.expect("router");
+    let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (deployment, via) = (header("x-bifrost-deployment"), header("x-served-via"));
+    (resp.status().as_u16(), deployment, via, resp.text().await.unwrap_or_default())
+}
+
+/// The first event of the route stream, resuming from `last`.
+async fn first_event(url: &str, token: &str, last: Option<&str>) -> (String, Option<String>, Value) {
+    let mut rb = reqwest::Client::new().get(format!("{url}/api/v1/routes/stream")).bearer_auth(token);
+    if let Some(v) = last {
+        rb = rb.header("last-event-id", v);
+    }
+    let mut resp = rb.send().await.expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut parser = SseParser::default();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+            .await
+            .expect("an event within 30 s")
+            .expect("stream read")
+            .expect("stream open");
+        if let Some(e) = parser.push_bytes(&chunk).into_iter().next() {
+            return (e.event, e.id, serde_json::from_str(&e.data).expect("event json"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_router_process_serves_the_gateways_routes_and_follows_a_new_deployment() {
+    let p = Platform::start();
+    let admin = p.client();
+    let repo = app_repo("v1");
+    p.add_project("web", &repo);
+    let d1 = p.push(&repo, "feed-1").await;
+    p.healthy(&d1).await;
+
+    let a = admin.post("/api/v1/tokens", json!({"name": "edge", "role": "router"})).await;
+    assert_eq!(a.status, 201, "{:?}", a.body);
+    let token = a.body["token"].as_str().expect("token").to_string();
+    // The router's token reads routes and nothing else.
+    let as_router = admin.with_token(&token);
+    assert_eq!(as_router.get("/api/v1/projects").await.status, 403);
+    let table = as_router.get("/api/v1/routes").await;
+    assert_eq!(table.status, 200, "{:?}", table.body);
+    let route = table.body["routes"].as_array().and_then(|r| r.iter().find(|r| r["app"] == "web")).cloned();
+    let route = route.unwrap_or_else(|| panic!("web is not in {:#}", table.body));
+    assert_eq!(route["deployment"], d1.as_str());
+    assert!(!route["endpoints"].as_array().expect("endpoints").is_empty(), "{route:#}");
+    let v1_version = table.body["version"].as_str().expect("version").to_string();
+
+    let router = start_router(&p.url, &token);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(format!("{}/ready", router.url)).await.expect("ready").status().as_u16();
+        if ready == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the router never became ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, deployment, via, body) = via_router(&router).await;
+    assert_eq!((status, body.as_str()), (200, "v1"));
+    assert_eq!(deployment.as_deref(), Some(d1.as_str()));
+    assert_eq!(via.as_deref(), Some("bifrost-router"), "the live deployment's [traffic] rules apply");
+    let unknown = reqwest::Client::new()
+        .get(format!("{}/", router.url))
+        .header("host", "nope.localhost")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(unknown.status().as_u16(), 404);
+
+    // A new deployment: the router serves it once it is live.
+    repo.commit(&[("app.py", &std::fs::read_to_string(app_repo("v2").path().join("app.py")).expect("app"))], "v2");
+    let d2 = p.push(&repo, "feed-2").await;
+    p.healthy(&d2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, deployment, _, body) = via_router(&router).await;
+        if deployment.as_deref() == Some(d2.as_str()) {
+            assert_eq!((status, body.as_str()), (200, "v2"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the router still serves {deployment:?}, not {d2}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Resuming from v1's version: only what changed since.
+    let (event, id, change) = first_event(&p.url, &token, Some(&v1_version)).await;
+    assert_eq!(event, "change", "{change:#}");
+    assert_eq!(change["base"], v1_version.as_str());
+    assert_eq!(id.as_deref(), change["version"].as_str());
+    let set: Vec<&Value> = change["set"].as_array().expect("set").iter().collect();
+    assert!(set.iter().any(|r| r["app"] == "web" && r["deployment"] == d2.as_str()), "{change:#}");
+    // From a version this gateway never served: the whole table.
+    let (event, _, snapshot) = first_event(&p.url, &token, Some("0123456789abcdef")).await;
+    assert_eq!(event, "snapshot");
+    assert!(snapshot["routes"].as_array().expect("routes").iter().any(|r| r["app"] == "web"));
+}
