@@ -64,6 +64,18 @@ if ! command -v promtool >/dev/null 2>&1; then
     || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq prometheus >/dev/null; }
 fi
 
+# The router cluster's discovery tests run against real peers: Debian's
+# etcd-server (etcd) and dnsmasq-base (a DNS server with A and SRV records),
+# between network namespaces (iproute2; curl reads a namespace's view).
+if ! command -v etcd >/dev/null 2>&1 || ! command -v dnsmasq >/dev/null 2>&1 \
+  || ! command -v ip >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  echo "installing etcd-server, dnsmasq-base, iproute2, curl (apt, one time)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get install -y -qq etcd-server dnsmasq-base iproute2 curl >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq etcd-server dnsmasq-base iproute2 curl >/dev/null; }
+fi
+
 # Apps run as users of their own when the platform is root: a toolchain
 # under /root (rustup's) is out of their reach, so the Rust example builds
 # with the distribution's cargo (readable by every user).

@@ -9,6 +9,7 @@
 //!   lines, and `/cluster/status`.
 
 pub mod config;
+pub mod discovery;
 pub mod membership;
 pub mod transport;
 

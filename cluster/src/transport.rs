@@ -66,11 +66,32 @@ impl AuthUdp {
         };
         self.allowed.is_empty() || self.allowed.iter().any(|n| n.contains(&ip))
     }
+}
 
-    fn mac(&self) -> Tag {
-        // HMAC takes a key of any length.
-        <Tag as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable_key())
+/// The tag of `body` under `key`.
+fn tag(key: &[u8], body: &[u8]) -> [u8; TAG] {
+    // HMAC takes a key of any length.
+    let mut mac = <Tag as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_key());
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+/// `tag ‖ body`: a datagram only holders of `key` can make (udp beacons).
+pub fn seal(key: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = tag(key, body).to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of a datagram made by [`seal`] under `key`; `None` if it was
+/// not (checked in constant time).
+pub fn open<'a>(key: &[u8], datagram: &'a [u8]) -> Option<&'a [u8]> {
+    if datagram.len() <= TAG {
+        return None;
     }
+    let mut mac = <Tag as Mac>::new_from_slice(key).ok()?;
+    mac.update(&datagram[TAG..]);
+    mac.verify_slice(&datagram[..TAG]).ok().map(|()| &datagram[TAG..])
 }
 
 #[allow(clippy::panic)]
@@ -101,9 +122,8 @@ impl Socket for AuthSocket {
         self.out.clear();
         self.out.extend_from_slice(&[0; TAG]);
         msg.serialize(&mut self.out);
-        let mut mac = self.auth.mac();
-        mac.update(&self.out[TAG..]);
-        self.out[..TAG].copy_from_slice(&mac.finalize().into_bytes());
+        let t = tag(&self.auth.key, &self.out[TAG..]);
+        self.out[..TAG].copy_from_slice(&t);
         // A peer that is down is not this socket's failure.
         match self.socket.send_to(&self.out, to).await {
             Ok(n) => {
@@ -131,20 +151,13 @@ impl Socket for AuthSocket {
                 }
                 continue;
             }
-            let datagram = &self.buf[..len];
-            let authentic = datagram.len() > TAG && {
-                let mut mac = self.auth.mac();
-                mac.update(&datagram[TAG..]);
-                mac.verify_slice(&datagram[..TAG]).is_ok()
-            };
-            if !authentic {
+            let Some(mut body) = open(&self.auth.key, &self.buf[..len]) else {
                 let n = self.auth.counters.unauthenticated.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
                     tracing::warn!(%from, dropped = n, "gossip from {from} dropped: not authenticated with the cluster key");
                 }
                 continue;
-            }
-            let mut body = &datagram[TAG..];
+            };
             match ChitchatMessage::deserialize(&mut body) {
                 Ok(msg) => return Ok((from, msg)),
                 Err(e) => {

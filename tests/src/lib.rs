@@ -12,6 +12,8 @@ use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "bft_e2e-admin-token";
 
+pub mod router;
+
 /// The `bifrost` binary, built once if a test runs before `cargo build`.
 /// `bifrost-sidecar`, built beside `bifrost`.
 pub fn sidecar_bin() -> PathBuf {

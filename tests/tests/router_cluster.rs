@@ -5,11 +5,10 @@
 //! SIGTERM is "left". Every configuration mistake the seeds name stops the
 //! process with exit 2 and its message.
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use bifrost_e2e::router::{RouterProc, state_of};
 use bifrost_e2e::{bifrost_bin, router_bin};
 use serde_json::Value;
 
@@ -19,77 +18,26 @@ fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// One router process; SIGKILLed on drop.
-struct Router {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(id: &str, port: u16, peers: &[u16]) -> Router {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn start(id: &str, port: u16, peers: &[u16]) -> RouterProc {
     let peers: Vec<String> = peers.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    let config = dir.path().join("config.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{"cluster_config": {{"enabled": true, "node_id": "{id}", "peers": [{}],
-                "gossip": {{"port": {port}, "config": {{"timeout_seconds": 2, "success_threshold": 3, "failure_threshold": 3}}}}}}}}"#,
-            peers.join(",")
-        ),
+    let config = format!(
+        r#"{{"cluster_config": {{"enabled": true, "node_id": "{id}", "peers": [{}],
+            "gossip": {{"port": {port}, "config": {{"timeout_seconds": 2, "success_threshold": 3, "failure_threshold": 3}}}}}}}}"#,
+        peers.join(",")
+    );
+    RouterProc::spawn(
+        id,
+        Some(&config),
+        &["--listen", "127.0.0.1:0", "--advertise", "127.0.0.1"],
+        &[("BIFROST_GOSSIP_KEY", KEY)],
+        None,
     )
-    .expect("write config");
-    let mut child = Command::new(router_bin())
-        .args(["--listen", "127.0.0.1:0", "--advertise", "127.0.0.1"])
-        .env("BIFROST_CONFIG", &config)
-        .env("BIFROST_GOSSIP_KEY", KEY)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start bifrost-router");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut url = String::new();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(addr) = line.strip_prefix("bifrost-router: listening on ") {
-            url = format!("http://{}", addr.trim());
-            break;
-        }
-    }
-    assert!(!url.is_empty(), "bifrost-router {id} did not start");
-    Router { child, url, _dir: dir }
 }
 
 async fn get(url: &str) -> (u16, Value) {
     let r = reqwest::Client::new().get(url).header("host", "web.localhost").send().await.expect("router answers");
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn status(r: &Router) -> Value {
-    get(&format!("{}/cluster/status", r.url)).await.1
-}
-
-fn state_of(s: &Value, id: &str) -> Option<String> {
-    s["nodes"].as_array()?.iter().find(|n| n["id"] == id).and_then(|n| n["state"].as_str().map(str::to_string))
-}
-
-async fn until(r: &Router, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status(r).await;
-        if check(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "never saw {what}: {s:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,10 +47,10 @@ async fn three_routers_cluster_survive_a_kill_9_take_back_a_restart_and_see_a_si
     let b = start("router-b", pb, &[pa, pc]);
     let mut c = start("router-c", pc, &[pa, pb]);
     for r in [&a, &b, &c] {
-        let s = until(r, "three healthy members", |s| s["members"] == 3 && s["healthy_members"] == 3).await;
+        let s = r.until("three healthy members", |s| s["members"] == 3 && s["healthy_members"] == 3).await;
         assert_eq!(s["cluster_health"], "HEALTHY", "{s:#}");
     }
-    assert_eq!(status(&a).await["local_node"], "router-a");
+    assert_eq!(a.status().await["local_node"], "router-a");
     let (code, body) = get(&format!("{}/health", a.url)).await;
     assert_eq!((code, body["status"].as_str()), (200, Some("ok")));
     let (code, _) = get(&format!("{}/ready", a.url)).await;
@@ -117,53 +65,42 @@ async fn three_routers_cluster_survive_a_kill_9_take_back_a_restart_and_see_a_si
     assert!(out.contains("cluster of router-a") && out.contains("3 members, 3 healthy  HEALTHY"), "{out}");
 
     // kill -9: dead to the others, who stay healthy with two of three.
-    let _ = c.child.kill();
-    let _ = c.child.wait();
-    let first_generation = status(&a).await["nodes"]
+    c.kill9();
+    let first_generation = a.status().await["nodes"]
         .as_array()
         .and_then(|n| n.iter().find(|n| n["id"] == "router-c").map(|n| n["generation"].clone()));
     for r in [&a, &b] {
-        let s = until(r, "router-c dead", |s| state_of(s, "router-c").as_deref() == Some("dead")).await;
+        let s = r.until("router-c dead", |s| state_of(s, "router-c").as_deref() == Some("dead")).await;
         assert_eq!((s["members"].as_u64(), s["healthy_members"].as_u64()), (Some(3), Some(2)), "{s:#}");
         assert_eq!(s["cluster_health"], "HEALTHY", "{s:#}");
     }
 
     // Back as the same node: one row, a newer generation, alive.
     c = start("router-c", pc, &[pa, pb]);
-    let s = until(&a, "router-c alive again", |s| state_of(s, "router-c").as_deref() == Some("alive")).await;
+    let s = a.until("router-c alive again", |s| state_of(s, "router-c").as_deref() == Some("alive")).await;
     let rows: Vec<&Value> = s["nodes"].as_array().expect("nodes").iter().filter(|n| n["id"] == "router-c").collect();
     assert_eq!(rows.len(), 1, "a restart is not a second node: {s:#}");
     assert!(rows[0]["generation"].as_u64() > first_generation.and_then(|g| g.as_u64()), "{s:#}");
-    until(&a, "three healthy again", |s| s["healthy_members"] == 3).await;
+    a.until("three healthy again", |s| s["healthy_members"] == 3).await;
 
     // SIGTERM: it says it is leaving, then exits 0; the others show it left.
-    let pid = b.child.id();
-    let killed = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
-    assert!(killed.success());
-    let s = until(&a, "router-b left", |s| state_of(s, "router-b").as_deref() == Some("left")).await;
-    assert_eq!(s["members"], 2, "a node that left is no longer a member: {s:#}");
     let mut b = b;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let code = loop {
-        if let Some(st) = b.child.try_wait().expect("wait") {
-            break st.code();
-        }
-        assert!(Instant::now() < deadline, "router-b did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(code, Some(0), "a SIGTERM is a clean exit");
+    b.sigterm();
+    let s = a.until("router-b left", |s| state_of(s, "router-b").as_deref() == Some("left")).await;
+    assert_eq!(s["members"], 2, "a node that left is no longer a member: {s:#}");
+    assert_eq!(b.exit_code().await, Some(0), "a SIGTERM is a clean exit");
 
     // One of the two members left is not a majority: `bifrost cluster
     // status` says so and exits 1.
     drop(c);
-    until(&a, "not healthy", |s| s["cluster_health"] == "NOT HEALTHY").await;
+    a.until("not healthy", |s| s["cluster_health"] == "NOT HEALTHY").await;
     let (code, out) = cluster_status_cli(&a);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("2 members, 1 healthy  NOT HEALTHY"), "{out}");
 }
 
 /// `bifrost cluster status --router <a>`: exit code and stdout.
-fn cluster_status_cli(r: &Router) -> (Option<i32>, String) {
+fn cluster_status_cli(r: &RouterProc) -> (Option<i32>, String) {
     let out = Command::new(bifrost_bin()).args(["cluster", "status", "--router", &r.url]).output().expect("bifrost");
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
 }

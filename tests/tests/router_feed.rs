@@ -3,46 +3,12 @@
 //! token — the live deployment, its `[traffic]` rules, a new deployment as
 //! soon as it is live — and the route stream resumes from a version.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bifrost_api::sse::SseParser;
-use bifrost_e2e::{GitRepo, Platform, router_bin};
+use bifrost_e2e::router::RouterProc;
+use bifrost_e2e::{GitRepo, Platform};
 use serde_json::{Value, json};
-
-struct Router {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_router(gateway: &str, token: &str) -> Router {
-    let mut child = Command::new(router_bin())
-        .args(["--listen", "127.0.0.1:0", "--gateway", gateway])
-        .env("BIFROST_ROUTER_TOKEN", token)
-        .env_remove("BIFROST_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start bifrost-router");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut url = String::new();
-    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-        if let Some(addr) = line.strip_prefix("bifrost-router: listening on ") {
-            url = format!("http://{}", addr.trim());
-            break;
-        }
-    }
-    assert!(!url.is_empty(), "bifrost-router did not start");
-    Router { child, url }
-}
 
 fn app_repo(greeting: &str) -> GitRepo {
     let app = format!(
@@ -61,7 +27,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 }
 
 /// (status, serving deployment, X-Served-Via, body) from the router.
-async fn via_router(r: &Router) -> (u16, Option<String>, Option<String>, String) {
+async fn via_router(r: &RouterProc) -> (u16, Option<String>, Option<String>, String) {
     let resp =
         reqwest::Client::new().get(format!("{}/", r.url)).header("host", "web.localhost").send().await.expect("router");
     let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -113,7 +79,13 @@ async fn a_router_process_serves_the_gateways_routes_and_follows_a_new_deploymen
     assert!(!route["endpoints"].as_array().expect("endpoints").is_empty(), "{route:#}");
     let v1_version = table.body["version"].as_str().expect("version").to_string();
 
-    let router = start_router(&p.url, &token);
+    let router = RouterProc::spawn(
+        "edge",
+        None,
+        &["--listen", "127.0.0.1:0", "--gateway", &p.url],
+        &[("BIFROST_ROUTER_TOKEN", &token)],
+        None,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = reqwest::get(format!("{}/ready", router.url)).await.expect("ready").status().as_u16();

@@ -41,7 +41,8 @@ struct Args {
     #[arg(long, env = "BIFROST_APPS_DOMAIN", default_value = "localhost")]
     domain: String,
     /// The address peers reach this node's gossip at (default: `POD_IP`,
-    /// else this host's address toward its first peer, else 127.0.0.1).
+    /// else this host's address toward its first peer, else (discovering)
+    /// its first non-loopback IPv4 address, else 127.0.0.1).
     #[arg(long, env = "BIFROST_ADVERTISE_HOST")]
     advertise: Option<IpAddr>,
     /// The gateway whose routing table this router serves (`bifrost up`'s
@@ -225,13 +226,30 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
             .advertise
             .or_else(|| std::env::var("POD_IP").ok().and_then(|ip| ip.parse().ok()))
             .or_else(|| settings.peers.first().and_then(|p| address_toward(p)))
+            .or_else(|| settings.discovery.as_ref().and_then(|_| bifrost_cluster::discovery::host_address()))
             .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
         let gossip = SocketAddr::from((Ipv4Addr::UNSPECIFIED, settings.gossip.port));
-        let node = Node::start(&settings, gossip, SocketAddr::new(host, settings.gossip.port)).await?;
-        println!("bifrost-router: gossip on {host}:{} as {}", settings.gossip.port, settings.node_id);
-        Some(Arc::new(node))
+        let advertise = SocketAddr::new(host, settings.gossip.port);
+        let node = Arc::new(Node::start(&settings, gossip, advertise).await?);
+        println!("bifrost-router: gossip on {advertise} as {}", settings.node_id);
+        let me = bifrost_cluster::discovery::Me {
+            node_id: settings.node_id.clone(),
+            gossip: advertise,
+            service: settings
+                .discovery
+                .as_ref()
+                .and_then(|d| d.service_name.clone())
+                .unwrap_or_else(|| "bifrost-router".into()),
+            key: Arc::new(settings.gossip.key.clone().unwrap_or_default()),
+        };
+        let discovery = bifrost_cluster::discovery::Discovery::start(&settings, node.clone(), me).await?;
+        Some((node, discovery))
     } else {
         None
+    };
+    let (node, discovery) = match node {
+        Some((n, d)) => (Some(n), d),
+        None => (None, None),
     };
     let metrics = Arc::new(bifrost_router::RouterMetrics::default());
     let routes = match &args.gateway {
@@ -276,6 +294,9 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
     let stop = async move {
         terminated().await;
         tracing::info!("SIGTERM: leaving the cluster, then draining");
+        if let Some(d) = &discovery {
+            d.leave().await;
+        }
         if let Some(node) = &node {
             node.leave().await;
         }
