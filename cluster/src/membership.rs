@@ -51,7 +51,9 @@ impl Timing {
     pub fn of(g: &GossipSettings) -> Timing {
         let timeout = g.timeout.as_std().as_secs_f64().max(0.1);
         let check = timeout / f64::from(g.failure_threshold.max(1));
-        let interval = (check / 4.0).clamp(0.05, 1.0);
+        // At most 100 ms: rate-limit counts ride on gossip and must reach
+        // the other nodes within a fraction of a second.
+        let interval = (check / 4.0).clamp(0.05, 0.1);
         Timing {
             gossip_interval: Duration::from_secs_f64(interval),
             suspect_after: Duration::from_secs_f64(check),
@@ -119,6 +121,8 @@ struct Seen {
     address: SocketAddr,
     routes_version: Option<String>,
     load: Option<String>,
+    /// Its rate-limit counts: app → (window start ms, admitted).
+    limits: HashMap<String, (u64, u64)>,
 }
 
 #[derive(Default)]
@@ -127,6 +131,16 @@ struct View {
     health: Option<bool>,
     known: usize,
     joined_said: bool,
+    /// This node's counts not yet in its gossiped state.
+    pending: HashMap<String, (u64, u64)>,
+}
+
+/// The gossip key of an app's rate-limit count.
+const LIMIT_PREFIX: &str = "rl:";
+
+fn parse_count(v: &str) -> Option<(u64, u64)> {
+    let (w, n) = v.split_once(':')?;
+    Some((w.parse().ok()?, n.parse().ok()?))
 }
 
 /// A running cluster node.
@@ -208,6 +222,23 @@ impl Node {
             let (k, v) = (key.to_string(), value.to_string());
             h.with_chitchat(move |c| c.self_node_state().set(k.clone(), v.clone())).await;
         }
+    }
+
+    /// This node's admitted count of `app` in the window starting at
+    /// `window_ms`; gossiped at the tracker's next tick.
+    pub fn count(&self, app: &str, window_ms: u64, count: u64) {
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.pending.insert(app.to_string(), (window_ms, count));
+    }
+
+    /// The other live nodes' counts of `app` in that window.
+    pub fn others(&self, app: &str, window_ms: u64) -> u64 {
+        let v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.nodes
+            .iter()
+            .filter(|(id, seen)| **id != self.id && matches!(seen.state, State::Alive | State::Suspect))
+            .filter_map(|(_, seen)| seen.limits.get(app).filter(|(w, _)| *w == window_ms).map(|(_, n)| n))
+            .sum()
     }
 
     /// Tells a discovered node's gossip address to chitchat.
@@ -310,9 +341,14 @@ async fn track(
             leaving: bool,
             routes_version: Option<String>,
             load: Option<String>,
+            limits: HashMap<String, (u64, u64)>,
         }
+        let pending = std::mem::take(&mut view.lock().unwrap_or_else(|p| p.into_inner()).pending);
         let (rows, dead) = {
-            let c = chitchat.lock().await;
+            let mut c = chitchat.lock().await;
+            for (app, (w, n)) in pending {
+                c.self_node_state().set(format!("{LIMIT_PREFIX}{app}"), format!("{w}:{n}"));
+            }
             let rows: Vec<Row> = c
                 .node_states()
                 .iter()
@@ -322,6 +358,10 @@ async fn track(
                     leaving: ns.get(LEAVING).is_some(),
                     routes_version: ns.get("routes_version").map(str::to_string),
                     load: ns.get("load").map(str::to_string),
+                    limits: ns
+                        .iter_prefix(LIMIT_PREFIX)
+                        .filter_map(|(k, v)| Some((k.strip_prefix(LIMIT_PREFIX)?.to_string(), parse_count(&v.value)?)))
+                        .collect(),
                 })
                 .collect();
             let dead: std::collections::HashSet<ChitchatId> = c.dead_nodes().cloned().collect();
@@ -339,8 +379,9 @@ async fn track(
                 address: r.id.gossip_advertise_addr,
                 routes_version: None,
                 load: None,
+                limits: HashMap::new(),
             });
-            (seen.routes_version, seen.load) = (r.routes_version, r.load);
+            (seen.routes_version, seen.load, seen.limits) = (r.routes_version, r.load, r.limits);
             if r.heartbeat > seen.heartbeat {
                 seen.heartbeat = r.heartbeat;
                 seen.changed = now;
@@ -422,16 +463,18 @@ mod tests {
     #[test]
     fn the_seeds_defaults_make_a_node_suspect_after_one_check_and_dead_after_ten_silent_seconds() {
         let t = Timing::of(&gossip(10, 3));
-        // A check is 10 s / 3; four gossip rounds per check.
+        // A check is 10 s / 3; gossip every 100 ms (rate-limit counts ride
+        // on it), at least four rounds per check.
         assert_eq!((t.suspect_after, t.dead_after), (Duration::from_secs_f64(10.0 / 3.0), Duration::from_secs(10)));
-        assert_eq!(t.gossip_interval, Duration::from_secs_f64(10.0 / 12.0));
+        assert_eq!(t.gossip_interval, Duration::from_millis(100));
         // chitchat's own detector decides later than ours: twice the timeout.
         assert!((t.phi_threshold * t.gossip_interval.as_secs_f64() - 20.0).abs() < 1e-6);
         assert_eq!(t.dead_grace, Duration::from_secs(60));
-        // A short timeout gossips faster, within the bounds.
-        let fast = Timing::of(&gossip(2, 3));
-        assert_eq!(fast.gossip_interval, Duration::from_secs_f64(2.0 / 12.0));
-        assert_eq!(Timing::of(&gossip(600, 1)).gossip_interval, Duration::from_secs(1));
+        // A very short check gossips faster still, down to 50 ms.
+        let fast = Timing::of(&gossip(1, 3));
+        assert_eq!(fast.gossip_interval, Duration::from_secs_f64(1.0 / 12.0));
+        assert_eq!(Timing::of(&gossip(1, 10)).gossip_interval, Duration::from_millis(50));
+        assert_eq!(Timing::of(&gossip(600, 1)).gossip_interval, Duration::from_millis(100));
     }
 
     #[test]

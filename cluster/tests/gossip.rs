@@ -3,7 +3,8 @@
 //! and the cluster stays healthy with two of three; it comes back as the
 //! same id in a new generation, not a duplicate; a graceful stop is
 //! "left"; a lone survivor is not healthy; gossip under a wrong key or from
-//! outside the address space is dropped and counted, never joined.
+//! outside the address space is dropped and counted, never joined; each
+//! node's rate-limit counts reach the others, window by window.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -136,4 +137,40 @@ async fn gossip_with_a_wrong_key_or_from_outside_the_address_space_is_dropped_an
     assert_eq!((ys.members, ys.healthy_members), (1, 1), "y heard gossip from outside its space: {ys:#?}");
     assert!(x.status().nodes.iter().all(|n| n.id == "x"), "x learned of the cluster without the key");
     drop((b, x, y));
+}
+
+/// Waits until `node` sees `want` as the others' count of `app` in `window`.
+async fn sees(node: &Node, app: &str, window: u64, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.others(app, window) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{} sees {} of {app}@{window}, not {want}",
+            node.node_id(),
+            node.others(app, window)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_counts_reach_the_other_nodes_for_their_window_only() {
+    let (pa, pb, pc) = (free_port(), free_port(), free_port());
+    let a = start("count-a", pa, &[pb, pc]).await;
+    let b = start("count-b", pb, &[pa, pc]).await;
+    let c = start("count-c", pc, &[pa, pb]).await;
+    until(&a, "three alive", |s| s.healthy_members == 3).await;
+    until(&b, "three alive", |s| s.healthy_members == 3).await;
+    b.count("web", 1_000, 7);
+    c.count("web", 1_000, 5);
+    c.count("api", 1_000, 9);
+    sees(&a, "web", 1_000, 12).await;
+    sees(&a, "api", 1_000, 9).await;
+    // A node's own count is not among the others'.
+    sees(&b, "web", 1_000, 5).await;
+    assert_eq!(a.others("web", 2_000), 0, "another window's count is not this one's");
+    // A newer window replaces the older.
+    b.count("web", 2_000, 1);
+    sees(&a, "web", 2_000, 1).await;
+    assert_eq!(a.others("web", 1_000), 5);
 }

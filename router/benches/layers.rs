@@ -88,7 +88,7 @@ fn layers(c: &mut Criterion) {
     g.bench_function("split (90/10, sticky)", |b| b.iter(|| once(&mut svc, &route)));
     let mut svc = MetricsLayer(Arc::new(RouterMetrics::default())).layer(inner());
     g.bench_function("metrics", |b| b.iter(|| once(&mut svc, &route)));
-    let mut svc = RateLimitLayer.layer(inner());
+    let mut svc = RateLimitLayer::default().layer(inner());
     g.bench_function("rate limit (not hit)", |b| b.iter(|| once(&mut svc, &route)));
     let mut svc = HeaderRulesLayer.layer(inner());
     g.bench_function("header rules (1 request, 1 response)", |b| b.iter(|| once(&mut svc, &route)));
@@ -108,7 +108,7 @@ fn layers(c: &mut Criterion) {
         .layer(AccessLogLayer)
         .layer(SplitLayer)
         .layer(MetricsLayer(Arc::new(RouterMetrics::default())))
-        .layer(RateLimitLayer)
+        .layer(RateLimitLayer::default())
         .layer(HeaderRulesLayer)
         .service(inner());
     g.bench_function("every layer", |b| b.iter(|| once(&mut all, &route)));

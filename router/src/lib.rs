@@ -84,7 +84,7 @@ pub use rate_limit::RateLimitLayer;
 pub use request_id::{RequestIdLayer, X_REQUEST_ID};
 pub use script::{ScriptLayer, ScriptReports};
 pub use split::{Split, SplitLayer};
-pub use traffic::TrafficRules;
+pub use traffic::{PeerCounts, TrafficRules};
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -150,6 +150,9 @@ pub struct RouterConfig {
     pub metrics: Arc<RouterMetrics>,
     /// Where a routing script's failures are told.
     pub script_reports: Option<Arc<dyn ScriptReports>>,
+    /// In a cluster: the other routers' admissions, so app-wide rate
+    /// limits hold across every node.
+    pub peer_counts: Option<Arc<dyn traffic::PeerCounts>>,
 }
 
 impl Default for RouterConfig {
@@ -160,6 +163,7 @@ impl Default for RouterConfig {
             path_routing: false,
             metrics: Arc::default(),
             script_reports: None,
+            peer_counts: None,
         }
     }
 }
@@ -235,7 +239,7 @@ pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
         // Which deployment serves this client, before anything counts it.
         .layer(SplitLayer)
         .layer(MetricsLayer(config.metrics.clone()))
-        .layer(RateLimitLayer)
+        .layer(RateLimitLayer { peers: config.peer_counts.clone() })
         .layer(HeaderRulesLayer)
         .layer(ChaosLayer)
         .service(Proxy::new(routes, config));

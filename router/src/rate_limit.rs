@@ -3,11 +3,13 @@
 //! httpapi draft's `RateLimit-Limit` / `-Remaining` / `-Reset`; one under it
 //! goes on and its response carries the same three headers.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, Request, Response, StatusCode};
 
-use crate::traffic::{LimitKey, Verdict};
+use crate::traffic::{LimitKey, PeerCounts, Verdict};
 use crate::{AppTarget, Route, error};
 
 const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -30,13 +32,59 @@ fn put(headers: &mut HeaderMap, name: HeaderName, n: u64) {
     headers.insert(name, HeaderValue::from(n));
 }
 
-layer!(RateLimitLayer => RateLimit, |self, req| {
-    let Some(route) = req.extensions().get::<Route>() else { return Box::pin(self.inner.call(req)) };
-    let Some(rule) = &route.traffic.spec().rate else { return Box::pin(self.inner.call(req)) };
-    match route.traffic.check(&key_of(&req, &rule.key)) {
-        Verdict::Unlimited => Box::pin(self.inner.call(req)),
+/// The rate limit layer; in a cluster, app-wide limits count the other
+/// nodes' admissions too (`peers`).
+#[derive(Clone, Default)]
+pub struct RateLimitLayer {
+    pub peers: Option<Arc<dyn PeerCounts>>,
+}
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit { inner, peers: self.peers.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    peers: Option<Arc<dyn PeerCounts>>,
+}
+
+impl<S> tower::Service<Request<Body>> for RateLimit<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = crate::BoxFuture<Result<Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        limit(self, req)
+    }
+}
+
+fn limit<S>(this: &mut RateLimit<S>, req: Request<Body>) -> crate::BoxFuture<Result<Response<Body>, S::Error>>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let Some(route) = req.extensions().get::<Route>() else { return Box::pin(this.inner.call(req)) };
+    let Some(rule) = &route.traffic.spec().rate else { return Box::pin(this.inner.call(req)) };
+    let app = req.extensions().get::<AppTarget>().map(|t| t.app.as_str()).unwrap_or_default();
+    let verdict = match (&this.peers, &rule.key) {
+        (Some(peers), LimitKey::App) => route.traffic.check_shared(app, peers.as_ref()),
+        _ => route.traffic.check(&key_of(&req, &rule.key)),
+    };
+    match verdict {
+        Verdict::Unlimited => Box::pin(this.inner.call(req)),
         Verdict::Limited { limit, retry_after_s } => {
-            let app = req.extensions().get::<AppTarget>().map(|t| t.app.as_str()).unwrap_or_default();
             let mut resp = error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -52,7 +100,7 @@ layer!(RateLimitLayer => RateLimit, |self, req| {
             Box::pin(async move { Ok(resp) })
         }
         Verdict::Allowed { limit, remaining, reset_s } => {
-            let fut = self.inner.call(req);
+            let fut = this.inner.call(req);
             Box::pin(async move {
                 let mut resp = fut.await?;
                 let h = resp.headers_mut();
@@ -63,4 +111,4 @@ layer!(RateLimitLayer => RateLimit, |self, req| {
             })
         }
     }
-});
+}

@@ -3,8 +3,9 @@
 //! deployment goes live, not per request.
 
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::http::header::{HeaderName, HeaderValue};
 use governor::clock::DefaultClock;
@@ -128,11 +129,24 @@ type Limiter = RateLimiter<String, DashMapStateStore<String>, DefaultClock, Stat
 /// Keys kept before forgetting the ones whose limit has fully recovered.
 const KEYS_BEFORE_SWEEP: usize = 10_000;
 
+/// What the other routers of a cluster admitted (gossiped): an app-wide
+/// limit holds across the cluster when each node admits only while the sum
+/// of every node's count in the current window is under it.
+pub trait PeerCounts: Send + Sync + 'static {
+    /// The other nodes' admitted requests of `app` in the window that
+    /// starts at `window_ms` (ms since the epoch).
+    fn others(&self, app: &str, window_ms: u64) -> u64;
+    /// This node's count of `app` in that window, to gossip.
+    fn publish(&self, app: &str, window_ms: u64, count: u64);
+}
+
 /// An app's compiled rules and its limiter.
 pub struct TrafficRules {
     spec: TrafficSpec,
     limiter: Option<(Limiter, Quota)>,
     checks: AtomicU64,
+    /// Clustered app-wide limits: (window start ms, requests admitted here).
+    window: Mutex<(u64, u64)>,
 }
 
 impl std::fmt::Debug for TrafficRules {
@@ -175,7 +189,39 @@ impl TrafficRules {
     pub fn new(spec: TrafficSpec) -> TrafficRules {
         let limiter =
             spec.rate.as_ref().and_then(|r| r.quota()).map(|q| (RateLimiter::dashmap(q).with_middleware(), q));
-        TrafficRules { spec, limiter, checks: AtomicU64::new(0) }
+        TrafficRules { spec, limiter, checks: AtomicU64::new(0), window: Mutex::new((0, 0)) }
+    }
+
+    /// Counts one request of an app-wide limit shared by a cluster: fixed
+    /// windows of the rule's period (`100/s`: each second) aligned on the
+    /// epoch, so every node names the same window; admitted while this
+    /// node's count plus the others' is under the limit (`requests` per
+    /// window plus any `rate_limit_burst`). Other keys (client IP, header)
+    /// are limited per node: gossiping every client's count is not worth it.
+    pub fn check_shared(&self, app: &str, peers: &dyn PeerCounts) -> Verdict {
+        let Some(rule) = &self.spec.rate else { return Verdict::Unlimited };
+        let per_ms = (rule.per.as_millis() as u64).max(1);
+        let limit = rule.requests.saturating_add(rule.burst.unwrap_or(0));
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let start = now - now % per_ms;
+        let reset_s = (start + per_ms - now).div_ceil(1000).max(1);
+        let others = peers.others(app, start);
+        let mut w = match self.window.lock() {
+            Ok(w) => w,
+            Err(p) => p.into_inner(),
+        };
+        if w.0 != start {
+            *w = (start, 0);
+        }
+        if w.1 + others >= u64::from(limit) {
+            return Verdict::Limited { limit, retry_after_s: reset_s };
+        }
+        w.1 += 1;
+        let mine = w.1;
+        drop(w);
+        peers.publish(app, start, mine);
+        let remaining = u64::from(limit).saturating_sub(mine + others);
+        Verdict::Allowed { limit, remaining: remaining as u32, reset_s }
     }
 
     pub fn spec(&self) -> &TrafficSpec {
@@ -239,6 +285,40 @@ mod tests {
         assert!(matches!(r.check("a"), Verdict::Limited { limit: 3, .. }));
         assert!(matches!(r.check("b"), Verdict::Allowed { remaining: 2, .. }), "another key has its own count");
         assert_eq!(TrafficRules::default().check("a"), Verdict::Unlimited);
+    }
+
+    /// Other nodes with fixed counts; what this node publishes.
+    #[derive(Default)]
+    struct Peers {
+        others: u64,
+        published: Mutex<Vec<u64>>,
+    }
+
+    impl PeerCounts for Peers {
+        fn others(&self, _app: &str, _window_ms: u64) -> u64 {
+            self.others
+        }
+        fn publish(&self, _app: &str, _window_ms: u64, count: u64) {
+            self.published.lock().expect("published").push(count);
+        }
+    }
+
+    #[test]
+    fn a_shared_limit_admits_only_what_the_other_nodes_left() {
+        // 10 per hour: one window for the whole test.
+        let r = rule(10, Duration::from_secs(3600), None);
+        let peers = Peers { others: 7, ..Peers::default() };
+        let verdicts: Vec<Verdict> = (0..5).map(|_| r.check_shared("app", &peers)).collect();
+        let admitted = verdicts.iter().filter(|v| matches!(v, Verdict::Allowed { .. })).count();
+        assert_eq!(admitted, 3, "{verdicts:?}");
+        assert!(matches!(verdicts[0], Verdict::Allowed { limit: 10, remaining: 2, .. }), "{verdicts:?}");
+        assert!(matches!(verdicts[4], Verdict::Limited { limit: 10, .. }));
+        assert_eq!(*peers.published.lock().expect("published"), [1, 2, 3], "each admitted request is published");
+        let full = Peers { others: 10, ..Peers::default() };
+        assert!(matches!(
+            rule(10, Duration::from_secs(3600), None).check_shared("app", &full),
+            Verdict::Limited { .. }
+        ));
     }
 
     #[test]

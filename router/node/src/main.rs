@@ -279,9 +279,10 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
         Some(r) => r,
         None => Arc::new(feed::FeedRoutes::default()),
     };
+    let peer_counts = node.clone().map(|n| Arc::new(GossipCounts(n)) as Arc<dyn bifrost_router::PeerCounts>);
     let apps = bifrost_router::service(
         table,
-        bifrost_router::RouterConfig { domain: args.domain.clone(), metrics, ..Default::default() },
+        bifrost_router::RouterConfig { domain: args.domain.clone(), metrics, peer_counts, ..Default::default() },
     );
     let app = Router::new()
         .route("/health", get(health))
@@ -303,6 +304,20 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
     };
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(stop).await?;
     Ok(())
+}
+
+/// App-wide rate limits across the cluster: each node's admitted counts
+/// ride on gossip (chitchat node state, not a reliable broadcast).
+struct GossipCounts(Arc<Node>);
+
+impl bifrost_router::PeerCounts for GossipCounts {
+    fn others(&self, app: &str, window_ms: u64) -> u64 {
+        self.0.others(app, window_ms)
+    }
+
+    fn publish(&self, app: &str, window_ms: u64, count: u64) {
+        self.0.count(app, window_ms, count);
+    }
 }
 
 /// The `router` token: from `--token-file`, else `BIFROST_ROUTER_TOKEN`.
