@@ -344,7 +344,7 @@ async fn track(
             limits: HashMap<String, (u64, u64)>,
         }
         let pending = std::mem::take(&mut view.lock().unwrap_or_else(|p| p.into_inner()).pending);
-        let (rows, dead) = {
+        let rows = {
             let mut c = chitchat.lock().await;
             for (app, (w, n)) in pending {
                 c.self_node_state().set(format!("{LIMIT_PREFIX}{app}"), format!("{w}:{n}"));
@@ -364,8 +364,7 @@ async fn track(
                         .collect(),
                 })
                 .collect();
-            let dead: std::collections::HashSet<ChitchatId> = c.dead_nodes().cloned().collect();
-            (rows, dead)
+            rows
         };
         let now = Instant::now();
         let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
@@ -392,7 +391,10 @@ async fn track(
                 State::Left
             } else if r.id == me {
                 State::Alive
-            } else if silent >= timing.dead_after || dead.contains(&r.id) {
+            // Only silence decides: chitchat's own detector, fed heartbeats
+            // relayed by every peer, can call a node dead well before
+            // timeout_seconds (measured: 8 s of 10 at 100 ms gossip).
+            } else if silent >= timing.dead_after {
                 State::Dead
             } else if silent >= timing.suspect_after
                 // Back (or new): alive after success_threshold heartbeats.
