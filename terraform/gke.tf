@@ -51,3 +51,21 @@ resource "google_container_cluster" "apps" {
 
   depends_on = [google_project_service.apis]
 }
+
+# The router cluster's wildcard Ingress (`*.<apps_domain>`) takes this
+# address (annotation kubernetes.io/ingress.global-static-ip-name); point
+# the wildcard DNS record here.
+resource "google_compute_global_address" "routers" {
+  count      = var.routers ? 1 : 0
+  name       = "bifrost-router"
+  depends_on = [google_project_service.apis]
+}
+
+# Cloud Build rolls the routers onto each new image (cloudbuild.yaml,
+# step roll-routers): it may update Deployments in the apps cluster.
+resource "google_project_iam_member" "builds_roll_routers" {
+  count   = var.routers ? 1 : 0
+  project = var.project_id
+  role    = "roles/container.developer"
+  member  = "serviceAccount:${data.google_project.this.number}@cloudbuild.gserviceaccount.com"
+}

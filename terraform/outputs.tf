@@ -27,3 +27,8 @@ output "event_topics" {
   description = "Pub/Sub topic per event type."
   value       = { for s, t in google_pubsub_topic.events : s => t.name }
 }
+
+output "routers_address" {
+  description = "With routers = true: the router cluster's Ingress address; point *.<apps_domain> here."
+  value       = var.routers ? google_compute_global_address.routers[0].address : null
+}

@@ -13,6 +13,7 @@ locals {
     BIFROST_GKE_CA_CERT    = google_container_cluster.apps.master_auth[0].cluster_ca_certificate
     BIFROST_APPS_NAMESPACE = "apps"
     BIFROST_SIDECAR_IMAGE  = "${local.registry}/sidecar${var.image_tag}"
+    BIFROST_GKE_ROUTERS    = var.routers ? "true" : "false"
   }
   function_env = {
     build = {

@@ -48,3 +48,9 @@ variable "kms_key_name" {
   type        = string
   default     = ""
 }
+
+variable "routers" {
+  description = "The router cluster fronts every app (docs/router-cluster.md): a global address for its wildcard Ingress, and the deploy function stops making per-app Ingresses. Apply `bifrost render --target gke-router` first."
+  type        = bool
+  default     = false
+}

@@ -30,16 +30,28 @@ fn ok() -> Res {
 pub struct RenderArgs {
     /// The deploy.toml (default: ./deploy.toml).
     pub file: Option<PathBuf>,
-    /// What to render for. Only `gke` today.
+    /// What to render: `gke`, an app's objects from its deploy.toml;
+    /// `gke-router`, the router cluster that fronts every app (no file).
     #[arg(long, value_enum, default_value = "gke")]
     pub target: RenderTarget,
+    /// gke-router: the gateway the routers follow (the Cloud Run gateway's URL).
+    #[arg(long, default_value = "https://bifrost-gateway.example.run.app")]
+    pub gateway: String,
+    /// gke-router: gossip is heard only from these CIDRs (the pod range).
+    #[arg(long = "allowed-address-space", default_value = "10.0.0.0/8")]
+    pub allowed_address_space: Vec<String>,
+    /// gke-router: replicas (the HPA's bounds).
+    #[arg(long, default_value_t = 3)]
+    pub min_replicas: i32,
+    #[arg(long, default_value_t = 10)]
+    pub max_replicas: i32,
     /// Project name (default: app.name).
     #[arg(long)]
     pub project: Option<String>,
     #[arg(long, default_value = "apps")]
     pub namespace: String,
-    /// The app image, ideally by digest as Cloud Build pushed it
-    /// (default: `<project>:local`).
+    /// The app image (gke-router: the router's), ideally by digest as
+    /// Cloud Build pushed it (default: `<project>:local`, `bifrost-router:local`).
     #[arg(long)]
     pub image: Option<String>,
     #[arg(long, default_value = "bifrost-sidecar:local")]
@@ -58,11 +70,56 @@ pub struct RenderArgs {
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum RenderTarget {
     Gke,
+    GkeRouter,
+}
+
+/// `bifrost render --target gke-router`.
+fn render_router(args: &RenderArgs, json: bool) -> Res {
+    use bifrost_gcp::gke_router;
+    if args.min_replicas < 2 || args.max_replicas < args.min_replicas {
+        return Err(CliError::new(
+            Exit::Error,
+            format!(
+                "--min-replicas {} / --max-replicas {}: a cluster needs at least 2 routers (3 recommended: a majority survives one), and max ≥ min",
+                args.min_replicas, args.max_replicas
+            ),
+        ));
+    }
+    for cidr in &args.allowed_address_space {
+        let valid =
+            cidr.split_once('/').is_some_and(|(ip, bits)| match (ip.parse::<std::net::IpAddr>(), bits.parse::<u8>()) {
+                (Ok(std::net::IpAddr::V4(_)), Ok(b)) => b <= 32,
+                (Ok(std::net::IpAddr::V6(_)), Ok(b)) => b <= 128,
+                _ => false,
+            });
+        if !valid {
+            return Err(CliError::new(Exit::Error, format!("--allowed-address-space {cidr:?} is not a CIDR range")));
+        }
+    }
+    let t = gke_router::RouterTarget {
+        namespace: args.namespace.clone(),
+        image: args.image.clone().unwrap_or_else(|| "bifrost-router:local".into()),
+        domain: args.domain.clone(),
+        gateway: args.gateway.clone(),
+        allowed_address_space: args.allowed_address_space.clone(),
+        min_replicas: args.min_replicas,
+        max_replicas: args.max_replicas,
+    };
+    let m = gke_router::render(&t);
+    if json {
+        output::print_json(&serde_json::Value::Array(m.objects()));
+    } else {
+        print!("{}", m.to_yaml().map_err(|e| CliError::new(Exit::Error, e))?);
+    }
+    ok()
 }
 
 /// `bifrost render`: deploy.toml → the cluster's objects. Invalid files get
 /// the same errors as `bifrost validate` (exit 3) and print no YAML.
 pub fn render(args: &RenderArgs, json: bool) -> Res {
+    if let RenderTarget::GkeRouter = args.target {
+        return render_router(args, json);
+    }
     let path = args.file.clone().unwrap_or_else(|| PathBuf::from("deploy.toml"));
     let text = std::fs::read_to_string(&path)
         .map_err(|e| CliError::new(Exit::Error, format!("cannot read {}: {e}", path.display())))?;

@@ -219,6 +219,8 @@ fn gke(endpoint: &str, app_domain: &str) -> anyhow::Result<GkeRuntime> {
             .context("BIFROST_ENCRYPTION_KEY is not set: the sidecars' report tokens are signed with it")?
             .into_bytes(),
         poll: std::time::Duration::from_secs(2),
+        // `true` once the router cluster fronts the apps (docs/router-cluster.md).
+        routed: env("BIFROST_GKE_ROUTERS").is_some_and(|v| v == "true" || v == "1"),
     };
     let auth = Arc::new(GoogleCredentials::from_environment().map_err(anyhow::Error::msg)?);
     GkeRuntime::with_google_auth(endpoint, ca.as_deref(), auth, settings).map_err(anyhow::Error::msg)

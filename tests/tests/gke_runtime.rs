@@ -173,6 +173,7 @@ fn settings() -> GkeSettings {
         ingest_url: "http://bifrost-ingest:7481".into(),
         sidecar_key: b"ingest-key".to_vec(),
         poll: Duration::from_millis(20),
+        routed: false,
     }
 }
 
@@ -362,6 +363,22 @@ async fn a_failed_deploy_never_touches_what_is_live() {
     assert!(cluster.exists("/api/v1/namespaces/apps/services/shop-d-v3"));
     assert!(!cluster.exists("/api/v1/namespaces/apps/services/shop-d-v1"));
     assert_eq!(backend(&cluster), "shop-d-v3");
+}
+
+/// Behind the router cluster: promotion makes no per-app Ingress (the
+/// routers follow the live deployment), and the routers are sent to the
+/// deployment's own Service by its cluster DNS name.
+#[tokio::test]
+async fn behind_routers_promotion_moves_no_ingress_and_routes_go_to_the_deployments_service() {
+    let (url, cluster) = serve(false, 0).await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+    let rt = GkeRuntime::new(client, GkeSettings { routed: true, ..settings() });
+    rt.apply(spec("d-1")).await.expect("applies");
+    rt.wait_listening("d-1", Duration::from_secs(5)).await.expect("rolls out");
+    rt.promote("d-1").await.expect("promotes");
+    assert!(!cluster.exists("/apis/networking.k8s.io/v1/namespaces/apps/ingresses/shop"), "no per-app Ingress");
+    assert_eq!(rt.endpoints("d-1").await, ["shop-d-1.apps.svc.cluster.local:80"]);
+    assert!(rt.promote("d-none").await.is_err(), "a deployment with no objects cannot go live");
 }
 
 #[tokio::test]

@@ -216,12 +216,12 @@ pub fn ingress(project: &str, namespace: &str, domain: &str, service: &str) -> I
     }
 }
 
-fn quantities(pairs: &[(&str, String)]) -> BTreeMap<String, Quantity> {
+pub(crate) fn quantities(pairs: &[(&str, String)]) -> BTreeMap<String, Quantity> {
     pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.clone()))).collect()
 }
 
 /// Locked down the same way for both containers.
-fn container_security() -> SecurityContext {
+pub(crate) fn container_security() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -532,11 +532,16 @@ impl Manifests {
 
     /// A multi-document YAML stream, `---` between objects.
     pub fn to_yaml(&self) -> Result<String, String> {
-        let mut out = String::new();
-        for o in self.objects() {
-            out.push_str("---\n");
-            out.push_str(&serde_yaml_ng::to_string(&o).map_err(|e| format!("rendering YAML: {e}"))?);
-        }
-        Ok(out)
+        yaml_stream(&self.objects())
     }
+}
+
+/// Objects as one multi-document YAML stream, `---` before each.
+pub fn yaml_stream(objects: &[serde_json::Value]) -> Result<String, String> {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(o).map_err(|e| format!("rendering YAML: {e}"))?);
+    }
+    Ok(out)
 }

@@ -39,6 +39,10 @@ pub struct GkeSettings {
     pub sidecar_key: Vec<u8>,
     /// How often the rollout is polled.
     pub poll: Duration,
+    /// Routers front every app (`bifrost render --target gke-router`): they
+    /// follow the live deployment themselves, so promotion moves no
+    /// per-app Ingress.
+    pub routed: bool,
 }
 
 pub struct GkeRuntime {
@@ -245,6 +249,10 @@ impl Runtime for GkeRuntime {
                 "no Deployment runs {deployment_id}: nothing to send traffic to"
             )));
         };
+        if self.settings.routed {
+            // The routers read the live pointer from the gateway's feed.
+            return Ok(());
+        }
         let name = d.metadata.name.clone().unwrap_or_default();
         let project = d
             .metadata

@@ -10,6 +10,7 @@ pub mod cloud_build;
 #[cfg(feature = "clients")]
 pub mod firestore;
 pub mod gke;
+pub mod gke_router;
 #[cfg(feature = "clients")]
 pub mod gke_runtime;
 #[cfg(feature = "clients")]

@@ -80,3 +80,37 @@ LOG_LEVEL = "info"
         assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]), "{}", c.name);
     }
 }
+
+/// The router cluster's objects (`bifrost render --target gke-router`),
+/// pinned; the configuration they mount is one `bifrost-router` accepts.
+#[test]
+fn the_router_cluster_renders_to_its_golden_yaml_with_a_valid_configuration() {
+    use bifrost_gcp::gke_router::{RouterTarget, config_json, render};
+    let t = RouterTarget {
+        namespace: "bifrost".into(),
+        image: format!("europe-docker.pkg.dev/acme/bifrost/router@sha256:{}", "0a1b2c3d4e5f6a7b".repeat(4)),
+        domain: "apps.acme.dev".into(),
+        gateway: "https://bifrost-gateway-3kq7x2-ew.a.run.app".into(),
+        allowed_address_space: vec!["10.0.0.0/8".into()],
+        min_replicas: 3,
+        max_replicas: 10,
+    };
+    let m = render(&t);
+    golden::check("shared/gcp/tests/golden/gke/router-cluster.yaml", &m.to_yaml().expect("renders"));
+    let (raw, other) = bifrost_cluster::config::parse(&config_json(&t).to_string()).expect("the seeds' shape");
+    assert!(other.is_empty());
+    let mut raw = raw;
+    raw.override_from(|k| (k == "BIFROST_GOSSIP_KEY").then(|| "a-gossip-key-of-32-bytes-........".to_string()))
+        .expect("overrides");
+    let settings = raw.check("bifrost-router-7d9f-abcde").expect("a configuration bifrost-router starts with");
+    assert!(settings.enabled && settings.discovery.is_some());
+    let pod = m.deployment.spec.expect("spec").template.spec.expect("pod");
+    assert_eq!(pod.termination_grace_period_seconds, Some(90));
+    assert_eq!(
+        m.pdb.spec.and_then(|s| s.min_available),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(2))
+    );
+    let rules = m.role.rules.expect("rules");
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    assert_eq!(rules[0].resources.as_deref(), Some(&["pods".to_string()][..]));
+}
