@@ -326,7 +326,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         Some(tokio::spawn(d.run(stop_rx, Duration::from_secs(10))))
     };
 
-    let api = gateway::router(ctx.clone()).layer(
+    // One gateway for the listener and the dashboard: they share its state
+    // (the route feed, the routers' reports).
+    let gw = gateway::router(ctx.clone());
+    let api = gw.clone().layer(
         tower_http::trace::TraceLayer::new_for_http()
             .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::DEBUG))
             .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG)),
@@ -335,7 +338,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let site_root = args.web_root.clone().unwrap_or_else(bifrost_web::server::routes::default_site_root);
     let client_built = bifrost_web::server::routes::client_built(&site_root);
     let web = bifrost_web::server::router(bifrost_web::server::WebConfig {
-        backend: bifrost_web::server::Backend::InProcess(gateway::router(ctx.clone())),
+        backend: bifrost_web::server::Backend::InProcess(gw),
         site_root: site_root.clone(),
         secure_cookies: public_url.starts_with("https://"),
         session_key: bifrost_web::server::SessionKey::new(bifrost_core::seal::derive_key(&master, "sessions")?),

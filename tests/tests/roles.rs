@@ -136,6 +136,8 @@ async fn every_route_checks_the_callers_role_and_project() {
         route("POST", "/api/v1/validate", Value::Null, Viewer, Global),
         // Routers and admins only: not viewers, whatever they may read.
         route("GET", "/api/v1/routes", Value::Null, Router, Global),
+        route("POST", "/api/v1/routers/report", json!({}), Router, Global),
+        route("GET", "/api/v1/routers", Value::Null, Viewer, Global),
     ];
     let callers: Vec<(&str, &Client, Option<Need>, bool)> = vec![
         ("anonymous", &anonymous, None, false),

@@ -224,4 +224,39 @@ async fn an_app_wide_rate_limit_holds_across_three_clustered_routers() {
         admitted >= LIMIT * (windows - 2) && admitted < (LIMIT + LIMIT / 2) * windows,
         "{admitted} admitted over {windows} windows of {LIMIT}: {results:?}"
     );
+
+    // The routers report their cluster to the gateway every 5 s: the API
+    // lists them, each node serving the gateway's table, and the
+    // dashboard's cluster page shows the nodes.
+    let settled = |r: &serde_json::Value| {
+        let current = r["routes_version"].as_str().unwrap_or("none");
+        let nodes = r["routers"][0]["status"]["nodes"].as_array().cloned().unwrap_or_default();
+        r["routers"].as_array().is_some_and(|l| l.len() == 3)
+            && nodes.len() == 3
+            && nodes.iter().all(|n| n["routes_version"] == current && n["state"] == "alive")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = p.client().get("/api/v1/routers").await.body;
+        if settled(&r) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "three routers never reported a settled cluster: {r:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let http = reqwest::Client::new();
+    let session = bifrost_e2e::dashboard_session(&http, &p.url, p.client().token()).await;
+    let html = http
+        .post(format!("{}/ui/api/server_html", p.url))
+        .header("cookie", format!("bifrost_session={session}"))
+        .header("origin", &p.url)
+        .form(&[("page", "cluster"), ("hours", "24")])
+        .send()
+        .await
+        .expect("server function")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(html.contains("HEALTHY") && (0..3).all(|i| html.contains(&format!("edge-{i}"))), "{html}");
+    assert!(html.contains("current") && !html.contains("behind"), "{html}");
 }

@@ -66,6 +66,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/audit/report") view=ReportPage/>
                     <Route path=path!("/policies") view=PoliciesPage/>
                     <Route path=path!("/dead-letters") view=DeadLettersPage/>
+                    <Route path=path!("/cluster") view=crate::pages::report::ClusterPage/>
                 </Routes>
             </main>
         </Router>
@@ -91,6 +92,7 @@ fn Nav() -> impl IntoView {
                 <A href="/audit/report">"Report"</A>
                 <A href="/policies">"Policies"</A>
                 <A href="/dead-letters">"Dead letters"</A>
+                <A href="/cluster">"Cluster"</A>
             </nav>
             <div class="who">
                 <Transition fallback=|| ()>

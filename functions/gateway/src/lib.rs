@@ -39,13 +39,15 @@ pub struct AppState {
     pub heads: std::sync::Arc<webhook::Heads>,
     /// The routing table as routers follow it (`/api/v1/routes`).
     pub routes: std::sync::Arc<bifrost_functions::routes::RouteFeed>,
+    /// What the routers following this gateway say of their cluster.
+    pub routers: std::sync::Arc<routes::RouterReports>,
 }
 
 /// The gateway's routes. `bifrost up` merges the router and dashboard onto
 /// the same listener; the Cloud Run `gateway` service serves this alone.
 pub fn router(ctx: Ctx) -> Router {
     let isolation = ctx.settings.isolation.clone();
-    let state = AppState { ctx, heads: Default::default(), routes: Default::default() };
+    let state = AppState { ctx, heads: Default::default(), routes: Default::default(), routers: Default::default() };
     let v1 = Router::new()
         .route("/projects", get(api::list_projects).post(api::create_project))
         .route("/projects/{name}", get(api::get_project).delete(api::delete_project))
@@ -68,6 +70,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/projects/{name}/scripts/rollback", post(scripts::rollback))
         .route("/routes", get(routes::table))
         .route("/routes/stream", get(routes::stream))
+        .route("/routers", get(routes::routers))
+        .route("/routers/report", post(routes::report))
         .route("/policies", get(policies::list))
         .route("/policies/{name}", get(policies::show).put(policies::set))
         .route("/policies/{name}/data", axum::routing::patch(policies::set_data))

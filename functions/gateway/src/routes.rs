@@ -94,3 +94,79 @@ pub async fn stream(
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
+
+/// What the routers following this gateway last said of their cluster
+/// (each posts its `/cluster/status` every few seconds): the dashboard's
+/// cluster page. Kept in memory, per gateway process; a report older than
+/// [`REPORT_KEPT`] is forgotten.
+#[derive(Default)]
+pub struct RouterReports {
+    by_node: std::sync::Mutex<std::collections::HashMap<String, (serde_json::Value, std::time::Instant)>>,
+}
+
+/// How long a router's report is shown after it stopped reporting.
+pub const REPORT_KEPT: Duration = Duration::from_secs(300);
+
+/// The largest report accepted (a status of a few hundred nodes).
+const MAX_REPORT_BYTES: usize = 256 << 10;
+
+#[utoipa::path(post, path = "/api/v1/routers/report", tag = "routes",
+    request_body(content = Object, description = "The router's `GET /cluster/status` answer"),
+    responses((status = 204), (status = 403, body = super::wire::ErrorBody), (status = 422, body = super::wire::ErrorBody)),
+    security(("token" = ["router", "admin"])))]
+pub async fn report(
+    State(s): State<AppState>,
+    _caller: RouteReader,
+    req: axum::extract::Request,
+) -> ApiResult<axum::http::StatusCode> {
+    let body = super::read_body(req, MAX_REPORT_BYTES).await?;
+    let status: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("a router report is its /cluster/status JSON: {e}"),
+        )
+    })?;
+    let node = status["local_node"]
+        .as_str()
+        .filter(|n| !n.is_empty() && n.len() <= 253)
+        .ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "a router report names its local_node",
+            )
+        })?
+        .to_string();
+    if let Ok(mut m) = s.routers.by_node.lock() {
+        m.retain(|_, (_, at)| at.elapsed() < REPORT_KEPT);
+        m.insert(node, (status, std::time::Instant::now()));
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/routers", tag = "routes",
+    responses((status = 200, description = "`{routes_version, routers: [{node, reported_s_ago, status}]}`: each router's \
+last report (newest first) and the table version this gateway serves now")),
+    security(("token" = ["viewer"])))]
+pub async fn routers(State(s): State<AppState>, _caller: super::auth::Viewer) -> ApiResult<Json<serde_json::Value>> {
+    let mut list: Vec<(String, serde_json::Value, Duration)> = s
+        .routers
+        .by_node
+        .lock()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, (_, at))| at.elapsed() < REPORT_KEPT)
+                .map(|(n, (v, at))| (n.clone(), v.clone(), at.elapsed()))
+                .collect()
+        })
+        .unwrap_or_default();
+    list.sort_by_key(|(n, _, age)| (*age, n.clone()));
+    // Only when routers listen: otherwise nothing needs the table.
+    let version = if list.is_empty() { None } else { s.routes.current(&s.ctx).await.ok().map(|t| t.version.clone()) };
+    let routers: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|(node, status, age)| serde_json::json!({"node": node, "reported_s_ago": age.as_secs(), "status": status}))
+        .collect();
+    Ok(Json(serde_json::json!({"routes_version": version, "routers": routers})))
+}

@@ -240,3 +240,25 @@ fn next_table(held: Option<Arc<RouteTable>>, event: &SseEvent) -> Result<Arc<Rou
         other => Err(format!("an unknown event {other:?} on the route stream")),
     }
 }
+
+/// Posts this router's `/cluster/status` to the gateway every 5 s (the
+/// dashboard's cluster page). Failures are logged once per kind.
+pub async fn report(gateway: String, token: String, status: impl Fn() -> serde_json::Value + Send + 'static) {
+    let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else { return };
+    let url = format!("{}/api/v1/routers/report", gateway.trim_end_matches('/'));
+    let mut last_problem = String::new();
+    loop {
+        let problem = match client.post(&url).bearer_auth(&token).json(&status()).send().await {
+            Ok(r) if r.status().is_success() => String::new(),
+            Ok(r) => format!("the gateway answered {}", r.status()),
+            Err(e) => format!("cannot reach the gateway: {e}"),
+        };
+        if problem != last_problem {
+            if !problem.is_empty() {
+                tracing::warn!("reporting the cluster's status: {problem}");
+            }
+            last_problem = problem;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}

@@ -275,6 +275,12 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
     }
     let state =
         App { node: node.clone(), settings: Arc::new(settings), metrics: metrics.clone(), routes: routes.clone() };
+    if let (Some(gateway), Ok(token)) = (&args.gateway, router_token(&args)) {
+        let reporting = state.clone();
+        tokio::spawn(feed::report(gateway.clone(), token, move || {
+            serde_json::to_value(reporting.status()).unwrap_or_default()
+        }));
+    }
     let table: Arc<dyn bifrost_router::Routes> = match routes {
         Some(r) => r,
         None => Arc::new(feed::FeedRoutes::default()),

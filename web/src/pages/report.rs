@@ -16,7 +16,7 @@ use leptos_router::hooks::use_query_map;
 use crate::components::{ErrorState, Loading};
 
 /// A read-only page's HTML, built on the server: `report` (the last
-/// `hours`), `policies`, or `rollout:<deployment id>`.
+/// `hours`), `policies`, `cluster`, or `rollout:<deployment id>`.
 #[server(prefix = "/ui/api", endpoint = "server_html")]
 pub async fn server_html(page: String, hours: u32) -> Result<String, ServerFnError> {
     let s = crate::server::Session::current()?;
@@ -25,6 +25,7 @@ pub async fn server_html(page: String, hours: u32) -> Result<String, ServerFnErr
     }
     match page.as_str() {
         "policies" => super::policies::policies_html(&s).await,
+        "cluster" => crate::server::cluster::html(&s).await,
         _ => {
             let since = std::time::SystemTime::now()
                 - std::time::Duration::from_secs(u64::from(hours.clamp(1, 24 * 90)) * 3600);
@@ -83,5 +84,17 @@ pub fn ReportPage() -> impl IntoView {
             </span>
         </div>
         <ServerHtml page="report"/>
+    }
+}
+
+/// The router cluster, as the routers following this gateway report it.
+#[component]
+pub fn ClusterPage() -> impl IntoView {
+    view! {
+        <div class="page-head">
+            <h1>"Router cluster"</h1>
+            <span class="muted">"refreshed every 5 s"</span>
+        </div>
+        <ServerHtml page="cluster" refresh_s=5/>
     }
 }

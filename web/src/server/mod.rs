@@ -3,6 +3,7 @@
 //! router that serves pages, server functions, live events and the wasm.
 
 pub mod backend;
+pub mod cluster;
 pub mod convert;
 pub mod markdown;
 pub mod rollout;
