@@ -161,3 +161,26 @@ fn every_configuration_mistake_stops_the_router_with_its_message() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("reading /nonexistent/bifrost.json"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_routers_stay_healthy_losing_two_and_not_with_three_gone() {
+    let ports: Vec<u16> = (0..5).map(|_| free_udp_port()).collect();
+    let mut routers: Vec<RouterProc> = (0..5)
+        .map(|i| {
+            let peers: Vec<u16> = ports.iter().copied().filter(|p| *p != ports[i]).collect();
+            start(&format!("router-{i}"), ports[i], &peers)
+        })
+        .collect();
+    for r in &routers {
+        r.until("five alive", |s| s["members"] == 5 && s["healthy_members"] == 5).await;
+    }
+    routers[4].kill9();
+    routers[3].kill9();
+    let s = routers[0]
+        .until("two dead", |s| ["router-3", "router-4"].iter().all(|id| state_of(s, id).as_deref() == Some("dead")))
+        .await;
+    assert_eq!((s["healthy_members"].as_u64(), s["cluster_health"].as_str()), (Some(3), Some("HEALTHY")), "{s:#}");
+    routers[2].kill9();
+    let s = routers[0].until("not healthy", |s| s["cluster_health"] == "NOT HEALTHY").await;
+    assert_eq!((s["members"].as_u64(), s["healthy_members"].as_u64()), (Some(5), Some(2)), "{s:#}");
+}

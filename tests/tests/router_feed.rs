@@ -260,3 +260,70 @@ async fn an_app_wide_rate_limit_holds_across_three_clustered_routers() {
     assert!(html.contains("HEALTHY") && (0..3).all(|i| html.contains(&format!("edge-{i}"))), "{html}");
     assert!(html.contains("current") && !html.contains("behind"), "{html}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_9_under_load_costs_the_survivors_clients_nothing() {
+    let p = Platform::start();
+    let repo = app_repo("steady");
+    p.add_project("web", &repo);
+    let d = p.push(&repo, "steady-1").await;
+    p.healthy(&d).await;
+    let a = p.client().post("/api/v1/tokens", json!({"name": "edge", "role": "router"})).await;
+    let token = a.body["token"].as_str().expect("token").to_string();
+    let ports: Vec<u16> = (0..3)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("port"))
+        .collect();
+    let mut routers: Vec<RouterProc> = (0..3)
+        .map(|i| {
+            let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+            let config = json!({"cluster_config": {"enabled": true, "node_id": format!("edge-{i}"), "peers": peers,
+                "gossip": {"port": ports[i], "config": {"timeout_seconds": 2}}}});
+            RouterProc::spawn(
+                &format!("edge-{i}"),
+                Some(&config.to_string()),
+                &["--listen", "127.0.0.1:0", "--advertise", "127.0.0.1", "--gateway", &p.url],
+                &[("BIFROST_ROUTER_TOKEN", &token), ("BIFROST_GOSSIP_KEY", "kill-test-key-0123456789abcdef")],
+                None,
+            )
+        })
+        .collect();
+    for r in &routers {
+        r.until("three healthy members", |s| all_healthy(s, 3)).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{}/ready", r.url)).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+            assert!(Instant::now() < deadline, "{} never became ready", r.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Clients of the two survivors, for 4 s; the third router is killed
+    // (-9) a second in.
+    let clients: Vec<_> = routers[..2]
+        .iter()
+        .map(|r| {
+            let url = r.url.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let (mut ok, mut failed) = (0u64, vec![]);
+                let until = Instant::now() + Duration::from_secs(4);
+                while Instant::now() < until {
+                    match http.get(format!("{url}/")).header("host", "web.localhost").send().await {
+                        Ok(r) if r.status().as_u16() == 200 => ok += 1,
+                        Ok(r) => failed.push(r.status().to_string()),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    routers[2].kill9();
+    for c in clients {
+        let (ok, failed) = c.await.expect("client");
+        assert!(ok > 0 && failed.is_empty(), "{ok} answered, failures: {failed:?}");
+    }
+    for r in &routers[..2] {
+        let s = r.until("edge-2 dead", |s| bifrost_e2e::router::state_of(s, "edge-2").as_deref() == Some("dead")).await;
+        assert_eq!(s["cluster_health"], "HEALTHY", "two of three: {s:#}");
+    }
+}
