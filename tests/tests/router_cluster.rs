@@ -157,6 +157,14 @@ fn every_configuration_mistake_stops_the_router_with_its_message() {
         assert_eq!(out.status.code(), Some(2), "{json}: {stderr}");
         assert!(stderr.contains(want), "{json}: want {want:?} in {stderr}");
     }
+    let tokenless = Command::new(router_bin())
+        .args(["--listen", "127.0.0.1:0", "--gateway", "http://127.0.0.1:9"])
+        .env_remove("BIFROST_CONFIG")
+        .env_remove("BIFROST_ROUTER_TOKEN")
+        .output()
+        .expect("run");
+    assert_eq!(tokenless.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&tokenless.stderr).contains("--gateway needs a router token"));
     let missing = Command::new(router_bin()).args(["--config", "/nonexistent/bifrost.json"]).output().expect("run");
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("reading /nonexistent/bifrost.json"));

@@ -205,6 +205,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // --gateway without a router token is a start-up error like the rest.
+    if args.gateway.is_some()
+        && let Err(e) = router_token(&args)
+    {
+        eprintln!("bifrost-router: {e:#}");
+        eprintln!("bifrost-router: not started (1 problem)");
+        return std::process::ExitCode::from(2);
+    }
     match run(args, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
