@@ -61,11 +61,13 @@ resource "google_compute_global_address" "routers" {
   depends_on = [google_project_service.apis]
 }
 
-# Cloud Build rolls the routers onto each new image (cloudbuild.yaml,
-# step roll-routers): it may update Deployments in the apps cluster.
-resource "google_project_iam_member" "builds_roll_routers" {
+# Cloud Build applies the router cluster's objects on each build
+# (cloudbuild.yaml, steps render-routers and apply-routers). They include a
+# Role and RoleBinding (pods get/list/watch for discovery): granting RBAC
+# needs container.admin, not container.developer.
+resource "google_project_iam_member" "builds_apply_routers" {
   count   = var.routers ? 1 : 0
   project = var.project_id
-  role    = "roles/container.developer"
+  role    = "roles/container.admin"
   member  = "serviceAccount:${data.google_project.this.number}@cloudbuild.gserviceaccount.com"
 }
