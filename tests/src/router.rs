@@ -93,6 +93,15 @@ impl RouterProc {
         }
     }
 
+    /// Waits (up to 30 s) until its `/ready` answers 200 (routes loaded).
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{}/ready", self.url)).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+            assert!(Instant::now() < deadline, "{} never became ready", self.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Sends SIGTERM (a graceful stop).
     pub fn sigterm(&self) {
         let pid = self.child.id();

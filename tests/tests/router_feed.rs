@@ -91,15 +91,7 @@ async fn a_router_process_serves_the_gateways_routes_and_follows_a_new_deploymen
         &[("BIFROST_ROUTER_TOKEN", &token)],
         None,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = reqwest::get(format!("{}/ready", router.url)).await.expect("ready").status().as_u16();
-        if ready == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the router never became ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    router.ready().await;
     let (status, deployment, via, body) = via_router(&router).await;
     assert_eq!((status, body.as_str()), (200, "v1"));
     assert_eq!(deployment.as_deref(), Some(d1.as_str()));
@@ -169,11 +161,7 @@ async fn an_app_wide_rate_limit_holds_across_three_clustered_routers() {
         .collect();
     for r in &routers {
         r.until("three healthy members", |s| all_healthy(s, 3)).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{}/ready", r.url)).await.map(|r| r.status().as_u16()).ok() != Some(200) {
-            assert!(Instant::now() < deadline, "{} never became ready", r.id);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        r.ready().await;
     }
 
     // Every router, at once, each at the limit's own rate (so three times
@@ -289,11 +277,7 @@ async fn a_kill_9_under_load_costs_the_survivors_clients_nothing() {
         .collect();
     for r in &routers {
         r.until("three healthy members", |s| all_healthy(s, 3)).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::get(format!("{}/ready", r.url)).await.map(|r| r.status().as_u16()).ok() != Some(200) {
-            assert!(Instant::now() < deadline, "{} never became ready", r.id);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        r.ready().await;
     }
     // Clients of the two survivors, for 4 s; the third router is killed
     // (-9) a second in.
