@@ -295,7 +295,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         metrics: metrics.clone(),
         scripts: scripts.clone(),
-        traffic: Some(Arc::new(bifrost_functions::traffic::TrafficRecorder::new(router_metrics.clone()))),
+        // This process's router, plus the `bifrost-router` nodes following the gateway.
+        traffic: Some(Arc::new(bifrost_functions::traffic::TrafficRecorder::new(Arc::new(
+            bifrost_functions::traffic::Summed(vec![
+                router_metrics.clone(),
+                Arc::new(bifrost_functions::traffic::StoreTallies(store_dyn.clone())),
+            ]),
+        )))),
     };
     metrics.seed(&store_dyn.deployments_in(&bifrost_core::Status::ALL).await?);
     follow_for_metrics(&ctx);

@@ -144,7 +144,11 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
     let ctx = Ctx {
         metrics: Default::default(),
         scripts: Arc::new(bifrost_core::scripts::Scripts::new(scripts)),
-        traffic: None,
+        // What the router cluster reports to the gateway (the routers run
+        // apart, on GKE): a canary's analysis and the dashboard's numbers.
+        traffic: Some(Arc::new(bifrost_functions::traffic::TrafficRecorder::new(Arc::new(
+            bifrost_functions::traffic::StoreTallies(store.clone()),
+        )))),
         keys,
         health: tokio::sync::broadcast::channel(1024).0,
         store,
@@ -256,6 +260,10 @@ async fn serve(function: &'static str, gcp_project: String) -> anyhow::Result<()
         None => 8080,
     };
     let ctx = context(function, &gcp_project).await?;
+    // The dashboard's recent traffic: sampled where it is shown.
+    if let (Some(recorder), "gateway") = (ctx.traffic.clone(), function) {
+        bifrost_functions::traffic::run(ctx.clone(), recorder);
+    }
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
         .await
         .with_context(|| format!("cannot listen on port {port}"))?;

@@ -110,11 +110,14 @@ pub async fn run(ctx: &Ctx, d: &Deployment, event: &Event, cfg: &Rollout) -> Dec
             }
         };
         if baseline.as_ref().is_none_or(|b| b.generation != state.generation) {
-            baseline = ctx.traffic.as_ref().map(|t| Baseline {
-                generation: state.generation,
-                canary: t.counts(&d.id),
-                stable: t.counts(&stable),
-            });
+            baseline = match ctx.traffic.as_ref() {
+                Some(t) => match (t.counts(&d.id).await, t.counts(&stable).await) {
+                    (Ok(canary), Ok(stable)) => Some(Baseline { generation: state.generation, canary, stable }),
+                    // Read again next time round; a window ending meanwhile is a metrics error.
+                    _ => None,
+                },
+                None => None,
+            };
         }
         if state.promote_requested {
             match advance(ctx, &project, d, cfg, &state, "promoted by hand (bifrost rollout promote)", None).await {
@@ -137,8 +140,12 @@ pub async fn run(ctx: &Ctx, d: &Deployment, event: &Event, cfg: &Rollout) -> Dec
         }
         let step = format!("step {} of {} ({}%)", state.step + 1, cfg.steps.len(), state.weight);
         let outcome = match (ctx.traffic.as_ref(), baseline.as_ref()) {
-            (Some(t), Some(b)) => Ok((t.counts(&d.id).since(&b.canary), t.counts(&stable).since(&b.stable))),
-            _ => Err("no metrics source here (the routers run apart from the platform)".to_string()),
+            (Some(t), Some(b)) => match (t.counts(&d.id).await, t.counts(&stable).await) {
+                (Ok(c), Ok(s)) => Ok((c.since(&b.canary), s.since(&b.stable))),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            },
+            (Some(_), None) => Err("the window's starting counts could not be read".to_string()),
+            (None, _) => Err("no metrics source here".to_string()),
         };
         let result = match outcome {
             Err(e) => metrics_error(ctx, &project, &state, &step, &e).await,

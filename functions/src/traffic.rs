@@ -1,15 +1,16 @@
 //! Recent traffic per deployment, for the dashboard: every few seconds the
-//! router's counts ([`MetricsSource`]) of each deployment that serves
+//! routers' counts ([`MetricsSource`]) of each deployment that serves
 //! (live, or a split's second) are kept, a ring of the last 15 minutes; the
 //! rate, error rate and p99 between consecutive readings are what the
-//! charts draw. Only where the router runs in the platform's process
-//! (embedded); on GCP the routers are their own deployment.
+//! charts draw. The counts are the in-process router's (embedded) plus
+//! what `bifrost-router` nodes report to the gateway ([`StoreTallies`]:
+//! the only source on GCP, where the routers are their own deployment).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bifrost_core::domain::{Timestamp, now};
-use bifrost_core::ports::{MetricsSource, TrafficCounts};
+use bifrost_core::ports::{MetricsSource, Store, TrafficCounts};
 
 use crate::Ctx;
 
@@ -38,20 +39,27 @@ impl TrafficRecorder {
         TrafficRecorder { source, rings: Mutex::new(HashMap::new()) }
     }
 
-    /// The router's cumulative counts of one deployment now (what a canary's
+    /// The routers' cumulative counts of one deployment now (what a canary's
     /// analysis window is the difference of).
-    pub fn counts(&self, deployment_id: &str) -> TrafficCounts {
-        self.source.counts(deployment_id)
+    pub async fn counts(&self, deployment_id: &str) -> Result<TrafficCounts, String> {
+        self.source.counts(deployment_id).await
     }
 
-    /// Takes a reading of each of `deployments` and forgets the others.
-    pub fn sample(&self, deployments: &[String]) {
+    /// Takes a reading of each of `deployments` and forgets the others; a
+    /// reading that fails is skipped (the next interval spans the gap).
+    pub async fn sample(&self, deployments: &[String]) {
         let at = now();
+        let mut read = Vec::with_capacity(deployments.len());
+        for id in deployments {
+            if let Ok(c) = self.source.counts(id).await {
+                read.push((id, c));
+            }
+        }
         let Ok(mut rings) = self.rings.lock() else { return };
         rings.retain(|id, _| deployments.contains(id));
-        for id in deployments {
+        for (id, counts) in read {
             let ring = rings.entry(id.clone()).or_default();
-            ring.push_back((at, self.source.counts(id)));
+            ring.push_back((at, counts));
             while ring.len() > KEEP {
                 ring.pop_front();
             }
@@ -108,9 +116,42 @@ pub fn run(ctx: Ctx, recorder: Arc<TrafficRecorder>) {
                 .iter()
                 .flat_map(|p| p.live_deployment_id.iter().cloned().chain(p.split.iter().map(|s| s.deployment.clone())))
                 .collect();
-            recorder.sample(&serving);
+            recorder.sample(&serving).await;
         }
     });
+}
+
+/// The counts `bifrost-router` nodes reported to the gateway, summed over
+/// routers (each tally is cumulative since its router started, so the sum
+/// only grows).
+pub struct StoreTallies(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl MetricsSource for StoreTallies {
+    async fn counts(&self, deployment_id: &str) -> Result<TrafficCounts, String> {
+        let tallies = self.0.tallies(deployment_id).await.map_err(|e| format!("reading the routers' counts: {e}"))?;
+        let mut sum = TrafficCounts::default();
+        for t in &tallies {
+            sum.add(&t.counts);
+        }
+        Ok(sum)
+    }
+}
+
+/// Several sources of one deployment's counts added together: `bifrost up`'s
+/// own router and the nodes that follow its gateway. Fails if any fails
+/// (a partial sum would read as a drop in traffic).
+pub struct Summed(pub Vec<Arc<dyn MetricsSource>>);
+
+#[async_trait::async_trait]
+impl MetricsSource for Summed {
+    async fn counts(&self, deployment_id: &str) -> Result<TrafficCounts, String> {
+        let mut sum = TrafficCounts::default();
+        for s in &self.0 {
+            sum.add(&s.counts(deployment_id).await?);
+        }
+        Ok(sum)
+    }
 }
 
 #[cfg(test)]
@@ -121,14 +162,36 @@ mod tests {
     #[derive(Default)]
     struct Counts(Mutex<HashMap<String, TrafficCounts>>);
 
+    #[async_trait::async_trait]
     impl MetricsSource for Counts {
-        fn counts(&self, id: &str) -> TrafficCounts {
-            self.0.lock().expect("lock").get(id).cloned().unwrap_or_default()
+        async fn counts(&self, id: &str) -> Result<TrafficCounts, String> {
+            Ok(self.0.lock().expect("lock").get(id).cloned().unwrap_or_default())
         }
     }
 
-    #[test]
-    fn each_interval_is_the_difference_of_two_readings() {
+    /// A source that cannot be read.
+    struct Broken;
+
+    #[async_trait::async_trait]
+    impl MetricsSource for Broken {
+        async fn counts(&self, _: &str) -> Result<TrafficCounts, String> {
+            Err("unreachable".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn summed_sources_add_up_and_fail_when_one_fails() {
+        let (a, b) = (Arc::new(Counts::default()), Arc::new(Counts::default()));
+        let c = |n| TrafficCounts { requests: n, errors: 1, latency_buckets: vec![(f64::INFINITY, n)] };
+        a.0.lock().expect("lock").insert("d1".into(), c(3));
+        b.0.lock().expect("lock").insert("d1".into(), c(4));
+        let sum = Summed(vec![a.clone(), b]).counts("d1").await.expect("reads");
+        assert_eq!(sum, TrafficCounts { requests: 7, errors: 2, latency_buckets: vec![(f64::INFINITY, 7)] });
+        assert!(Summed(vec![a, Arc::new(Broken)]).counts("d1").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn each_interval_is_the_difference_of_two_readings() {
         let counts = Arc::new(Counts::default());
         let r = TrafficRecorder::new(counts.clone());
         let set = |requests, errors| {
@@ -138,11 +201,11 @@ mod tests {
             );
         };
         set(0, 0);
-        r.sample(&["d1".into()]);
+        r.sample(&["d1".into()]).await;
         assert!(r.series("d1").is_empty(), "one reading is no interval");
         std::thread::sleep(std::time::Duration::from_millis(20));
         set(100, 10);
-        r.sample(&["d1".into()]);
+        r.sample(&["d1".into()]).await;
         let s = r.series("d1");
         assert_eq!(s.len(), 1);
         assert!((s[0].error_rate - 0.1).abs() < 1e-9);
@@ -150,7 +213,7 @@ mod tests {
         // All 100 under 10 ms: the 99th is 99 % of the way to 10 ms.
         assert!(s[0].p99_ms.is_some_and(|p| (p - 9.9).abs() < 1e-9), "{:?}", s[0].p99_ms);
         assert_eq!(r.recent("d1").map(|p| p.error_rate), Some(0.1));
-        r.sample(&[]);
+        r.sample(&[]).await;
         assert!(r.series("d1").is_empty(), "a deployment that stopped serving is forgotten");
     }
 }

@@ -151,8 +151,21 @@ impl RouterMetrics {
     }
 }
 
+#[async_trait::async_trait]
 impl MetricsSource for RouterMetrics {
-    fn counts(&self, deployment_id: &str) -> TrafficCounts {
+    async fn counts(&self, deployment_id: &str) -> Result<TrafficCounts, String> {
+        Ok(self.counts_of(deployment_id))
+    }
+}
+
+impl RouterMetrics {
+    /// Every deployment this router has answered for since it started.
+    pub fn deployments(&self) -> Vec<String> {
+        self.counts.read().map(|m| m.keys().map(|k| k.to_string()).collect()).unwrap_or_default()
+    }
+
+    /// One deployment's cumulative counts (zero when never seen).
+    pub fn counts_of(&self, deployment_id: &str) -> TrafficCounts {
         let Some(c) = self.counts.read().ok().and_then(|m| m.get(deployment_id).cloned()) else {
             return TrafficCounts::default();
         };
@@ -292,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn analysis_reads_what_the_layer_counted_per_deployment() {
         let metrics = Arc::new(RouterMetrics::default());
-        let before = metrics.counts("d1");
+        let before = metrics.counts_of("d1");
         for status in [200u16, 200, 503, 200] {
             let svc = MetricsLayer(metrics.clone()).layer(tower::service_fn(move |_req: Request<Body>| async move {
                 let mut resp = Response::new(Body::empty());
@@ -311,11 +324,11 @@ mod tests {
             req.extensions_mut().insert(AppTarget { app: "web".into(), path: None });
             svc.oneshot(req).await.expect("infallible");
         }
-        let w = metrics.counts("d1").since(&before);
+        let w = metrics.counts_of("d1").since(&before);
         assert_eq!(w.requests, 4);
         assert!((w.error_rate - 0.25).abs() < 1e-9);
         assert!(w.p99_ms.is_some(), "four requests in the window have a p99");
-        assert_eq!(metrics.counts("other"), TrafficCounts::default());
+        assert_eq!(metrics.counts_of("other"), TrafficCounts::default());
         assert_eq!(
             metrics
                 .requests

@@ -351,9 +351,13 @@ pub struct AppClient {
 
 impl AppClient {
     pub fn new(p: &Platform, app: &str) -> AppClient {
-        let base = p.client().base().to_string();
+        AppClient::at(p.client().base(), app)
+    }
+
+    /// The app through the router at `base` (`http://host:port`).
+    pub fn at(base: &str, app: &str) -> AppClient {
         let port = base.rsplit(':').next().unwrap_or("80").to_string();
-        AppClient { http: reqwest::Client::new(), base, host: format!("{app}.localhost:{port}") }
+        AppClient { http: reqwest::Client::new(), base: base.to_string(), host: format!("{app}.localhost:{port}") }
     }
 
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {

@@ -3,12 +3,14 @@
 //! answering errors (chaos on the canary only) is rolled back on the error
 //! rate while clients on the stable side see no error; one answering slowly
 //! is rolled back on p99; one with no traffic is inconclusive three times,
-//! pauses, and `bifrost rollout promote` moves it on.
+//! pauses, and `bifrost rollout promote` moves it on. Behind routers of
+//! their own (as on GKE), a canary is analysed on what they report.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bifrost_e2e::router::RouterProc;
 use bifrost_e2e::{AppClient, GitRepo, Platform, python_app};
 use serde_json::Value;
 
@@ -21,8 +23,12 @@ type Seen = Arc<Mutex<BTreeMap<String, (u64, u64)>>>;
 /// on its own task, so a slow answer does not slow the others), until
 /// dropped.
 fn traffic(p: &Platform, app: &str) -> (Seen, tokio::task::JoinHandle<()>) {
+    traffic_to(AppClient::new(p, app))
+}
+
+fn traffic_to(client: AppClient) -> (Seen, tokio::task::JoinHandle<()>) {
     let seen: Seen = Arc::default();
-    let client = Arc::new(AppClient::new(p, app));
+    let client = Arc::new(client);
     let s = seen.clone();
     let task = tokio::spawn(async move {
         for i in 0u64.. {
@@ -294,4 +300,81 @@ async fn a_rollout_killed_mid_step_resumes_at_the_same_step() {
     let starts = history.iter().filter(|r| r.contains("step 1 of 3, 20% of clients")).count();
     assert_eq!(starts, 1, "the rollout started over after the restart: {history:#?}");
     assert!(history.iter().any(|r| r.contains("step 2 of 3, 50% of clients")), "{history:#?}");
+}
+
+/// The routers run apart from the platform (as on GKE): the app's traffic
+/// reaches it only through a `bifrost-router` following the gateway, which
+/// reports its counts; the canary's windows are judged on them and it goes
+/// live. A report the gateway cannot believe is refused whole.
+#[tokio::test]
+async fn a_canary_behind_a_router_of_its_own_is_judged_on_the_routers_reports() {
+    let p = Platform::start();
+    let repo = python_app("edge", "");
+    p.add_project("edge", &repo);
+    let v1 = p.push(&repo, "e-1").await;
+    p.healthy(&v1).await;
+    let made = p.client().post("/api/v1/tokens", serde_json::json!({"name": "edge-router", "role": "router"})).await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let token = made.body["token"].as_str().expect("token").to_string();
+    let router = RouterProc::spawn(
+        "edge-1",
+        None,
+        &["--listen", "127.0.0.1:0", "--gateway", &p.url],
+        &[("BIFROST_ROUTER_TOKEN", &token)],
+        None,
+    );
+    router.ready().await;
+    let (seen, task) = traffic_to(AppClient::at(&router.url, "edge"));
+
+    // The router's counts reach the dashboard's numbers (reported every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = p.client().get("/api/v1/projects/edge/traffic").await.body;
+        if t["serving"][0]["recent"]["requests_per_s"].as_f64().is_some_and(|r| r > 0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the router's traffic never showed: {t:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Windows longer than the report interval, so each holds a report.
+    let rollout =
+        "\n[rollout]\nstrategy = \"canary\"\nsteps = [50, 100]\nanalysis_interval = \"7s\"\nmin_requests = 10\n";
+    commit_version(&repo, "2", rollout);
+    let v2 = p.push(&repo, "e-2").await;
+    let d = finished(&p, &v2).await;
+    task.abort();
+    assert_eq!(d["status"], "healthy", "{d:#}\n{}", p.log_text());
+    let reason = d["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("canary promoted through 50% → 100%: [PASS]"), "{reason}");
+    let decided = d["history"].as_array().and_then(|h| h.iter().find(|r| r["evidence"]["gate"] == "promote").cloned());
+    let input = decided.map(|r| r["evidence"]["input"].clone()).unwrap_or_default();
+    assert!(input["canary"]["requests"].as_u64().is_some_and(|n| n >= 10), "{input:#}");
+    assert!(input["stable"]["requests"].as_u64().is_some_and(|n| n >= 10), "{input:#}");
+    assert!(seen.lock().expect("lock").get(&v2).is_some_and(|s| s.0 > 0), "no client reached the canary");
+
+    // Impossible counts are refused, and nothing of the report is kept.
+    let as_router = p.client().with_token(&token);
+    let forged =
+        |traffic: serde_json::Value| serde_json::json!({"local_node": "forger", "members": 1, "traffic": traffic});
+    for (traffic, why) in [
+        (
+            serde_json::json!({"started_ms": 1, "deployments": {v2.clone(): {"requests": 1, "errors": 5, "latency_buckets": []}}}),
+            "errors",
+        ),
+        (
+            serde_json::json!({"started_ms": 1, "deployments": {"../etc": {"requests": 1, "errors": 0, "latency_buckets": []}}}),
+            "not a deployment id",
+        ),
+        (serde_json::json!({"deployments": {}}), "started_ms"),
+    ] {
+        let r = as_router.post("/api/v1/routers/report", forged(traffic)).await;
+        assert_eq!(r.status, 422, "{why}: {:?}", r.body);
+        assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.contains(why)), "{why}: {:?}", r.body);
+    }
+    let routers = p.client().get("/api/v1/routers").await.body;
+    let nodes: Vec<&str> =
+        routers["routers"].as_array().expect("routers").iter().filter_map(|r| r["node"].as_str()).collect();
+    assert!(!nodes.contains(&"forger"), "a refused report was kept: {nodes:?}");
+    assert!(!routers.to_string().contains("\"traffic\""), "counts are not shown as the router's status");
 }

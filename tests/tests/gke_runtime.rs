@@ -381,6 +381,43 @@ async fn behind_routers_promotion_moves_no_ingress_and_routes_go_to_the_deployme
     assert!(rt.promote("d-none").await.is_err(), "a deployment with no objects cannot go live");
 }
 
+/// A canary on GKE: the new deployment's own Deployment and Service are
+/// applied beside the live one's, which stay untouched while the routers
+/// split clients between the two Services; when the canary goes live, the
+/// old deployment's stop deletes only its own objects.
+#[tokio::test]
+async fn behind_routers_a_canary_is_a_second_deployment_beside_the_live_one() {
+    let (url, cluster) = serve(false, 0).await;
+    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+    let rt = GkeRuntime::new(client, GkeSettings { routed: true, ..settings() });
+    rt.apply(spec("d-1")).await.expect("stable applies");
+    rt.wait_listening("d-1", Duration::from_secs(5)).await.expect("stable rolls out");
+    rt.promote("d-1").await.expect("stable promoted");
+    let stable: BTreeMap<String, Value> = cluster.objects.lock().expect("lock").clone();
+
+    rt.apply(spec("d-2")).await.expect("canary applies");
+    rt.wait_listening("d-2", Duration::from_secs(5)).await.expect("canary rolls out");
+    let both = cluster.objects.lock().expect("lock").clone();
+    for (path, obj) in &stable {
+        assert_eq!(both.get(path), Some(obj), "{path} changed when the canary was applied");
+    }
+    for kind in ["/apis/apps/v1/namespaces/apps/deployments/shop-", "/api/v1/namespaces/apps/services/shop-"] {
+        for id in ["d-1", "d-2"] {
+            assert!(cluster.exists(&format!("{kind}{id}")), "no {kind}{id} while the canary runs");
+        }
+    }
+    // The two sides of the routers' split: each deployment's own Service.
+    assert_eq!(rt.endpoints("d-1").await, ["shop-d-1.apps.svc.cluster.local:80"]);
+    assert_eq!(rt.endpoints("d-2").await, ["shop-d-2.apps.svc.cluster.local:80"]);
+
+    rt.promote("d-2").await.expect("the canary goes live");
+    rt.stop("d-1", Duration::from_secs(1)).await.expect("the old one drains");
+    assert!(!cluster.exists("/apis/apps/v1/namespaces/apps/deployments/shop-d-1"));
+    assert!(cluster.exists("/apis/apps/v1/namespaces/apps/deployments/shop-d-2"));
+    assert!(cluster.exists("/api/v1/namespaces/apps/services/shop-d-2"));
+    assert!(!cluster.exists("/apis/networking.k8s.io/v1/namespaces/apps/ingresses/shop"), "no per-app Ingress");
+}
+
 #[tokio::test]
 async fn a_stalled_rollout_fails_with_the_clusters_reason() {
     let (rt, _cluster) = start(true, 1000).await;

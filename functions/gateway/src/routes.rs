@@ -19,6 +19,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use bifrost_core::Role;
+use bifrost_core::ports::{RouterTally, TrafficCounts};
 use bifrost_core::routes::RouteTable;
 use futures::Stream;
 
@@ -120,13 +121,19 @@ pub async fn report(
     req: axum::extract::Request,
 ) -> ApiResult<axum::http::StatusCode> {
     let body = super::read_body(req, MAX_REPORT_BYTES).await?;
-    let status: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+    let mut status: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
             format!("a router report is its /cluster/status JSON: {e}"),
         )
     })?;
+    let traffic = match status.as_object_mut().and_then(|o| o.remove("traffic")) {
+        Some(t) => tallies(&t).map_err(|e| {
+            ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("traffic: {e}"))
+        })?,
+        None => (0, vec![]),
+    };
     let node = status["local_node"]
         .as_str()
         .filter(|n| !n.is_empty() && n.len() <= 253)
@@ -138,11 +145,48 @@ pub async fn report(
             )
         })?
         .to_string();
+    let (started_ms, counts) = traffic;
+    if !counts.is_empty() {
+        let at = bifrost_core::domain::now();
+        let tallies = counts
+            .into_iter()
+            .map(|(deployment_id, counts)| RouterTally { router: node.clone(), started_ms, deployment_id, counts, at })
+            .collect();
+        s.ctx.store.record_tallies(tallies).await?;
+    }
     if let Ok(mut m) = s.routers.by_node.lock() {
         m.retain(|_, (_, at)| at.elapsed() < REPORT_KEPT);
         m.insert(node, (status, std::time::Instant::now()));
     }
     Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Deployments one report may give counts of.
+const MAX_TALLIES: usize = 256;
+
+/// A report's `traffic`: `{"started_ms": …, "deployments": {id: counts}}`,
+/// each checked ([`TrafficCounts::check`]) before anything is kept.
+fn tallies(t: &serde_json::Value) -> Result<(i64, Vec<(String, TrafficCounts)>), String> {
+    let started_ms = t["started_ms"].as_i64().filter(|s| *s >= 0).ok_or("started_ms: a start time in ms")?;
+    let deployments = t["deployments"].as_object().ok_or("deployments: an object of deployment ids to counts")?;
+    if deployments.len() > MAX_TALLIES {
+        return Err(format!("counts of {} deployments (at most {MAX_TALLIES} a report)", deployments.len()));
+    }
+    let counts = deployments
+        .iter()
+        .map(|(id, c)| {
+            let plausible = !id.is_empty()
+                && id.len() <= 64
+                && id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+            if !plausible {
+                return Err(format!("{id:?} is not a deployment id"));
+            }
+            let counts: TrafficCounts = serde_json::from_value(c.clone()).map_err(|e| format!("{id}: {e}"))?;
+            counts.check().map_err(|e| format!("{id}: {e}"))?;
+            Ok((id.clone(), counts))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok((started_ms, counts))
 }
 
 #[utoipa::path(get, path = "/api/v1/routers", tag = "routes",

@@ -58,7 +58,7 @@ pub async fn project(
 
 #[utoipa::path(get, path = "/api/v1/deployments/{id}/traffic", tag = "deployments",
     params(("id" = String, Path, description = "Deployment id")),
-    responses((status = 200, body = [TrafficPointOut], description = "5-second intervals of the last 15 minutes, oldest first (empty when the deployment does not serve, or on GCP)"),
+    responses((status = 200, body = [TrafficPointOut], description = "5-second intervals of the last 15 minutes, oldest first (empty when the deployment does not serve)"),
               (status = 404, body = ErrorBody)),
     security(("token" = ["viewer"])))]
 pub async fn deployment(

@@ -241,15 +241,49 @@ fn next_table(held: Option<Arc<RouteTable>>, event: &SseEvent) -> Result<Arc<Rou
     }
 }
 
+/// Deployments' counts sent in one report (more wait for the next one):
+/// the gateway's limit on a report's size.
+const MAX_REPORTED: usize = 200;
+
 /// Posts this router's `/cluster/status` to the gateway every 5 s (the
-/// dashboard's cluster page). Failures are logged once per kind.
-pub async fn report(gateway: String, token: String, status: impl Fn() -> serde_json::Value + Send + 'static) {
+/// dashboard's cluster page), with its counts of each deployment it
+/// answered for that changed since the gateway last took them (`traffic`:
+/// a canary's analysis and the dashboard's numbers when the routers run
+/// apart from the platform). Failures are logged once per kind.
+pub async fn report(
+    gateway: String,
+    token: String,
+    metrics: Arc<bifrost_router::RouterMetrics>,
+    status: impl Fn() -> serde_json::Value + Send + 'static,
+) {
     let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else { return };
     let url = format!("{}/api/v1/routers/report", gateway.trim_end_matches('/'));
+    // This process's counts start at zero: its tallies are its own.
+    let started_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let mut taken: HashMap<String, u64> = HashMap::new();
     let mut last_problem = String::new();
     loop {
-        let problem = match client.post(&url).bearer_auth(&token).json(&status()).send().await {
-            Ok(r) if r.status().is_success() => String::new(),
+        let changed: serde_json::Map<String, serde_json::Value> = metrics
+            .deployments()
+            .into_iter()
+            .map(|id| {
+                let c = metrics.counts_of(&id);
+                (id, c)
+            })
+            .filter(|(id, c)| taken.get(id) != Some(&c.requests))
+            .filter_map(|(id, c)| Some((id, serde_json::to_value(c).ok()?)))
+            .take(MAX_REPORTED)
+            .collect();
+        let mut body = status();
+        body["traffic"] = serde_json::json!({"started_ms": started_ms, "deployments": changed});
+        let problem = match client.post(&url).bearer_auth(&token).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {
+                for (id, c) in &changed {
+                    taken.insert(id.clone(), c["requests"].as_u64().unwrap_or_default());
+                }
+                String::new()
+            }
             Ok(r) => format!("the gateway answered {}", r.status()),
             Err(e) => format!("cannot reach the gateway: {e}"),
         };

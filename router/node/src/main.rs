@@ -285,7 +285,7 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
         App { node: node.clone(), settings: Arc::new(settings), metrics: metrics.clone(), routes: routes.clone() };
     if let (Some(gateway), Ok(token)) = (&args.gateway, router_token(&args)) {
         let reporting = state.clone();
-        tokio::spawn(feed::report(gateway.clone(), token, move || {
+        tokio::spawn(feed::report(gateway.clone(), token, state.metrics.clone(), move || {
             serde_json::to_value(reporting.status()).unwrap_or_default()
         }));
     }

@@ -548,7 +548,7 @@ pub struct ServingOut {
 #[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct ProjectTrafficOut {
     pub project: String,
-    /// False where the router does not run in the platform (GCP): no numbers.
+    /// False where no metrics source is configured: no numbers.
     pub recorded: bool,
     pub serving: Vec<ServingOut>,
     pub split: Option<SplitOut>,

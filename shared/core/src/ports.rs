@@ -239,6 +239,13 @@ pub trait Store: Send + Sync {
     async fn put_policy(&self, new: NewPolicyVersion) -> StoreResult<PolicyVersion>;
     /// A policy's versions, oldest first (none: the shipped one is in force).
     async fn policy_versions(&self, name: &str) -> StoreResult<Vec<PolicyVersion>>;
+
+    /// Keeps routers' reported counts: one tally per (router, started_ms,
+    /// deployment), replaced by a newer report, never by one with fewer
+    /// requests (reports can arrive out of order).
+    async fn record_tallies(&self, tallies: Vec<RouterTally>) -> StoreResult<()>;
+    /// Every router's tally of a deployment.
+    async fn tallies(&self, deployment_id: &str) -> StoreResult<Vec<RouterTally>>;
 }
 
 /// Events that did not reach their function: dead letters (delivery gave
@@ -506,14 +513,93 @@ pub trait Runtime: Send + Sync {
 
 /// What the router answered for one deployment since it started counting:
 /// cumulative, so a window is the difference of two readings.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrafficCounts {
     pub requests: u64,
     /// 5xx answers (the router's own 502/503/504 and injected faults included).
     pub errors: u64,
     /// (upper bound in seconds, requests at or under it), ascending; the
-    /// last bound may be infinite.
+    /// last bound may be infinite (`null` in JSON, which has no infinity).
+    #[serde(with = "bounds_json")]
     pub latency_buckets: Vec<(f64, u64)>,
+}
+
+/// `latency_buckets` in JSON: `[[0.1, 5], [null, 7]]`, `null` = +Inf.
+mod bounds_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[(f64, u64)], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(Option<f64>, u64)> = b.iter().map(|(le, n)| (le.is_finite().then_some(*le), *n)).collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(f64, u64)>, D::Error> {
+        let v: Vec<(Option<f64>, u64)> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|(le, n)| (le.unwrap_or(f64::INFINITY), n)).collect())
+    }
+}
+
+/// The most latency buckets one reading may carry.
+pub const MAX_LATENCY_BUCKETS: usize = 64;
+
+impl TrafficCounts {
+    /// Whether these could be a router's counts: at most
+    /// [`MAX_LATENCY_BUCKETS`] strictly ascending positive bounds, cumulative
+    /// counts never falling, none above `requests`, errors no more than
+    /// requests. What a router reports is checked before it is kept.
+    pub fn check(&self) -> Result<(), String> {
+        if self.errors > self.requests {
+            return Err(format!("{} errors of {} requests", self.errors, self.requests));
+        }
+        if self.latency_buckets.len() > MAX_LATENCY_BUCKETS {
+            return Err(format!("{} latency buckets (at most {MAX_LATENCY_BUCKETS})", self.latency_buckets.len()));
+        }
+        let mut last: Option<(f64, u64)> = None;
+        for &(le, n) in &self.latency_buckets {
+            if le.is_nan() || le <= 0.0 {
+                return Err(format!("a latency bound of {le}"));
+            }
+            if n > self.requests {
+                return Err(format!("{n} requests under {le}s of {} in all", self.requests));
+            }
+            if let Some((ple, pn)) = last
+                && (le <= ple || n < pn)
+            {
+                return Err(format!("latency buckets out of order at {le}s"));
+            }
+            last = Some((le, n));
+        }
+        Ok(())
+    }
+
+    /// Adds another reader's counts of the same deployment (another
+    /// router's): buckets are matched by bound, a bound only one side has
+    /// is kept as it is there.
+    pub fn add(&mut self, other: &TrafficCounts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for &(le, n) in &other.latency_buckets {
+            match self.latency_buckets.iter_mut().find(|(b, _)| *b == le) {
+                Some((_, m)) => *m += n,
+                None => self.latency_buckets.push((le, n)),
+            }
+        }
+        self.latency_buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+}
+
+/// One router's cumulative counts of one deployment, as it last reported
+/// them. A router is named by its node id and the start of its process
+/// (`started_ms`): a restarted router counts from zero in a new tally, so
+/// the sum over tallies never falls.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RouterTally {
+    pub router: String,
+    pub started_ms: i64,
+    pub deployment_id: String,
+    pub counts: TrafficCounts,
+    /// When the gateway received it.
+    pub at: Timestamp,
 }
 
 /// One analysis window of a deployment's traffic.
@@ -572,15 +658,53 @@ impl TrafficCounts {
     }
 }
 
-/// Where analysis reads a deployment's traffic (the router's own counts,
-/// not scraped text).
+/// Where analysis reads a deployment's traffic (the routers' own counts,
+/// not scraped text). An error (the counts could not be read) is not "no
+/// traffic": a canary treats them differently.
+#[async_trait]
 pub trait MetricsSource: Send + Sync {
-    fn counts(&self, deployment_id: &str) -> TrafficCounts;
+    async fn counts(&self, deployment_id: &str) -> Result<TrafficCounts, String>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn counts(requests: u64, errors: u64, buckets: &[(f64, u64)]) -> TrafficCounts {
+        TrafficCounts { requests, errors, latency_buckets: buckets.to_vec() }
+    }
+
+    #[test]
+    fn counts_keep_their_infinite_bucket_through_json() {
+        let c = counts(7, 1, &[(0.1, 5), (f64::INFINITY, 7)]);
+        let text = serde_json::to_string(&c).expect("serializes");
+        assert!(text.contains("[null,7]"), "{text}");
+        assert_eq!(serde_json::from_str::<TrafficCounts>(&text).expect("parses"), c);
+    }
+
+    #[test]
+    fn impossible_counts_are_refused_by_check() {
+        assert!(counts(7, 1, &[(0.1, 5), (f64::INFINITY, 7)]).check().is_ok());
+        for (bad, why) in [
+            (counts(1, 2, &[]), "errors"),
+            (counts(7, 0, &[(0.1, 8)]), "requests under"),
+            (counts(7, 0, &[(0.2, 5), (0.1, 6)]), "out of order"),
+            (counts(7, 0, &[(0.1, 6), (0.2, 5)]), "out of order"),
+            (counts(7, 0, &[(-1.0, 1)]), "bound"),
+            (counts(7, 0, &[(f64::NAN, 1)]), "bound"),
+            (counts(70, 0, &(1..=65).map(|i| (i as f64, i)).collect::<Vec<_>>()), "buckets"),
+        ] {
+            let e = bad.check().expect_err(why);
+            assert!(e.contains(why), "{e} should say {why}");
+        }
+    }
+
+    #[test]
+    fn two_routers_counts_add_bucket_by_bucket() {
+        let mut a = counts(10, 1, &[(0.1, 8), (f64::INFINITY, 10)]);
+        a.add(&counts(5, 2, &[(0.05, 1), (0.1, 4), (f64::INFINITY, 5)]));
+        assert_eq!(a, counts(15, 3, &[(0.05, 1), (0.1, 12), (f64::INFINITY, 15)]));
+    }
 
     #[test]
     fn a_window_is_the_difference_of_two_readings() {

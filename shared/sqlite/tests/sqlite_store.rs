@@ -136,6 +136,7 @@ async fn plaintext_secrets_of_an_older_data_dir_are_migrated_and_sealed_in_place
             "ALTER TABLE audit DROP COLUMN anchor",
             "ALTER TABLE projects DROP COLUMN rollout",
             "DROP TABLE policies",
+            "DROP TABLE tallies",
             "UPDATE projects SET webhook_secret = 'plain-hook'",
             "PRAGMA user_version = 2",
         ] {

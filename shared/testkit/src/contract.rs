@@ -11,7 +11,7 @@ use bifrost_core::domain::{
 };
 use bifrost_core::error::StoreError;
 use bifrost_core::policies::{NewPolicyVersion, verify_policy_chain};
-use bifrost_core::ports::{Patch, Store, Transition};
+use bifrost_core::ports::{Patch, RouterTally, Store, TrafficCounts, Transition};
 use bifrost_core::status::Status;
 
 fn fail(msg: String) -> Result<(), String> {
@@ -79,6 +79,7 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) -> Result<(), String> 
     feed_orders_status_and_logs(&*store, prefix).await?;
     secrets(&*store, prefix).await?;
     health_series(&*store, prefix).await?;
+    router_tallies(&*store, prefix).await?;
     racing_transitions(store.clone(), prefix, 1000, 8).await?;
     Ok(())
 }
@@ -635,5 +636,41 @@ pub async fn health_series(store: &dyn Store, prefix: &str) -> Result<(), String
     check!(after[2].span_s == 0, "the recent report stays whole");
     let again = store.downsample_health(base + chrono::Duration::minutes(5)).await.map_err(|e| e.to_string())?;
     check!(again == 0, "buckets are not folded again ({again})");
+    Ok(())
+}
+
+/// Routers' counts: one tally per (router, start, deployment), replaced
+/// by a newer report and never by a late one with fewer requests; a
+/// restarted router's counts are a tally of their own.
+pub async fn router_tallies(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let dep = format!("{prefix}tally-dep");
+    let tally = |router: &str, started_ms: i64, requests: u64| RouterTally {
+        router: router.into(),
+        started_ms,
+        deployment_id: dep.clone(),
+        counts: TrafficCounts {
+            requests,
+            errors: requests / 10,
+            latency_buckets: vec![(0.1, requests / 2), (f64::INFINITY, requests)],
+        },
+        at: now(),
+    };
+    let other = RouterTally { deployment_id: format!("{prefix}tally-other"), ..tally("r/1", 1, 999) };
+    store.record_tallies(vec![tally("r/1", 1, 10), tally("r-2", 5, 20), other]).await.map_err(|e| e.to_string())?;
+    store.record_tallies(vec![tally("r/1", 1, 30)]).await.map_err(|e| e.to_string())?;
+    // Late: fewer requests than kept.
+    store.record_tallies(vec![tally("r/1", 1, 25)]).await.map_err(|e| e.to_string())?;
+    // r-2 restarted: counts from zero again, beside its old tally.
+    store.record_tallies(vec![tally("r-2", 9, 4)]).await.map_err(|e| e.to_string())?;
+    let got = store.tallies(&dep).await.map_err(|e| e.to_string())?;
+    let seen: Vec<(String, i64, u64)> =
+        got.iter().map(|t| (t.router.clone(), t.started_ms, t.counts.requests)).collect();
+    check!(
+        seen == [("r-2".to_string(), 5, 20), ("r-2".to_string(), 9, 4), ("r/1".to_string(), 1, 30)],
+        "tallies {seen:?}"
+    );
+    let infinite = got[2].counts.latency_buckets.last().is_some_and(|(le, n)| le.is_infinite() && *n == 30);
+    check!(infinite, "the +Inf bucket survives storage: {:?}", got[2].counts.latency_buckets);
+    check!(store.tallies(&format!("{prefix}tally-none")).await.map_err(|e| e.to_string())?.is_empty(), "none");
     Ok(())
 }

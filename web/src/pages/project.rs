@@ -260,7 +260,7 @@ fn TrafficPanel(project: String) -> impl IntoView {
                         Ok(t) => view! {
                             {t.chaos.clone().map(|c| view! { <p class="warn" data-testid="chaos">"Chaos: "{c}</p> })}
                             {t.split.clone().map(|sp| view! { <p data-testid="split">"Split: "{sp}</p> })}
-                            {(!t.recorded).then(|| view! { <p class="muted">"The routers run apart from the platform here: no numbers (see /metrics on the routers)."</p> })}
+                            {(!t.recorded).then(|| view! { <p class="muted">"No traffic counts are configured here (see /metrics on the routers)."</p> })}
                             <table class="list" data-testid="serving">
                                 <thead><tr><th>"Deployment"</th><th>"Role"</th><th>"Share"</th><th>"Requests"</th><th>"Errors"</th><th>"p99"</th></tr></thead>
                                 <tbody>

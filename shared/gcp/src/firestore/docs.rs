@@ -125,6 +125,19 @@ pub(super) struct HealthDoc {
     pub(super) data: String,
 }
 
+/// `tallies/<deployment>~<hex router>~<started_ms>`: a router's counts of
+/// a deployment (hex: node ids may hold any character).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct TallyDoc {
+    pub(super) deployment_id: String,
+    pub(super) requests: i64,
+    pub(super) data: String,
+}
+
+pub(super) fn tally_doc_id(t: &bifrost_core::ports::RouterTally) -> String {
+    format!("{}~{}~{}", t.deployment_id, hex::encode(&t.router), t.started_ms)
+}
+
 /// Collection names, under an optional prefix (tests share one emulator).
 #[derive(Clone, Debug)]
 pub(super) struct Cols {
@@ -144,6 +157,7 @@ pub(super) struct Cols {
     pub(super) secrets: String,
     pub(super) health: String,
     pub(super) policies: String,
+    pub(super) tallies: String,
 }
 
 impl Cols {
@@ -164,6 +178,7 @@ impl Cols {
             secrets: c("secrets"),
             health: c("health"),
             policies: c("policies"),
+            tallies: c("tallies"),
         }
     }
 }

@@ -40,7 +40,7 @@ use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
 use bifrost_core::events::{DeadLetter, Event, PushEnvelope};
 use bifrost_core::policies::{NewPolicyVersion, PolicyVersion};
-use bifrost_core::ports::{Created, DeadLetters, Store, Transition};
+use bifrost_core::ports::{Created, DeadLetters, RouterTally, Store, Transition};
 use bifrost_core::status::Status;
 
 mod dead_letters;
@@ -733,6 +733,54 @@ impl Store for FirestoreStore {
             .boxed()
         })
         .await
+    }
+
+    async fn record_tallies(&self, tallies: Vec<RouterTally>) -> StoreResult<()> {
+        for chunk in tallies.chunks(MAX_WRITES) {
+            self.write(|tx| {
+                let chunk = chunk.to_vec();
+                async move {
+                    let col = tx.cols.tallies.clone();
+                    let mut newer = Vec::with_capacity(chunk.len());
+                    for t in &chunk {
+                        let id = tally_doc_id(t);
+                        let kept = tx.get::<TallyDoc>(&col, &id).await?;
+                        // A late report (fewer requests) never replaces a newer one.
+                        if kept.is_none_or(|k| k.requests <= t.counts.requests as i64) {
+                            newer.push((id, t));
+                        }
+                    }
+                    for (id, t) in newer {
+                        let doc = TallyDoc {
+                            deployment_id: t.deployment_id.clone(),
+                            requests: t.counts.requests as i64,
+                            data: to_data(t)?,
+                        };
+                        tx.set(&col, &id, &doc)?;
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn tallies(&self, deployment_id: &str) -> StoreResult<Vec<RouterTally>> {
+        let docs: Vec<TallyDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.tallies.as_str())
+            .filter(|q| q.for_all([q.field("deployment_id").eq(deployment_id)]))
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        let mut out: Vec<RouterTally> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
+        out.sort_by(|a, b| (&a.router, a.started_ms).cmp(&(&b.router, b.started_ms)));
+        Ok(out)
     }
 
     async fn policy_versions(&self, name: &str) -> StoreResult<Vec<PolicyVersion>> {

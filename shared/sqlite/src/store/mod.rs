@@ -16,7 +16,7 @@ use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
 use bifrost_core::events::{DeadLetter, Event, Subscription};
 use bifrost_core::policies::{NewPolicyVersion, PolicyVersion};
-use bifrost_core::ports::{Created, DeadLetters, Store, Transition};
+use bifrost_core::ports::{Created, DeadLetters, RouterTally, Store, Transition};
 use bifrost_core::repo::repo_key;
 use bifrost_core::status::{Status, TRANSITIONS};
 
@@ -885,6 +885,46 @@ impl Store for SqliteStore {
                     .map_err(backend)?
                     .collect::<Result<_, _>>()
                     .map_err(backend)?;
+                docs.iter().map(|d| serde_json::from_str(d).map_err(backend)).collect()
+            })
+        })
+        .await
+    }
+
+    async fn record_tallies(&self, tallies: Vec<RouterTally>) -> StoreResult<()> {
+        if tallies.is_empty() {
+            return Ok(());
+        }
+        self.run(move |inner| {
+            let mut conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            for t in &tallies {
+                let doc = serde_json::to_string(t).map_err(backend)?;
+                // A late report (fewer requests) never replaces a newer one.
+                exec(
+                    &tx,
+                    "INSERT INTO tallies (router, started_ms, deployment_id, requests, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (deployment_id, router, started_ms) DO UPDATE
+                     SET requests = excluded.requests, doc = excluded.doc WHERE excluded.requests >= tallies.requests",
+                    params![t.router, t.started_ms, t.deployment_id, t.counts.requests as i64, doc],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn tallies(&self, deployment_id: &str) -> StoreResult<Vec<RouterTally>> {
+        let id = deployment_id.to_string();
+        self.run(move |inner| {
+            inner.read(|c| {
+                let mut stmt = c
+                    .prepare_cached("SELECT doc FROM tallies WHERE deployment_id = ?1 ORDER BY router, started_ms")
+                    .map_err(backend)?;
+                let docs: Vec<String> =
+                    stmt.query_map([&id], |r| r.get(0)).map_err(backend)?.collect::<Result<_, _>>().map_err(backend)?;
                 docs.iter().map(|d| serde_json::from_str(d).map_err(backend)).collect()
             })
         })

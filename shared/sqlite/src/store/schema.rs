@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 /// Schema 4: a project's fault injection (JSON), `bifrost chaos`.
 pub(super) const MIGRATION_4: &str = "ALTER TABLE projects ADD COLUMN chaos TEXT;";
@@ -30,6 +30,20 @@ CREATE TRIGGER policies_no_update BEFORE UPDATE ON policies
 BEGIN SELECT RAISE(ABORT, 'bifrost: policy versions are append-only'); END;
 CREATE TRIGGER policies_no_delete BEFORE DELETE ON policies
 BEGIN SELECT RAISE(ABORT, 'bifrost: policy versions are append-only'); END;
+";
+
+/// Schema 7: routers' cumulative counts per deployment (what a canary's
+/// analysis reads when the routers run apart from the platform), the whole
+/// tally as JSON beside the requests it is compared on.
+pub(super) const MIGRATION_7: &str = "
+CREATE TABLE tallies (
+    router        TEXT NOT NULL,
+    started_ms    INTEGER NOT NULL,
+    deployment_id TEXT NOT NULL,
+    requests      INTEGER NOT NULL,
+    doc           TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, router, started_ms)
+) WITHOUT ROWID;
 ";
 
 /// Schema 2: sidecar health reports.
@@ -105,6 +119,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if version < 6 {
         tx.execute_batch(MIGRATION_6).map_err(backend)?;
+    }
+    if version < 7 {
+        tx.execute_batch(MIGRATION_7).map_err(backend)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(backend)?;
