@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use bifrost_core::auth::sidecar_token;
 use bifrost_core::config;
-use bifrost_core::ports::{ReplicaSpec, Runtime, RuntimeError};
+use bifrost_core::ports::{HostFacts, ReplicaSpec, Runtime, RuntimeError};
 use bifrost_gcp::cloud_build::TokenSource;
 use bifrost_gcp::gke::{GkeTarget, render};
 use bifrost_gcp::gke_runtime::{GkeRuntime, GkeSettings};
@@ -129,6 +129,8 @@ async fn fake(
             axum::Json(json!({"apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {}, "items": items}))
                 .into_response()
         }
+        // Anything a test put in place (nodes, node metrics) reads back.
+        Method::GET if c.exists(uri.path()) => axum::Json(c.object(uri.path())).into_response(),
         Method::DELETE => {
             if c.objects.lock().expect("lock").remove(uri.path()).is_none() {
                 return (
@@ -416,6 +418,49 @@ async fn behind_routers_a_canary_is_a_second_deployment_beside_the_live_one() {
     assert!(cluster.exists("/apis/apps/v1/namespaces/apps/deployments/shop-d-2"));
     assert!(cluster.exists("/api/v1/namespaces/apps/services/shop-d-2"));
     assert!(!cluster.exists("/apis/networking.k8s.io/v1/namespaces/apps/ingresses/shop"), "no per-app Ingress");
+}
+
+/// The deploy gate's host facts on GKE, from the cluster API: memory the
+/// Ready nodes have left and CPU in use per allocatable core (a NotReady
+/// node and one without metrics do not count); free disk is not told. A
+/// cluster without the metrics API tells nothing, and nothing breaks.
+#[tokio::test]
+async fn host_facts_come_from_the_ready_nodes_and_their_metrics() {
+    let (rt, cluster) = start(false, 0).await;
+    assert_eq!(rt.host_facts().await, HostFacts::default(), "no nodes listed: no facts");
+    let node = |name: &str, ready: &str, cpu: &str, memory: &str| {
+        json!({"metadata": {"name": name}, "status": {
+            "allocatable": {"cpu": cpu, "memory": memory, "ephemeral-storage": "100Gi"},
+            "conditions": [{"type": "Ready", "status": ready}]}})
+    };
+    let nodes = json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
+        node("n1", "True", "3920m", "16Gi"), node("n2", "True", "4", "16Gi"),
+        node("n3", "False", "4", "16Gi"), node("n4", "True", "2", "8Gi")]});
+    cluster.objects.lock().expect("lock").insert("/api/v1/nodes".into(), nodes);
+    assert_eq!(rt.host_facts().await, HostFacts::default(), "no metrics API: no facts");
+    let usage = |name: &str, cpu: &str, memory: &str| json!({"metadata": {"name": name}, "usage": {"cpu": cpu, "memory": memory}});
+    let metrics = json!({"kind": "NodeMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": [
+        usage("n1", "1960000000n", "4Gi"), usage("n2", "2", "8192Mi"), usage("n3", "4", "16Gi")]});
+    cluster.objects.lock().expect("lock").insert("/apis/metrics.k8s.io/v1beta1/nodes".into(), metrics);
+    let facts = rt.host_facts().await;
+    // n1 and n2: 3.96 of 7.92 cores busy; 32 GiB less 12 GiB used.
+    assert_eq!(facts.disk_free_gb, None);
+    assert!(facts.cpu_load.is_some_and(|l| (l - 0.5).abs() < 1e-9), "{facts:?}");
+    assert_eq!(facts.memory_available_mb, Some(20.0 * 1024.0));
+    let reads = cluster.seen.lock().expect("lock").iter().filter(|s| s.path == "/api/v1/nodes").count();
+    assert_eq!(reads, 3);
+}
+
+#[test]
+fn kubernetes_quantities_read_as_cores_and_bytes() {
+    use bifrost_gcp::gke_runtime::parse_quantity;
+    for (q, want) in
+        [("3920m", 3.92), ("2", 2.0), ("250n", 2.5e-7), ("16Gi", 17_179_869_184.0), ("1.5k", 1500.0), ("1e3", 1000.0)]
+    {
+        assert_eq!(parse_quantity(q), Some(want), "{q}");
+    }
+    assert_eq!(parse_quantity("12 parsecs"), None);
+    assert_eq!(parse_quantity("Gi"), None);
 }
 
 #[tokio::test]

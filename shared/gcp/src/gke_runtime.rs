@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Node, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 use super::cloud_build::TokenSource;
 use super::gke::{DEPLOYMENT_LABEL, FIELD_MANAGER, GkeTarget, env_secret, env_secret_name, ingress, render};
-use bifrost_core::ports::{ReplicaSpec, ReplicaStatus, Runtime, RuntimeError};
+use bifrost_core::ports::{HostFacts, ReplicaSpec, ReplicaStatus, Runtime, RuntimeError};
 
 /// Where apps go on the cluster.
 #[derive(Clone, Debug)]
@@ -184,6 +184,94 @@ impl GkeRuntime {
     }
 }
 
+impl GkeRuntime {
+    async fn cluster_facts(&self) -> Result<HostFacts, String> {
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        let nodes = Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing nodes: {e}"))?;
+        let mut ready: std::collections::HashMap<String, (f64, f64)> = Default::default();
+        for n in &nodes.items {
+            let status = n.status.clone().unwrap_or_default();
+            let is_ready =
+                status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+            let allocatable = status.allocatable.unwrap_or_default();
+            let quantity = |k: &str| allocatable.get(k).and_then(|q| parse_quantity(&q.0));
+            if let (true, Some(name), Some(cpu), Some(memory)) =
+                (is_ready, n.metadata.name.clone(), quantity("cpu"), quantity("memory"))
+            {
+                ready.insert(name, (cpu, memory));
+            }
+        }
+        if ready.is_empty() {
+            return Err("no Ready node with allocatable CPU and memory".into());
+        }
+        let request = hyper::http::Request::get("/apis/metrics.k8s.io/v1beta1/nodes")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let usage: serde_json::Value = match client.request(request).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!("the deploy gate's host facts: node metrics (metrics.k8s.io): {e}");
+                return Ok(HostFacts::default());
+            }
+        };
+        let (mut cores, mut used_cores, mut free_bytes) = (0.0, 0.0, 0.0);
+        for item in usage["items"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let Some((cpu, memory)) = item["metadata"]["name"].as_str().and_then(|n| ready.get(n)) else { continue };
+            let used = |k: &str| item["usage"][k].as_str().and_then(parse_quantity);
+            let (Some(used_cpu), Some(used_memory)) = (used("cpu"), used("memory")) else { continue };
+            cores += cpu;
+            used_cores += used_cpu;
+            free_bytes += (memory - used_memory).max(0.0);
+        }
+        if cores == 0.0 {
+            return Ok(HostFacts::default());
+        }
+        Ok(HostFacts {
+            disk_free_gb: None,
+            cpu_load: Some(used_cores / cores),
+            memory_available_mb: Some(free_bytes / (1024.0 * 1024.0)),
+        })
+    }
+}
+
+/// A Kubernetes quantity (`3920m`, `15Gi`, `2`, `1e3`, `250n`) as a plain
+/// number: cores for CPU, bytes for memory.
+pub fn parse_quantity(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+')).unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    // Fractions divide (exact for the usual values: 250n is 2.5e-7).
+    let fraction = match suffix {
+        "n" => Some(1e9),
+        "u" => Some(1e6),
+        "m" => Some(1e3),
+        _ => None,
+    };
+    if let Some(d) = fraction {
+        return Some(n / d);
+    }
+    let scale = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0_f64.powi(2),
+        "Gi" => 1024.0_f64.powi(3),
+        "Ti" => 1024.0_f64.powi(4),
+        "Pi" => 1024.0_f64.powi(5),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(n * scale)
+}
+
 /// Available, updated and wanted replicas once the controller has seen the
 /// newest spec; `None` while it has not.
 fn rollout(d: &Deployment) -> Option<(i32, i32, i32)> {
@@ -329,6 +417,21 @@ impl Runtime for GkeRuntime {
         match d.metadata.name {
             Some(name) if available > 0 => vec![format!("{name}.{}.svc.cluster.local:80", self.settings.namespace)],
             _ => vec![],
+        }
+    }
+
+    /// What the cluster API tells: over its Ready nodes, allocatable memory
+    /// less what the nodes use, and CPU in use per allocatable core (the
+    /// metrics API, `metrics.k8s.io`, as `kubectl top nodes` reads it). Free
+    /// disk is not in the API (the kubelet's own summary is): absent, so no
+    /// rule about it fires. A fact the cluster will not tell is absent too.
+    async fn host_facts(&self) -> HostFacts {
+        match self.cluster_facts().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("the deploy gate's host facts: {e}");
+                HostFacts::default()
+            }
         }
     }
 
