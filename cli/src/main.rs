@@ -1,6 +1,7 @@
 //! `bifrost`: start the embedded platform (`bifrost up`) or drive any
 //! Bifrost from the command line. Exit codes are listed in docs/cli.md.
 
+mod analytics;
 mod app_status;
 mod archive;
 mod audit;
@@ -191,6 +192,10 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Delivery analytics: DORA's four keys (deployment frequency, lead
+    /// time, change failure rate, time to restore) from Bifrost's records.
+    #[command(subcommand)]
+    Analytics(AnalyticsCmd),
     /// Inspect events.
     #[command(subcommand)]
     Events(EventsCmd),
@@ -299,6 +304,18 @@ enum ClusterCmd {
         /// A router's URL, e.g. http://router-0:8080 (no token needed).
         #[arg(long)]
         router: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AnalyticsCmd {
+    /// A project's four keys over 7, 30 and 90 days, with DORA's bands; or
+    /// every project's over --days.
+    Show {
+        project: Option<String>,
+        /// The period in days (1–365).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
+        days: u32,
     },
 }
 
@@ -515,6 +532,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Audit { cmd: Some(AuditCmd::Verify { head }), .. } => audit::verify(&api, json, head.as_deref()).await,
         Command::Audit { cmd: None, project, since, output } => {
             audit::report(&api, json, project.as_deref(), &since, output.as_deref()).await
+        }
+        Command::Analytics(AnalyticsCmd::Show { project, days }) => {
+            analytics::show(&api, json, project.as_deref(), days).await
         }
         Command::Rollout(RolloutCmd::Promote { project }) => commands::rollout(&api, json, &project, "promote").await,
         Command::Rollout(RolloutCmd::Abort { project }) => commands::rollout(&api, json, &project, "abort").await,

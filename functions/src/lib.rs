@@ -12,6 +12,7 @@ pub mod canary;
 pub mod deploy;
 pub mod driver;
 pub mod gates;
+pub mod insights;
 pub mod logs;
 pub mod metrics;
 pub mod push;

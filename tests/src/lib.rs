@@ -565,6 +565,10 @@ pub struct GitRepo {
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
+    git_env(dir, args, &[])
+}
+
+fn git_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new("git")
         // Some tests hand a repository to another user (the platform's).
         .args(["-c", "safe.directory=*"])
@@ -574,6 +578,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_AUTHOR_EMAIL", "e2e@bifrost.test")
         .env("GIT_COMMITTER_NAME", "e2e")
         .env("GIT_COMMITTER_EMAIL", "e2e@bifrost.test")
+        .envs(env.iter().copied())
         .output()
         .expect("git");
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -619,6 +624,17 @@ impl GitRepo {
         }
         git(self.dir.path(), &["add", "-A"]);
         git(self.dir.path(), &["commit", "-q", "--allow-empty", "-m", message]);
+        self.head()
+    }
+
+    /// A commit made at `date` (RFC 3339; author and committer).
+    pub fn commit_at(&self, files: &[(&str, &str)], message: &str, date: &str) -> String {
+        for (name, content) in files {
+            std::fs::write(self.dir.path().join(name), content).expect("write");
+        }
+        git(self.dir.path(), &["add", "-A"]);
+        let env = [("GIT_AUTHOR_DATE", date), ("GIT_COMMITTER_DATE", date)];
+        git_env(self.dir.path(), &["commit", "-q", "--allow-empty", "-m", message], &env);
         self.head()
     }
 

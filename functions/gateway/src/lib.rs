@@ -3,6 +3,7 @@
 //! ([`router`]); the live SSE fan-out and the listener that hands it event
 //! streams ([`fanout`], [`listener`]); the sidecars' gRPC [`ingest`].
 
+pub mod analytics;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -71,6 +72,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/routes", get(routes::table))
         .route("/routes/stream", get(routes::stream))
         .route("/routers", get(routes::routers))
+        .route("/analytics/projects/{name}", get(analytics::project))
+        .route("/analytics/summary", get(analytics::summary))
         .route("/routers/report", post(routes::report))
         .route("/policies", get(policies::list))
         .route("/policies/{name}", get(policies::show).put(policies::set))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{api, audit, live, policies, rollout, routes, scripts, traffic, webhook, wire};
+use super::{analytics, api, audit, live, policies, rollout, routes, scripts, traffic, webhook, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,7 +12,7 @@ use super::{api, audit, live, policies, rollout, routes, scripts, traffic, webho
         api::create_project, api::list_projects, api::get_project, api::delete_project, api::set_chaos, api::end_chaos,
         api::set_split, api::reset_split, traffic::project, traffic::deployment,
         scripts::list, scripts::push, scripts::rollback, rollout::promote, rollout::abort,
-        routes::table, routes::stream, routes::report, routes::routers,
+        routes::table, routes::stream, routes::report, routes::routers, analytics::project, analytics::summary,
         policies::list, policies::show, policies::set, policies::set_data, policies::test,
         api::create_deployment, api::list_project_deployments, api::list_deployments, api::get_deployment,
         api::deployment_events, api::retry, api::cancel,

@@ -6,6 +6,7 @@
 //! gRPC, Google or Kubernetes client, no tokio net or fs): it decides,
 //! adapters do. It builds for wasm (the dashboard) and the sidecar.
 
+pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod config;

@@ -290,6 +290,14 @@ pub enum SourceError {
     Invalid(String),
 }
 
+/// A commit's time (the committer's, as GitHub's `head_commit.timestamp`)
+/// and subject line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CommitInfo {
+    pub at: Timestamp,
+    pub subject: String,
+}
+
 /// Where source code comes from: git repositories and uploaded archives.
 #[async_trait]
 pub trait Sources: Send + Sync {
@@ -308,6 +316,11 @@ pub trait Sources: Send + Sync {
     async fn read_file(&self, source: &Source, path: &str) -> Result<Option<String>, SourceError>;
     /// Writes the whole source tree into `dest` (an empty directory).
     async fn checkout(&self, source: &Source, dest: &Path) -> Result<(), SourceError>;
+    /// When a git source's commit was made and its subject line (lead
+    /// time, fixes: analytics); `None` for uploads or when it cannot be read.
+    async fn commit_info(&self, _source: &Source) -> Option<CommitInfo> {
+        None
+    }
     /// Keeps an uploaded `.tar.gz` and returns where it lives.
     async fn store_archive(&self, bytes: Vec<u8>) -> Result<Source, SourceError>;
 }

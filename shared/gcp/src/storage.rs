@@ -158,6 +158,10 @@ impl Sources for GcsSources {
         self.git.read_file(&self.local(source).await?, path).await
     }
 
+    async fn commit_info(&self, source: &Source) -> Option<bifrost_core::ports::CommitInfo> {
+        self.git.commit_info(source).await
+    }
+
     async fn checkout(&self, source: &Source, dest: &Path) -> Result<(), SourceError> {
         self.git.checkout(&self.local(source).await?, dest).await
     }

@@ -15,7 +15,7 @@ use tokio::process::Command;
 
 use crate::archive;
 use bifrost_core::domain::Source;
-use bifrost_core::ports::{SourceError, Sources};
+use bifrost_core::ports::{CommitInfo, SourceError, Sources};
 use bifrost_core::repo::{is_remote, repo_key};
 
 /// Largest file `read_file` returns (deploy.toml, scripts).
@@ -218,6 +218,20 @@ impl Sources for GitSources {
             .find_map(|l| l.split_once('\t').filter(|(_, r)| *r == want).map(|(c, _)| c.to_lowercase()))
             .filter(|c| is_full_commit(c))
             .ok_or_else(|| SourceError::NotFound(format!("branch {branch:?} not found in {repo}")))
+    }
+
+    async fn commit_info(&self, source: &Source) -> Option<CommitInfo> {
+        let Source::Git { repo, commit, .. } = source else { return None };
+        if !is_full_commit(commit) {
+            return None;
+        }
+        let mirror = self.mirror_with(repo, commit).await.ok()?;
+        let out =
+            git(None, &["-C", &mirror.to_string_lossy(), "show", "-s", "--format=%cI%x00%s", commit]).await.ok()?;
+        let text = String::from_utf8_lossy(&out);
+        let (at, subject) = text.trim_end().split_once('\0')?;
+        let at = chrono::DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&chrono::Utc);
+        Some(CommitInfo { at, subject: subject.to_string() })
     }
 
     async fn read_file(&self, source: &Source, path: &str) -> Result<Option<String>, SourceError> {
