@@ -130,7 +130,8 @@ async fn open_policy_editor(b: &Client) {
         if ready == json!(true) {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the policy editor never opened");
+        // Generous: hydration is slow on a loaded 2-core machine.
+        assert!(started.elapsed() < Duration::from_secs(90), "the policy editor never opened");
     }
 }
 
