@@ -310,6 +310,13 @@ impl Platform {
         a.body["deployment"]["id"].as_str().expect("id").to_string()
     }
 
+    /// A new token of the `router` role (what `bifrost-router --gateway` needs).
+    pub async fn router_token(&self, name: &str) -> String {
+        let a = self.client().post("/api/v1/tokens", serde_json::json!({"name": name, "role": "router"})).await;
+        assert_eq!(a.status, 201, "{:?}", a.body);
+        a.body["token"].as_str().expect("token").to_string()
+    }
+
     /// Waits for the deployment to finish, and insists it is healthy.
     pub async fn healthy(&self, id: &str) -> Value {
         let d = self.client().wait_deployment(id, "finished", finished).await;

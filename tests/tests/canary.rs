@@ -313,9 +313,7 @@ async fn a_canary_behind_a_router_of_its_own_is_judged_on_the_routers_reports() 
     p.add_project("edge", &repo);
     let v1 = p.push(&repo, "e-1").await;
     p.healthy(&v1).await;
-    let made = p.client().post("/api/v1/tokens", serde_json::json!({"name": "edge-router", "role": "router"})).await;
-    assert_eq!(made.status, 201, "{:?}", made.body);
-    let token = made.body["token"].as_str().expect("token").to_string();
+    let token = p.router_token("edge-router").await;
     let router = RouterProc::spawn(
         "edge-1",
         None,

@@ -180,9 +180,13 @@ fn settings() -> GkeSettings {
 }
 
 async fn start(stalled: bool, polls_until_ready: u32) -> (GkeRuntime, Cluster) {
+    start_with(stalled, polls_until_ready, settings()).await
+}
+
+async fn start_with(stalled: bool, polls_until_ready: u32, settings: GkeSettings) -> (GkeRuntime, Cluster) {
     let (url, cluster) = serve(stalled, polls_until_ready).await;
     let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
-    (GkeRuntime::new(client, settings()), cluster)
+    (GkeRuntime::new(client, settings), cluster)
 }
 
 /// Google credentials as the metadata server hands them out: a bearer
@@ -372,9 +376,7 @@ async fn a_failed_deploy_never_touches_what_is_live() {
 /// deployment's own Service by its cluster DNS name.
 #[tokio::test]
 async fn behind_routers_promotion_moves_no_ingress_and_routes_go_to_the_deployments_service() {
-    let (url, cluster) = serve(false, 0).await;
-    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
-    let rt = GkeRuntime::new(client, GkeSettings { routed: true, ..settings() });
+    let (rt, cluster) = start_with(false, 0, GkeSettings { routed: true, ..settings() }).await;
     rt.apply(spec("d-1")).await.expect("applies");
     rt.wait_listening("d-1", Duration::from_secs(5)).await.expect("rolls out");
     rt.promote("d-1").await.expect("promotes");
@@ -389,9 +391,7 @@ async fn behind_routers_promotion_moves_no_ingress_and_routes_go_to_the_deployme
 /// old deployment's stop deletes only its own objects.
 #[tokio::test]
 async fn behind_routers_a_canary_is_a_second_deployment_beside_the_live_one() {
-    let (url, cluster) = serve(false, 0).await;
-    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
-    let rt = GkeRuntime::new(client, GkeSettings { routed: true, ..settings() });
+    let (rt, cluster) = start_with(false, 0, GkeSettings { routed: true, ..settings() }).await;
     rt.apply(spec("d-1")).await.expect("stable applies");
     rt.wait_listening("d-1", Duration::from_secs(5)).await.expect("stable rolls out");
     rt.promote("d-1").await.expect("stable promoted");

@@ -70,9 +70,7 @@ async fn a_router_process_serves_the_gateways_routes_and_follows_a_new_deploymen
     let d1 = p.push(&repo, "feed-1").await;
     p.healthy(&d1).await;
 
-    let a = admin.post("/api/v1/tokens", json!({"name": "edge", "role": "router"})).await;
-    assert_eq!(a.status, 201, "{:?}", a.body);
-    let token = a.body["token"].as_str().expect("token").to_string();
+    let token = p.router_token("edge").await;
     // The router's token reads routes and nothing else.
     let as_router = admin.with_token(&token);
     assert_eq!(as_router.get("/api/v1/projects").await.status, 403);
@@ -140,8 +138,7 @@ async fn an_app_wide_rate_limit_holds_across_three_clustered_routers() {
     p.add_project("web", &repo);
     let d = p.push(&repo, "limit-1").await;
     p.healthy(&d).await;
-    let a = p.client().post("/api/v1/tokens", json!({"name": "edge", "role": "router"})).await;
-    let token = a.body["token"].as_str().expect("token").to_string();
+    let token = p.router_token("edge").await;
     let ports: Vec<u16> = (0..3)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("port"))
         .collect();
@@ -256,8 +253,7 @@ async fn a_kill_9_under_load_costs_the_survivors_clients_nothing() {
     p.add_project("web", &repo);
     let d = p.push(&repo, "steady-1").await;
     p.healthy(&d).await;
-    let a = p.client().post("/api/v1/tokens", json!({"name": "edge", "role": "router"})).await;
-    let token = a.body["token"].as_str().expect("token").to_string();
+    let token = p.router_token("edge").await;
     let ports: Vec<u16> = (0..3)
         .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("port"))
         .collect();
