@@ -18,6 +18,8 @@ locals {
     feed_by_deployment     = { collection = "feed", fields = [["deployment_id", "ASCENDING"], ["seq", "ASCENDING"]] }
     health_by_deployment   = { collection = "health", fields = [["deployment_id", "ASCENDING"], ["at_ms", "ASCENDING"]] }
     health_raw_by_time     = { collection = "health", fields = [["span_s", "ASCENDING"], ["at_ms", "ASCENDING"]] }
+    traffic_by_project     = { collection = "traffic_minutes", fields = [["project_id", "ASCENDING"], ["minute_ms", "ASCENDING"]] }
+    analytics_by_project   = { collection = "analytics", fields = [["project_id", "ASCENDING"], ["start_ms", "ASCENDING"]] }
   }
 }
 

@@ -25,6 +25,9 @@ locals {
     deploy  = local.gke_env
     verify  = local.gke_env
     gateway = local.gke_env
+    analytics = {
+      BIFROST_ANALYTICS_EVERY = var.analytics_every
+    }
   }
 }
 

@@ -38,9 +38,15 @@ variable "max_delivery_attempts" {
 }
 
 variable "analytics_schedule" {
-  description = "Cron schedule (Cloud Scheduler) of the analytics function: health downsampling and reports."
+  description = "Cron schedule (Cloud Scheduler) of the analytics function: health downsampling, the outbox re-publisher and the analytics windows it owes."
   type        = string
   default     = "*/5 * * * *"
+}
+
+variable "analytics_every" {
+  description = "Length of an analytics window (5m, 1h; or off). Each scheduled call analyses the closed windows owed since the last (up to 7 days back)."
+  type        = string
+  default     = "5m"
 }
 
 variable "kms_key_name" {

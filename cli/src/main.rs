@@ -192,8 +192,9 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Delivery analytics: DORA's four keys (deployment frequency, lead
-    /// time, change failure rate, time to restore) from Bifrost's records.
+    /// Analytics from Bifrost's records: DORA's four keys (deployment
+    /// frequency, lead time, change failure rate, time to restore), cost
+    /// per app and anomalies (docs/analytics.md).
     #[command(subcommand)]
     Analytics(AnalyticsCmd),
     /// Inspect events.
@@ -316,6 +317,35 @@ enum AnalyticsCmd {
         /// The period in days (1–365).
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
         days: u32,
+    },
+    /// Analyse every project over one closed window now (admin); a window
+    /// analysed before keeps its first result.
+    Run {
+        /// START/LENGTH in UTC, e.g. 2026-11-29T10:00Z/1h (default: the
+        /// last full 5 minutes).
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// The price table cost is computed with.
+    #[command(subcommand)]
+    Prices(PricesCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum PricesCmd {
+    /// The current table (defaults: GKE Autopilot, us-central1, USD).
+    Show,
+    /// Change prices (admin); what is not given is kept.
+    Set {
+        /// Per vCPU-hour.
+        #[arg(long)]
+        cpu_core_hour: Option<f64>,
+        /// Per GiB-hour of memory.
+        #[arg(long)]
+        memory_gib_hour: Option<f64>,
+        /// A 3-letter code, e.g. EUR.
+        #[arg(long)]
+        currency: Option<String>,
     },
 }
 
@@ -535,6 +565,14 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Analytics(AnalyticsCmd::Show { project, days }) => {
             analytics::show(&api, json, project.as_deref(), days).await
+        }
+        Command::Analytics(AnalyticsCmd::Run { window }) => analytics::run(&api, json, window.as_deref()).await,
+        Command::Analytics(AnalyticsCmd::Prices(PricesCmd::Show)) => analytics::prices(&api, json, None).await,
+        Command::Analytics(AnalyticsCmd::Prices(PricesCmd::Set { cpu_core_hour, memory_gib_hour, currency })) => {
+            let change = serde_json::json!({
+                "cpu_core_hour": cpu_core_hour, "memory_gib_hour": memory_gib_hour, "currency": currency,
+            });
+            analytics::prices(&api, json, Some(change)).await
         }
         Command::Rollout(RolloutCmd::Promote { project }) => commands::rollout(&api, json, &project, "promote").await,
         Command::Rollout(RolloutCmd::Abort { project }) => commands::rollout(&api, json, &project, "abort").await,

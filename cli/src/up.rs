@@ -24,6 +24,11 @@ use crate::routes::EmbeddedRoutes;
 
 use crate::client::save_token;
 
+/// `--analytics-every`: a period, or `off` (a newtype: clap reads a bare
+/// `Option` as "the flag may be absent").
+#[derive(Clone, Copy, Debug)]
+pub struct Every(pub Option<chrono::Duration>);
+
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
     /// Address for the API, webhook and dashboard (port 0 picks a free one).
@@ -83,6 +88,13 @@ pub struct UpArgs {
     /// limited to a project.
     #[arg(long, env = "BIFROST_METRICS_PUBLIC", value_parser = clap::builder::FalseyValueParser::new())]
     pub metrics_public: bool,
+    /// The analytics schedule: every this long, each project's last window
+    /// of this length is analysed (cost, anomalies), and windows missed
+    /// while the platform was down are caught up (up to 7 days). `off`
+    /// turns it off.
+    #[arg(long, env = "BIFROST_ANALYTICS_EVERY", default_value = "5m",
+        value_parser = |s: &str| bifrost_core::analytics::window::parse_every(s).map(Every))]
+    pub analytics_every: Every,
     /// Largest upload (`bifrost deploy DIR`), in bytes.
     #[arg(long, env = "BIFROST_MAX_UPLOAD_BYTES", default_value_t = 100 << 20)]
     pub max_upload_bytes: usize,
@@ -291,6 +303,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             max_upload_bytes: args.max_upload_bytes,
             isolation: Some(isolation.clone()),
             metrics_public: args.metrics_public,
+            analytics_every: args.analytics_every.0,
             ..Settings::default()
         },
         metrics: metrics.clone(),
@@ -409,11 +422,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             tracing::error!(error = %e, "the sidecar ingest stopped");
         }
     });
-    // Functions with periodic work (analytics: health folding) run every
-    // five minutes, as Cloud Scheduler calls them on GCP.
+    // Functions with periodic work (analytics: health folding, the
+    // analytics schedule) run every five minutes (or the schedule's
+    // period, if shorter), as Cloud Scheduler calls them on GCP.
     let scheduled_ctx = ctx.clone();
+    let period = args
+        .analytics_every
+        .0
+        .and_then(|e| e.to_std().ok())
+        .map_or(Duration::from_secs(300), |e| e.min(Duration::from_secs(300)));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(300));
+        let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             for f in bifrost_functions::functions().into_iter().filter(|f| f.scheduled()) {

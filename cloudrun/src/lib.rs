@@ -58,6 +58,22 @@ pub fn main(function: &'static str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `bifrost-analytics --window=START/LENGTH`: the Cloud Run job's
+    // backfill — one window, then exit.
+    let window = std::env::args().find_map(|a| a.strip_prefix("--window=").map(str::to_string));
+    if let (Some(w), "analytics") = (window, function) {
+        return match runtime.block_on(backfill(&gcp_project, &w)) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "bifrost-analytics --window={w} failed");
+                eprintln!("bifrost-analytics: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(serve(function, gcp_project)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -65,6 +81,16 @@ pub fn main(function: &'static str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Analyses every project over one window (`gcloud run jobs execute
+/// bifrost-analytics --args=--window=…`).
+async fn backfill(gcp_project: &str, window: &str) -> anyhow::Result<String> {
+    let w = bifrost_core::analytics::window::Window::parse(window, bifrost_core::domain::now())
+        .map_err(anyhow::Error::msg)?;
+    let ctx = context("analytics", gcp_project).await?;
+    let summary = bifrost_functions::analytics::run_window(&ctx, w).await.map_err(anyhow::Error::msg)?;
+    Ok(serde_json::to_string(&summary)?)
 }
 
 /// One function's service, answering pushes for it alone (and, if it
@@ -163,6 +189,11 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
         settings: Settings {
             public_url: env("BIFROST_API_URL").unwrap_or_default(),
             app_domain,
+            analytics_every: match env("BIFROST_ANALYTICS_EVERY") {
+                Some(e) => bifrost_core::analytics::window::parse_every(&e)
+                    .map_err(|e| anyhow::anyhow!("BIFROST_ANALYTICS_EVERY: {e}"))?,
+                None => Settings::default().analytics_every,
+            },
             ..Settings::default()
         },
     };

@@ -4,12 +4,23 @@
 //! periodic run (Cloud Scheduler's call on GCP, a timer in `bifrost up`)
 //! publishes again the outbox events the bus never confirmed and folds
 //! health reports older than an hour into one-minute buckets.
+//!
+//! The same run analyses the windows its schedule owes (`bifrost up
+//! --analytics-every`, `BIFROST_ANALYTICS_EVERY` on Cloud Run): for every
+//! project, its cost and anomalies over each closed window
+//! ([`bifrost_core::analytics::run`]), kept once per (project, window).
+//! `bifrost analytics run --window` (and the Cloud Run job) run one window
+//! by hand.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bifrost_core::domain::{Deployment, now};
+use bifrost_core::analytics::cost::Prices;
+use bifrost_core::analytics::run::{self as analysis, AnalyticsResult, History, LOOKBACK};
+use bifrost_core::analytics::window::Window;
+use bifrost_core::domain::{Deployment, LogLine, Project, Timestamp, new_id, now};
 use bifrost_core::events::Event;
+use bifrost_core::ports::Store;
 
 use crate::Ctx;
 use crate::driver::{Consumes, Decision, Function, RunResult};
@@ -47,7 +58,195 @@ impl Function for Analytics {
     async fn run(&self, ctx: &Ctx) -> RunResult {
         let republished = ctx.dead_letters.republish_unconfirmed(UNCONFIRMED_AFTER).await.map_err(|e| e.to_string())?;
         let folded = ctx.store.downsample_health(now() - FOLD_AFTER).await.map_err(|e| e.to_string())?;
-        tracing::info!(republished, folded, "analytics run");
-        Ok(format!("republished {republished} events; folded {folded} health reports"))
+        let every = ctx.settings.analytics_every;
+        let mut analysed = 0;
+        if let Some(every) = every {
+            let runs = catch_up(&*ctx.store, now(), every, |w| async move { run_window(ctx, w).await }).await?;
+            analysed = runs.len();
+        }
+        tracing::info!(republished, folded, analysed, "analytics run");
+        Ok(format!("republished {republished} events; folded {folded} health reports; analysed {analysed} windows"))
+    }
+}
+
+/// The price table's key among the analytics settings.
+const PRICES: &str = "prices";
+/// The schedule's progress: the end of the last window it finished.
+const SCHEDULE: &str = "schedule";
+/// Health reports read per deployment for one run.
+const HEALTH_READ: usize = 2_000_000;
+/// Deployments of a project considered per run (newest first).
+const MAX_DEPLOYMENTS: usize = 1_000;
+
+/// The price table: the admin's (`bifrost analytics prices set`), else
+/// the documented defaults.
+pub async fn prices(store: &dyn Store) -> Result<Prices, String> {
+    match store.analytics_setting(PRICES).await.map_err(|e| format!("reading the prices: {e}"))? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| format!("the stored prices do not read: {e}")),
+        None => Ok(Prices::default()),
+    }
+}
+
+/// Replaces the price table (checked first: bad prices change nothing).
+pub async fn set_prices(store: &dyn Store, prices: &Prices) -> Result<(), String> {
+    prices.check()?;
+    let text = serde_json::to_string(prices).map_err(|e| e.to_string())?;
+    store.set_analytics_setting(PRICES, &text).await.map_err(|e| format!("keeping the prices: {e}"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Progress {
+    done_until: Timestamp,
+}
+
+/// Runs, oldest first, each window of `every` the schedule owes at `now`
+/// (after its last finished one, at most 7 days back), recording progress
+/// after each: a process killed mid-way resumes at the next window, and a
+/// window run twice keeps its first result. Returns what each run did.
+pub async fn catch_up<F, Fut>(
+    store: &dyn Store,
+    now: Timestamp,
+    every: chrono::Duration,
+    mut run: F,
+) -> Result<Vec<RunSummary>, String>
+where
+    F: FnMut(Window) -> Fut,
+    Fut: std::future::Future<Output = Result<RunSummary, String>>,
+{
+    let done_until = match store.analytics_setting(SCHEDULE).await.map_err(|e| e.to_string())? {
+        Some(text) => serde_json::from_str::<Progress>(&text).ok().map(|p| p.done_until),
+        None => None,
+    };
+    let mut out = vec![];
+    for w in Window::owed(done_until, now, every) {
+        out.push(run(w).await?);
+        let text = serde_json::to_string(&Progress { done_until: w.end }).map_err(|e| e.to_string())?;
+        store.set_analytics_setting(SCHEDULE, &text).await.map_err(|e| format!("recording progress: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// What one run over one window did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunSummary {
+    pub window: String,
+    pub run_id: String,
+    /// Projects analysed now.
+    pub stored: usize,
+    /// Projects whose result for this window was kept already.
+    pub already: usize,
+    pub anomalies: usize,
+}
+
+/// Analyses every project over `window`.
+pub async fn run_window(ctx: &Ctx, window: Window) -> Result<RunSummary, String> {
+    let prices = prices(&*ctx.store).await?;
+    let run_id = new_id("run_");
+    let mut summary = RunSummary { window: window.to_string(), run_id: run_id.clone(), ..RunSummary::default() };
+    let projects = ctx.store.list_projects().await.map_err(|e| format!("listing projects: {e}"))?;
+    for p in &projects {
+        let (kept, new) = analyse_project(&*ctx.store, p, window, &prices, &run_id).await?;
+        if !new {
+            summary.already += 1;
+            continue;
+        }
+        summary.stored += 1;
+        summary.anomalies += kept.anomalies.len();
+        feed_anomalies(ctx, p, &kept).await;
+    }
+    tracing::info!(window = %window, run_id, stored = summary.stored, already = summary.already,
+        anomalies = summary.anomalies, "analytics window");
+    Ok(summary)
+}
+
+/// One project's history around `window`: its replicas' minutes (from the
+/// sidecars' reports, at each deployment's `[resources]`) and its traffic
+/// minutes, from the lookback's start to the window's end.
+pub async fn history(store: &dyn Store, p: &Project, window: Window) -> Result<History, String> {
+    let since = window.start - LOOKBACK;
+    let deployments = store
+        .list_deployments(Some(&p.id), MAX_DEPLOYMENTS)
+        .await
+        .map_err(|e| format!("listing {}'s deployments: {e}", p.name))?;
+    let mut h = History { project_id: p.id.clone(), project: p.name.clone(), ..History::default() };
+    for d in deployments.iter().filter(|d| ran_since(d, since)) {
+        let health =
+            store.health(&d.id, since, HEALTH_READ).await.map_err(|e| format!("reading {}'s health: {e}", d.id))?;
+        let in_range: Vec<_> = health.into_iter().filter(|s| s.at < window.end).collect();
+        let r = d.config.as_ref().map(|c| c.config.resources.clone()).unwrap_or_default();
+        h.replicas.extend(analysis::replica_minutes(
+            &in_range,
+            r.cpu.millicores as f64 / 1000.0,
+            r.memory.bytes as f64 / (1u64 << 30) as f64,
+        ));
+    }
+    h.traffic = store
+        .traffic_minutes(&p.id, since, window.end)
+        .await
+        .map_err(|e| format!("reading {}'s traffic: {e}", p.name))?;
+    Ok(h)
+}
+
+/// Whether a deployment may have run after `since` (one that ended
+/// before has nothing to read).
+fn ran_since(d: &Deployment, since: Timestamp) -> bool {
+    !(d.status.is_terminal() && d.updated_at < since)
+}
+
+/// Analyses one project over `window` unless that is done already.
+pub async fn analyse_project(
+    store: &dyn Store,
+    p: &Project,
+    window: Window,
+    prices: &Prices,
+    run_id: &str,
+) -> Result<(AnalyticsResult, bool), String> {
+    let done = store.analytics(&p.id, window.start, window.start + chrono::Duration::milliseconds(1)).await;
+    if let Some(kept) = done.map_err(|e| e.to_string())?.into_iter().find(|r| r.window == window) {
+        return Ok((kept, false));
+    }
+    let h = history(store, p, window).await?;
+    let (cost, errors, anomalies) = analysis::analyse(&h, window, prices, LOOKBACK);
+    let result = AnalyticsResult {
+        project_id: p.id.clone(),
+        project: p.name.clone(),
+        window,
+        run_id: run_id.to_string(),
+        computed_at: now(),
+        cost,
+        currency: prices.currency.clone(),
+        errors,
+        anomalies,
+    };
+    store.put_analytics(result).await.map_err(|e| format!("keeping {}'s result: {e}", p.name))
+}
+
+/// Each anomaly of a new result, as a line in the live deployment's feed
+/// (the dashboard and `bifrost logs --follow` show it).
+async fn feed_anomalies(ctx: &Ctx, p: &Project, r: &AnalyticsResult) {
+    let Some(live) = &p.live_deployment_id else { return };
+    let lines: Vec<LogLine> = r
+        .anomalies
+        .iter()
+        .map(|a| LogLine {
+            deployment_id: live.clone(),
+            project: p.name.clone(),
+            at: now(),
+            stream: "analytics".into(),
+            line: format!(
+                "anomaly: {} at {} was {:.4} against a baseline of {:.4} (robust z {:.1})",
+                a.series,
+                a.at.format("%Y-%m-%d %H:%M UTC"),
+                a.value,
+                a.baseline,
+                a.score
+            ),
+        })
+        .collect();
+    if lines.is_empty() {
+        return;
+    }
+    if let Err(e) = ctx.store.append_logs(lines).await {
+        tracing::warn!(project = p.name, error = %e, "could not add anomalies to the feed");
     }
 }

@@ -87,6 +87,8 @@ pub struct Settings {
     pub isolation: Option<bifrost_core::ports::Isolation>,
     /// `GET /metrics` without a token (for a scraper on a trusted network).
     pub metrics_public: bool,
+    /// The analytics schedule's window (`None`: no scheduled analytics).
+    pub analytics_every: Option<chrono::Duration>,
 }
 
 impl Default for Settings {
@@ -100,6 +102,7 @@ impl Default for Settings {
             drain: std::time::Duration::from_secs(2),
             isolation: None,
             metrics_public: false,
+            analytics_every: Some(chrono::Duration::minutes(5)),
         }
     }
 }

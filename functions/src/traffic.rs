@@ -5,10 +5,15 @@
 //! charts draw. The counts are the in-process router's (embedded) plus
 //! what `bifrost-router` nodes report to the gateway ([`StoreTallies`]:
 //! the only source on GCP, where the routers are their own deployment).
+//!
+//! Each minute the sampler also closes, per deployment, the minute just
+//! past (its requests, 5xx and p99) into the store: the per-minute series
+//! analytics read (`bifrost_core::analytics::run`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use bifrost_core::analytics::run::TrafficMinute;
 use bifrost_core::domain::{Timestamp, now};
 use bifrost_core::ports::{MetricsSource, Store, TrafficCounts};
 
@@ -32,11 +37,47 @@ pub struct TrafficPoint {
 pub struct TrafficRecorder {
     source: Arc<dyn MetricsSource>,
     rings: Mutex<HashMap<String, VecDeque<(Timestamp, TrafficCounts)>>>,
+    /// Per deployment: the minute being counted and the counts at its
+    /// first reading.
+    minute_marks: Mutex<HashMap<String, (Timestamp, TrafficCounts)>>,
 }
 
 impl TrafficRecorder {
     pub fn new(source: Arc<dyn MetricsSource>) -> TrafficRecorder {
-        TrafficRecorder { source, rings: Mutex::new(HashMap::new()) }
+        TrafficRecorder { source, rings: Mutex::new(HashMap::new()), minute_marks: Mutex::new(HashMap::new()) }
+    }
+
+    /// The minutes that ended since the last call: for each deployment
+    /// whose latest reading is in a later minute than its mark, the mark's
+    /// minute (what was counted from the mark to that reading). `project_of`
+    /// names each deployment's project (unknown ones are skipped).
+    pub fn close_minutes(&self, project_of: &HashMap<String, String>) -> Vec<TrafficMinute> {
+        let (Ok(rings), Ok(mut marks)) = (self.rings.lock(), self.minute_marks.lock()) else { return vec![] };
+        marks.retain(|id, _| rings.contains_key(id));
+        let mut out = vec![];
+        for (id, ring) in rings.iter() {
+            let Some((at, counts)) = ring.back() else { continue };
+            let minute = bifrost_core::analytics::window::align_down(*at, chrono::Duration::minutes(1));
+            match marks.get(id) {
+                Some((m, _)) if *m >= minute => continue,
+                Some((m, earlier)) => {
+                    if let Some(project_id) = project_of.get(id) {
+                        let w = counts.since(earlier);
+                        out.push(TrafficMinute {
+                            deployment_id: id.clone(),
+                            project_id: project_id.clone(),
+                            minute: *m,
+                            requests: w.requests,
+                            errors: counts.errors.saturating_sub(earlier.errors),
+                            p99_ms: w.p99_ms,
+                        });
+                    }
+                }
+                None => {}
+            }
+            marks.insert(id.clone(), (minute, counts.clone()));
+        }
+        out
     }
 
     /// The routers' cumulative counts of one deployment now (what a canary's
@@ -112,11 +153,22 @@ pub fn run(ctx: Ctx, recorder: Arc<TrafficRecorder>) {
         loop {
             tick.tick().await;
             let Ok(projects) = ctx.store.list_projects().await else { continue };
-            let serving: Vec<String> = projects
+            let project_of: HashMap<String, String> = projects
                 .iter()
-                .flat_map(|p| p.live_deployment_id.iter().cloned().chain(p.split.iter().map(|s| s.deployment.clone())))
+                .flat_map(|p| {
+                    p.live_deployment_id
+                        .iter()
+                        .cloned()
+                        .chain(p.split.iter().map(|s| s.deployment.clone()))
+                        .map(|d| (d, p.id.clone()))
+                })
                 .collect();
+            let serving: Vec<String> = project_of.keys().cloned().collect();
             recorder.sample(&serving).await;
+            let minutes = recorder.close_minutes(&project_of);
+            if let Err(e) = ctx.store.record_traffic_minutes(minutes).await {
+                tracing::warn!(error = %e, "keeping the last minute's traffic failed");
+            }
         }
     });
 }
@@ -215,5 +267,32 @@ mod tests {
         assert_eq!(r.recent("d1").map(|p| p.error_rate), Some(0.1));
         r.sample(&[]).await;
         assert!(r.series("d1").is_empty(), "a deployment that stopped serving is forgotten");
+    }
+
+    #[test]
+    fn a_minute_is_closed_once_a_reading_falls_in_the_next() {
+        let counts = Arc::new(Counts::default());
+        let r = TrafficRecorder::new(counts);
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_794_999_600 + s, 0).expect("time");
+        let c = |requests, errors| TrafficCounts {
+            requests,
+            errors,
+            latency_buckets: vec![(0.05, requests), (f64::INFINITY, requests)],
+        };
+        let push = |at, counts| {
+            r.rings.lock().expect("lock").entry("d1".into()).or_default().push_back((at, counts));
+        };
+        let projects = HashMap::from([("d1".to_string(), "p1".to_string())]);
+        push(t(2), c(10, 0));
+        assert!(r.close_minutes(&projects).is_empty(), "the first reading only marks its minute");
+        push(t(30), c(50, 1));
+        assert!(r.close_minutes(&projects).is_empty(), "the minute is not over");
+        push(t(62), c(110, 4));
+        let closed = r.close_minutes(&projects);
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        assert_eq!((closed[0].minute, closed[0].requests, closed[0].errors), (t(0), 100, 4));
+        assert_eq!(closed[0].project_id, "p1");
+        assert!(closed[0].p99_ms.is_some_and(|p| p <= 50.0));
+        assert!(r.close_minutes(&projects).is_empty(), "closed once");
     }
 }

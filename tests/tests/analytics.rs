@@ -1,10 +1,12 @@
-//! Delivery analytics through `bifrost up` from the platform's own
-//! records: three commits made hours apart go live, the second is rolled
-//! back, a fix follows — DORA's four keys come out with the numbers that
-//! history implies, over each period, through the API and the CLI.
+//! Analytics through `bifrost up` from the platform's own records: three
+//! commits made hours apart go live, the second is rolled back, a fix
+//! follows — DORA's four keys come out with the numbers that history
+//! implies; and a live app's minute of traffic and replica reports is
+//! analysed by hand into its cost, once, at the admin's prices.
 
-use bifrost_e2e::{Platform, python_app};
-use chrono::{Duration, Utc};
+use bifrost_e2e::{AppClient, Platform, python_app};
+use chrono::{Duration, Timelike, Utc};
+use serde_json::json;
 
 #[tokio::test]
 async fn dora_keys_come_from_what_went_live_was_rolled_back_and_fixed() {
@@ -67,4 +69,84 @@ async fn dora_keys_come_from_what_went_live_was_rolled_back_and_fixed() {
     assert!(bad.body["error"]["message"].as_str().is_some_and(|m| m.contains("from 1 to 365")), "{:?}", bad.body);
     assert_ne!(p.cli(&["analytics", "show", "web", "--days", "400"]).code, 0);
     assert_eq!(p.client().get("/api/v1/analytics/projects/nope").await.status, 404);
+}
+
+/// The per-replica-minute charge of a replica at the default resources
+/// (250m, 256Mi) using less than it asked for, at `prices` per hour.
+fn default_replica_minute(cpu_core_hour: f64, memory_gib_hour: f64) -> f64 {
+    (0.25 * cpu_core_hour + 0.25 * memory_gib_hour) / 60.0
+}
+
+#[tokio::test]
+async fn a_minute_of_a_live_apps_traffic_is_analysed_into_its_cost_once_at_the_admins_prices() {
+    let p = Platform::start_with(&[("BIFROST_ANALYTICS_EVERY", "off")]);
+    let repo = python_app("shop", "");
+    p.add_project("shop", &repo);
+    let d = p.push(&repo, "cost-1").await;
+    p.healthy(&d).await;
+
+    // Prices: an admin sets them; a viewer may read but not change them;
+    // a negative price changes nothing.
+    let set = p.cli(&[
+        "analytics",
+        "prices",
+        "set",
+        "--currency",
+        "EUR",
+        "--cpu-core-hour",
+        "1.2",
+        "--memory-gib-hour",
+        "0.4",
+    ]);
+    assert_eq!(set.code, 0, "{set:?}");
+    let viewer = p.client().post("/api/v1/tokens", json!({"name": "vic", "role": "viewer"})).await;
+    let vt = viewer.body["token"].as_str().expect("a viewer token").to_string();
+    let refused = p.cli_as(&vt, &["analytics", "prices", "set", "--cpu-core-hour", "0"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert!(refused.stderr.contains("admin"), "{}", refused.stderr);
+    let bad = p.cli(&["analytics", "prices", "set", "--memory-gib-hour=-1"]);
+    assert!(bad.code != 0 && bad.stderr.contains("memory_gib_hour"), "{bad:?}");
+    let now_prices = p.cli_as(&vt, &["analytics", "prices", "show", "--json"]).json();
+    assert_eq!(now_prices, json!({"currency": "EUR", "cpu_core_hour": 1.2, "memory_gib_hour": 0.4, "default": false}));
+
+    // Traffic through one whole minute, and until the sampler closes it.
+    let app = AppClient::new(&p, "shop");
+    let next_minute = {
+        let t = Utc::now() + Duration::minutes(1);
+        t - Duration::seconds(t.second() as i64) - Duration::nanoseconds(t.nanosecond() as i64)
+    };
+    let minute = next_minute.format("%Y-%m-%dT%H:%MZ").to_string();
+    let mut sent = 0u64;
+    while Utc::now() < next_minute + Duration::seconds(75) {
+        assert_eq!(app.get("/", &[]).await.status(), 200);
+        sent += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let window = format!("{minute}/1m");
+    let run = p.cli(&["analytics", "run", "--window", &window, "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!((run.json()["stored"].as_u64(), run.json()["already"].as_u64()), (Some(1), Some(0)), "{run:?}");
+    let again = p.cli(&["analytics", "run", "--window", &window, "--json"]).json();
+    assert_eq!((again["stored"].as_u64(), again["already"].as_u64()), (Some(0), Some(1)), "{again}");
+
+    let a = p.cli(&["analytics", "show", "shop", "--json"]).json();
+    let cost = &a["cost"];
+    assert_eq!((cost["currency"].as_str(), a["analysed"]["windows"].as_u64()), (Some("EUR"), Some(1)), "{a:#}");
+    // One replica for the whole minute, under its request: charged the request.
+    let want = default_replica_minute(1.2, 0.4);
+    assert!((cost["total"].as_f64().unwrap_or(0.0) - want).abs() < 1e-12, "{} ≠ {want}: {a:#}", cost["total"]);
+    assert!((cost["by_deployment"][d.as_str()].as_f64().unwrap_or(0.0) - want).abs() < 1e-12, "{a:#}");
+    // The routers' count of that minute: about 5 a second, none failed.
+    let requests = cost["requests"].as_u64().unwrap_or(0);
+    assert!(requests > 100 && requests <= sent, "{requests} of {sent}: {a:#}");
+    let per_1000 = cost["per_1000_requests"].as_f64().unwrap_or(0.0);
+    assert!((per_1000 - want * 1000.0 / requests as f64).abs() < 1e-12, "{a:#}");
+    assert_eq!(a["anomalies"], json!([]), "too little history for a baseline");
+
+    // A window that has not ended, or is not a window, is refused.
+    let future = (Utc::now() + Duration::hours(1)).format("%Y-%m-%dT%H:%MZ/1h").to_string();
+    let early = p.cli(&["analytics", "run", "--window", &future]);
+    assert!(early.code != 0 && early.stderr.contains("has not ended"), "{early:?}");
+    let text = p.cli(&["analytics", "show", "shop"]).stdout;
+    assert!(text.contains("EUR") && text.contains("1 windows analysed"), "{text}");
 }

@@ -74,6 +74,8 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/routers", get(routes::routers))
         .route("/analytics/projects/{name}", get(analytics::project))
         .route("/analytics/summary", get(analytics::summary))
+        .route("/analytics/runs", post(analytics::run))
+        .route("/analytics/prices", get(analytics::prices).put(analytics::set_prices))
         .route("/routers/report", post(routes::report))
         .route("/policies", get(policies::list))
         .route("/policies/{name}", get(policies::show).put(policies::set))

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
+use crate::analytics::run::{AnalyticsResult, TrafficMinute};
 use crate::config::ConfigError;
 use crate::domain::{
     Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
@@ -246,6 +247,27 @@ pub trait Store: Send + Sync {
     async fn record_tallies(&self, tallies: Vec<RouterTally>) -> StoreResult<()>;
     /// Every router's tally of a deployment.
     async fn tallies(&self, deployment_id: &str) -> StoreResult<Vec<RouterTally>>;
+
+    // Analytics (`bifrost_core::analytics`).
+    /// Per-minute traffic of serving deployments (the gateway's sampler);
+    /// a minute written again is replaced.
+    async fn record_traffic_minutes(&self, minutes: Vec<TrafficMinute>) -> StoreResult<()>;
+    /// A project's traffic minutes in `[from, to)`, oldest first.
+    async fn traffic_minutes(
+        &self,
+        project_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<TrafficMinute>>;
+    /// Keeps `result` unless a result of the same project and window is
+    /// kept already; returns the one kept and whether it is this one.
+    async fn put_analytics(&self, result: AnalyticsResult) -> StoreResult<(AnalyticsResult, bool)>;
+    /// A project's results whose windows start in `[from, to)`, by start.
+    async fn analytics(&self, project_id: &str, from: Timestamp, to: Timestamp) -> StoreResult<Vec<AnalyticsResult>>;
+    /// A setting of the analytics (the price table, the schedule's
+    /// progress) as JSON text.
+    async fn analytics_setting(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn set_analytics_setting(&self, key: &str, value: &str) -> StoreResult<()>;
 }
 
 /// Events that did not reach their function: dead letters (delivery gave

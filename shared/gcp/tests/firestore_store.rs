@@ -53,7 +53,8 @@ async fn firestore_store_on_the_emulator() {
 
 async fn contract_suite() {
     let s: Arc<dyn Store> = Arc::new(store("contract_").await);
-    contract::run_all(s, "c-").await.expect("contract holds on Firestore");
+    contract::run_all(s.clone(), "c-").await.expect("contract holds on Firestore");
+    bifrost_testkit::history::analytics_run(&*s, "h-").await.expect("the analytics run holds on Firestore");
 
     // A second store on the same database (another Cloud Run instance)
     // sees the same state, and sequence numbers keep increasing across both.

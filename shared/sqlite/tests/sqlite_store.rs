@@ -19,7 +19,8 @@ fn open(dir: &tempfile::TempDir) -> SqliteStore {
 async fn contract_suite() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(open(&dir));
-    contract::run_all(store, "c-").await.expect("contract holds");
+    contract::run_all(store.clone(), "c-").await.expect("contract holds");
+    bifrost_testkit::history::analytics_run(&*store, "h-").await.expect("the analytics run holds");
 }
 
 async fn queued(store: &SqliteStore) -> String {
@@ -137,6 +138,9 @@ async fn plaintext_secrets_of_an_older_data_dir_are_migrated_and_sealed_in_place
             "ALTER TABLE projects DROP COLUMN rollout",
             "DROP TABLE policies",
             "DROP TABLE tallies",
+            "DROP TABLE traffic_minutes",
+            "DROP TABLE analytics",
+            "DROP TABLE analytics_settings",
             "UPDATE projects SET webhook_secret = 'plain-hook'",
             "PRAGMA user_version = 2",
         ] {

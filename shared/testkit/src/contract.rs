@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bifrost_core::analytics::cost::Cost;
+use bifrost_core::analytics::run::{AnalyticsResult, SeriesAnomaly, TrafficMinute};
+use bifrost_core::analytics::window::Window;
 use bifrost_core::domain::{
     Actor, Chaos, Fault, FeedKind, HealthSample, LogLine, NewDeployment, NewProject, Role, RolloutState, Source,
     TrafficChange, TrafficSplit, now, verify_chain,
@@ -80,6 +83,7 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) -> Result<(), String> 
     secrets(&*store, prefix).await?;
     health_series(&*store, prefix).await?;
     router_tallies(&*store, prefix).await?;
+    analytics_results(&*store, prefix).await?;
     racing_transitions(store.clone(), prefix, 1000, 8).await?;
     Ok(())
 }
@@ -672,5 +676,81 @@ pub async fn router_tallies(store: &dyn Store, prefix: &str) -> Result<(), Strin
     let infinite = got[2].counts.latency_buckets.last().is_some_and(|(le, n)| le.is_infinite() && *n == 30);
     check!(infinite, "the +Inf bucket survives storage: {:?}", got[2].counts.latency_buckets);
     check!(store.tallies(&format!("{prefix}tally-none")).await.map_err(|e| e.to_string())?.is_empty(), "none");
+    Ok(())
+}
+
+/// Analytics: traffic minutes read back by project and time (a minute
+/// written again replaced), one result per (project, window) whatever
+/// runs it again, and settings replaced by key.
+pub async fn analytics_results(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let project = format!("{prefix}an-proj");
+    let t0 = chrono::DateTime::from_timestamp(1_794_999_600, 0).ok_or("time")?;
+    let minute = |m: i64, deployment: &str, requests: u64| TrafficMinute {
+        deployment_id: deployment.into(),
+        project_id: project.clone(),
+        minute: t0 + chrono::Duration::minutes(m),
+        requests,
+        errors: requests / 100,
+        p99_ms: (requests > 0).then_some(12.5),
+    };
+    let other = TrafficMinute { project_id: format!("{prefix}an-other"), ..minute(1, "d1", 7) };
+    store
+        .record_traffic_minutes(vec![
+            minute(0, "d1", 100),
+            minute(1, "d1", 0),
+            minute(1, "d2", 50),
+            minute(5, "d1", 1),
+            other,
+        ])
+        .await
+        .map_err(e)?;
+    store.record_traffic_minutes(vec![minute(0, "d1", 300)]).await.map_err(e)?;
+    let got = store.traffic_minutes(&project, t0, t0 + chrono::Duration::minutes(5)).await.map_err(e)?;
+    let seen: Vec<(i64, String, u64, Option<f64>)> =
+        got.iter().map(|m| ((m.minute - t0).num_minutes(), m.deployment_id.clone(), m.requests, m.p99_ms)).collect();
+    check!(
+        seen == [(0, "d1".into(), 300, Some(12.5)), (1, "d1".into(), 0, None), (1, "d2".into(), 50, Some(12.5))],
+        "traffic minutes {seen:?}"
+    );
+
+    let result = |start: i64, minutes: i64, run: &str| AnalyticsResult {
+        project_id: project.clone(),
+        project: project.clone(),
+        window: Window {
+            start: t0 + chrono::Duration::minutes(start),
+            end: t0 + chrono::Duration::minutes(start + minutes),
+        },
+        run_id: run.into(),
+        computed_at: t0,
+        cost: Cost { total: 0.25, cpu: 0.2, memory: 0.05, requests: 300, ..Cost::default() },
+        currency: "USD".into(),
+        errors: 3,
+        anomalies: vec![SeriesAnomaly {
+            series: "requests_per_s".into(),
+            at: t0,
+            value: 9.0,
+            baseline: 1.0,
+            score: 5.5,
+        }],
+    };
+    let (kept, new) = store.put_analytics(result(0, 5, "run-1")).await.map_err(e)?;
+    check!(new && kept == result(0, 5, "run-1"), "first result: {new} {kept:?}");
+    let (kept, new) = store.put_analytics(result(0, 5, "run-2")).await.map_err(e)?;
+    check!(!new && kept.run_id == "run-1", "the same window again keeps the first: {new} {}", kept.run_id);
+    store.put_analytics(result(0, 60, "hour")).await.map_err(e)?;
+    store.put_analytics(result(5, 5, "run-3")).await.map_err(e)?;
+    let all = store.analytics(&project, t0, t0 + chrono::Duration::hours(1)).await.map_err(e)?;
+    let runs: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
+    check!(runs == ["run-1", "hour", "run-3"], "results by window: {runs:?}");
+    let later = store.analytics(&project, t0 + chrono::Duration::minutes(1), t0 + chrono::Duration::hours(1)).await;
+    check!(later.map_err(e)?.len() == 1, "only windows starting in the range");
+
+    let key = format!("{prefix}schedule");
+    check!(store.analytics_setting(&key).await.map_err(e)?.is_none(), "unset setting");
+    store.set_analytics_setting(&key, "{\"done_until\":1}").await.map_err(e)?;
+    store.set_analytics_setting(&key, "{\"done_until\":2}").await.map_err(e)?;
+    let v = store.analytics_setting(&key).await.map_err(e)?;
+    check!(v.as_deref() == Some("{\"done_until\":2}"), "setting {v:?}");
     Ok(())
 }

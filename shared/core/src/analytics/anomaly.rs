@@ -13,6 +13,12 @@
 //! (MAD = 0) the mean absolute deviation stands in (`z = (value − median)
 //! / (1.253314 × MeanAD)`); a baseline that never moved makes any change
 //! an anomaly, with the score capped at [`MAX_SCORE`].
+//!
+//! [`detect`] computes each point's baseline afresh (the reference);
+//! [`detect_rolling`], what runs use, refreshes the baseline once per
+//! `refresh` (an hour): a point is compared with the lookback that ends
+//! at the start of its hour. That keeps a 30-day backfill linear, and a
+//! point is judged the same whichever window's run judges it.
 
 use chrono::Duration;
 use serde::Serialize;
@@ -76,6 +82,120 @@ pub fn detect(series: &[Point], from: Timestamp, to: Timestamp, s: &Settings) ->
     out
 }
 
+/// A lookback's summary: its median and the spread the score divides by
+/// (`None`: the baseline never moved).
+#[derive(Clone, Copy, Debug)]
+struct Baseline {
+    median: f64,
+    /// MAD / 0.6745, or 1.253314 × MeanAD when the MAD is 0.
+    scale: Option<f64>,
+}
+
+impl Baseline {
+    /// From the lookback's values, sorted ascending (not empty).
+    fn of_sorted(sorted: &[f64]) -> Baseline {
+        let n = sorted.len();
+        let m = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+        let mad = median_deviation(sorted, m);
+        let scale = if mad > 0.0 {
+            Some(mad / 0.6745)
+        } else {
+            let mean_ad = sorted.iter().map(|x| (x - m).abs()).sum::<f64>() / n as f64;
+            (mean_ad > 0.0).then_some(1.253314 * mean_ad)
+        };
+        Baseline { median: m, scale }
+    }
+
+    fn score(&self, value: f64) -> f64 {
+        let z = match self.scale {
+            Some(s) => (value - self.median) / s,
+            None if value == self.median => 0.0,
+            None => (value - self.median).signum() * MAX_SCORE,
+        };
+        z.clamp(-MAX_SCORE, MAX_SCORE)
+    }
+}
+
+/// The median of |x − m| over sorted `xs`, walking out from `m` (the
+/// deviations below and above it are two sorted runs): O(n) with no sort.
+fn median_deviation(xs: &[f64], m: f64) -> f64 {
+    let n = xs.len();
+    let split = xs.partition_point(|x| *x < m);
+    let (mut lo, mut hi) = (split, split); // next below: lo - 1; next above: hi
+    let mut take = || {
+        let below = (lo > 0).then(|| m - xs[lo - 1]);
+        let above = (hi < n).then(|| xs[hi] - m);
+        match (below, above) {
+            (Some(b), Some(a)) if b <= a => {
+                lo -= 1;
+                b
+            }
+            (Some(b), None) => {
+                lo -= 1;
+                b
+            }
+            (_, Some(a)) => {
+                hi += 1;
+                a
+            }
+            (None, None) => 0.0,
+        }
+    };
+    // The k-th smallest deviations (1-based) for the median of n of them.
+    let mut last = 0.0;
+    let mut prev = 0.0;
+    for _ in 0..n / 2 + 1 {
+        prev = last;
+        last = take();
+    }
+    if n % 2 == 1 { last } else { (prev + last) / 2.0 }
+}
+
+/// As [`detect`], with each point compared with the lookback that ends
+/// at the start of its `refresh` period (aligned on the Unix epoch).
+pub fn detect_rolling(
+    series: &[Point],
+    from: Timestamp,
+    to: Timestamp,
+    s: &Settings,
+    refresh: Duration,
+) -> Vec<Anomaly> {
+    let mut points: Vec<Point> = series.iter().copied().filter(|p| p.value.is_finite()).collect();
+    points.sort_by_key(|p| p.at);
+    let step = refresh.num_milliseconds().max(1);
+    let mut sorted: Vec<f64> = Vec::new();
+    let (mut lo, mut hi) = (0usize, 0usize);
+    let mut cached: Option<(i64, Option<Baseline>)> = None;
+    let mut out = vec![];
+    for p in points.iter().filter(|p| p.at >= from && p.at < to) {
+        let ms = p.at.timestamp_millis();
+        let b = ms - ms.rem_euclid(step);
+        if cached.is_none_or(|(at, _)| at != b) {
+            let since = b - s.lookback.num_milliseconds();
+            while hi < points.len() && points[hi].at.timestamp_millis() < b {
+                let v = points[hi].value;
+                let i = sorted.partition_point(|x| *x < v);
+                sorted.insert(i, v);
+                hi += 1;
+            }
+            while lo < hi && points[lo].at.timestamp_millis() < since {
+                let v = points[lo].value;
+                let i = sorted.partition_point(|x| *x < v);
+                sorted.remove(i);
+                lo += 1;
+            }
+            let baseline = (sorted.len() >= s.min_points.max(1)).then(|| Baseline::of_sorted(&sorted));
+            cached = Some((b, baseline));
+        }
+        let Some((_, Some(baseline))) = cached else { continue };
+        let score = baseline.score(p.value);
+        if score.abs() > s.threshold && p.value.abs().max(baseline.median.abs()) >= s.floor {
+            out.push(Anomaly { at: p.at, value: p.value, baseline: baseline.median, score });
+        }
+    }
+    out
+}
+
 fn robust_z(value: f64, m: f64, baseline: &[f64]) -> f64 {
     let deviations: Vec<f64> = baseline.iter().map(|x| (x - m).abs()).collect();
     let mad = median(&deviations).unwrap_or(0.0);
@@ -99,7 +219,8 @@ mod tests {
     use super::*;
 
     fn t0() -> Timestamp {
-        chrono::DateTime::from_timestamp(1_795_000_000, 0).expect("time")
+        // On the hour (what the rolling detector refreshes on).
+        chrono::DateTime::from_timestamp(1_794_999_600, 0).expect("time")
     }
 
     /// A point a minute, values from `f(minute)`.
@@ -155,6 +276,49 @@ mod tests {
         let (from, to) = last_five(200);
         let short_lookback = Settings { lookback: Duration::minutes(10), ..Settings::with_floor(5.0) };
         assert!(detect(&long, from, to, &short_lookback).is_empty());
+    }
+
+    #[test]
+    fn the_walk_out_from_the_median_finds_the_mad_a_sort_finds() {
+        for xs in [
+            vec![1.0, 2.0, 3.0, 4.0, 100.0],
+            vec![5.0, 5.0, 5.0, 9.0],
+            vec![0.0, 10.0],
+            vec![3.0],
+            (0..50).map(|i| ((i * 37) % 11) as f64).collect(),
+        ] {
+            let mut sorted = xs.clone();
+            sorted.sort_by(f64::total_cmp);
+            let m = median(&sorted).expect("values");
+            let deviations: Vec<f64> = sorted.iter().map(|x| (x - m).abs()).collect();
+            assert_eq!(median_deviation(&sorted, m), median(&deviations).expect("values"), "{xs:?}");
+        }
+    }
+
+    #[test]
+    fn the_rolling_detector_agrees_with_the_reference_at_the_top_of_each_hour() {
+        // Points judged at the start of their hour have the same baseline in both.
+        let mut s = series(600, steady);
+        s[540].value = 95.0; // 9:00 after t0, on the hour
+        s[545].value = 95.0; // 5 minutes into that hour: baseline still to 9:00
+        let (from, to) = (t0() + Duration::minutes(480), t0() + Duration::minutes(600));
+        let settings = Settings::with_floor(5.0);
+        let rolling = detect_rolling(&s, from, to, &settings, Duration::hours(1));
+        let exact = detect(&s, from, to, &settings);
+        let on_the_hour: Vec<_> = exact.iter().filter(|a| a.at.timestamp() % 3600 == 0).collect();
+        assert!(!on_the_hour.is_empty());
+        for a in on_the_hour {
+            assert!(rolling.contains(a), "{a:?} missing from {rolling:?}");
+        }
+        assert_eq!(rolling.iter().map(|a| a.value).collect::<Vec<_>>(), [95.0, 95.0], "{rolling:?}");
+        // Judged in pieces (one run per 5 minutes), the same anomalies.
+        let pieces: Vec<Anomaly> = (96..120)
+            .flat_map(|k| {
+                let a = t0() + Duration::minutes(k * 5);
+                detect_rolling(&s, a, a + Duration::minutes(5), &settings, Duration::hours(1))
+            })
+            .collect();
+        assert_eq!(pieces, rolling);
     }
 
     #[test]

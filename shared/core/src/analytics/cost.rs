@@ -57,7 +57,23 @@ pub struct Usage {
     pub used_gib: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+impl Usage {
+    /// (CPU, memory, idle) charged for this stretch at `prices`.
+    pub fn charge(&self, prices: &Prices) -> (f64, f64, f64) {
+        let hours = self.seconds.max(0.0) / 3600.0;
+        let cores = self.requested_cores.max(self.used_cores.unwrap_or(0.0));
+        let gib = self.requested_gib.max(self.used_gib.unwrap_or(0.0));
+        let idle_cores = self.used_cores.map_or(0.0, |used| cores - used);
+        let idle_gib = self.used_gib.map_or(0.0, |used| gib - used);
+        (
+            cores * hours * prices.cpu_core_hour,
+            gib * hours * prices.memory_gib_hour,
+            idle_cores * hours * prices.cpu_core_hour + idle_gib * hours * prices.memory_gib_hour,
+        )
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cost {
     pub total: f64,
     pub cpu: f64,
@@ -74,21 +90,30 @@ pub struct Cost {
 pub fn allocate(usage: &[Usage], prices: &Prices, requests: u64) -> Cost {
     let mut c = Cost { requests, ..Cost::default() };
     for u in usage {
-        let hours = u.seconds.max(0.0) / 3600.0;
-        let cores = u.requested_cores.max(u.used_cores.unwrap_or(0.0));
-        let gib = u.requested_gib.max(u.used_gib.unwrap_or(0.0));
-        let cpu = cores * hours * prices.cpu_core_hour;
-        let memory = gib * hours * prices.memory_gib_hour;
-        let idle_cores = u.used_cores.map_or(0.0, |used| cores - used);
-        let idle_gib = u.used_gib.map_or(0.0, |used| gib - used);
+        let (cpu, memory, idle) = u.charge(prices);
         c.cpu += cpu;
         c.memory += memory;
-        c.idle += idle_cores * hours * prices.cpu_core_hour + idle_gib * hours * prices.memory_gib_hour;
+        c.idle += idle;
         *c.by_deployment.entry(u.deployment.clone()).or_default() += cpu + memory;
     }
     c.total = c.cpu + c.memory;
     c.per_1000_requests = (requests > 0).then(|| c.total * 1000.0 / requests as f64);
     c
+}
+
+impl Cost {
+    /// Adds another window's cost (of the same currency).
+    pub fn add(&mut self, other: &Cost) {
+        self.total += other.total;
+        self.cpu += other.cpu;
+        self.memory += other.memory;
+        self.idle += other.idle;
+        for (d, v) in &other.by_deployment {
+            *self.by_deployment.entry(d.clone()).or_default() += v;
+        }
+        self.requests += other.requests;
+        self.per_1000_requests = (self.requests > 0).then(|| self.total * 1000.0 / self.requests as f64);
+    }
 }
 
 #[cfg(test)]

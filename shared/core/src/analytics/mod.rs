@@ -6,11 +6,13 @@
 //!   schedule missed;
 //! - [`dora`]: DORA's four keys from the deployments that went live;
 //! - [`cost`]: OpenCost's allocation rule over replicas' usage;
-//! - [`anomaly`]: a rolling median absolute deviation per series.
+//! - [`anomaly`]: a rolling median absolute deviation per series;
+//! - [`run`]: one app over one window: cost and anomalies together.
 
 pub mod anomaly;
 pub mod cost;
 pub mod dora;
+pub mod run;
 pub mod window;
 
 /// The `q` quantile (0–1) of `values` by nearest rank (`None` when

@@ -11,7 +11,7 @@ use crate::domain::Timestamp;
 /// are left to a backfill (`bifrost analytics run --window …`).
 pub const CATCH_UP_LIMIT: Duration = Duration::days(7);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub start: Timestamp,
     pub end: Timestamp,
@@ -79,7 +79,7 @@ impl std::fmt::Display for Window {
 }
 
 /// `t` rounded down to a multiple of `every` since the epoch.
-fn align_down(t: Timestamp, every: Duration) -> Timestamp {
+pub fn align_down(t: Timestamp, every: Duration) -> Timestamp {
     let step = every.num_milliseconds().max(1);
     let ms = t.timestamp_millis();
     DateTime::from_timestamp_millis(ms - ms.rem_euclid(step)).unwrap_or(t)
@@ -96,6 +96,19 @@ fn parse_start(text: &str) -> Result<Timestamp, String> {
         }
     }
     Err(format!("{text:?} is not a start time (UTC, e.g. 2026-11-29T10:00Z)"))
+}
+
+/// A schedule's period (`--analytics-every`): `off` (no schedule) or a
+/// length from 1 minute to 1 day.
+pub fn parse_every(text: &str) -> Result<Option<Duration>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let every = parse_length(text)?;
+    if every < Duration::minutes(1) || every > Duration::days(1) {
+        return Err(format!("{text:?}: the schedule's window is from 1m to 1d (or off)"));
+    }
+    Ok(Some(every))
 }
 
 /// A positive whole number of seconds, minutes, hours or days.
@@ -152,6 +165,15 @@ mod tests {
             let e = Window::parse(bad, now).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_schedules_period_is_a_minute_to_a_day_or_off() {
+        assert_eq!(parse_every("5m"), Ok(Some(Duration::minutes(5))));
+        assert_eq!(parse_every("off"), Ok(None));
+        assert!(parse_every("30s").is_err_and(|e| e.contains("from 1m to 1d")));
+        assert!(parse_every("2d").is_err());
+        assert!(parse_every("often").is_err());
     }
 
     #[test]

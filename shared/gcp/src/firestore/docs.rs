@@ -138,6 +138,29 @@ pub(super) fn tally_doc_id(t: &bifrost_core::ports::RouterTally) -> String {
     format!("{}~{}~{}", t.deployment_id, hex::encode(&t.router), t.started_ms)
 }
 
+/// `traffic_minutes/<project>~<minute_ms>~<deployment>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct TrafficMinuteDoc {
+    pub(super) project_id: String,
+    pub(super) minute_ms: i64,
+    pub(super) data: String,
+}
+
+/// `analytics/<project>~<start_ms>~<end_ms>`: one result per window; the
+/// id is what keeps a second run of the window from storing again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct AnalyticsDoc {
+    pub(super) project_id: String,
+    pub(super) start_ms: i64,
+    pub(super) data: String,
+}
+
+/// `meta/analytics~<key>`: a setting of the analytics, as JSON text.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct SettingDoc {
+    pub(super) value: String,
+}
+
 /// Collection names, under an optional prefix (tests share one emulator).
 #[derive(Clone, Debug)]
 pub(super) struct Cols {
@@ -158,6 +181,8 @@ pub(super) struct Cols {
     pub(super) health: String,
     pub(super) policies: String,
     pub(super) tallies: String,
+    pub(super) traffic_minutes: String,
+    pub(super) analytics: String,
 }
 
 impl Cols {
@@ -179,6 +204,8 @@ impl Cols {
             health: c("health"),
             policies: c("policies"),
             tallies: c("tallies"),
+            traffic_minutes: c("traffic_minutes"),
+            analytics: c("analytics"),
         }
     }
 }

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::pubsub::Publish;
+use bifrost_core::analytics::run::{AnalyticsResult, TrafficMinute};
 use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
@@ -781,6 +782,124 @@ impl Store for FirestoreStore {
         let mut out: Vec<RouterTally> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
         out.sort_by(|a, b| (&a.router, a.started_ms).cmp(&(&b.router, b.started_ms)));
         Ok(out)
+    }
+
+    async fn record_traffic_minutes(&self, minutes: Vec<TrafficMinute>) -> StoreResult<()> {
+        for chunk in minutes.chunks(MAX_WRITES) {
+            self.write(|tx| {
+                let chunk = chunk.to_vec();
+                async move {
+                    let col = tx.cols.traffic_minutes.clone();
+                    for m in &chunk {
+                        let ms = m.minute.timestamp_millis();
+                        let doc =
+                            TrafficMinuteDoc { project_id: m.project_id.clone(), minute_ms: ms, data: to_data(m)? };
+                        tx.set(&col, &format!("{}~{ms}~{}", m.project_id, m.deployment_id), &doc)?;
+                    }
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn traffic_minutes(
+        &self,
+        project_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<TrafficMinute>> {
+        let (id, from, to) = (project_id.to_string(), from.timestamp_millis(), to.timestamp_millis());
+        let docs: Vec<TrafficMinuteDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.traffic_minutes.as_str())
+            .filter(|q| {
+                q.for_all([
+                    q.field("project_id").eq(id.clone()),
+                    q.field("minute_ms").greater_than_or_equal(from),
+                    q.field("minute_ms").less_than(to),
+                ])
+            })
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        let mut out: Vec<TrafficMinute> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
+        out.sort_by(|a, b| (a.minute, &a.deployment_id).cmp(&(b.minute, &b.deployment_id)));
+        Ok(out)
+    }
+
+    async fn put_analytics(&self, result: AnalyticsResult) -> StoreResult<(AnalyticsResult, bool)> {
+        self.write(|tx| {
+            let result = result.clone();
+            async move {
+                let col = tx.cols.analytics.clone();
+                let (start, end) = (result.window.start.timestamp_millis(), result.window.end.timestamp_millis());
+                let id = format!("{}~{start:013}~{end:013}", result.project_id);
+                if let Some(kept) = tx.get::<AnalyticsDoc>(&col, &id).await? {
+                    return Ok((from_data(&kept.data)?, false));
+                }
+                let doc =
+                    AnalyticsDoc { project_id: result.project_id.clone(), start_ms: start, data: to_data(&result)? };
+                tx.set(&col, &id, &doc)?;
+                Ok((result, true))
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    async fn analytics(&self, project_id: &str, from: Timestamp, to: Timestamp) -> StoreResult<Vec<AnalyticsResult>> {
+        let (id, from, to) = (project_id.to_string(), from.timestamp_millis(), to.timestamp_millis());
+        let docs: Vec<AnalyticsDoc> = self
+            .db
+            .fluent()
+            .select()
+            .from(self.cols.analytics.as_str())
+            .filter(|q| {
+                q.for_all([
+                    q.field("project_id").eq(id.clone()),
+                    q.field("start_ms").greater_than_or_equal(from),
+                    q.field("start_ms").less_than(to),
+                ])
+            })
+            .obj()
+            .query()
+            .await
+            .map_err(fs)?;
+        let mut out: Vec<AnalyticsResult> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
+        out.sort_by_key(|r| (r.window.start, r.window.end));
+        Ok(out)
+    }
+
+    async fn analytics_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let doc: Option<SettingDoc> = self
+            .db
+            .fluent()
+            .select()
+            .by_id_in(self.cols.meta.as_str())
+            .obj()
+            .one(&format!("analytics~{key}"))
+            .await
+            .map_err(fs)?;
+        Ok(doc.map(|d| d.value))
+    }
+
+    async fn set_analytics_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        self.write(|tx| {
+            let (key, value) = (key.to_string(), value.to_string());
+            async move {
+                let meta = tx.cols.meta.clone();
+                tx.set(&meta, &format!("analytics~{key}"), &SettingDoc { value })?;
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
     }
 
     async fn policy_versions(&self, name: &str) -> StoreResult<Vec<PolicyVersion>> {

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Notify, broadcast};
 
+use bifrost_core::analytics::run::{AnalyticsResult, TrafficMinute};
 use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
@@ -927,6 +928,150 @@ impl Store for SqliteStore {
                     stmt.query_map([&id], |r| r.get(0)).map_err(backend)?.collect::<Result<_, _>>().map_err(backend)?;
                 docs.iter().map(|d| serde_json::from_str(d).map_err(backend)).collect()
             })
+        })
+        .await
+    }
+
+    async fn record_traffic_minutes(&self, minutes: Vec<TrafficMinute>) -> StoreResult<()> {
+        if minutes.is_empty() {
+            return Ok(());
+        }
+        self.run(move |inner| {
+            let mut conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            for m in &minutes {
+                exec(
+                    &tx,
+                    "INSERT OR REPLACE INTO traffic_minutes
+                     (project_id, minute_ms, deployment_id, requests, errors, p99_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        m.project_id,
+                        m.minute.timestamp_millis(),
+                        m.deployment_id,
+                        m.requests as i64,
+                        m.errors as i64,
+                        m.p99_ms
+                    ],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn traffic_minutes(
+        &self,
+        project_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<TrafficMinute>> {
+        let id = project_id.to_string();
+        self.run(move |inner| {
+            inner.read(|c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT deployment_id, minute_ms, requests, errors, p99_ms FROM traffic_minutes
+                         WHERE project_id = ?1 AND minute_ms >= ?2 AND minute_ms < ?3 ORDER BY minute_ms, deployment_id",
+                    )
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map(params![id, from.timestamp_millis(), to.timestamp_millis()], |r| {
+                        Ok(TrafficMinute {
+                            deployment_id: r.get(0)?,
+                            project_id: id.clone(),
+                            minute: chrono::DateTime::from_timestamp_millis(r.get(1)?).unwrap_or_default(),
+                            requests: r.get::<_, i64>(2)? as u64,
+                            errors: r.get::<_, i64>(3)? as u64,
+                            p99_ms: r.get(4)?,
+                        })
+                    })
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                Ok(rows)
+            })
+        })
+        .await
+    }
+
+    async fn put_analytics(&self, result: AnalyticsResult) -> StoreResult<(AnalyticsResult, bool)> {
+        self.run(move |inner| {
+            let mut conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let key = (
+                result.project_id.clone(),
+                result.window.start.timestamp_millis(),
+                result.window.end.timestamp_millis(),
+            );
+            let kept: Option<String> = tx
+                .query_row(
+                    "SELECT doc FROM analytics WHERE project_id = ?1 AND start_ms = ?2 AND end_ms = ?3",
+                    params![key.0, key.1, key.2],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let out = match kept {
+                Some(doc) => (serde_json::from_str(&doc).map_err(backend)?, false),
+                None => {
+                    let doc = serde_json::to_string(&result).map_err(backend)?;
+                    exec(
+                        &tx,
+                        "INSERT INTO analytics (project_id, start_ms, end_ms, doc) VALUES (?1, ?2, ?3, ?4)",
+                        params![key.0, key.1, key.2, doc],
+                    )
+                    .map_err(backend)?;
+                    (result, true)
+                }
+            };
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn analytics(&self, project_id: &str, from: Timestamp, to: Timestamp) -> StoreResult<Vec<AnalyticsResult>> {
+        let id = project_id.to_string();
+        self.run(move |inner| {
+            inner.read(|c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT doc FROM analytics WHERE project_id = ?1 AND start_ms >= ?2 AND start_ms < ?3
+                         ORDER BY start_ms, end_ms",
+                    )
+                    .map_err(backend)?;
+                let docs: Vec<String> = stmt
+                    .query_map(params![id, from.timestamp_millis(), to.timestamp_millis()], |r| r.get(0))
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                docs.iter().map(|d| serde_json::from_str(d).map_err(backend)).collect()
+            })
+        })
+        .await
+    }
+
+    async fn analytics_setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let key = key.to_string();
+        self.run(move |inner| {
+            inner.read(|c| {
+                c.query_row("SELECT value FROM analytics_settings WHERE key = ?1", [&key], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)
+            })
+        })
+        .await
+    }
+
+    async fn set_analytics_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.run(move |inner| {
+            let conn = inner.writer.lock().map_err(|_| backend("writer lock poisoned"))?;
+            exec(&conn, "INSERT OR REPLACE INTO analytics_settings (key, value) VALUES (?1, ?2)", params![key, value])
+                .map_err(backend)?;
+            Ok(())
         })
         .await
     }

@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: i64 = 7;
+pub(super) const SCHEMA_VERSION: i64 = 8;
 
 /// Schema 4: a project's fault injection (JSON), `bifrost chaos`.
 pub(super) const MIGRATION_4: &str = "ALTER TABLE projects ADD COLUMN chaos TEXT;";
@@ -43,6 +43,33 @@ CREATE TABLE tallies (
     requests      INTEGER NOT NULL,
     doc           TEXT NOT NULL,
     PRIMARY KEY (deployment_id, router, started_ms)
+) WITHOUT ROWID;
+";
+
+/// Schema 8: analytics. Per-minute traffic of serving deployments (the
+/// gateway's sampler), one result per (project, window) — the key is what
+/// makes a second run of a window keep nothing — and small settings (the
+/// price table, the schedule's progress).
+pub(super) const MIGRATION_8: &str = "
+CREATE TABLE traffic_minutes (
+    project_id    TEXT NOT NULL,
+    minute_ms     INTEGER NOT NULL,
+    deployment_id TEXT NOT NULL,
+    requests      INTEGER NOT NULL,
+    errors        INTEGER NOT NULL,
+    p99_ms        REAL,
+    PRIMARY KEY (project_id, minute_ms, deployment_id)
+) WITHOUT ROWID;
+CREATE TABLE analytics (
+    project_id TEXT NOT NULL,
+    start_ms   INTEGER NOT NULL,
+    end_ms     INTEGER NOT NULL,
+    doc        TEXT NOT NULL,
+    PRIMARY KEY (project_id, start_ms, end_ms)
+) WITHOUT ROWID;
+CREATE TABLE analytics_settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -122,6 +149,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if version < 7 {
         tx.execute_batch(MIGRATION_7).map_err(backend)?;
+    }
+    if version < 8 {
+        tx.execute_batch(MIGRATION_8).map_err(backend)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(backend)?;
