@@ -42,6 +42,7 @@ resource "google_project_service" "apis" {
     "cloudscheduler.googleapis.com",
     "storage.googleapis.com",
     "iam.googleapis.com",
+    "bigquery.googleapis.com",
   ])
   service            = each.value
   disable_on_destroy = false

@@ -25,9 +25,10 @@ locals {
     deploy  = local.gke_env
     verify  = local.gke_env
     gateway = local.gke_env
-    analytics = {
-      BIFROST_ANALYTICS_EVERY = var.analytics_every
-    }
+    analytics = merge(
+      { BIFROST_ANALYTICS_EVERY = var.analytics_every },
+      var.bigquery_export ? { BIFROST_BIGQUERY_DATASET = "bifrost_analytics" } : {},
+    )
   }
 }
 

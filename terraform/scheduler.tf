@@ -60,6 +60,13 @@ resource "google_cloud_run_v2_job" "analytics" {
           name  = "BIFROST_SCRIPTS_BUCKET"
           value = google_storage_bucket.data["scripts"].name
         }
+        dynamic "env" {
+          for_each = var.bigquery_export ? ["bifrost_analytics"] : []
+          content {
+            name  = "BIFROST_BIGQUERY_DATASET"
+            value = env.value
+          }
+        }
       }
     }
   }

@@ -43,6 +43,12 @@ variable "analytics_schedule" {
   default     = "*/5 * * * *"
 }
 
+variable "bigquery_export" {
+  description = "Stream analytics results (cost per window, anomalies) to the BigQuery dataset bifrost_analytics as well as Firestore."
+  type        = bool
+  default     = false
+}
+
 variable "analytics_every" {
   description = "Length of an analytics window (5m, 1h; or off). Each scheduled call analyses the closed windows owed since the last (up to 7 days back)."
   type        = string

@@ -309,6 +309,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         scripts: scripts.clone(),
         // This process's router, plus the `bifrost-router` nodes following the gateway.
+        export: None,
         traffic: Some(Arc::new(bifrost_functions::traffic::TrafficRecorder::new(Arc::new(
             bifrost_functions::traffic::Summed(vec![
                 router_metrics.clone(),

@@ -172,6 +172,7 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
         scripts: Arc::new(bifrost_core::scripts::Scripts::new(scripts)),
         // What the router cluster reports to the gateway (the routers run
         // apart, on GKE): a canary's analysis and the dashboard's numbers.
+        export: bigquery(gcp_project)?,
         traffic: Some(Arc::new(bifrost_functions::traffic::TrafficRecorder::new(Arc::new(
             bifrost_functions::traffic::StoreTallies(store.clone()),
         )))),
@@ -198,6 +199,23 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
         },
     };
     Ok(ctx)
+}
+
+/// The analytics results' BigQuery export, when `BIFROST_BIGQUERY_DATASET`
+/// names a dataset (`BIFROST_BIGQUERY_API` points it elsewhere, without
+/// credentials: tests).
+fn bigquery(gcp_project: &str) -> anyhow::Result<Option<Arc<dyn bifrost_core::ports::ResultsExport>>> {
+    use bifrost_gcp::bigquery::{BigQueryConfig, BigQueryExport};
+    let Some(dataset) = env("BIFROST_BIGQUERY_DATASET") else { return Ok(None) };
+    let (endpoint, auth): (String, Arc<dyn bifrost_gcp::cloud_build::TokenSource>) = match env("BIFROST_BIGQUERY_API") {
+        Some(api) => (api, Arc::new(bifrost_gcp::cloud_build::NoCredentials)),
+        None => (
+            "https://bigquery.googleapis.com".into(),
+            Arc::new(GoogleCredentials::from_environment().map_err(anyhow::Error::msg)?),
+        ),
+    };
+    let cfg = BigQueryConfig { gcp_project: gcp_project.to_string(), dataset, endpoint };
+    Ok(Some(Arc::new(BigQueryExport::new(cfg, auth))))
 }
 
 /// The build function's builder: Cloud Build in `BIFROST_REGION`, pushing

@@ -144,15 +144,23 @@ pub async fn run_window(ctx: &Ctx, window: Window) -> Result<RunSummary, String>
     let run_id = new_id("run_");
     let mut summary = RunSummary { window: window.to_string(), run_id: run_id.clone(), ..RunSummary::default() };
     let projects = ctx.store.list_projects().await.map_err(|e| format!("listing projects: {e}"))?;
+    let mut results = Vec::with_capacity(projects.len());
     for p in &projects {
         let (kept, new) = analyse_project(&*ctx.store, p, window, &prices, &run_id).await?;
-        if !new {
+        if new {
+            summary.stored += 1;
+            summary.anomalies += kept.anomalies.len();
+            feed_anomalies(ctx, p, &kept).await;
+        } else {
             summary.already += 1;
-            continue;
         }
-        summary.stored += 1;
-        summary.anomalies += kept.anomalies.len();
-        feed_anomalies(ctx, p, &kept).await;
+        results.push(kept);
+    }
+    // Every result of the window, new or kept before: a run that failed
+    // here is run again (its progress is not recorded), and the export's
+    // row keys tell a second copy apart.
+    if let Some(export) = &ctx.export {
+        export.export(&results).await.map_err(|e| format!("exporting {window}: {e}"))?;
     }
     tracing::info!(window = %window, run_id, stored = summary.stored, already = summary.already,
         anomalies = summary.anomalies, "analytics window");

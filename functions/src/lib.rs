@@ -54,6 +54,8 @@ pub struct Ctx {
     /// Recent traffic per deployment, where the router runs in this
     /// process (embedded); `None` on GCP.
     pub traffic: Option<Arc<traffic::TrafficRecorder>>,
+    /// Where analytics results are copied (BigQuery on GCP, if configured).
+    pub export: Option<Arc<dyn bifrost_core::ports::ResultsExport>>,
 }
 
 impl Ctx {

@@ -134,6 +134,7 @@ const GOLDEN_TESTS: &[(&str, &str)] = &[
     ("bifrost-core", "deploy_toml"),
     ("bifrost-gcp", "gke_render"),
     ("bifrost-gcp", "cloud_build_golden"),
+    ("bifrost-gcp", "bigquery_golden"),
     ("bifrost-gateway", "openapi_golden"),
 ];
 

@@ -693,6 +693,14 @@ impl TrafficCounts {
     }
 }
 
+/// Where analytics results are copied beside the store (BigQuery on GCP).
+/// The same results may be exported again (a window re-run): the export
+/// keys its rows so they can be told apart.
+#[async_trait]
+pub trait ResultsExport: Send + Sync {
+    async fn export(&self, results: &[AnalyticsResult]) -> Result<(), String>;
+}
+
 /// Where analysis reads a deployment's traffic (the routers' own counts,
 /// not scraped text). An error (the counts could not be read) is not "no
 /// traffic": a canary treats them differently.

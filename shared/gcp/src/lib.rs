@@ -1,10 +1,12 @@
 //! The GCP home's adapters, behind the same ports as the embedded ones and
 //! tested against Google's own emulators where one runs here; where none
-//! can run (GKE, Cloud Build), checked by the exact objects they send.
+//! can run (GKE, Cloud Build, BigQuery), checked by the exact objects they send.
 //!
 //! Without the `clients` feature only [`gke`] manifest rendering is built
 //! (the CLI's `bifrost render --target gke`).
 
+#[cfg(feature = "clients")]
+pub mod bigquery;
 #[cfg(feature = "clients")]
 pub mod cloud_build;
 #[cfg(feature = "clients")]
