@@ -386,6 +386,27 @@ async fn dashboard_signs_in_deploys_live_and_refuses_a_viewer() {
     let report = report.as_str().unwrap_or_default();
     assert!(report.contains("Bifrost audit report") && report.contains("Who did what"), "{report}");
     assert!(report.contains("hello-python"), "the timeline names the app: {report}");
+    // Analytics: every project's tiles, then the app's drill-down.
+    b.goto(&format!("{}/analytics", p.url)).await.expect("analytics page");
+    let tiles = wait_until(
+        b,
+        "the analytics page",
+        "document.querySelector('[data-testid=analytics-project]') && document.querySelector('[data-testid=analytics-project]').innerText",
+        Duration::from_secs(20),
+    )
+    .await;
+    let tiles = tiles.as_str().unwrap_or_default();
+    assert!(tiles.contains("hello-python") && tiles.contains("deploys / day"), "{tiles}");
+    b.goto(&format!("{}/analytics/hello-python", p.url)).await.expect("a project's analytics");
+    let periods = wait_until(
+        b,
+        "the project's analytics",
+        "document.querySelector('[data-testid=periods]') && document.querySelector('[data-testid=periods]').innerText",
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(periods.as_str().is_some_and(|t| t.contains("90 days")), "{periods}");
+    screenshot(b, "analytics").await;
 
     // A viewer sees the same pages without the buttons...
     b.delete_all_cookies().await.expect("sign out");

@@ -67,6 +67,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/policies") view=PoliciesPage/>
                     <Route path=path!("/dead-letters") view=DeadLettersPage/>
                     <Route path=path!("/cluster") view=crate::pages::report::ClusterPage/>
+                    <Route path=path!("/analytics") view=crate::pages::report::AnalyticsPage/>
+                    <Route path=path!("/analytics/:name") view=crate::pages::report::ProjectAnalyticsPage/>
                 </Routes>
             </main>
         </Router>
@@ -93,6 +95,7 @@ fn Nav() -> impl IntoView {
                 <A href="/policies">"Policies"</A>
                 <A href="/dead-letters">"Dead letters"</A>
                 <A href="/cluster">"Cluster"</A>
+                <A href="/analytics">"Analytics"</A>
             </nav>
             <div class="who">
                 <Transition fallback=|| ()>

@@ -66,7 +66,9 @@ async fn fake(answer: &'static str) -> (String, Arc<Mutex<Vec<(String, String)>>
                     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
                     let length: usize = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
                         .and_then(|v| v.parse().ok())
                         .unwrap_or(0);
                     if buf.len() < head_end + 4 + length {
@@ -148,7 +150,7 @@ fn row_names(row: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
 fn terraforms_table_schemas_have_exactly_the_fields_the_rows_carry() {
     let r = result();
     for (table, rows) in [
-        ("window_results", bifrost_gcp::bigquery::window_rows(&[r.clone()])),
+        ("window_results", bifrost_gcp::bigquery::window_rows(std::slice::from_ref(&r))),
         ("anomalies", bifrost_gcp::bigquery::anomaly_rows(&[r])),
     ] {
         let path = golden::root().join(format!("terraform/bigquery/{table}.schema.json"));

@@ -16,16 +16,21 @@ use leptos_router::hooks::use_query_map;
 use crate::components::{ErrorState, Loading};
 
 /// A read-only page's HTML, built on the server: `report` (the last
-/// `hours`), `policies`, `cluster`, or `rollout:<deployment id>`.
+/// `hours`), `policies`, `cluster`, `analytics`, `analytics:<project>`, or
+/// `rollout:<deployment id>`.
 #[server(prefix = "/ui/api", endpoint = "server_html")]
 pub async fn server_html(page: String, hours: u32) -> Result<String, ServerFnError> {
     let s = crate::server::Session::current()?;
     if let Some(id) = page.strip_prefix("rollout:") {
         return crate::server::rollout::html(&s, id).await;
     }
+    if let Some(project) = page.strip_prefix("analytics:") {
+        return crate::server::analytics::html(&s, Some(project)).await;
+    }
     match page.as_str() {
         "policies" => super::policies::policies_html(&s).await,
         "cluster" => crate::server::cluster::html(&s).await,
+        "analytics" => crate::server::analytics::html(&s, None).await,
         _ => {
             let since = std::time::SystemTime::now()
                 - std::time::Duration::from_secs(u64::from(hours.clamp(1, 24 * 90)) * 3600);
@@ -96,5 +101,31 @@ pub fn ClusterPage() -> impl IntoView {
             <span class="muted">"refreshed every 5 s"</span>
         </div>
         <ServerHtml page="cluster" refresh_s=5/>
+    }
+}
+
+/// Every project's four keys, cost and anomalies (docs/analytics.md).
+#[component]
+pub fn AnalyticsPage() -> impl IntoView {
+    view! {
+        <div class="page-head">
+            <h1>"Analytics"</h1>
+            <span class="muted">"last 30 days · refreshed every minute"</span>
+        </div>
+        <ServerHtml page="analytics" refresh_s=60/>
+    }
+}
+
+/// One project's drill-down.
+#[component]
+pub fn ProjectAnalyticsPage() -> impl IntoView {
+    let params = leptos_router::hooks::use_params_map();
+    let name = params.read_untracked().get("name").unwrap_or_default();
+    view! {
+        <div class="page-head">
+            <h1>{name.clone()}" — analytics"</h1>
+            <span class="muted"><A href="/analytics">"every project"</A>" · "<A href=format!("/projects/{name}")>"the project"</A></span>
+        </div>
+        <ServerHtml page=format!("analytics:{name}") refresh_s=60/>
     }
 }

@@ -2,6 +2,7 @@
 //! calls), the conversions from API answers to page models, and the axum
 //! router that serves pages, server functions, live events and the wasm.
 
+pub mod analytics;
 pub mod backend;
 pub mod cluster;
 pub mod convert;
