@@ -73,8 +73,6 @@ impl Function for Analytics {
 const PRICES: &str = "prices";
 /// The schedule's progress: the end of the last window it finished.
 const SCHEDULE: &str = "schedule";
-/// Health reports read per deployment for one run.
-const HEALTH_READ: usize = 2_000_000;
 /// Deployments of a project considered per run (newest first).
 const MAX_DEPLOYMENTS: usize = 1_000;
 
@@ -144,9 +142,15 @@ pub async fn run_window(ctx: &Ctx, window: Window) -> Result<RunSummary, String>
     let run_id = new_id("run_");
     let mut summary = RunSummary { window: window.to_string(), run_id: run_id.clone(), ..RunSummary::default() };
     let projects = ctx.store.list_projects().await.map_err(|e| format!("listing projects: {e}"))?;
+    let store = ctx.store.clone();
+    let analysed = in_parallel(projects.clone(), move |p| {
+        let (store, prices, run_id) = (store.clone(), prices.clone(), run_id.clone());
+        async move { analyse_project(&*store, &p, window, &prices, &run_id).await }
+    })
+    .await;
     let mut results = Vec::with_capacity(projects.len());
-    for p in &projects {
-        let (kept, new) = analyse_project(&*ctx.store, p, window, &prices, &run_id).await?;
+    for (p, outcome) in projects.iter().zip(analysed) {
+        let (kept, new) = outcome?;
         if new {
             summary.stored += 1;
             summary.anomalies += kept.anomalies.len();
@@ -162,9 +166,38 @@ pub async fn run_window(ctx: &Ctx, window: Window) -> Result<RunSummary, String>
     if let Some(export) = &ctx.export {
         export.export(&results).await.map_err(|e| format!("exporting {window}: {e}"))?;
     }
-    tracing::info!(window = %window, run_id, stored = summary.stored, already = summary.already,
+    tracing::info!(window = %window, run_id = summary.run_id, stored = summary.stored, already = summary.already,
         anomalies = summary.anomalies, "analytics window");
     Ok(summary)
+}
+
+/// `f` over each item, as many at once as the machine has cores (each
+/// app's reading is on SQLite's reader connections or Firestore's
+/// network, its analysis on its own task); results in the items' order.
+pub async fn in_parallel<T, R, F, Fut>(items: Vec<T>, f: F) -> Vec<Result<R, String>>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<R, String>> + Send + 'static,
+{
+    let width = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut out: Vec<Option<Result<R, String>>> = (0..items.len()).map(|_| None).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut pending = items.into_iter().enumerate();
+    loop {
+        while tasks.len() < width {
+            let Some((i, item)) = pending.next() else { break };
+            let fut = f(item);
+            tasks.spawn(async move { (i, fut.await) });
+        }
+        match tasks.join_next().await {
+            Some(Ok((i, r))) => out[i] = Some(r),
+            Some(Err(e)) => return vec![Err(format!("an analysis task failed: {e}"))],
+            None => break,
+        }
+    }
+    out.into_iter().map(|r| r.unwrap_or_else(|| Err("not analysed".into()))).collect()
 }
 
 /// One project's history around `window`: its replicas' minutes (from the
@@ -178,12 +211,14 @@ pub async fn history(store: &dyn Store, p: &Project, window: Window) -> Result<H
         .map_err(|e| format!("listing {}'s deployments: {e}", p.name))?;
     let mut h = History { project_id: p.id.clone(), project: p.name.clone(), ..History::default() };
     for d in deployments.iter().filter(|d| ran_since(d, since)) {
-        let health =
-            store.health(&d.id, since, HEALTH_READ).await.map_err(|e| format!("reading {}'s health: {e}", d.id))?;
-        let in_range: Vec<_> = health.into_iter().filter(|s| s.at < window.end).collect();
+        let usage = store
+            .usage_minutes(&d.id, since, window.end)
+            .await
+            .map_err(|e| format!("reading {}'s health: {e}", d.id))?;
         let r = d.config.as_ref().map(|c| c.config.resources.clone()).unwrap_or_default();
         h.replicas.extend(analysis::replica_minutes(
-            &in_range,
+            &d.id,
+            &usage,
             r.cpu.millicores as f64 / 1000.0,
             r.memory.bytes as f64 / (1u64 << 30) as f64,
         ));

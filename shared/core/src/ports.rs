@@ -6,7 +6,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
-use crate::analytics::run::{AnalyticsResult, TrafficMinute};
+use crate::analytics::run::{AnalyticsResult, TrafficMinute, UsageMinute};
 use crate::config::ConfigError;
 use crate::domain::{
     Actor, ApiToken, AuditRecord, ConfigSnapshot, Deployment, FeedItem, HealthSample, LogLine, NewDeployment,
@@ -252,6 +252,11 @@ pub trait Store: Send + Sync {
     /// Per-minute traffic of serving deployments (the gateway's sampler);
     /// a minute written again is replaced.
     async fn record_traffic_minutes(&self, minutes: Vec<TrafficMinute>) -> StoreResult<()>;
+    /// A deployment's health reports in `[from, to)` as one mean CPU and
+    /// RSS per (replica, minute), by minute then replica
+    /// (`analytics::run::usage_minutes` says how).
+    async fn usage_minutes(&self, deployment_id: &str, from: Timestamp, to: Timestamp)
+    -> StoreResult<Vec<UsageMinute>>;
     /// A project's traffic minutes in `[from, to)`, oldest first.
     async fn traffic_minutes(
         &self,

@@ -3,7 +3,8 @@
 //! bucket and a traffic minute per app per minute, 8.6 million rows), one
 //! run over the whole 30 days (goal ≤ 5 s, ≤ 200 MiB) and one 5-minute
 //! window (goal ≤ 100 ms) — each app's history read from SQLite, its cost
-//! and anomalies computed; nothing kept, so every iteration does the work.
+//! and anomalies computed, as many apps at once as there are cores; nothing
+//! kept, so every iteration does the work.
 //! The peer in the same run: one app's 30 days judged with a baseline
 //! recomputed for every point (`anomaly::detect`) instead of once an hour.
 
@@ -17,7 +18,7 @@ use bifrost_core::domain::{Project, now};
 use bifrost_core::events::Subscription;
 use bifrost_core::ports::Store;
 use bifrost_core::status::Status;
-use bifrost_functions::analytics::history;
+use bifrost_functions::analytics::{history, in_parallel};
 use bifrost_sqlite::SqliteStore;
 use bifrost_testkit::history::{Minute, app_history, steady};
 use chrono::Duration;
@@ -36,13 +37,19 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn analyse_all(store: &dyn Store, projects: &[Project], window: Window, prices: &Prices) -> usize {
-    let mut anomalies = 0;
-    for p in projects {
-        let h = history(store, p, window).await.expect("reads");
-        anomalies += analysis::analyse(&h, window, prices, LOOKBACK).2.len();
-    }
-    anomalies
+/// What a run does for every project, without keeping the results (so
+/// each iteration does the work): as many apps at once as there are cores.
+async fn analyse_all(store: &Arc<dyn Store>, projects: &[Project], window: Window, prices: &Prices) -> usize {
+    let (store, prices) = (store.clone(), prices.clone());
+    let found = in_parallel(projects.to_vec(), move |p| {
+        let (store, prices) = (store.clone(), prices.clone());
+        async move {
+            let h = history(&*store, &p, window).await?;
+            Ok(analysis::analyse(&h, window, &prices, LOOKBACK).2.len())
+        }
+    })
+    .await;
+    found.into_iter().map(|r| r.expect("analysed")).sum()
 }
 
 fn runs(c: &mut Criterion) {
@@ -84,7 +91,7 @@ fn runs(c: &mut Criterion) {
     // Memory of one whole run, measured apart from criterion's loop.
     let before = peak_rss_kib();
     let t = std::time::Instant::now();
-    let found = rt.block_on(analyse_all(&*store, &projects, month, &prices));
+    let found = rt.block_on(analyse_all(&store, &projects, month, &prices));
     println!(
         "analytics: one 30-day run over {APPS} apps: {:.2} s, {found} anomalies; peak RSS {} MiB (before the run {} MiB)",
         t.elapsed().as_secs_f64(),
@@ -95,13 +102,13 @@ fn runs(c: &mut Criterion) {
     let mut g = c.benchmark_group("analytics");
     g.sample_size(10);
     g.bench_function(format!("30-day run, {APPS} apps"), |b| {
-        b.iter(|| rt.block_on(analyse_all(&*store, &projects, month, &prices)))
+        b.iter(|| rt.block_on(analyse_all(&store, &projects, month, &prices)))
     });
     g.bench_function("5-minute window, one app (7-day lookback)", |b| {
-        b.iter(|| rt.block_on(analyse_all(&*store, &projects[..1], five, &prices)))
+        b.iter(|| rt.block_on(analyse_all(&store, &projects[..1], five, &prices)))
     });
     g.bench_function(format!("5-minute window, {APPS} apps"), |b| {
-        b.iter(|| rt.block_on(analyse_all(&*store, &projects, five, &prices)))
+        b.iter(|| rt.block_on(analyse_all(&store, &projects, five, &prices)))
     });
     // The detector alone on one app's 5-minute request-rate points over 30
     // days: the hourly baseline, and the peer's baseline per point.

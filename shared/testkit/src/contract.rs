@@ -714,6 +714,40 @@ pub async fn analytics_results(store: &dyn Store, prefix: &str) -> Result<(), St
         "traffic minutes {seen:?}"
     );
 
+    // Health reports as usage minutes: means per replica and minute, in [from, to).
+    let dep = format!("{prefix}an-dep");
+    let report = |replica: u32, s: i64, cpu: Option<f64>, rss: Option<u64>| HealthSample {
+        deployment_id: dep.clone(),
+        replica,
+        at: t0 + chrono::Duration::seconds(s),
+        span_s: 0,
+        probe_ok: 1.0,
+        http_status: Some(200),
+        latency_ms: Some(1.0),
+        cpu_percent: cpu,
+        rss_bytes: rss,
+        threads: None,
+        open_fds: None,
+        error: None,
+    };
+    store
+        .record_health(vec![
+            report(0, 1, Some(10.0), Some(100)),
+            report(0, 31, Some(30.0), Some(300)),
+            report(1, 2, Some(5.0), None),
+            report(0, 61, Some(50.0), Some(500)),
+            report(0, 121, Some(70.0), Some(700)),
+        ])
+        .await
+        .map_err(e)?;
+    let usage = store.usage_minutes(&dep, t0, t0 + chrono::Duration::minutes(2)).await.map_err(e)?;
+    let seen: Vec<(i64, u32, Option<f64>, Option<f64>)> =
+        usage.iter().map(|u| ((u.minute - t0).num_minutes(), u.replica, u.cpu_percent, u.rss_bytes)).collect();
+    check!(
+        seen == [(0, 0, Some(20.0), Some(200.0)), (0, 1, Some(5.0), None), (1, 0, Some(50.0), Some(500.0))],
+        "usage minutes {seen:?}"
+    );
+
     let result = |start: i64, minutes: i64, run: &str| AnalyticsResult {
         project_id: project.clone(),
         project: project.clone(),

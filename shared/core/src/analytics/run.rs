@@ -69,37 +69,63 @@ pub struct ReplicaMinute {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// A deployment's sidecar reports as replica minutes: a replica that
-/// reported in a minute ran that minute.
-pub fn replica_minutes(samples: &[HealthSample], requested_cores: f64, requested_gib: f64) -> Vec<ReplicaMinute> {
-    // (replica, minute) → (cpu sum, cpu n, rss sum, rss n)
-    let mut acc: BTreeMap<(u32, i64), (f64, u32, f64, u32)> = BTreeMap::new();
-    let mut deployment = None;
+/// One replica's mean usage over one minute of sidecar reports (what the
+/// store's `usage_minutes` answers).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UsageMinute {
+    pub replica: u32,
+    pub minute: Timestamp,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<f64>,
+}
+
+/// Sidecar reports as usage minutes: per (replica, minute), the mean of
+/// the reports that carry each reading; by minute, then replica.
+pub fn usage_minutes(samples: &[HealthSample]) -> Vec<UsageMinute> {
+    // (minute, replica) → (cpu sum, cpu n, rss sum, rss n)
+    let mut acc: BTreeMap<(i64, u32), (f64, u32, f64, u32)> = BTreeMap::new();
     for s in samples {
-        deployment.get_or_insert(&s.deployment_id);
         let minute = align_down(s.at, Duration::minutes(1)).timestamp_millis();
-        let a = acc.entry((s.replica, minute)).or_default();
+        let a = acc.entry((minute, s.replica)).or_default();
         if let Some(c) = s.cpu_percent.filter(|c| c.is_finite()) {
-            a.0 += c / 100.0;
+            a.0 += c;
             a.1 += 1;
         }
         if let Some(r) = s.rss_bytes {
-            a.2 += r as f64 / GIB;
+            a.2 += r as f64;
             a.3 += 1;
         }
     }
-    let Some(deployment) = deployment else { return vec![] };
     acc.into_iter()
-        .filter_map(|((replica, ms), (c, cn, r, rn))| {
-            Some(ReplicaMinute {
-                deployment_id: deployment.clone(),
+        .filter_map(|((ms, replica), (c, cn, r, rn))| {
+            Some(UsageMinute {
                 replica,
                 minute: chrono::DateTime::from_timestamp_millis(ms)?,
-                requested_cores,
-                requested_gib,
-                used_cores: (cn > 0).then(|| c / cn as f64),
-                used_gib: (rn > 0).then(|| r / rn as f64),
+                cpu_percent: (cn > 0).then(|| c / f64::from(cn)),
+                rss_bytes: (rn > 0).then(|| r / f64::from(rn)),
             })
+        })
+        .collect()
+}
+
+/// A deployment's usage minutes as replica minutes at its request: a
+/// replica that reported in a minute ran that minute.
+pub fn replica_minutes(
+    deployment_id: &str,
+    usage: &[UsageMinute],
+    requested_cores: f64,
+    requested_gib: f64,
+) -> Vec<ReplicaMinute> {
+    usage
+        .iter()
+        .map(|u| ReplicaMinute {
+            deployment_id: deployment_id.to_string(),
+            replica: u.replica,
+            minute: u.minute,
+            requested_cores,
+            requested_gib,
+            used_cores: u.cpu_percent.map(|c| c / 100.0),
+            used_gib: u.rss_bytes.map(|r| r / GIB),
         })
         .collect()
 }
@@ -320,6 +346,35 @@ mod tests {
         // The same window a day earlier, steady: nothing.
         let quiet = Window { start: t0() + Duration::minutes(1435), end: t0() + Duration::minutes(1440) };
         assert!(analyse(&h, quiet, &Prices::default(), LOOKBACK).2.is_empty());
+    }
+
+    #[test]
+    fn a_replicas_reports_become_one_usage_minute_each_with_their_means() {
+        let sample = |replica, s: i64, cpu: Option<f64>, rss: Option<u64>| HealthSample {
+            deployment_id: "d1".into(),
+            replica,
+            at: t0() + Duration::seconds(s),
+            span_s: 0,
+            probe_ok: 1.0,
+            http_status: None,
+            latency_ms: None,
+            cpu_percent: cpu,
+            rss_bytes: rss,
+            threads: None,
+            open_fds: None,
+            error: None,
+        };
+        let u = usage_minutes(&[
+            sample(0, 1, Some(10.0), Some(100)),
+            sample(0, 30, Some(30.0), None),
+            sample(1, 5, None, Some(300)),
+            sample(0, 61, Some(50.0), Some(500)),
+        ]);
+        let seen: Vec<(i64, u32, Option<f64>, Option<f64>)> =
+            u.iter().map(|m| ((m.minute - t0()).num_minutes(), m.replica, m.cpu_percent, m.rss_bytes)).collect();
+        assert_eq!(seen, [(0, 0, Some(20.0), Some(100.0)), (0, 1, None, Some(300.0)), (1, 0, Some(50.0), Some(500.0))]);
+        let r = replica_minutes("d1", &u[..1], 0.5, 1.0);
+        assert_eq!((r[0].used_cores, r[0].requested_gib), (Some(0.2), 1.0));
     }
 
     #[test]

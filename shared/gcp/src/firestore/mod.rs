@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::pubsub::Publish;
-use bifrost_core::analytics::run::{AnalyticsResult, TrafficMinute};
+use bifrost_core::analytics::run::{AnalyticsResult, TrafficMinute, UsageMinute};
 use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
@@ -803,6 +803,18 @@ impl Store for FirestoreStore {
             .await?;
         }
         Ok(())
+    }
+
+    async fn usage_minutes(
+        &self,
+        deployment_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<UsageMinute>> {
+        // Firestore cannot group: read the reports and group them here.
+        let mut samples = self.health(deployment_id, from, 100_000).await?;
+        samples.retain(|s| s.at < to);
+        Ok(bifrost_core::analytics::run::usage_minutes(&samples))
     }
 
     async fn traffic_minutes(

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Notify, broadcast};
 
-use bifrost_core::analytics::run::{AnalyticsResult, TrafficMinute};
+use bifrost_core::analytics::run::{AnalyticsResult, TrafficMinute, UsageMinute};
 use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
@@ -957,6 +957,40 @@ impl Store for SqliteStore {
             }
             tx.commit().map_err(backend)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn usage_minutes(
+        &self,
+        deployment_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> StoreResult<Vec<UsageMinute>> {
+        let id = deployment_id.to_string();
+        self.run(move |inner| {
+            inner.read(|c| {
+                // Grouped here: one row per replica-minute crosses into Rust.
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT replica, (at_ms / 60000) * 60000 AS m, avg(cpu_percent), avg(rss_bytes) FROM health
+                         WHERE deployment_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 GROUP BY m, replica ORDER BY m, replica",
+                    )
+                    .map_err(backend)?;
+                let rows = stmt
+                    .query_map(params![id, from.timestamp_millis(), to.timestamp_millis()], |r| {
+                        Ok(UsageMinute {
+                            replica: r.get(0)?,
+                            minute: chrono::DateTime::from_timestamp_millis(r.get(1)?).unwrap_or_default(),
+                            cpu_percent: r.get(2)?,
+                            rss_bytes: r.get(3)?,
+                        })
+                    })
+                    .map_err(backend)?
+                    .collect::<Result<_, _>>()
+                    .map_err(backend)?;
+                Ok(rows)
+            })
         })
         .await
     }
