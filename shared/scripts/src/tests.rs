@@ -133,7 +133,9 @@ fn an_endless_loop_is_stopped_with_its_line() {
     let s = script("function handle(req)\n  while true do end\nend");
     let e = run(&s, "/").expect_err("loops");
     assert_eq!((e.kind, e.line), (ErrorKind::Limit, Some(2)), "{}", e.message);
-    assert!(e.message.contains("instruction limit"), "{}", e.message);
+    // Whichever limit comes first: on a loaded machine the 20 ms deadline
+    // can pass before a million instructions have run (a CI flake).
+    assert!(e.message.contains("instruction limit") || e.message.contains("time limit"), "{}", e.message);
 }
 
 #[test]
