@@ -8,6 +8,13 @@ resource "google_artifact_registry_repository" "bifrost" {
 }
 
 locals {
+  # Every function's service and the analytics job.
+  common_env = {
+    BIFROST_GCP_PROJECT    = var.project_id
+    BIFROST_APPS_DOMAIN    = var.apps_domain
+    BIFROST_SOURCES_BUCKET = google_storage_bucket.data["sources"].name
+    BIFROST_SCRIPTS_BUCKET = google_storage_bucket.data["scripts"].name
+  }
   gke_env = {
     BIFROST_GKE_ENDPOINT   = "https://${google_container_cluster.apps.endpoint}"
     BIFROST_GKE_CA_CERT    = google_container_cluster.apps.master_auth[0].cluster_ca_certificate
@@ -60,21 +67,12 @@ resource "google_cloud_run_v2_service" "functions" {
         }
         cpu_idle = true
       }
-      env {
-        name  = "BIFROST_GCP_PROJECT"
-        value = var.project_id
-      }
-      env {
-        name  = "BIFROST_APPS_DOMAIN"
-        value = var.apps_domain
-      }
-      env {
-        name  = "BIFROST_SOURCES_BUCKET"
-        value = google_storage_bucket.data["sources"].name
-      }
-      env {
-        name  = "BIFROST_SCRIPTS_BUCKET"
-        value = google_storage_bucket.data["scripts"].name
+      dynamic "env" {
+        for_each = local.common_env
+        content {
+          name  = env.key
+          value = env.value
+        }
       }
       env {
         name  = "BIFROST_API_URL"

@@ -44,21 +44,12 @@ resource "google_cloud_run_v2_job" "analytics" {
             memory = "512Mi"
           }
         }
-        env {
-          name  = "BIFROST_GCP_PROJECT"
-          value = var.project_id
-        }
-        env {
-          name  = "BIFROST_APPS_DOMAIN"
-          value = var.apps_domain
-        }
-        env {
-          name  = "BIFROST_SOURCES_BUCKET"
-          value = google_storage_bucket.data["sources"].name
-        }
-        env {
-          name  = "BIFROST_SCRIPTS_BUCKET"
-          value = google_storage_bucket.data["scripts"].name
+        dynamic "env" {
+          for_each = local.common_env
+          content {
+            name  = env.key
+            value = env.value
+          }
         }
         dynamic "env" {
           for_each = var.bigquery_export ? ["bifrost_analytics"] : []
