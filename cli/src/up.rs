@@ -310,6 +310,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         scripts: scripts.clone(),
         // This process's router, plus the `bifrost-router` nodes following the gateway.
         export: None,
+        points: Default::default(),
         traffic: Some(Arc::new(bifrost_functions::traffic::TrafficRecorder::new(Arc::new(
             bifrost_functions::traffic::Summed(vec![
                 router_metrics.clone(),

@@ -173,6 +173,7 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
         // What the router cluster reports to the gateway (the routers run
         // apart, on GKE): a canary's analysis and the dashboard's numbers.
         export: bigquery(gcp_project)?,
+        points: Default::default(),
         traffic: Some(Arc::new(bifrost_functions::traffic::TrafficRecorder::new(Arc::new(
             bifrost_functions::traffic::StoreTallies(store.clone()),
         )))),

@@ -15,9 +15,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bifrost_core::analytics::cost::Prices;
-use bifrost_core::analytics::run::{self as analysis, AnalyticsResult, History, LOOKBACK};
-use bifrost_core::analytics::window::Window;
+use bifrost_core::analytics::cost::{Cost, Prices};
+use bifrost_core::analytics::run::{self as analysis, AnalyticsResult, History, LOOKBACK, PointRow, SeriesAnomaly};
+use bifrost_core::analytics::window::{Window, align_down};
 use bifrost_core::domain::{Deployment, LogLine, Project, Timestamp, new_id, now};
 use bifrost_core::events::Event;
 use bifrost_core::ports::Store;
@@ -142,10 +142,10 @@ pub async fn run_window(ctx: &Ctx, window: Window) -> Result<RunSummary, String>
     let run_id = new_id("run_");
     let mut summary = RunSummary { window: window.to_string(), run_id: run_id.clone(), ..RunSummary::default() };
     let projects = ctx.store.list_projects().await.map_err(|e| format!("listing projects: {e}"))?;
-    let store = ctx.store.clone();
+    let (store, cache) = (ctx.store.clone(), ctx.points.clone());
     let analysed = in_parallel(projects.clone(), move |p| {
-        let (store, prices, run_id) = (store.clone(), prices.clone(), run_id.clone());
-        async move { analyse_project(&*store, &p, window, &prices, &run_id).await }
+        let (store, prices, run_id, cache) = (store.clone(), prices.clone(), run_id.clone(), cache.clone());
+        async move { analyse_project(&*store, &p, window, &prices, &run_id, &cache).await }
     })
     .await;
     let mut results = Vec::with_capacity(projects.len());
@@ -200,21 +200,18 @@ where
     out.into_iter().map(|r| r.unwrap_or_else(|| Err("not analysed".into()))).collect()
 }
 
-/// One project's history around `window`: its replicas' minutes (from the
-/// sidecars' reports, at each deployment's `[resources]`) and its traffic
-/// minutes, from the lookback's start to the window's end.
-pub async fn history(store: &dyn Store, p: &Project, window: Window) -> Result<History, String> {
-    let since = window.start - LOOKBACK;
+/// One project's history over `[from, to)`: its replicas' minutes (from
+/// the sidecars' reports, at each deployment's `[resources]`) and its
+/// traffic minutes.
+pub async fn history(store: &dyn Store, p: &Project, from: Timestamp, to: Timestamp) -> Result<History, String> {
     let deployments = store
         .list_deployments(Some(&p.id), MAX_DEPLOYMENTS)
         .await
         .map_err(|e| format!("listing {}'s deployments: {e}", p.name))?;
     let mut h = History { project_id: p.id.clone(), project: p.name.clone(), ..History::default() };
-    for d in deployments.iter().filter(|d| ran_since(d, since)) {
-        let usage = store
-            .usage_minutes(&d.id, since, window.end)
-            .await
-            .map_err(|e| format!("reading {}'s health: {e}", d.id))?;
+    for d in deployments.iter().filter(|d| ran_since(d, from)) {
+        let usage =
+            store.usage_minutes(&d.id, from, to).await.map_err(|e| format!("reading {}'s health: {e}", d.id))?;
         let r = d.config.as_ref().map(|c| c.config.resources.clone()).unwrap_or_default();
         h.replicas.extend(analysis::replica_minutes(
             &d.id,
@@ -223,11 +220,98 @@ pub async fn history(store: &dyn Store, p: &Project, window: Window) -> Result<H
             r.memory.bytes as f64 / (1u64 << 30) as f64,
         ));
     }
-    h.traffic = store
-        .traffic_minutes(&p.id, since, window.end)
-        .await
-        .map_err(|e| format!("reading {}'s traffic: {e}", p.name))?;
+    h.traffic =
+        store.traffic_minutes(&p.id, from, to).await.map_err(|e| format!("reading {}'s traffic: {e}", p.name))?;
     Ok(h)
+}
+
+/// Each app's 5-minute points over the last lookback, as the schedule's
+/// runs computed them, so the next window's run reads only its own 5
+/// minutes (a process that starts, or a window that does not follow the
+/// last, reads the whole lookback once). The points are what a run
+/// reading the store would compute, at the same prices (a price change
+/// drops them). 129 KiB per app.
+#[derive(Default)]
+pub struct PointCache {
+    apps: std::sync::Mutex<std::collections::HashMap<String, KeptPoints>>,
+}
+
+#[derive(Clone)]
+struct KeptPoints {
+    prices: Prices,
+    /// The rows cover `[from, until)`.
+    from: Timestamp,
+    until: Timestamp,
+    rows: Vec<PointRow>,
+}
+
+impl Clone for PointCache {
+    fn clone(&self) -> Self {
+        let apps = self.apps.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        PointCache { apps: std::sync::Mutex::new(apps) }
+    }
+}
+
+impl PointCache {
+    /// The app's kept points if they reach back far enough for `window`
+    /// and end where it starts.
+    fn take(&self, project_id: &str, prices: &Prices, window: Window) -> Option<Vec<PointRow>> {
+        let aligned = |t: Timestamp| align_down(t, analysis::POINT) == t;
+        if !aligned(window.start) || !aligned(window.end) {
+            return None;
+        }
+        let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = apps.remove(project_id)?;
+        (kept.prices == *prices && kept.until == window.start && kept.from <= analysis::reach(window, LOOKBACK))
+            .then_some(kept.rows)
+    }
+
+    /// Where the app's kept points end (none kept: `None`).
+    pub fn kept_until(&self, project_id: &str) -> Option<Timestamp> {
+        self.apps.lock().unwrap_or_else(|e| e.into_inner()).get(project_id).map(|k| k.until)
+    }
+
+    /// Keeps the app's points up to `window`'s end, as far back as the
+    /// next window needs.
+    fn keep(&self, project_id: &str, prices: &Prices, window: Window, mut rows: Vec<PointRow>) {
+        if align_down(window.end, analysis::POINT) != window.end {
+            return;
+        }
+        let from = analysis::reach(Window { start: window.end, end: window.end }, LOOKBACK);
+        rows.retain(|r| r.at >= from);
+        // A long window's rows would otherwise keep their whole capacity.
+        rows.shrink_to_fit();
+        let kept = KeptPoints { prices: prices.clone(), from, until: window.end, rows };
+        self.apps.lock().unwrap_or_else(|e| e.into_inner()).insert(project_id.to_string(), kept);
+    }
+}
+
+/// One project's cost, 5xx count and anomalies over `window`, from the
+/// store (and the points `cache` kept from the window before).
+pub async fn analyse(
+    store: &dyn Store,
+    p: &Project,
+    window: Window,
+    prices: &Prices,
+    cache: &PointCache,
+) -> Result<(Cost, u64, Vec<SeriesAnomaly>), String> {
+    let (h, rows) = match cache.take(&p.id, prices, window) {
+        Some(mut rows) => {
+            let h = history(store, p, window.start, window.end).await?;
+            rows.extend(analysis::points(&h, window.start, window.end, prices));
+            (h, rows)
+        }
+        None => {
+            let reach = analysis::reach(window, LOOKBACK);
+            let h = history(store, p, reach, window.end).await?;
+            let rows = analysis::points(&h, reach, window.end, prices);
+            (h, rows)
+        }
+    };
+    let (cost, errors) = analysis::cost_in(&h, window, prices);
+    let anomalies = analysis::judge(&rows, window, LOOKBACK);
+    cache.keep(&p.id, prices, window, rows);
+    Ok((cost, errors, anomalies))
 }
 
 /// Whether a deployment may have run after `since` (one that ended
@@ -243,13 +327,13 @@ pub async fn analyse_project(
     window: Window,
     prices: &Prices,
     run_id: &str,
+    cache: &PointCache,
 ) -> Result<(AnalyticsResult, bool), String> {
     let done = store.analytics(&p.id, window.start, window.start + chrono::Duration::milliseconds(1)).await;
     if let Some(kept) = done.map_err(|e| e.to_string())?.into_iter().find(|r| r.window == window) {
         return Ok((kept, false));
     }
-    let h = history(store, p, window).await?;
-    let (cost, errors, anomalies) = analysis::analyse(&h, window, prices, LOOKBACK);
+    let (cost, errors, anomalies) = analyse(store, p, window, prices, cache).await?;
     let result = AnalyticsResult {
         project_id: p.id.clone(),
         project: p.name.clone(),

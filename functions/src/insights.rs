@@ -34,12 +34,21 @@ async fn change_of(ctx: &Ctx, d: &Deployment) -> Result<Option<Change>, String> 
         deployment: d.id.clone(),
         created_at: d.created_at,
         live_at,
-        committed_at: commit.as_ref().map(|c| c.at),
+        committed_at: pushed_at(&d.source).or(commit.as_ref().map(|c| c.at)),
         rollback: d.rollback_of.is_some(),
         fix: commit.as_ref().is_some_and(|c| is_fix(&c.subject)),
         unhealthy_at,
         bake: chrono::Duration::milliseconds(bake.millis as i64),
     }))
+}
+
+/// The commit time the push carried (webhook deploys), which wins over
+/// git's: it is what the developer's push said when it happened.
+fn pushed_at(source: &bifrost_core::domain::Source) -> Option<Timestamp> {
+    match source {
+        bifrost_core::domain::Source::Git { committed_at, .. } => *committed_at,
+        bifrost_core::domain::Source::Archive { .. } => None,
+    }
 }
 
 /// Every change of `project` (name or id).

@@ -56,6 +56,9 @@ pub struct Ctx {
     pub traffic: Option<Arc<traffic::TrafficRecorder>>,
     /// Where analytics results are copied (BigQuery on GCP, if configured).
     pub export: Option<Arc<dyn bifrost_core::ports::ResultsExport>>,
+    /// The analytics schedule's points of the last week (see
+    /// [`analytics::PointCache`]).
+    pub points: Arc<analytics::PointCache>,
 }
 
 impl Ctx {

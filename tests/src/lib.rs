@@ -304,7 +304,18 @@ impl Platform {
 
     /// A signed push of the repo's head to main; the new deployment's id.
     pub async fn push(&self, repo: &GitRepo, delivery: &str) -> String {
-        let payload = repo.push_payload("refs/heads/main", &repo.head());
+        self.push_payload(repo.push_payload("refs/heads/main", &repo.head()), delivery).await
+    }
+
+    /// Pushes the repo's head with the payload saying its commit was made
+    /// at `committed_at` (RFC 3339), as GitHub's `head_commit.timestamp`.
+    pub async fn push_made_at(&self, repo: &GitRepo, delivery: &str, committed_at: &str) -> String {
+        let mut payload = repo.push_payload("refs/heads/main", &repo.head());
+        payload["head_commit"] = serde_json::json!({"id": repo.head(), "timestamp": committed_at});
+        self.push_payload(payload, delivery).await
+    }
+
+    async fn push_payload(&self, payload: Value, delivery: &str) -> String {
         let a = self.client().webhook("push", delivery, WEBHOOK_SECRET, &payload).await;
         assert_eq!(a.status, 201, "{:?}", a.body);
         a.body["deployment"]["id"].as_str().expect("id").to_string()

@@ -1,5 +1,5 @@
 //! Analytics through `bifrost up` from the platform's own records: three
-//! commits made hours apart go live, the second is rolled back, a fix
+//! commits made hours apart go live (the first's time from its push), the second is rolled back, a fix
 //! follows — DORA's four keys come out with the numbers that history
 //! implies; and a live app's minute of traffic and replica reports is
 //! analysed by hand into its cost, once, at the admin's prices.
@@ -16,8 +16,10 @@ async fn dora_keys_come_from_what_went_live_was_rolled_back_and_fixed() {
     let hours_ago = |h: i64| (Utc::now() - Duration::hours(h)).to_rfc3339();
     let start = Utc::now();
 
-    repo.commit_at(&[("VERSION", "1")], "feat: first", &hours_ago(3));
-    let v1 = p.push(&repo, "dora-1").await;
+    // v1's push says it was made 3 h ago; git says 5 h: the push's word
+    // counts (GitHub's `head_commit.timestamp`).
+    repo.commit_at(&[("VERSION", "1")], "feat: first", &hours_ago(5));
+    let v1 = p.push_made_at(&repo, "dora-1", &hours_ago(3)).await;
     p.healthy(&v1).await;
     repo.commit_at(&[("VERSION", "2")], "feat: second", &hours_ago(2));
     let v2 = p.push(&repo, "dora-2").await;
@@ -69,6 +71,14 @@ async fn dora_keys_come_from_what_went_live_was_rolled_back_and_fixed() {
     assert!(bad.body["error"]["message"].as_str().is_some_and(|m| m.contains("from 1 to 365")), "{:?}", bad.body);
     assert_ne!(p.cli(&["analytics", "show", "web", "--days", "400"]).code, 0);
     assert_eq!(p.client().get("/api/v1/analytics/projects/nope").await.status, 404);
+
+    // The deployment page's markers: only the anomalies (no run analysed any).
+    let marks = p.client().get("/api/v1/analytics/projects/web/anomalies?days=1").await;
+    assert_eq!(marks.status, 200, "{:?}", marks.body);
+    assert_eq!((marks.body["project"].as_str(), marks.body["days"].as_i64()), (Some("web"), Some(1)));
+    assert!(marks.body["anomalies"].as_array().is_some_and(Vec::is_empty), "{:?}", marks.body);
+    assert!(marks.body.get("dora").is_none(), "no four keys: {:?}", marks.body);
+    assert_eq!(p.client().get("/api/v1/analytics/projects/nope/anomalies").await.status, 404);
 }
 
 /// The per-replica-minute charge of a replica at the default resources

@@ -84,7 +84,12 @@ impl World {
             deployment_id: id.into(),
             project_id: "p_hello".into(),
             project: "hello-python".into(),
-            source: Source::Git { repo: self.repo.path_str(), git_ref: "main".into(), commit: self.repo.head() },
+            source: Source::Git {
+                repo: self.repo.path_str(),
+                git_ref: "main".into(),
+                commit: self.repo.head(),
+                committed_at: None,
+            },
             config: config::parse(&toml).expect("valid"),
         }
     }

@@ -39,11 +39,15 @@ async fn signed_push_reaches_building_with_its_history() {
     assert_eq!(ping.body["status"], "pong");
 
     let sha = repo.head();
-    let push = c.webhook("push", "delivery-1", SECRET, &repo.push_payload("refs/heads/main", &sha)).await;
+    // The push says when its head commit was made (the lead time's start).
+    let mut payload = repo.push_payload("refs/heads/main", &sha);
+    payload["head_commit"] = json!({"id": sha, "timestamp": "2026-11-29T10:00:00+01:00", "message": "add app"});
+    let push = c.webhook("push", "delivery-1", SECRET, &payload).await;
     assert_eq!(push.status, 201, "{:?}", push.body);
     assert_eq!(push.body["status"], "queued");
     let id = push.body["deployment"]["id"].as_str().expect("id").to_string();
     assert_eq!(push.body["deployment"]["source"]["commit"], sha);
+    assert_eq!(push.body["deployment"]["source"]["committed_at"], "2026-11-29T09:00:00.000Z");
 
     let d = c.wait_deployment(&id, "building", |d| d["status"] == "building").await;
     assert_eq!(statuses(&d["history"]), ["queued", "validating", "building"]);

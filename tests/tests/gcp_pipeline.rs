@@ -114,6 +114,7 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
         )))),
         traffic: None,
         export: None,
+        points: Default::default(),
         health: tokio::sync::broadcast::channel(16).0,
         store: store.clone(),
         dead_letters: Arc::new(dead),

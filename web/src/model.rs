@@ -135,6 +135,21 @@ pub struct DeploymentPage {
     /// (the rollout view is built on the server).
     #[serde(default)]
     pub rollout: Option<bool>,
+    /// The project's anomalies of the last day (the charts' markers).
+    #[serde(default)]
+    pub anomalies: Vec<Marker>,
+}
+
+/// An anomaly an analytics run found, as a chart marks it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Marker {
+    /// `cpu_cores`, `rss_mib`, `requests_per_s`, `error_rate`, `p99_ms` or
+    /// `cost_per_hour`.
+    pub series: String,
+    /// The start of its 5-minute point (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// What a hover says: value, baseline and score.
+    pub label: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

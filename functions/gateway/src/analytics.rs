@@ -137,6 +137,26 @@ pub async fn project(
     Ok(Json(of_project(&s, &p.name, days).await?))
 }
 
+#[utoipa::path(get, path = "/api/v1/analytics/projects/{name}/anomalies", tag = "analytics",
+    params(("name" = String, Path, description = "Project name or id"), Days),
+    responses((status = 200, description = "`{project, days, anomalies: [{series, at, value, baseline, score}]}`: the anomalies \
+the analytics runs found in the period, oldest first — the analytics answer without the four keys and the cost (the \
+deployment page's chart markers)"), (status = 404, body = super::wire::ErrorBody), (status = 422, body = super::wire::ErrorBody)),
+    security(("token" = ["viewer"])))]
+pub async fn anomalies(
+    State(s): State<AppState>,
+    caller: Viewer,
+    Path(name): Path<String>,
+    Query(q): Query<Days>,
+) -> ApiResult<Json<Value>> {
+    let days = days(&q)?;
+    let p = project_for(&s, &caller, &name).await?;
+    let to = now();
+    let results = without_overlap(s.ctx.store.analytics(&p.id, to - chrono::Duration::days(days), to).await?);
+    let found: Vec<_> = results.iter().flat_map(|r| r.anomalies.iter()).collect();
+    Ok(Json(json!({"project": p.name, "days": days, "anomalies": found})))
+}
+
 #[utoipa::path(get, path = "/api/v1/analytics/summary", tag = "analytics", params(Days),
     responses((status = 200, description = "`{days, projects: [{project, dora, cost, anomalies}]}`: every project the caller sees, by name"),
         (status = 422, body = super::wire::ErrorBody)),

@@ -212,7 +212,7 @@ pub async fn create_deployment(
         })?;
         let git_ref = body.git_ref.filter(|r| !r.is_empty()).unwrap_or_else(|| project.branch.clone());
         let commit = s.ctx.sources.resolve(&repo, &git_ref).await?;
-        Source::Git { repo, git_ref, commit }
+        Source::Git { repo, git_ref, commit, committed_at: None }
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -73,6 +73,7 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/routes/stream", get(routes::stream))
         .route("/routers", get(routes::routers))
         .route("/analytics/projects/{name}", get(analytics::project))
+        .route("/analytics/projects/{name}/anomalies", get(analytics::anomalies))
         .route("/analytics/summary", get(analytics::summary))
         .route("/analytics/runs", post(analytics::run))
         .route("/analytics/prices", get(analytics::prices).put(analytics::set_prices))

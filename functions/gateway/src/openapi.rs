@@ -12,7 +12,7 @@ use super::{analytics, api, audit, live, policies, rollout, routes, scripts, tra
         api::create_project, api::list_projects, api::get_project, api::delete_project, api::set_chaos, api::end_chaos,
         api::set_split, api::reset_split, traffic::project, traffic::deployment,
         scripts::list, scripts::push, scripts::rollback, rollout::promote, rollout::abort,
-        routes::table, routes::stream, routes::report, routes::routers, analytics::project, analytics::summary, analytics::run, analytics::prices, analytics::set_prices,
+        routes::table, routes::stream, routes::report, routes::routers, analytics::project, analytics::anomalies, analytics::summary, analytics::run, analytics::prices, analytics::set_prices,
         policies::list, policies::show, policies::set, policies::set_data, policies::test,
         api::create_deployment, api::list_project_deployments, api::list_deployments, api::get_deployment,
         api::deployment_events, api::retry, api::cancel,

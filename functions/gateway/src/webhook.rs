@@ -75,6 +75,29 @@ pub struct Payload {
     pub repository: Option<Repository>,
     pub pusher: Option<Named>,
     pub sender: Option<Login>,
+    pub head_commit: Option<HeadCommit>,
+}
+
+/// The pushed head commit as the payload describes it.
+#[derive(Deserialize, Debug, Default)]
+pub struct HeadCommit {
+    pub id: Option<String>,
+    /// RFC 3339 with the committer's offset (`2026-11-29T10:00:00+01:00`).
+    pub timestamp: Option<String>,
+}
+
+impl Payload {
+    /// When the pushed commit `after` was made, if the payload says so (a
+    /// timestamp that does not read, or a head commit that is not `after`,
+    /// says nothing: the commit's time is then read from git).
+    pub fn commit_time(&self, after: &str) -> Option<bifrost_core::domain::Timestamp> {
+        let head = self.head_commit.as_ref()?;
+        if !head.id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(after)) {
+            return None;
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(head.timestamp.as_deref()?).ok()?;
+        Some(at.with_timezone(&chrono::Utc))
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -223,6 +246,7 @@ pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(Statu
     if after.len() != 40 || !after.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::bad_request(format!("push payload `after` is not a commit id: {after:?}")));
     }
+    let committed_at = payload.commit_time(&after);
     let pusher = payload
         .sender
         .and_then(|s| s.login)
@@ -249,7 +273,7 @@ pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(Statu
         .store
         .create_deployment(NewDeployment {
             project: project.name.clone(),
-            source: Source::Git { repo, git_ref: branch.to_string(), commit: after },
+            source: Source::Git { repo, git_ref: branch.to_string(), commit: after, committed_at },
             actor: Actor::github(&pusher),
             dedupe_key: delivery.map(|d| format!("github:{d}")),
             rollback_of: None,
@@ -268,4 +292,30 @@ pub async fn github(State(s): State<AppState>, req: Request) -> ApiResult<(Statu
             reason: None,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(head: serde_json::Value) -> Payload {
+        serde_json::from_value(serde_json::json!({"ref": "refs/heads/main", "head_commit": head})).expect("reads")
+    }
+
+    #[test]
+    fn the_head_commits_timestamp_is_the_commit_time_in_utc() {
+        let sha = "ab".repeat(20);
+        let p = payload(serde_json::json!({"id": sha.to_uppercase(), "timestamp": "2026-11-29T10:00:00+01:00"}));
+        assert_eq!(p.commit_time(&sha).map(|t| t.to_rfc3339()), Some("2026-11-29T09:00:00+00:00".to_string()));
+    }
+
+    #[test]
+    fn a_timestamp_of_another_commit_or_unreadable_says_nothing() {
+        let sha = "ab".repeat(20);
+        let other = payload(serde_json::json!({"id": "cd".repeat(20), "timestamp": "2026-11-29T10:00:00Z"}));
+        assert_eq!(other.commit_time(&sha), None);
+        let garbled = payload(serde_json::json!({"id": sha, "timestamp": "yesterday"}));
+        assert_eq!(garbled.commit_time(&sha), None);
+        assert_eq!(Payload::default().commit_time(&sha), None);
+    }
 }

@@ -66,7 +66,9 @@ impl From<bifrost_core::domain::Chaos> for ChaosOut {
 impl From<Source> for SourceOut {
     fn from(s: Source) -> Self {
         match s {
-            Source::Git { repo, git_ref, commit } => SourceOut::Git { repo, git_ref, commit },
+            Source::Git { repo, git_ref, commit, committed_at } => {
+                SourceOut::Git { repo, git_ref, commit, committed_at: committed_at.as_ref().map(rfc3339) }
+            }
             Source::Archive { sha256, .. } => SourceOut::Archive { sha256 },
         }
     }

@@ -155,6 +155,10 @@ pub enum SourceOut {
         #[serde(rename = "ref")]
         git_ref: String,
         commit: String,
+        /// When the commit was made, as the webhook's push said (RFC 3339;
+        /// absent for deploys from the CLI, whose commit time git holds).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        committed_at: Option<String>,
     },
     Archive {
         sha256: String,

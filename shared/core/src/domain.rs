@@ -224,6 +224,10 @@ pub enum Source {
         #[serde(rename = "ref")]
         git_ref: String,
         commit: String,
+        /// When the commit was made, as the push said (GitHub's
+        /// `head_commit.timestamp`); `None`: read from git when needed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        committed_at: Option<Timestamp>,
     },
     /// An uploaded archive (tar.gz), stored by the platform.
     Archive { uri: String, sha256: String },

@@ -33,6 +33,7 @@ fn request(cfg: DeployConfig) -> BuildRequest {
             repo: "https://git.example/acme/app".into(),
             git_ref: "main".into(),
             commit: "a".repeat(40),
+            committed_at: None,
         },
         config: cfg,
     }

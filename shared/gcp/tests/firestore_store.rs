@@ -16,7 +16,12 @@ use bifrost_testkit::emulator::{Emulator, Kind};
 fn new_deployment(project: impl Into<String>, commit: char) -> NewDeployment {
     NewDeployment {
         project: project.into(),
-        source: Source::Git { repo: "/r".into(), git_ref: "main".into(), commit: commit.to_string().repeat(40) },
+        source: Source::Git {
+            repo: "/r".into(),
+            git_ref: "main".into(),
+            commit: commit.to_string().repeat(40),
+            committed_at: None,
+        },
         actor: Actor::token("t"),
         dedupe_key: None,
         rollback_of: None,

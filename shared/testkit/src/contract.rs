@@ -30,7 +30,7 @@ macro_rules! check {
 }
 
 fn git_source(commit: &str) -> Source {
-    Source::Git { repo: "/tmp/repo".into(), git_ref: "main".into(), commit: commit.into() }
+    Source::Git { repo: "/tmp/repo".into(), git_ref: "main".into(), commit: commit.into(), committed_at: None }
 }
 
 fn new_deployment(project: &str, dedupe: Option<&str>) -> NewDeployment {

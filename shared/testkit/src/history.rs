@@ -11,7 +11,7 @@ use bifrost_core::domain::{
 };
 use bifrost_core::ports::{Patch, Store, Transition};
 use bifrost_core::status::Status;
-use bifrost_functions::analytics::{RunSummary, analyse_project, catch_up};
+use bifrost_functions::analytics::{PointCache, RunSummary, analyse, analyse_project, catch_up};
 use chrono::Duration;
 
 /// What one replica reported and the routers counted in one minute.
@@ -56,7 +56,12 @@ pub async fn app_history(
     let d = store
         .create_deployment(NewDeployment {
             project: name.into(),
-            source: Source::Git { repo: "/tmp/repo".into(), git_ref: "main".into(), commit: "a".repeat(40) },
+            source: Source::Git {
+                repo: "/tmp/repo".into(),
+                git_ref: "main".into(),
+                commit: "a".repeat(40),
+                committed_at: None,
+            },
             actor: Actor::token("history"),
             dedupe_key: None,
             rollback_of: None,
@@ -153,7 +158,7 @@ pub async fn analytics_run(store: &dyn Store, prefix: &str) -> Result<(), String
     // Cost: 4 h × (0.5 core × $1 + 0.5 GiB × $0.5); 10 req/s × 4 h.
     let prices = Prices { currency: "EUR".into(), cpu_core_hour: 1.0, memory_gib_hour: 0.5 };
     let four_hours = Window { start: t0, end: t0 + Duration::minutes(minutes) };
-    let (r, new) = analyse_project(store, &steady_app, four_hours, &prices, "run-cost").await?;
+    let (r, new) = analyse_project(store, &steady_app, four_hours, &prices, "run-cost", &PointCache::default()).await?;
     check!(new, "a first run keeps its result");
     check!((r.cost.total * 100.0).round() == 300.0, "cost {} (want 3.00)", r.cost.total);
     check!(r.cost.requests == 144_000 && r.currency == "EUR", "{} requests in {}", r.cost.requests, r.currency);
@@ -163,21 +168,35 @@ pub async fn analytics_run(store: &dyn Store, prefix: &str) -> Result<(), String
     let idle_cost = 4.0 * (0.3 + 0.5 * (412.0 / 1024.0));
     check!((r.cost.idle - idle_cost).abs() < 1e-9, "idle {} (want {idle_cost})", r.cost.idle);
     check!(r.anomalies.is_empty(), "a steady app's anomalies: {:?}", r.anomalies);
-    let (again, new) = analyse_project(store, &steady_app, four_hours, &prices, "run-again").await?;
+    let (again, new) =
+        analyse_project(store, &steady_app, four_hours, &prices, "run-again", &PointCache::default()).await?;
     // (Compared by run and value: JSON may move a float's last bit.)
     let same = again.run_id == r.run_id && (again.cost.total - r.cost.total).abs() < 1e-12;
     check!(!new && same, "the same window again keeps the first result (run {})", again.run_id);
 
     // The last five minutes: the spike, and only in the spiky app's request rate.
     let last = Window { start: t0 + Duration::minutes(235), end: t0 + Duration::minutes(240) };
-    let (r, _) = analyse_project(store, &spiky, last, &prices, "run-spike").await?;
+    let (r, _) = analyse_project(store, &spiky, last, &prices, "run-spike", &PointCache::default()).await?;
     let found: Vec<(&str, f64)> = r.anomalies.iter().map(|a| (a.series.as_str(), a.value)).collect();
     check!(found.len() == 1 && found[0].0 == "requests_per_s", "spiky: {found:?}");
     check!((found[0].1 - 100.0).abs() < 1e-9, "the spike's rate {}", found[0].1);
     let baseline = r.anomalies[0].baseline;
     check!((9.5..=10.5).contains(&baseline), "baseline {baseline}");
+    // The points a schedule keeps between its runs judge as reading the
+    // store does: the spiky app's last half hour, window by window, both ways.
+    let cache = PointCache::default();
+    for k in 0..6 {
+        let start = t0 + Duration::minutes(210 + 5 * k);
+        let w = Window { start, end: start + Duration::minutes(5) };
+        let (cost, _, kept) = analyse(store, &spiky, w, &prices, &cache).await?;
+        let (fresh_cost, _, fresh) = analyse(store, &spiky, w, &prices, &PointCache::default()).await?;
+        check!(cache.kept_until(&spiky.id) == Some(w.end), "the points are kept to {w}'s end");
+        check!(kept == fresh, "{w}: with kept points {kept:?}, read afresh {fresh:?}");
+        check!((cost.total - fresh_cost.total).abs() < 1e-12, "{w}: cost {} and {}", cost.total, fresh_cost.total);
+        check!(k < 5 || kept.len() == 1, "the spike, found with kept points: {kept:?}");
+    }
     for p in [&steady_app, &idle] {
-        let (r, _) = analyse_project(store, p, last, &prices, "run-quiet").await?;
+        let (r, _) = analyse_project(store, p, last, &prices, "run-quiet", &PointCache::default()).await?;
         check!(r.anomalies.is_empty(), "{}: {:?}", p.name, r.anomalies);
     }
 
@@ -185,8 +204,9 @@ pub async fn analytics_run(store: &dyn Store, prefix: &str) -> Result<(), String
     // owes (a crash), then a restart.
     let every = Duration::minutes(5);
     let ran = std::sync::Mutex::new(Vec::<Window>::new());
+    let cache = PointCache::default();
     let run = |fail_at: Option<usize>| {
-        let ran = &ran;
+        let (ran, cache) = (&ran, &cache);
         let spiky = &spiky;
         let prices = &prices;
         move |w: Window| async move {
@@ -195,7 +215,7 @@ pub async fn analytics_run(store: &dyn Store, prefix: &str) -> Result<(), String
                 return Err(format!("killed before {w}"));
             }
             ran.lock().map_err(|_| "lock")?.push(w);
-            analyse_project(store, spiky, w, prices, "run-schedule").await?;
+            analyse_project(store, spiky, w, prices, "run-schedule", cache).await?;
             Ok(RunSummary { window: w.to_string(), ..RunSummary::default() })
         }
     };

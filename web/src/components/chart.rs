@@ -3,6 +3,8 @@
 
 use leptos::prelude::*;
 
+pub use crate::model::Marker;
+
 const W: f64 = 600.0;
 const H: f64 = 150.0;
 const LEFT: f64 = 48.0;
@@ -67,6 +69,19 @@ pub fn lines(points: &[Point]) -> (Vec<(u32, String)>, f64, i64, i64) {
     (out, max, t0, t1)
 }
 
+/// Where each marker falls on the time axis: an anomaly's 5-minute point
+/// that overlaps the plotted span `[t0, t1]` is marked where it starts,
+/// or at the left edge when it started before the span.
+pub fn marker_xs(markers: &[Marker], t0: i64, t1: i64) -> Vec<(f64, String)> {
+    const POINT_MS: i64 = 5 * 60_000;
+    let span = (t1 - t0).max(1) as f64;
+    markers
+        .iter()
+        .filter(|m| m.at_ms <= t1 && m.at_ms + POINT_MS > t0)
+        .map(|m| (LEFT + (m.at_ms.max(t0) - t0) as f64 / span * (W - LEFT - 4.0), m.label.clone()))
+        .collect()
+}
+
 #[component]
 pub fn Chart(
     #[prop(into)] title: String,
@@ -75,6 +90,9 @@ pub fn Chart(
     /// What an empty chart says (default: about replica reports).
     #[prop(into, optional)]
     empty: Option<String>,
+    /// Anomalies the analytics runs found in this series (red marks).
+    #[prop(optional)]
+    markers: Vec<Marker>,
 ) -> impl IntoView {
     let empty = empty.unwrap_or_else(|| "No reports yet. Replicas report once they run.".to_string());
     let testid = format!("chart-{}", title.to_lowercase().replace(' ', "-"));
@@ -92,9 +110,10 @@ pub fn Chart(
                 <div class="chart-empty">{empty.clone()}</div>
             }>
                 {
-                    let unit = unit.clone();
+                    let (unit, markers) = (unit.clone(), markers.clone());
                     move || {
                         let (series, max, t0, t1) = points.with(|p| lines(p));
+                        let marks = marker_xs(&markers, t0, t1);
                         let mid = H - BOTTOM;
                         view! {
                             <svg viewBox=format!("0 0 {W} {H}") role="img">
@@ -109,6 +128,13 @@ pub fn Chart(
                                 <text class="tick" x=W - 4.0 y=H - 4.0 text-anchor="end">{hms(t1)}</text>
                                 {series.into_iter().map(|(r, pts)| view! {
                                     <polyline class=format!("series r{}", r % 6) points=pts data-replica=r/>
+                                }).collect_view()}
+                                {marks.into_iter().map(|(x, label)| view! {
+                                    <g class="marker" data-testid="anomaly-marker">
+                                        <title>{label}</title>
+                                        <line x1=x x2=x y1=TOP y2=mid/>
+                                        <circle cx=x cy=TOP + 3.0 r="3"/>
+                                    </g>
                                 }).collect_view()}
                             </svg>
                         }
@@ -130,6 +156,19 @@ mod tests {
         assert_eq!(nice_max(17.0), 20.0);
         assert_eq!(nice_max(100.0), 100.0);
         assert_eq!(hms(3_723_000), "01:02:03");
+    }
+
+    #[test]
+    fn an_anomaly_is_marked_where_its_point_overlaps_the_plotted_span() {
+        let m = |at_ms: i64| Marker { series: "cpu_cores".into(), at_ms, label: format!("at {at_ms}") };
+        let minute = 60_000;
+        // Plotted: minutes 10–20. Marked: one inside, one whose 5 minutes
+        // began at minute 7 (at the left edge); not: minute 4, minute 21.
+        let xs = marker_xs(&[m(4 * minute), m(7 * minute), m(15 * minute), m(21 * minute)], 10 * minute, 20 * minute);
+        let labels: Vec<&str> = xs.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(labels, [format!("at {}", 7 * minute), format!("at {}", 15 * minute)]);
+        assert_eq!(xs[0].0, LEFT);
+        assert!((xs[1].0 - (LEFT + (W - LEFT - 4.0) / 2.0)).abs() < 1e-9);
     }
 
     #[test]

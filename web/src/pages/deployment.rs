@@ -48,6 +48,13 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
         })
         .collect();
     let rollout = crate::server::rollout::view(&s, &d, project.as_ref()).await?.map(|r| r.active);
+    // The analytics runs' anomalies of the last day mark the charts (none
+    // when analytics is off or the project is gone).
+    let anomalies = s
+        .get::<Value>(format!("/api/v1/analytics/projects/{}/anomalies?days=1", seg(&deployment.project)))
+        .await
+        .map(|a| convert::markers(&a))
+        .unwrap_or_default();
     Ok(Page {
         me,
         url: project.map(|p| p.url).unwrap_or_default(),
@@ -61,6 +68,7 @@ pub async fn deployment_page(id: String) -> Result<Page, ServerFnError> {
         replicas: replicas.iter().map(convert::replica).collect(),
         degraded: d.degraded.clone().unwrap_or_default(),
         rollout,
+        anomalies,
         deployment,
     })
 }
@@ -225,6 +233,8 @@ fn DeploymentView(page: Page) -> impl IntoView {
     let errors = traffic_points(|p| Some(p.error_pct));
     let p99 = traffic_points(|p| p.p99_ms);
     let can_deploy = page.me.can_deploy();
+    let anomalies = page.anomalies.clone();
+    let marks = move |series: &str| anomalies.iter().filter(|m| m.series == series).cloned().collect::<Vec<_>>();
     let project_href = format!("/projects/{}", d.project);
     view! {
         <Title text=format!("{} · {} · Bifrost", d.project, short_id(&d.id))/>
@@ -268,8 +278,8 @@ fn DeploymentView(page: Page) -> impl IntoView {
             <h2>"Health"</h2>
             <div class="charts">
                 <Chart title="Probe latency" unit="ms" points=latency/>
-                <Chart title="CPU" unit="%" points=cpu/>
-                <Chart title="Memory" unit="MiB" points=rss/>
+                <Chart title="CPU" unit="%" points=cpu markers=marks("cpu_cores")/>
+                <Chart title="Memory" unit="MiB" points=rss markers=marks("rss_mib")/>
             </div>
             <Replicas replicas=page.replicas.clone()/>
         </section>
@@ -277,9 +287,10 @@ fn DeploymentView(page: Page) -> impl IntoView {
             <h2>"Traffic"</h2>
             <p class="muted">"What the router answered for this deployment, in 5-second intervals (while it serves)."</p>
             <div class="charts">
-                <Chart title="Requests" unit="req/s" points=requests empty="No traffic counted yet."/>
-                <Chart title="Errors" unit="%" points=errors empty="No traffic counted yet."/>
-                <Chart title="p99 latency" unit="ms" points=p99 empty="No traffic counted yet."/>
+                <Chart title="Requests" unit="req/s" points=requests empty="No traffic counted yet."
+                    markers=marks("requests_per_s")/>
+                <Chart title="Errors" unit="%" points=errors empty="No traffic counted yet." markers=marks("error_rate")/>
+                <Chart title="p99 latency" unit="ms" points=p99 empty="No traffic counted yet." markers=marks("p99_ms")/>
             </div>
         </section>
         {page.config_source.clone().map(|src| view! {

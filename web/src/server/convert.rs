@@ -103,6 +103,21 @@ pub fn traffic_point(v: &bifrost_api::TrafficPointOut) -> Option<crate::model::T
     })
 }
 
+/// The anomalies of an analytics answer as chart markers.
+pub fn markers(answer: &serde_json::Value) -> Vec<crate::model::Marker> {
+    let list = answer["anomalies"].as_array().map(Vec::as_slice).unwrap_or_default();
+    list.iter()
+        .filter_map(|a| {
+            let series = a["series"].as_str()?.to_string();
+            let at_ms = chrono::DateTime::parse_from_rfc3339(a["at"].as_str()?).ok()?.timestamp_millis();
+            let (value, baseline, score) = (a["value"].as_f64()?, a["baseline"].as_f64()?, a["score"].as_f64()?);
+            let label =
+                format!("anomaly in {series}: {value:.3} against a baseline of {baseline:.3} (score {score:.1})");
+            Some(crate::model::Marker { series, at_ms, label })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +135,18 @@ mod tests {
         assert_eq!((d.status.as_str(), d.attempt, d.source.label.as_str()), ("building", 2, "main@0123456"));
         let up = source(&SourceOut::Archive { sha256: "abcdef0123".into() });
         assert_eq!(up.label, "upload abcdef0");
+    }
+
+    #[test]
+    fn an_analytics_answers_anomalies_become_markers_and_garbage_is_skipped() {
+        let answer = serde_json::json!({"anomalies": [
+            {"series": "requests_per_s", "at": "2026-11-29T10:05:00+00:00", "value": 100.0, "baseline": 10.0, "score": 42.0},
+            {"series": "p99_ms", "at": "not a time", "value": 1.0, "baseline": 1.0, "score": 9.0},
+        ]});
+        let m = markers(&answer);
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].series.as_str(), m[0].at_ms), ("requests_per_s", 1_795_946_700_000));
+        assert!(m[0].label.contains("100.000") && m[0].label.contains("score 42.0"), "{}", m[0].label);
+        assert!(markers(&serde_json::json!({})).is_empty());
     }
 }

@@ -26,6 +26,10 @@ use serde::Serialize;
 use super::median;
 use crate::domain::Timestamp;
 
+/// A refresh that moves more points than this sorts its baseline afresh
+/// instead of moving them one by one.
+const REBUILD_AFTER: usize = 64;
+
 /// The score given when the baseline never moved.
 pub const MAX_SCORE: f64 = 1000.0;
 
@@ -116,39 +120,41 @@ impl Baseline {
     }
 }
 
-/// The median of |x − m| over sorted `xs`, walking out from `m` (the
-/// deviations below and above it are two sorted runs): O(n) with no sort.
+/// The median of |x − m| over sorted `xs`: the deviations below and
+/// above `m` are two sorted runs, and the median of their union is found
+/// by bisection ([`kth_of_two`]) in O(log n), with no sort and no copy.
 fn median_deviation(xs: &[f64], m: f64) -> f64 {
     let n = xs.len();
-    let split = xs.partition_point(|x| *x < m);
-    let (mut lo, mut hi) = (split, split); // next below: lo - 1; next above: hi
-    let mut take = || {
-        let below = (lo > 0).then(|| m - xs[lo - 1]);
-        let above = (hi < n).then(|| xs[hi] - m);
-        match (below, above) {
-            (Some(b), Some(a)) if b <= a => {
-                lo -= 1;
-                b
-            }
-            (Some(b), None) => {
-                lo -= 1;
-                b
-            }
-            (_, Some(a)) => {
-                hi += 1;
-                a
-            }
-            (None, None) => 0.0,
-        }
-    };
-    // The k-th smallest deviations (1-based) for the median of n of them.
-    let mut last = 0.0;
-    let mut prev = 0.0;
-    for _ in 0..n / 2 + 1 {
-        prev = last;
-        last = take();
+    if n == 0 {
+        return 0.0;
     }
-    if n % 2 == 1 { last } else { (prev + last) / 2.0 }
+    let split = xs.partition_point(|x| *x < m);
+    // Ascending deviations: below m walking down, above m walking up.
+    let below = |i: usize| m - xs[split - 1 - i];
+    let above = |j: usize| xs[split + j] - m;
+    let (nb, na) = (split, n - split);
+    let k = n / 2 + 1;
+    let last = kth_of_two(&below, nb, &above, na, k);
+    if n % 2 == 1 { last } else { (kth_of_two(&below, nb, &above, na, k - 1) + last) / 2.0 }
+}
+
+/// The k-th smallest (1-based, `k ≤ na + nb`) of two ascending runs
+/// given by index: bisects on how many of the k come from `a`.
+fn kth_of_two(a: &dyn Fn(usize) -> f64, na: usize, b: &dyn Fn(usize) -> f64, nb: usize, k: usize) -> f64 {
+    let (mut lo, mut hi) = (k.saturating_sub(nb), k.min(na));
+    // The fewest taken from `a` such that `a`'s next is not below the
+    // last taken from `b`.
+    while lo < hi {
+        let i = (lo + hi) / 2;
+        if a(i) < b(k - i - 1) {
+            lo = i + 1;
+        } else {
+            hi = i;
+        }
+    }
+    let from_a = if lo > 0 { a(lo - 1) } else { f64::NEG_INFINITY };
+    let from_b = if k > lo { b(k - lo - 1) } else { f64::NEG_INFINITY };
+    from_a.max(from_b)
 }
 
 /// As [`detect`], with each point compared with the lookback that ends
@@ -172,18 +178,24 @@ pub fn detect_rolling(
         let b = ms - ms.rem_euclid(step);
         if cached.is_none_or(|(at, _)| at != b) {
             let since = b - s.lookback.num_milliseconds();
-            while hi < points.len() && points[hi].at.timestamp_millis() < b {
-                let v = points[hi].value;
-                let i = sorted.partition_point(|x| *x < v);
-                sorted.insert(i, v);
-                hi += 1;
+            let new_hi = hi + points[hi..].partition_point(|q| q.at.timestamp_millis() < b);
+            let new_lo = lo + points[lo..new_hi].partition_point(|q| q.at.timestamp_millis() < since);
+            if (new_hi - hi) + (new_lo - lo) > REBUILD_AFTER || new_lo >= hi {
+                // Many changes (the first baseline, a gap): sort afresh.
+                sorted.clear();
+                sorted.extend(points[new_lo..new_hi].iter().map(|q| q.value));
+                sorted.sort_unstable_by(f64::total_cmp);
+            } else {
+                for q in &points[hi..new_hi] {
+                    let i = sorted.partition_point(|x| *x < q.value);
+                    sorted.insert(i, q.value);
+                }
+                for q in &points[lo..new_lo] {
+                    let i = sorted.partition_point(|x| *x < q.value);
+                    sorted.remove(i);
+                }
             }
-            while lo < hi && points[lo].at.timestamp_millis() < since {
-                let v = points[lo].value;
-                let i = sorted.partition_point(|x| *x < v);
-                sorted.remove(i);
-                lo += 1;
-            }
+            (lo, hi) = (new_lo, new_hi);
             let baseline = (sorted.len() >= s.min_points.max(1)).then(|| Baseline::of_sorted(&sorted));
             cached = Some((b, baseline));
         }
@@ -279,14 +291,29 @@ mod tests {
     }
 
     #[test]
-    fn the_walk_out_from_the_median_finds_the_mad_a_sort_finds() {
-        for xs in [
+    fn the_bisection_finds_the_mad_a_sort_finds() {
+        let mut cases = vec![
             vec![1.0, 2.0, 3.0, 4.0, 100.0],
             vec![5.0, 5.0, 5.0, 9.0],
             vec![0.0, 10.0],
             vec![3.0],
             (0..50).map(|i| ((i * 37) % 11) as f64).collect(),
-        ] {
+        ];
+        // Lengths 1–60, odd and even, few distinct values (ties) and many.
+        let mut seed = 7u64;
+        for n in 1..=60 {
+            for spread in [3u64, 1000] {
+                cases.push(
+                    (0..n)
+                        .map(|_| {
+                            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                            ((seed >> 33) % spread) as f64
+                        })
+                        .collect(),
+                );
+            }
+        }
+        for xs in cases {
             let mut sorted = xs.clone();
             sorted.sort_by(f64::total_cmp);
             let m = median(&sorted).expect("values");

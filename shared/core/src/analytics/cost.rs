@@ -60,17 +60,28 @@ pub struct Usage {
 impl Usage {
     /// (CPU, memory, idle) charged for this stretch at `prices`.
     pub fn charge(&self, prices: &Prices) -> (f64, f64, f64) {
-        let hours = self.seconds.max(0.0) / 3600.0;
-        let cores = self.requested_cores.max(self.used_cores.unwrap_or(0.0));
-        let gib = self.requested_gib.max(self.used_gib.unwrap_or(0.0));
-        let idle_cores = self.used_cores.map_or(0.0, |used| cores - used);
-        let idle_gib = self.used_gib.map_or(0.0, |used| gib - used);
-        (
-            cores * hours * prices.cpu_core_hour,
-            gib * hours * prices.memory_gib_hour,
-            idle_cores * hours * prices.cpu_core_hour + idle_gib * hours * prices.memory_gib_hour,
-        )
+        charge(self.seconds, (self.requested_cores, self.requested_gib), (self.used_cores, self.used_gib), prices)
     }
+}
+
+/// (CPU, memory, idle) charged for `seconds` of one replica that asked for
+/// `requested` (cores, GiB) and used `used`: the larger of the two.
+pub fn charge(
+    seconds: f64,
+    requested: (f64, f64),
+    used: (Option<f64>, Option<f64>),
+    prices: &Prices,
+) -> (f64, f64, f64) {
+    let hours = seconds.max(0.0) / 3600.0;
+    let cores = requested.0.max(used.0.unwrap_or(0.0));
+    let gib = requested.1.max(used.1.unwrap_or(0.0));
+    let idle_cores = used.0.map_or(0.0, |u| cores - u);
+    let idle_gib = used.1.map_or(0.0, |u| gib - u);
+    (
+        cores * hours * prices.cpu_core_hour,
+        gib * hours * prices.memory_gib_hour,
+        idle_cores * hours * prices.cpu_core_hour + idle_gib * hours * prices.memory_gib_hour,
+    )
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

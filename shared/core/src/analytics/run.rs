@@ -15,8 +15,6 @@
 //! | `p99_ms`         | the worst minute's p99 latency                 | 100      |
 //! | `cost_per_hour`  | the point's cost × 12                          | 0.01     |
 
-use std::collections::BTreeMap;
-
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -82,30 +80,70 @@ pub struct UsageMinute {
 /// Sidecar reports as usage minutes: per (replica, minute), the mean of
 /// the reports that carry each reading; by minute, then replica.
 pub fn usage_minutes(samples: &[HealthSample]) -> Vec<UsageMinute> {
-    // (minute, replica) → (cpu sum, cpu n, rss sum, rss n)
-    let mut acc: BTreeMap<(i64, u32), (f64, u32, f64, u32)> = BTreeMap::new();
-    for s in samples {
-        let minute = align_down(s.at, Duration::minutes(1)).timestamp_millis();
-        let a = acc.entry((minute, s.replica)).or_default();
-        if let Some(c) = s.cpu_percent.filter(|c| c.is_finite()) {
-            a.0 += c;
-            a.1 += 1;
+    let mut in_order: Vec<&HealthSample> = samples.iter().collect();
+    in_order.sort_by_key(|s| s.at);
+    let mut minutes = UsageMinutes::default();
+    for s in in_order {
+        minutes.add(s.replica, s.at.timestamp_millis(), s.cpu_percent, s.rss_bytes.map(|r| r as f64));
+    }
+    minutes.finish()
+}
+
+/// Groups sidecar readings, given in time order, into usage minutes as
+/// they pass (no map, no sort: a month of an app's reports is read in one
+/// pass).
+#[derive(Default)]
+pub struct UsageMinutes {
+    minute_ms: i64,
+    /// The current minute's replicas: (replica, cpu sum, n, rss sum, n).
+    open: Vec<(u32, f64, u32, f64, u32)>,
+    done: Vec<UsageMinute>,
+}
+
+impl UsageMinutes {
+    /// One reading (`at_ms` not before the last one's minute).
+    pub fn add(&mut self, replica: u32, at_ms: i64, cpu_percent: Option<f64>, rss_bytes: Option<f64>) {
+        let minute_ms = at_ms - at_ms.rem_euclid(60_000);
+        if minute_ms != self.minute_ms {
+            self.close();
+            self.minute_ms = minute_ms;
         }
-        if let Some(r) = s.rss_bytes {
-            a.2 += r as f64;
-            a.3 += 1;
+        let i = match self.open.iter().position(|o| o.0 == replica) {
+            Some(i) => i,
+            None => {
+                self.open.push((replica, 0.0, 0, 0.0, 0));
+                self.open.len() - 1
+            }
+        };
+        let o = &mut self.open[i];
+        if let Some(c) = cpu_percent.filter(|c| c.is_finite()) {
+            o.1 += c;
+            o.2 += 1;
+        }
+        if let Some(r) = rss_bytes.filter(|r| r.is_finite()) {
+            o.3 += r;
+            o.4 += 1;
         }
     }
-    acc.into_iter()
-        .filter_map(|((ms, replica), (c, cn, r, rn))| {
-            Some(UsageMinute {
+
+    fn close(&mut self) {
+        self.open.sort_by_key(|o| o.0);
+        let Some(minute) = chrono::DateTime::from_timestamp_millis(self.minute_ms) else { return };
+        for (replica, c, cn, r, rn) in self.open.drain(..) {
+            self.done.push(UsageMinute {
                 replica,
-                minute: chrono::DateTime::from_timestamp_millis(ms)?,
+                minute,
                 cpu_percent: (cn > 0).then(|| c / f64::from(cn)),
                 rss_bytes: (rn > 0).then(|| r / f64::from(rn)),
-            })
-        })
-        .collect()
+            });
+        }
+    }
+
+    /// The minutes, by minute then replica.
+    pub fn finish(mut self) -> Vec<UsageMinute> {
+        self.close();
+        self.done
+    }
 }
 
 /// A deployment's usage minutes as replica minutes at its request: a
@@ -131,6 +169,13 @@ pub fn replica_minutes(
 }
 
 impl ReplicaMinute {
+    /// (CPU, memory) charged for this minute at `prices`.
+    fn charge(&self, prices: &Prices) -> (f64, f64) {
+        let requested = (self.requested_cores, self.requested_gib);
+        let (cpu, memory, _) = cost::charge(60.0, requested, (self.used_cores, self.used_gib), prices);
+        (cpu, memory)
+    }
+
     fn usage(&self) -> Usage {
         Usage {
             deployment: self.deployment_id.clone(),
@@ -190,28 +235,42 @@ struct Bucket {
     traffic: bool,
 }
 
-/// The app's cost and anomalies in `window` (the run's id and time are
-/// the caller's). `lookback`: how far back baselines reach.
-pub fn analyse(h: &History, window: Window, prices: &Prices, lookback: Duration) -> (Cost, u64, Vec<SeriesAnomaly>) {
-    let since = window.start - lookback;
+/// One 5-minute point of an app's six series (in [`SERIES`]' order; NaN
+/// where the point had no data for that series — 64 bytes a point, so a
+/// week of an app's points is 129 KiB).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PointRow {
+    pub at: Timestamp,
+    pub values: [f64; 6],
+}
+
+/// The app's cost in `window` and the 5xx answered in it.
+pub fn cost_in(h: &History, window: Window, prices: &Prices) -> (Cost, u64) {
     let in_window = |t: Timestamp| t >= window.start && t < window.end;
     let usage: Vec<Usage> = h.replicas.iter().filter(|r| in_window(r.minute)).map(ReplicaMinute::usage).collect();
     let (requests, errors) =
         h.traffic.iter().filter(|t| in_window(t.minute)).fold((0, 0), |(r, e), t| (r + t.requests, e + t.errors));
-    let cost = cost::allocate(&usage, prices, requests);
+    (cost::allocate(&usage, prices, requests), errors)
+}
 
-    let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
-    let bucket_of = |t: Timestamp| align_down(t, POINT).timestamp_millis();
-    for r in h.replicas.iter().filter(|r| r.minute >= since && r.minute < window.end) {
-        let b = buckets.entry(bucket_of(r.minute)).or_default();
-        let (cpu, memory, _) = r.usage().charge(prices);
+/// The app's six series as 5-minute points over `[from, to)` (`from`
+/// aligned to [`POINT`]), oldest first, only points with data.
+pub fn points(h: &History, from: Timestamp, to: Timestamp, prices: &Prices) -> Vec<PointRow> {
+    let from = align_down(from, POINT);
+    let (step, base) = (POINT.num_milliseconds(), from.timestamp_millis());
+    let count = ((to.timestamp_millis() - base).max(0) + step - 1) / step;
+    let mut buckets: Vec<Bucket> = (0..count).map(|_| Bucket::default()).collect();
+    let index = |t: Timestamp| ((t.timestamp_millis() - base) / step) as usize;
+    for r in h.replicas.iter().filter(|r| r.minute >= from && r.minute < to) {
+        let b = &mut buckets[index(r.minute)];
+        let (cpu, memory) = r.charge(prices);
         b.cores += r.used_cores.unwrap_or(0.0);
         b.gib += r.used_gib.unwrap_or(0.0);
         b.cost += cpu + memory;
         b.replicas = true;
     }
-    for t in h.traffic.iter().filter(|t| t.minute >= since && t.minute < window.end) {
-        let b = buckets.entry(bucket_of(t.minute)).or_default();
+    for t in h.traffic.iter().filter(|t| t.minute >= from && t.minute < to) {
+        let b = &mut buckets[index(t.minute)];
         b.requests += t.requests;
         b.errors += t.errors;
         b.p99 = match (b.p99, t.p99_ms) {
@@ -222,29 +281,40 @@ pub fn analyse(h: &History, window: Window, prices: &Prices, lookback: Duration)
     }
     let per_point = (POINT.num_seconds() / 60) as f64;
     let per_hour = 3600.0 / POINT.num_seconds() as f64;
-    let mut series: [Vec<Point>; 6] = Default::default();
-    for (ms, b) in &buckets {
-        let Some(at) = chrono::DateTime::from_timestamp_millis(*ms) else { continue };
-        let mut push = |i: usize, value: f64| series[i].push(Point { at, value });
-        if b.replicas {
-            push(0, b.cores / per_point);
-            push(1, b.gib * 1024.0 / per_point);
-            push(5, b.cost * per_hour);
-        }
-        if b.traffic {
-            push(2, b.requests as f64 / POINT.num_seconds() as f64);
-            if b.requests > 0 {
-                push(3, b.errors as f64 / b.requests as f64);
-            }
-            if let Some(p) = b.p99 {
-                push(4, p);
-            }
-        }
-    }
+    let seconds = POINT.num_seconds() as f64;
+    buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.replicas || b.traffic)
+        .filter_map(|(i, b)| {
+            let at = chrono::DateTime::from_timestamp_millis(base + i as i64 * step)?;
+            let used = |v: f64| if b.replicas { v } else { f64::NAN };
+            let served = |v: Option<f64>| v.filter(|_| b.traffic).unwrap_or(f64::NAN);
+            Some(PointRow {
+                at,
+                values: [
+                    used(b.cores / per_point),
+                    used(b.gib * 1024.0 / per_point),
+                    served(Some(b.requests as f64 / seconds)),
+                    served((b.requests > 0).then(|| b.errors as f64 / b.requests as f64)),
+                    served(b.p99),
+                    used(b.cost * per_hour),
+                ],
+            })
+        })
+        .collect()
+}
+
+/// The anomalies among `rows` in `window`, each point judged against the
+/// rows of its `lookback` (rows oldest first).
+pub fn judge(rows: &[PointRow], window: Window, lookback: Duration) -> Vec<SeriesAnomaly> {
     let mut anomalies = vec![];
-    for ((name, floor), points) in SERIES.iter().zip(&series) {
+    let mut series: Vec<Point> = Vec::with_capacity(rows.len());
+    for (i, (name, floor)) in SERIES.iter().enumerate() {
+        series.clear();
+        series.extend(rows.iter().filter(|r| r.values[i].is_finite()).map(|r| Point { at: r.at, value: r.values[i] }));
         let settings = Settings { lookback, ..Settings::with_floor(*floor) };
-        for a in anomaly::detect_rolling(points, window.start, window.end, &settings, REFRESH) {
+        for a in anomaly::detect_rolling(&series, window.start, window.end, &settings, REFRESH) {
             anomalies.push(SeriesAnomaly {
                 series: name.to_string(),
                 at: a.at,
@@ -255,7 +325,22 @@ pub fn analyse(h: &History, window: Window, prices: &Prices, lookback: Duration)
         }
     }
     anomalies.sort_by(|a, b| (a.at, &a.series).cmp(&(b.at, &b.series)));
-    (cost, errors, anomalies)
+    anomalies
+}
+
+/// The earliest point judging `window` needs: the lookback of its first
+/// hour's baseline (a window that starts at 10:35 is judged against the
+/// week before 10:00, as the runs before it in that hour were).
+pub fn reach(window: Window, lookback: Duration) -> Timestamp {
+    align_down(window.start, REFRESH) - lookback
+}
+
+/// The app's cost and anomalies in `window` (the run's id and time are
+/// the caller's). `lookback`: how far back baselines reach.
+pub fn analyse(h: &History, window: Window, prices: &Prices, lookback: Duration) -> (Cost, u64, Vec<SeriesAnomaly>) {
+    let (cost, errors) = cost_in(h, window, prices);
+    let rows = points(h, reach(window, lookback), window.end, prices);
+    (cost, errors, judge(&rows, window, lookback))
 }
 
 /// The results that cover a period without overlap: by start, the longer

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{Notify, broadcast};
 
-use bifrost_core::analytics::run::{AnalyticsResult, TrafficMinute, UsageMinute};
+use bifrost_core::analytics::run::{AnalyticsResult, TrafficMinute, UsageMinute, UsageMinutes};
 use bifrost_core::decide;
 use bifrost_core::domain::*;
 use bifrost_core::error::{StoreError, StoreResult};
@@ -970,26 +970,24 @@ impl Store for SqliteStore {
         let id = deployment_id.to_string();
         self.run(move |inner| {
             inner.read(|c| {
-                // Grouped here: one row per replica-minute crosses into Rust.
+                // In the index's order (no sort), grouped per minute as the
+                // rows pass: SQLite's GROUP BY would sort them in a temporary
+                // B-tree, 6× the cost of the scan (BENCHMARKS.md).
                 let mut stmt = c
                     .prepare_cached(
-                        "SELECT replica, (at_ms / 60000) * 60000 AS m, avg(cpu_percent), avg(rss_bytes) FROM health
-                         WHERE deployment_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 GROUP BY m, replica ORDER BY m, replica",
+                        "SELECT replica, at_ms, cpu_percent, rss_bytes FROM health
+                         WHERE deployment_id = ?1 AND at_ms >= ?2 AND at_ms < ?3 ORDER BY at_ms",
                     )
                     .map_err(backend)?;
-                let rows = stmt
-                    .query_map(params![id, from.timestamp_millis(), to.timestamp_millis()], |r| {
-                        Ok(UsageMinute {
-                            replica: r.get(0)?,
-                            minute: chrono::DateTime::from_timestamp_millis(r.get(1)?).unwrap_or_default(),
-                            cpu_percent: r.get(2)?,
-                            rss_bytes: r.get(3)?,
-                        })
-                    })
-                    .map_err(backend)?
-                    .collect::<Result<_, _>>()
-                    .map_err(backend)?;
-                Ok(rows)
+                let mut rows =
+                    stmt.query(params![id, from.timestamp_millis(), to.timestamp_millis()]).map_err(backend)?;
+                let mut minutes = UsageMinutes::default();
+                while let Some(r) = rows.next().map_err(backend)? {
+                    let at_ms: i64 = r.get(1).map_err(backend)?;
+                    let rss: Option<i64> = r.get(3).map_err(backend)?;
+                    minutes.add(r.get(0).map_err(backend)?, at_ms, r.get(2).map_err(backend)?, rss.map(|b| b as f64));
+                }
+                Ok(minutes.finish())
             })
         })
         .await
