@@ -14,27 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 APPS=${APPS:-1000}
 D=${D:-10s}
-for tool in wrk nginx; do
-  command -v $tool >/dev/null || { echo "installing $tool (apt)"; apt-get install -y -q wrk nginx-light >/dev/null; }
-done
-cargo build --release --quiet -p bifrost-router --example many_apps
-work=$(mktemp -d)
-chmod 755 "$work"  # nginx workers (www-data) read the upstream's file
-cleanup() { kill $(jobs -p) 2>/dev/null || true; for p in "$work"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# The upstream: one nginx worker serving a file.
-UP_PORT=$(free_port)
-mkdir -p "$work/www" && echo "hello from the upstream" > "$work/www/index.html"
-cat > "$work/upstream.conf" <<NGINX
-worker_processes 1;
-pid $work/upstream.pid;
-error_log $work/upstream.err;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP_PORT; root $work/www; } }
-NGINX
-nginx -c "$work/upstream.conf" -p "$work"
+source bench/lib/file-upstream.sh
 
 # The router.
 target/release/examples/many_apps "$APPS" "127.0.0.1:$UP_PORT" > "$work/router.out" &

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use bifrost_core::analytics::cost::{Cost, Prices};
 use bifrost_core::analytics::dora::FourKeys;
-use bifrost_core::analytics::run::without_overlap;
+use bifrost_core::analytics::run::{AnalyticsResult, without_overlap};
 use bifrost_core::analytics::window::Window;
 use bifrost_core::domain::{Project, now};
 use bifrost_functions::{analytics as runs, insights};
@@ -50,12 +50,16 @@ fn dora(k: &FourKeys) -> Value {
     })
 }
 
+/// The results of the `days` before now, each window counted once.
+async fn results_of(s: &AppState, p: &Project, days: i64) -> ApiResult<Vec<AnalyticsResult>> {
+    let to = now();
+    Ok(without_overlap(s.ctx.store.analytics(&p.id, to - chrono::Duration::days(days), to).await?))
+}
+
 /// The analysed windows of the period, counted once: their cost summed,
 /// an hourly cost series, the anomalies found.
 async fn runs_of(s: &AppState, p: &Project, days: i64) -> ApiResult<Value> {
-    let to = now();
-    let from = to - chrono::Duration::days(days);
-    let results = without_overlap(s.ctx.store.analytics(&p.id, from, to).await?);
+    let results = results_of(s, p, days).await?;
     let currency = match results.last() {
         Some(r) => r.currency.clone(),
         None => runs::prices(&*s.ctx.store).await.map_err(unavailable)?.currency,
@@ -151,8 +155,7 @@ pub async fn anomalies(
 ) -> ApiResult<Json<Value>> {
     let days = days(&q)?;
     let p = project_for(&s, &caller, &name).await?;
-    let to = now();
-    let results = without_overlap(s.ctx.store.analytics(&p.id, to - chrono::Duration::days(days), to).await?);
+    let results = results_of(&s, &p, days).await?;
     let found: Vec<_> = results.iter().flat_map(|r| r.anomalies.iter()).collect();
     Ok(Json(json!({"project": p.name, "days": days, "anomalies": found})))
 }
