@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # Where the router's time goes (issue "Router data plane", the ≥ 1.2× nginx
-# goal): CPU time, syscalls and context switches per request of each proxy
-# process, counted by `perf stat` around wrk -t2 -c64. One app, no rules;
-# the upstream an nginx worker serving a small file (never the bottleneck).
-# Rows: nginx proxy_pass (keepalive 128); the router as `bifrost up` runs it
-# (one multi-thread runtime); the router with a current-thread runtime per
-# core (BIFROST_BENCH_PER_CORE=2); both routers answering a request
-# themselves (a 404: no upstream hop). Counting syscalls slows every
-# process: compare the per-request columns, not the rates.
+# goal): throughput and CPU per request of each proxy, wrk -t2 -c64, one
+# app, no rules; the upstream an nginx worker serving a small file (never
+# the bottleneck). Rows, alternating over ROUNDS rounds:
+#   nginx proxy_pass (keepalive 128);
+#   the router as `bifrost up` runs it (router/examples/many_apps … plain);
+#   a bare hyper proxy (router/examples/hyper_floor): hyper's own floor;
+#   the router answering itself (a 404, no upstream hop).
+# CPU is the process's user and system time (/proc/PID/stat) over the run,
+# per request. Then one pass under `perf stat` counts syscalls and context
+# switches per request (counting slows every process: compare the
+# per-request columns, not its rates).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${D:-6}
+ROUNDS=${ROUNDS:-3}
 command -v perf >/dev/null || { echo "installing perf (apt)"; apt-get install -y -q linux-perf >/dev/null; }
 source bench/lib/file-upstream.sh
+cargo build --release --quiet -p bifrost-router --example hyper_floor
 
 N_PORT=$(free_port)
-cat > "$work/proxy.conf" <<NGINX
+cat > "$work/nginx.conf" <<NGINX
 worker_processes auto;
-pid $work/proxy.pid;
-error_log $work/proxy.err;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
 events { worker_connections 4096; }
 http {
   access_log off;
@@ -26,45 +31,89 @@ http {
   server { listen 127.0.0.1:$N_PORT; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 NGINX
-nginx -c "$work/proxy.conf" -p "$work"
+nginx -c "$work/nginx.conf" -p "$work"
 
-# start_router NAME [ENV...]: a one-app router; its pid and port in NAME.pid, NAME.port.
-start_router() {
+# start NAME COMMAND...: its pid and port in NAME.pid, NAME.port.
+start() {
   local name=$1
   shift
-  env "$@" target/release/examples/many_apps 1 "127.0.0.1:$UP_PORT" plain > "$work/$name.out" &
+  "$@" > "$work/$name.out" &
   echo $! > "$work/$name.pid"
   for _ in $(seq 100); do grep -q listening "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
   sed -n 's/^listening on 127.0.0.1://p' "$work/$name.out" | head -1 > "$work/$name.port"
 }
-start_router shared
-start_router percore BIFROST_BENCH_PER_CORE=2
+start router target/release/examples/many_apps 1 "127.0.0.1:$UP_PORT" plain
+start floor target/release/examples/hyper_floor "127.0.0.1:$UP_PORT"
 sleep 0.5
+echo "$(pgrep -d, -P "$(cat "$work/nginx.pid")")" > "$work/nginxw.pid"
+echo "$N_PORT" > "$work/nginxw.port"
 
-# measure LABEL PIDS PORT HOST: one row.
-measure() {
-  perf stat -e raw_syscalls:sys_enter,context-switches,task-clock -p "$2" -o "$work/perf.txt" -- sleep "$D" &
-  local stat=$!
-  wrk -t2 -c64 -d"${D}s" -H "Host: $4" "http://127.0.0.1:$3/" > "$work/wrk.txt"
+# LABEL|NAME|HOST per row.
+ROWS=(
+  "nginx proxy_pass (keepalive 128)|nginxw|app0.localhost"
+  "Bifrost router (as shipped)|router|app0.localhost"
+  "bare hyper proxy (the floor)|floor|app0.localhost"
+  "router answering itself (404)|router|nope.localhost"
+)
+ticks() { for p in ${1//,/ }; do awk '{print $14, $15}' "/proc/$p/stat"; done | awk '{u+=$1; s+=$2} END{print u, s}'; }
+
+# round NAME HOST: "req/s p99_ms usr_us sys_us"
+round() {
+  local pids port a b
+  pids=$(cat "$work/$1.pid") port=$(cat "$work/$1.port")
+  a=$(ticks "$pids")
+  wrk -t2 -c64 -d"${D}s" --latency -H "Host: $2" "http://127.0.0.1:$port/" > "$work/wrk.txt"
+  b=$(ticks "$pids")
+  python3 - "$work/wrk.txt" "$a" "$b" "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+out, a, b, hz = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3], int(sys.argv[4])
+n = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+v, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()
+p99 = float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+(ua, sa), (ub, sb) = [map(int, x.split()) for x in (a, b)]
+print(rps, p99, (ub - ua) * 1e6 / hz / n, (sb - sa) * 1e6 / hz / n)
+PY
+}
+
+for r in $(seq "$ROUNDS"); do
+  for i in "${!ROWS[@]}"; do
+    IFS='|' read -r _ name host <<< "${ROWS[$i]}"
+    round "$name" "$host" >> "$work/row$i.txt"
+  done
+done
+
+echo "# CPU per request — $(date -u +%Y-%m-%d) — $(nproc) cores — wrk -t2 -c64 -d${D}s × $ROUNDS rounds, one app, no rules"
+echo
+echo "| process | req/s (median) | p99 ms (median) | user µs / req | system µs / req | rounds (req/s) |"
+echo "|---|---|---|---|---|---|"
+for i in "${!ROWS[@]}"; do
+  IFS='|' read -r label _ _ <<< "${ROWS[$i]}"
+  python3 - "$label" "$work/row$i.txt" <<'PY'
+import statistics, sys
+label, rows = sys.argv[1], [list(map(float, l.split())) for l in open(sys.argv[2])]
+col = lambda k: statistics.median(r[k] for r in rows)
+rounds = " / ".join(f"{r[0]:,.0f}" for r in rows)
+print(f"| {label} | {col(0):,.0f} | {col(1):.2f} | {col(2):.1f} | {col(3):.1f} | {rounds} |")
+PY
+done
+
+# One pass under perf stat: syscalls and context switches per request.
+echo
+echo "| process (under perf stat) | syscalls / req | context switches / req | CPU µs / req |"
+echo "|---|---|---|---|"
+for i in 0 1 2; do
+  IFS='|' read -r label name host <<< "${ROWS[$i]}"
+  perf stat -e raw_syscalls:sys_enter,context-switches,task-clock -p "$(cat "$work/$name.pid")" -o "$work/perf.txt" -- sleep "$D" &
+  stat=$!
+  wrk -t2 -c64 -d"${D}s" -H "Host: $host" "http://127.0.0.1:$(cat "$work/$name.port")/" > "$work/wrk.txt"
   wait $stat
-  python3 - "$1" "$work/wrk.txt" "$work/perf.txt" <<'PY'
+  python3 - "$label" "$work/wrk.txt" "$work/perf.txt" <<'PY'
 import re, sys
 label, wrk, perf = sys.argv[1], open(sys.argv[2]).read(), open(sys.argv[3]).read()
 n = int(re.search(r"(\d+) requests in", wrk).group(1))
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk).group(1))
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", wrk)
 count = lambda ev: float(re.search(r"([\d,.]+)\s+(?:msec\s+)?" + ev, perf).group(1).replace(",", ""))
-print(f"| {label} | {rps:,.0f} | {count('raw_syscalls:sys_enter') / n:.1f} | {count('context-switches') / n:.2f} "
-      f"| {count('task-clock') * 1000 / n:.1f} | {bad.group(1) if bad else 0} |")
+print(f"| {label} | {count('raw_syscalls:sys_enter') / n:.1f} | {count('context-switches') / n:.2f} "
+      f"| {count('task-clock') * 1000 / n:.1f} |")
 PY
-}
-nginx_workers=$(pgrep -d, -P "$(cat "$work/proxy.pid")")
-echo "# CPU per request — $(date -u +%Y-%m-%d) — $(nproc) cores — wrk -t2 -c64 -d${D}s, one app, no rules"
-echo
-echo "| process | req/s | syscalls / req | context switches / req | CPU µs / req | non-2xx |"
-echo "|---|---|---|---|---|---|"
-measure "nginx proxy_pass (keepalive 128)" "$nginx_workers" "$N_PORT" app0.localhost
-measure "router, one multi-thread runtime" "$(cat "$work/shared.pid")" "$(cat "$work/shared.port")" app0.localhost
-measure "router, a runtime per core" "$(cat "$work/percore.pid")" "$(cat "$work/percore.port")" app0.localhost
-measure "router answering itself (404), multi-thread" "$(cat "$work/shared.pid")" "$(cat "$work/shared.port")" nope.localhost
-measure "router answering itself (404), per core" "$(cat "$work/percore.pid")" "$(cat "$work/percore.port")" nope.localhost
+done

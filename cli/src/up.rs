@@ -395,11 +395,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 let make =
                     axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
-                        std::net::SocketAddr,
+                        bifrost_router::Downstream,
                     >(by_path);
-                let l = axum::serve::ListenerExt::tap_io(l, |tcp| {
+                let l = bifrost_router::DownstreamListener(axum::serve::ListenerExt::tap_io(l, |tcp| {
                     let _ = tcp.set_nodelay(true);
-                });
+                }));
                 if let Err(e) = axum::serve(l, make).await {
                     tracing::error!(error = %e, "the apps listener stopped");
                 }
@@ -472,15 +472,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %data_dir.display(), "bifrost is up");
 
     let make = axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
+        bifrost_router::Downstream,
     >(service);
     // SSE subscriptions are taken off the HTTP server at their first
     // request head (the fan-out keeps ~1 KiB per subscriber, hyper ~38).
     let fanout = gateway::fanout::Fanout::start(ctx.clone());
     let listener = gateway::listener::Sniffing::new(listener, fanout, app_host(args.app_domain.clone()))
         .context("serving HTTP")?;
-    // (tap_io: axum's ConnectInfo<SocketAddr> is implemented through it.)
-    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
+    // (Each connection carries a ConnectInfo<Downstream>: its peer, and the
+    // upstream connections it holds when it reaches an app.)
+    let listener = bifrost_router::DownstreamListener(listener);
     axum::serve(listener, make).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("shutting down: draining deliveries, stopping replicas");
     let _ = stop_tx.send(true);

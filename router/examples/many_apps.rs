@@ -13,6 +13,10 @@ use bifrost_router::traffic::{HeaderRules, LimitKey, RateRule, TrafficSpec};
 use bifrost_router::{Route, RouterConfig, Routes, TrafficRules};
 use bifrost_scripts::{Limits, Script};
 
+// As `bifrost up` and the router node run.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Table(HashMap<String, Route>);
 
 impl Routes for Table {
@@ -104,10 +108,10 @@ async fn run(port: Option<u16>) {
     };
     println!("listening on {}", listener.local_addr().expect("addr"));
     let make = axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
-        SocketAddr,
+        bifrost_router::Downstream,
     >(svc);
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    let listener = bifrost_router::DownstreamListener(axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
-    });
+    }));
     axum::serve(listener, make).await.expect("serve");
 }

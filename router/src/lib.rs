@@ -1,6 +1,7 @@
 //! The data plane. A request for `<app>.<domain>` (or, on a listener of its
 //! own, `/apps/<app>/...`) goes to one of the healthy replicas of the app's
-//! live deployment, through a pooled keep-alive client. Built as a tower
+//! live deployment, on an upstream connection the client's connection
+//! holds ([`upstream`]; serve with `ConnectInfo<Downstream>`). Built as a tower
 //! stack, one layer per job, stacked in [`service`]: request id → access
 //! log → (the app and its route, looked up once) → split → metrics → rate
 //! (script) → split → metrics → rate
@@ -64,6 +65,7 @@ mod request_id;
 pub mod script;
 pub mod split;
 pub mod traffic;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -85,6 +87,7 @@ pub use request_id::{RequestIdLayer, X_REQUEST_ID};
 pub use script::{ScriptLayer, ScriptReports};
 pub use split::{Split, SplitLayer};
 pub use traffic::{PeerCounts, TrafficRules};
+pub use upstream::{Downstream, DownstreamListener};
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
@@ -122,9 +125,13 @@ pub struct Route {
 #[derive(Clone, Copy, Debug)]
 pub struct Upstream(pub SocketAddr);
 
-/// The connection's peer address, when the listener recorded it.
+/// The connection's peer address, when the listener recorded it
+/// (`ConnectInfo<Downstream>`, or a bare `ConnectInfo<SocketAddr>`).
 pub fn peer_ip(req: &Request<Body>) -> Option<std::net::IpAddr> {
-    req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    let ext = req.extensions();
+    ext.get::<axum::extract::ConnectInfo<Downstream>>()
+        .map(|c| c.0.peer.ip())
+        .or_else(|| ext.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
 }
 
 /// The routing table the router reads for every request.

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -78,9 +78,34 @@ struct Counts {
     buckets: [AtomicU64; BUCKETS + 1],
 }
 
+impl Counts {
+    fn record(&self, status: u16, seconds: f64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = bounds().position(|le| seconds <= le).unwrap_or(BUCKETS);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One deployment's series, taken from the families once: a request
+/// updates them without building, hashing and looking up label strings.
+/// (Key "" is every request for no known app.)
+struct Served {
+    app: String,
+    deployment: String,
+    counts: Counts,
+    duration: Histogram,
+    in_flight: Gauge<i64, AtomicI64>,
+    /// By code class (1xx … 5xx) × injected; made on first use, so only
+    /// series that happened are exposed.
+    requests: [OnceLock<Counter>; 10],
+}
+
 pub struct RouterMetrics {
     /// Per deployment served since start (a handful per deploy).
-    counts: RwLock<HashMap<Arc<str>, Arc<Counts>>>,
+    served: RwLock<HashMap<Arc<str>, Arc<Served>>>,
     requests: Family<RequestLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
     upstream_errors: Family<UpstreamLabels, Counter>,
@@ -100,7 +125,7 @@ impl std::fmt::Debug for RouterMetrics {
 impl Default for RouterMetrics {
     fn default() -> Self {
         RouterMetrics {
-            counts: RwLock::default(),
+            served: RwLock::default(),
             requests: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             upstream_errors: Family::default(),
@@ -133,21 +158,45 @@ impl RouterMetrics {
         r.register("in_flight", "Requests being answered now", self.in_flight.clone());
     }
 
-    fn record(&self, deployment: &str, status: u16, seconds: f64) {
-        let found = self.counts.read().ok().and_then(|m| m.get(deployment).cloned());
-        let counts = match found {
-            Some(c) => c,
-            None => match self.counts.write() {
-                Ok(mut m) => m.entry(Arc::from(deployment)).or_default().clone(),
-                Err(_) => return,
-            },
-        };
-        counts.requests.fetch_add(1, Ordering::Relaxed);
-        if status >= 500 {
-            counts.errors.fetch_add(1, Ordering::Relaxed);
+    fn served(&self, app: &str, deployment: &str) -> Option<Arc<Served>> {
+        if let Some(s) = self.served.read().ok()?.get(deployment) {
+            return Some(s.clone());
         }
-        let bucket = bounds().position(|le| seconds <= le).unwrap_or(BUCKETS);
-        counts.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        let mut map = self.served.write().ok()?;
+        let made = map.entry(Arc::from(deployment)).or_insert_with(|| {
+            let labels = DurationLabels { app: app.into(), deployment: deployment.into() };
+            Arc::new(Served {
+                app: app.into(),
+                deployment: deployment.into(),
+                counts: Counts::default(),
+                duration: self.duration.get_or_create(&labels).clone(),
+                in_flight: self.in_flight.get_or_create(&AppLabel { app: app.into() }).clone(),
+                requests: Default::default(),
+            })
+        });
+        Some(made.clone())
+    }
+
+    fn count_request(&self, served: &Served, status: u16, injected: bool) {
+        let (code, i) = match status {
+            100..=199 => ("1xx", 0),
+            200..=299 => ("2xx", 1),
+            300..=399 => ("3xx", 2),
+            400..=499 => ("4xx", 3),
+            _ => ("5xx", 4),
+        };
+        let injected_label = if injected { "true" } else { "false" };
+        served.requests[i * 2 + usize::from(injected)]
+            .get_or_init(|| {
+                let labels = RequestLabels {
+                    app: served.app.clone(),
+                    deployment: served.deployment.clone(),
+                    code,
+                    injected: injected_label,
+                };
+                self.requests.get_or_create(&labels).clone()
+            })
+            .inc();
     }
 }
 
@@ -161,14 +210,18 @@ impl MetricsSource for RouterMetrics {
 impl RouterMetrics {
     /// Every deployment this router has answered for since it started.
     pub fn deployments(&self) -> Vec<String> {
-        self.counts.read().map(|m| m.keys().map(|k| k.to_string()).collect()).unwrap_or_default()
+        self.served
+            .read()
+            .map(|m| m.keys().filter(|k| !k.is_empty()).map(|k| k.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// One deployment's cumulative counts (zero when never seen).
     pub fn counts_of(&self, deployment_id: &str) -> TrafficCounts {
-        let Some(c) = self.counts.read().ok().and_then(|m| m.get(deployment_id).cloned()) else {
+        let Some(served) = self.served.read().ok().and_then(|m| m.get(deployment_id).cloned()) else {
             return TrafficCounts::default();
         };
+        let c = &served.counts;
         let mut cumulative = 0;
         let latency_buckets = bounds()
             .chain(std::iter::once(f64::INFINITY))
@@ -232,13 +285,15 @@ pub struct MetricsService<S> {
     metrics: Arc<RouterMetrics>,
 }
 
-/// Decrements the in-flight gauge however the request ends (a client that
-/// hangs up drops the future).
-struct InFlight(Gauge<i64, AtomicI64>, Gauge<i64, AtomicI64>);
+/// Decrements the in-flight gauges however the request ends (a client
+/// that hangs up drops the future).
+struct InFlight(Option<Arc<Served>>, Gauge<i64, AtomicI64>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.dec();
+        if let Some(s) = &self.0 {
+            s.in_flight.dec();
+        }
         self.1.dec();
     }
 }
@@ -259,36 +314,35 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let start = Instant::now();
         // Only an app that exists is named (unknown hosts would grow the families).
-        let (app, deployment) = match (req.extensions().get::<Route>(), req.extensions().get::<AppTarget>()) {
-            (Some(r), Some(t)) => (t.app.clone(), r.deployment_id.to_string()),
-            _ => (String::new(), String::new()),
+        let served = match (req.extensions().get::<Route>(), req.extensions().get::<AppTarget>()) {
+            (Some(r), Some(t)) => self.metrics.served(&t.app, &r.deployment_id),
+            _ => self.metrics.served("", ""),
         };
-        let gauge = self.metrics.in_flight.get_or_create_owned(&AppLabel { app: app.clone() });
-        gauge.inc();
+        if let Some(s) = &served {
+            s.in_flight.inc();
+        }
         self.metrics.in_flight_total.inc();
-        let in_flight = InFlight(gauge, self.metrics.in_flight_total.clone());
+        let mut in_flight = InFlight(served, self.metrics.in_flight_total.clone());
         let metrics = self.metrics.clone();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
+            let Some(served) = in_flight.0.take() else { return Ok(resp) };
+            served.in_flight.dec();
             drop(in_flight);
             let m = &metrics;
             let status = resp.status().as_u16();
             let seconds = start.elapsed().as_secs_f64();
-            if !deployment.is_empty() {
-                m.record(&deployment, status, seconds);
+            if !served.deployment.is_empty() {
+                served.counts.record(status, seconds);
             }
-            let code = class(status);
-            let injected = if resp.extensions().get::<crate::chaos::Injected>().is_some() { "true" } else { "false" };
-            m.requests
-                .get_or_create(&RequestLabels { app: app.clone(), deployment: deployment.clone(), code, injected })
-                .inc();
-            m.duration.get_or_create(&DurationLabels { app: app.clone(), deployment }).observe(seconds);
+            m.count_request(&served, status, resp.extensions().get::<crate::chaos::Injected>().is_some());
+            served.duration.observe(seconds);
             if let Some(UpstreamError(kind)) = resp.extensions().get::<UpstreamError>() {
-                m.upstream_errors.get_or_create(&UpstreamLabels { app: app.clone(), kind }).inc();
+                m.upstream_errors.get_or_create(&UpstreamLabels { app: served.app.clone(), kind }).inc();
             }
             if resp.extensions().get::<RateLimited>().is_some() {
-                m.rate_limited.get_or_create(&AppLabel { app }).inc();
+                m.rate_limited.get_or_create(&AppLabel { app: served.app.clone() }).inc();
             }
             Ok(resp)
         })

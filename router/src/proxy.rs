@@ -1,5 +1,6 @@
-//! The innermost service: forwards to a replica through a pooled
-//! keep-alive HTTP/1.1 client; JSON bodies for 404/502/503/504.
+//! The innermost service: forwards to a replica on the upstream connection
+//! the client's connection holds ([`crate::upstream`]); JSON bodies for
+//! 404/502/503/504.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,12 +10,10 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
 use crate::metrics::UpstreamError;
+use crate::upstream::{Downstream, SendError, Upstreams};
 use crate::{AppTarget, Route, RouterConfig, Routes, SESSION_COOKIE, app_of, error};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded.
@@ -33,20 +32,12 @@ const HOP_BY_HOP: [&str; 8] = [
 pub struct Proxy {
     routes: Arc<dyn Routes>,
     config: Arc<RouterConfig>,
-    client: Client<HttpConnector, Body>,
     next: Arc<AtomicUsize>,
 }
 
 impl Proxy {
     pub fn new(routes: Arc<dyn Routes>, config: RouterConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Proxy { routes, config: Arc::new(config), client, next: Arc::new(AtomicUsize::new(0)) }
+        Proxy { routes, config: Arc::new(config), next: Arc::new(AtomicUsize::new(0)) }
     }
 }
 
@@ -89,11 +80,6 @@ impl Proxy {
             resp.extensions_mut().insert(UpstreamError("no_healthy_replica"));
             return resp;
         }
-        let path = target
-            .path
-            .clone()
-            .or_else(|| req.uri().path_and_query().map(|p| p.to_string()))
-            .unwrap_or_else(|| "/".into());
         let client_host = req.headers().get(header::HOST).cloned();
         let peer = crate::peer_ip(&req);
         strip_hop_by_hop(req.headers_mut());
@@ -102,7 +88,7 @@ impl Proxy {
             req.headers_mut().insert(HeaderName::from_static("x-forwarded-host"), h);
         }
         if let Some(ip) = peer
-            && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+            && let Ok(v) = HeaderValue::try_from(ip.to_string())
         {
             req.headers_mut().append(HeaderName::from_static("x-forwarded-for"), v);
         }
@@ -111,6 +97,23 @@ impl Proxy {
         // first refuses the connection.
         let retryable = req.headers().get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
             && !req.headers().contains_key(header::TRANSFER_ENCODING);
+        // The request line is origin-form (`/path?query`): the rewritten
+        // path, else the client's own (an absolute-form URI loses its
+        // scheme and authority); the client's Host stays (the app sees the
+        // name it was called by).
+        let uri = match target.path.as_deref() {
+            Some(p) => p.parse::<Uri>(),
+            None if req.uri().scheme().is_none() && req.uri().authority().is_none() => Ok(req.uri().clone()),
+            None => Uri::try_from(req.uri().path_and_query().map_or("/", |p| p.as_str())),
+        };
+        let uri = match uri {
+            Ok(u) => u,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("bad request path: {e}"), app),
+        };
+        let upstreams = match req.extensions().get::<axum::extract::ConnectInfo<Downstream>>() {
+            Some(c) => c.0.upstreams().clone(),
+            None => Arc::new(Upstreams::default()),
+        };
         let n = route.endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let (parts, body) = req.into_parts();
@@ -121,16 +124,17 @@ impl Proxy {
         let mut kind = "connect";
         for attempt in 0..attempts {
             let addr = route.endpoints[(start + attempt) % n];
-            let uri: Uri = match format!("http://{addr}{path}").parse() {
-                Ok(u) => u,
-                Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("bad request path: {e}"), app),
-            };
             // Cloned only when a second attempt may need them.
             let head = if attempt + 1 < attempts { parts.clone() } else { parts.take() };
-            let Some(head) = head else { break };
-            let mut up = Request::from_parts(head, body.take().unwrap_or_else(Body::empty));
-            *up.uri_mut() = uri;
-            match tokio::time::timeout(self.config.upstream_timeout, self.client.request(up)).await {
+            let Some(mut head) = head else { break };
+            head.uri = uri.clone();
+            if !head.headers.contains_key(header::HOST)
+                && let Ok(v) = HeaderValue::from_str(&addr.to_string())
+            {
+                head.headers.insert(header::HOST, v);
+            }
+            let up = Request::from_parts(head, body.take().unwrap_or_else(Body::empty));
+            match tokio::time::timeout(self.config.upstream_timeout, upstreams.send(addr, up)).await {
                 Ok(Ok(resp)) => {
                     let (mut parts, incoming) = resp.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
@@ -141,11 +145,11 @@ impl Proxy {
                     parts.extensions.insert(crate::Upstream(addr));
                     return Response::from_parts(parts, Body::new(incoming));
                 }
-                Ok(Err(e)) if e.is_connect() => {
+                Ok(Err(SendError::Connect(e))) => {
                     last_error = format!("replica {addr} refused the connection: {e}");
                     continue;
                 }
-                Ok(Err(e)) => {
+                Ok(Err(SendError::Failed(e))) => {
                     last_error = format!("replica {addr} failed: {e}");
                     kind = "failed";
                     break;

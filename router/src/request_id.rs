@@ -23,9 +23,21 @@ fn valid(v: &HeaderValue) -> bool {
     (1..=128).contains(&b.len()) && b.iter().all(|c| (0x21..=0x7e).contains(c))
 }
 
+/// 24 hex digits: the prefix's 16, then the counter's low 32 bits (written
+/// on the stack: this runs on every request).
 fn new_id() -> HeaderValue {
-    let id = format!("{:016x}{:08x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed));
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
+    let id = render(*PREFIX, NEXT.fetch_add(1, Ordering::Relaxed));
+    HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+fn render(prefix: u64, n: u64) -> [u8; 24] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = [0u8; 24];
+    for (i, d) in id.iter_mut().enumerate() {
+        let nibble = if i < 16 { prefix >> (60 - 4 * i) } else { n >> (28 - 4 * (i - 16)) };
+        *d = HEX[(nibble & 0xf) as usize];
+    }
+    id
 }
 
 layer!(RequestIdLayer => RequestId, |self, mut req| {
@@ -53,5 +65,13 @@ mod tests {
         assert!(!valid(&HeaderValue::from_static("has space")));
         assert!(!valid(&HeaderValue::from_str(&"x".repeat(129)).expect("v")));
         assert_ne!(new_id(), new_id());
+    }
+
+    #[test]
+    fn a_new_id_is_the_prefix_and_the_counters_low_32_bits_in_hex() {
+        for (prefix, n) in [(0, 0), (u64::MAX, u64::MAX), (0x0123_4567_89ab_cdef, 0x1_dead_beef), (42, 7)] {
+            let id = render(prefix, n);
+            assert_eq!(std::str::from_utf8(&id).expect("ascii"), format!("{prefix:016x}{:08x}", n & 0xffff_ffff));
+        }
     }
 }

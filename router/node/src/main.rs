@@ -185,6 +185,11 @@ fn settings(args: &Args) -> Result<ClusterSettings, Vec<String>> {
     raw.check(&hostname())
 }
 
+// The allocator `bifrost up` serves apps with (glibc malloc was ~5 % of
+// the router's CPU under load).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -316,7 +321,12 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
             node.leave().await;
         }
     };
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(stop).await?;
+    let listener = bifrost_router::DownstreamListener(axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    }));
+    axum::serve(listener, app.into_make_service_with_connect_info::<bifrost_router::Downstream>())
+        .with_graceful_shutdown(stop)
+        .await?;
     Ok(())
 }
 
