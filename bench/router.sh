@@ -18,7 +18,7 @@ done
 cargo build --release --quiet -p bifrost-cli
 BIN=$PWD/target/release/bifrost
 work=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; pkill -f -- "--data-dir $work/data-" 2>/dev/null || true; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; rm -rf "$work"; }
+cleanup() { kill $(jobs -p) 2>/dev/null || true; pkill -f -- "--data-dir $work/data-" 2>/dev/null || true; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 
 mkdir -p "$work/site/public"

@@ -23,7 +23,7 @@ layer!(AccessLogLayer => AccessLog, |self, req| {
     Box::pin(async move {
         let resp = fut.await?;
         let deployment =
-            resp.headers().get("x-bifrost-deployment").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+            resp.headers().get(crate::proxy::X_BIFROST_DEPLOYMENT).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
         let upstream = resp.extensions().get::<crate::Upstream>().map_or("-".to_string(), |u| u.0.to_string());
         let status = resp.status().as_u16();
         let seconds = start.elapsed().as_secs_f64();

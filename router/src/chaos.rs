@@ -81,7 +81,7 @@ layer!(ChaosLayer => ChaosService, |self, req| {
             let mut resp = error(status, "injected_fault", "fault injected by bifrost chaos".into(), &app);
             resp.extensions_mut().insert(Injected);
             if let Some(v) = deployment.and_then(|d| axum::http::HeaderValue::from_str(&d).ok()) {
-                resp.headers_mut().insert("x-bifrost-deployment", v);
+                resp.headers_mut().insert(crate::proxy::X_BIFROST_DEPLOYMENT, v);
             }
             Box::pin(async move { Ok(resp) })
         }

@@ -16,17 +16,22 @@ use crate::metrics::UpstreamError;
 use crate::upstream::{Downstream, SendError, Upstreams};
 use crate::{AppTarget, Route, RouterConfig, Routes, SESSION_COOKIE, app_of, error};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded. (Names, not
+/// strings: removing by `&str` parses the name again on every request.)
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_BIFROST_DEPLOYMENT: HeaderName = HeaderName::from_static("x-bifrost-deployment");
 
 #[derive(Clone)]
 pub struct Proxy {
@@ -85,14 +90,14 @@ impl Proxy {
         strip_hop_by_hop(req.headers_mut());
         strip_credentials(req.headers_mut());
         if let Some(h) = client_host {
-            req.headers_mut().insert(HeaderName::from_static("x-forwarded-host"), h);
+            req.headers_mut().insert(X_FORWARDED_HOST, h);
         }
         if let Some(ip) = peer
             && let Ok(v) = HeaderValue::try_from(ip.to_string())
         {
-            req.headers_mut().append(HeaderName::from_static("x-forwarded-for"), v);
+            req.headers_mut().append(X_FORWARDED_FOR, v);
         }
-        req.headers_mut().insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+        req.headers_mut().insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         // A request without a body can be tried on a second replica when the
         // first refuses the connection.
         let retryable = req.headers().get(header::CONTENT_LENGTH).is_none_or(|v| v == "0")
@@ -140,7 +145,7 @@ impl Proxy {
                     strip_hop_by_hop(&mut parts.headers);
                     strip_platform_cookies(&mut parts.headers, &self.config.domain);
                     if let Ok(v) = HeaderValue::from_str(&route.deployment_id) {
-                        parts.headers.insert(HeaderName::from_static("x-bifrost-deployment"), v);
+                        parts.headers.insert(X_BIFROST_DEPLOYMENT, v);
                     }
                     parts.extensions.insert(crate::Upstream(addr));
                     return Response::from_parts(parts, Body::new(incoming));
@@ -241,7 +246,7 @@ fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
     for h in named {
         headers.remove(h);
     }
-    for h in HOP_BY_HOP {
+    for h in &HOP_BY_HOP {
         headers.remove(h);
     }
 }

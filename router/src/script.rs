@@ -171,7 +171,7 @@ where
 
 fn deployment_header(resp: &mut Response<Body>, deployment: &str) {
     if let Ok(v) = HeaderValue::from_str(deployment) {
-        resp.headers_mut().insert(HeaderName::from_static("x-bifrost-deployment"), v);
+        resp.headers_mut().insert(crate::proxy::X_BIFROST_DEPLOYMENT, v);
     }
 }
 
