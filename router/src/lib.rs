@@ -87,7 +87,7 @@ pub use request_id::{RequestIdLayer, X_REQUEST_ID};
 pub use script::{ScriptLayer, ScriptReports};
 pub use split::{Split, SplitLayer};
 pub use traffic::{PeerCounts, TrafficRules};
-pub use upstream::{Downstream, DownstreamListener};
+pub use upstream::{Downstream, DownstreamListener, raise_open_files_limit};
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 

@@ -163,7 +163,7 @@ impl Proxy {
                     let mut resp = error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "gateway_timeout",
-                        format!("app {app:?} did not answer within {}s", self.config.upstream_timeout.as_secs()),
+                        format!("app {app:?} did not answer within {:?}", self.config.upstream_timeout),
                         app,
                     );
                     resp.extensions_mut().insert(UpstreamError("timeout"));
@@ -255,6 +255,48 @@ fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
 mod tests {
     use super::*;
     use axum::http::HeaderMap;
+
+    struct One(Route);
+    impl Routes for One {
+        fn route(&self, app: &str) -> Option<Route> {
+            (app == "slow").then(|| self.0.clone())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_app_that_does_not_answer_in_time_gets_a_504_on_every_request_of_a_connection() {
+        use tower::ServiceExt;
+        // Accepts and reads, never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((tcp, _)) = silent.accept().await {
+                open.push(tcp);
+            }
+        });
+        let route = Route {
+            deployment_id: Arc::from("d1"),
+            endpoints: vec![addr],
+            traffic: Arc::default(),
+            split: None,
+            chaos: None,
+            script: None,
+        };
+        let config = RouterConfig { upstream_timeout: std::time::Duration::from_millis(150), ..Default::default() };
+        let svc = crate::service(Arc::new(One(route)), config);
+        let client = Downstream::new(std::net::SocketAddr::from(([127, 0, 0, 1], 40000)));
+        for _ in 0..2 {
+            let mut req = Request::builder().uri("/").header("host", "slow.localhost").body(Body::empty()).expect("r");
+            req.extensions_mut().insert(axum::extract::ConnectInfo(client.clone()));
+            let resp = svc.clone().oneshot(req).await.expect("infallible");
+            assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body");
+            let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(json["error"]["code"], "gateway_timeout");
+            assert_eq!(json["error"]["message"], "app \"slow\" did not answer within 150ms");
+        }
+    }
 
     #[test]
     fn the_session_cookie_and_bifrost_tokens_are_stripped() {

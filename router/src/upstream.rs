@@ -78,6 +78,22 @@ where
     }
 }
 
+/// Raises the soft limit on open files to the hard one, as nginx's
+/// `worker_rlimit_nofile` and Go's runtime do: a client connection costs
+/// the router two descriptors (its own and a held upstream one), and the
+/// common soft default of 1,024 would refuse clients long before memory
+/// runs out. Returns the limit now in force. Called by the router node,
+/// which starts no apps; `bifrost up` does not, so the apps it starts keep
+/// the soft limit they had.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return Some(hard);
+    }
+    Some(soft)
+}
+
 /// Why a request did not reach a replica.
 #[derive(Debug)]
 pub(crate) enum SendError {
@@ -238,6 +254,16 @@ mod tests {
         let req = Request::builder().uri("/").header("host", "a").body(Body::empty()).expect("request");
         assert!(matches!(held.send(addr, req).await, Err(SendError::Connect(_))));
         assert_eq!(held.held(), 0);
+    }
+
+    #[test]
+    fn the_open_files_soft_limit_is_raised_to_the_hard_one() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("limit");
+        // One below (not lower: other tests in this process open files).
+        setrlimit(Resource::RLIMIT_NOFILE, hard - 1, hard).expect("lower the soft limit");
+        assert_eq!(raise_open_files_limit(), Some(hard));
+        assert_eq!(getrlimit(Resource::RLIMIT_NOFILE).expect("limit"), (hard, hard));
     }
 
     #[tokio::test]

@@ -321,6 +321,9 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
             node.leave().await;
         }
     };
+    if let Some(n) = bifrost_router::raise_open_files_limit() {
+        tracing::info!(open_files = n, "open files limit");
+    }
     let listener = bifrost_router::DownstreamListener(axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     }));
