@@ -10,7 +10,8 @@
 # CPU is the process's user and system time (/proc/PID/stat) over the run,
 # per request. Then one pass under `perf stat` counts syscalls and context
 # switches per request (counting slows every process: compare the
-# per-request columns, not its rates).
+# per-request columns, not its rates). BEFORE=path/to/an/older/many_apps
+# adds a row for that build (a before/after in one run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${D:-6}
@@ -44,6 +45,7 @@ start() {
 }
 start router target/release/examples/many_apps 1 "127.0.0.1:$UP_PORT" plain
 start floor target/release/examples/hyper_floor "127.0.0.1:$UP_PORT"
+[ -n "${BEFORE:-}" ] && start before "$BEFORE" 1 "127.0.0.1:$UP_PORT" plain
 sleep 0.5
 echo "$(pgrep -d, -P "$(cat "$work/nginx.pid")")" > "$work/nginxw.pid"
 echo "$N_PORT" > "$work/nginxw.port"
@@ -55,6 +57,7 @@ ROWS=(
   "bare hyper proxy (the floor)|floor|app0.localhost"
   "router answering itself (404)|router|nope.localhost"
 )
+[ -n "${BEFORE:-}" ] && ROWS+=("router, the BEFORE build|before|app0.localhost")
 ticks() { for p in ${1//,/ }; do awk '{print $14, $15}' "/proc/$p/stat"; done | awk '{u+=$1; s+=$2} END{print u, s}'; }
 
 # round NAME HOST: "req/s p99_ms usr_us sys_us"

@@ -33,7 +33,7 @@ locals {
     verify  = local.gke_env
     gateway = local.gke_env
     analytics = merge(
-      { BIFROST_ANALYTICS_EVERY = var.analytics_every },
+      { BIFROST_ANALYTICS_EVERY = var.analytics_every, BIFROST_RETENTION = var.retention },
       var.bigquery_export ? { BIFROST_BIGQUERY_DATASET = "bifrost_analytics" } : {},
     )
   }

@@ -55,6 +55,12 @@ variable "analytics_every" {
   default     = "5m"
 }
 
+variable "retention" {
+  description = "How long health reports, traffic minutes and analytics results are kept in Firestore (at least 15d), or off."
+  type        = string
+  default     = "30d"
+}
+
 variable "kms_key_name" {
   description = "Optional Cloud KMS key (projects/.../cryptoKeys/...) for buckets, Artifact Registry, Pub/Sub and secrets. Google-managed keys when empty."
   type        = string

@@ -24,8 +24,8 @@ use crate::routes::EmbeddedRoutes;
 
 use crate::client::save_token;
 
-/// `--analytics-every`: a period, or `off` (a newtype: clap reads a bare
-/// `Option` as "the flag may be absent").
+/// `--analytics-every` and `--retention`: a length, or `off` (a newtype:
+/// clap reads a bare `Option` as "the flag may be absent").
 #[derive(Clone, Copy, Debug)]
 pub struct Every(pub Option<chrono::Duration>);
 
@@ -95,6 +95,23 @@ pub struct UpArgs {
     #[arg(long, env = "BIFROST_ANALYTICS_EVERY", default_value = "5m",
         value_parser = |s: &str| bifrost_core::analytics::window::parse_every(s).map(Every))]
     pub analytics_every: Every,
+    /// A client connection must send a complete request head within this,
+    /// from its start or from the end of its previous response: so it is
+    /// also how long an idle keep-alive connection stays open. A body sent
+    /// to the platform itself may not pause longer either.
+    #[arg(long, env = "BIFROST_CLIENT_HEADER_TIMEOUT", default_value = "30s",
+        value_parser = bifrost_router::serve::parse_timeout)]
+    pub client_header_timeout: Duration,
+    /// A client that takes none of a response for this long is
+    /// disconnected.
+    #[arg(long, env = "BIFROST_CLIENT_SEND_TIMEOUT", default_value = "60s",
+        value_parser = bifrost_router::serve::parse_timeout)]
+    pub client_send_timeout: Duration,
+    /// How long health reports, traffic minutes and analytics results are
+    /// kept (at least 15d), or `off` to keep them for ever.
+    #[arg(long, env = "BIFROST_RETENTION", default_value = "30d",
+        value_parser = |s: &str| bifrost_core::analytics::window::parse_retention(s).map(Every))]
+    pub retention: Every,
     /// Largest upload (`bifrost deploy DIR`), in bytes.
     #[arg(long, env = "BIFROST_MAX_UPLOAD_BYTES", default_value_t = 100 << 20)]
     pub max_upload_bytes: usize,
@@ -304,6 +321,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             isolation: Some(isolation.clone()),
             metrics_public: args.metrics_public,
             analytics_every: args.analytics_every.0,
+            retention: args.retention.0,
             ..Settings::default()
         },
         metrics: metrics.clone(),
@@ -365,7 +383,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         session_key: bifrost_web::server::SessionKey::new(bifrost_core::seal::derive_key(&master, "sessions")?),
         public_origin: Some(public_url.clone()),
     });
-    let api = api.merge(web);
+    // A request body the platform reads itself (uploads, webhooks, JSON)
+    // that stalls as long as a request head may is cut off, like one.
+    let api = api.merge(web).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(args.client_header_timeout));
     let routes = EmbeddedRoutes::start(store_dyn.clone(), runtime.clone(), scripts.clone()).await?;
     let router_config = RouterConfig {
         domain: args.app_domain.clone(),
@@ -384,6 +404,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             usize::from(bifrost_router::app_by_host(req, &domain).is_none())
         },
     );
+    let timeouts =
+        bifrost_router::ClientTimeouts { header: args.client_header_timeout, send: args.client_send_timeout };
     // `--apps-listen`: apps by Host or by path, on an origin of their own.
     let apps_listener = match args.apps_listen {
         Some(addr) => {
@@ -393,14 +415,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             let by_path = bifrost_router::service(routes, RouterConfig { path_routing: true, ..router_config.clone() });
             let local = l.local_addr()?;
             tokio::spawn(async move {
-                let make =
-                    axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
-                        bifrost_router::Downstream,
-                    >(by_path);
-                let l = bifrost_router::DownstreamListener(axum::serve::ListenerExt::tap_io(l, |tcp| {
-                    let _ = tcp.set_nodelay(true);
-                }));
-                if let Err(e) = axum::serve(l, make).await {
+                let l = bifrost_router::serve::nodelay(l);
+                if let Err(e) = bifrost_router::serve(l, by_path, timeouts, std::future::pending()).await {
                     tracing::error!(error = %e, "the apps listener stopped");
                 }
             });
@@ -471,18 +487,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%addr, data_dir = %data_dir.display(), "bifrost is up");
 
-    let make = axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
-        bifrost_router::Downstream,
-    >(service);
     // SSE subscriptions are taken off the HTTP server at their first
     // request head (the fan-out keeps ~1 KiB per subscriber, hyper ~38).
     let fanout = gateway::fanout::Fanout::start(ctx.clone());
     let listener = gateway::listener::Sniffing::new(listener, fanout, app_host(args.app_domain.clone()))
         .context("serving HTTP")?;
-    // (Each connection carries a ConnectInfo<Downstream>: its peer, and the
-    // upstream connections it holds when it reaches an app.)
-    let listener = bifrost_router::DownstreamListener(listener);
-    axum::serve(listener, make).with_graceful_shutdown(shutdown_signal()).await.context("serving HTTP")?;
+    // (Each request carries a ConnectInfo<Downstream>: its peer, and the
+    // upstream connections its connection holds when it reaches an app.)
+    bifrost_router::serve(listener, service, timeouts, shutdown_signal()).await.context("serving HTTP")?;
     tracing::info!("shutting down: draining deliveries, stopping replicas");
     let _ = stop_tx.send(true);
     if let Some(d) = dispatcher {

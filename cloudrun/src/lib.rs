@@ -196,6 +196,11 @@ async fn context(function: &str, gcp_project: &str) -> anyhow::Result<Ctx> {
                     .map_err(|e| anyhow::anyhow!("BIFROST_ANALYTICS_EVERY: {e}"))?,
                 None => Settings::default().analytics_every,
             },
+            retention: match env("BIFROST_RETENTION") {
+                Some(r) => bifrost_core::analytics::window::parse_retention(&r)
+                    .map_err(|e| anyhow::anyhow!("BIFROST_RETENTION: {e}"))?,
+                None => Settings::default().retention,
+            },
             ..Settings::default()
         },
     };

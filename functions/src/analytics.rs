@@ -2,8 +2,10 @@
 //! It consumes no deployment event; it takes the dead letters the bus
 //! pushes back (GCP: each dead-letter topic's push subscription), and its
 //! periodic run (Cloud Scheduler's call on GCP, a timer in `bifrost up`)
-//! publishes again the outbox events the bus never confirmed and folds
-//! health reports older than an hour into one-minute buckets.
+//! publishes again the outbox events the bus never confirmed, folds
+//! health reports older than an hour into one-minute buckets, and removes
+//! the time series (health, traffic minutes, analytics results) older than
+//! the retention (`--retention`, 30 days).
 //!
 //! The same run analyses the windows its schedule owes (`bifrost up
 //! --analytics-every`, `BIFROST_ANALYTICS_EVERY` on Cloud Run): for every
@@ -58,14 +60,21 @@ impl Function for Analytics {
     async fn run(&self, ctx: &Ctx) -> RunResult {
         let republished = ctx.dead_letters.republish_unconfirmed(UNCONFIRMED_AFTER).await.map_err(|e| e.to_string())?;
         let folded = ctx.store.downsample_health(now() - FOLD_AFTER).await.map_err(|e| e.to_string())?;
+        let pruned = match ctx.settings.retention {
+            Some(keep) => ctx.store.prune_series(now() - keep).await.map_err(|e| e.to_string())?,
+            None => 0,
+        };
         let every = ctx.settings.analytics_every;
         let mut analysed = 0;
         if let Some(every) = every {
             let runs = catch_up(&*ctx.store, now(), every, |w| async move { run_window(ctx, w).await }).await?;
             analysed = runs.len();
         }
-        tracing::info!(republished, folded, analysed, "analytics run");
-        Ok(format!("republished {republished} events; folded {folded} health reports; analysed {analysed} windows"))
+        tracing::info!(republished, folded, pruned, analysed, "analytics run");
+        Ok(format!(
+            "republished {republished} events; folded {folded} health reports; \
+             removed {pruned} series rows past the retention; analysed {analysed} windows"
+        ))
     }
 }
 

@@ -94,6 +94,9 @@ pub struct Settings {
     pub metrics_public: bool,
     /// The analytics schedule's window (`None`: no scheduled analytics).
     pub analytics_every: Option<chrono::Duration>,
+    /// How long health, traffic minutes and analytics results are kept
+    /// (`None`: for ever).
+    pub retention: Option<chrono::Duration>,
 }
 
 impl Default for Settings {
@@ -108,6 +111,7 @@ impl Default for Settings {
             isolation: None,
             metrics_public: false,
             analytics_every: Some(chrono::Duration::minutes(5)),
+            retention: Some(chrono::Duration::days(30)),
         }
     }
 }

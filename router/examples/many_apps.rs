@@ -107,11 +107,8 @@ async fn run(port: Option<u16>) {
         }
     };
     println!("listening on {}", listener.local_addr().expect("addr"));
-    let make = axum::ServiceExt::<axum::http::Request<axum::body::Body>>::into_make_service_with_connect_info::<
-        bifrost_router::Downstream,
-    >(svc);
-    let listener = bifrost_router::DownstreamListener(axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    }));
-    axum::serve(listener, make).await.expect("serve");
+    let listener = bifrost_router::serve::nodelay(listener);
+    bifrost_router::serve(listener, svc, bifrost_router::ClientTimeouts::default(), std::future::pending())
+        .await
+        .expect("serve");
 }

@@ -3,9 +3,10 @@
 //! live deployment, on an upstream connection the client's connection
 //! holds ([`upstream`]; serve with `ConnectInfo<Downstream>`). Built as a tower
 //! stack, one layer per job, stacked in [`service`]: request id → access
-//! log → (the app and its route, looked up once) → split → metrics → rate
-//! (script) → split → metrics → rate
-//! limit → header rules → chaos → proxy.
+//! log → (the app and its route, looked up once) → (script) → split →
+//! metrics → rate limit → header rules → chaos → proxy. Listeners facing
+//! clients are served by [`serve()`], with the client timeouts a public
+//! listener needs.
 //!
 //! *Boundary*: an app never sees the platform's credentials — the session
 //! cookie and Bifrost API tokens are stripped from every request — and
@@ -63,6 +64,7 @@ mod proxy;
 mod rate_limit;
 mod request_id;
 pub mod script;
+pub mod serve;
 pub mod split;
 pub mod traffic;
 pub mod upstream;
@@ -85,9 +87,10 @@ pub use proxy::Proxy;
 pub use rate_limit::RateLimitLayer;
 pub use request_id::{RequestIdLayer, X_REQUEST_ID};
 pub use script::{ScriptLayer, ScriptReports};
+pub use serve::{ClientTimeouts, serve};
 pub use split::{Split, SplitLayer};
 pub use traffic::{PeerCounts, TrafficRules};
-pub use upstream::{Downstream, DownstreamListener, raise_open_files_limit};
+pub use upstream::{Downstream, raise_open_files_limit};
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 

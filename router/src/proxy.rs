@@ -133,6 +133,9 @@ impl Proxy {
             let head = if attempt + 1 < attempts { parts.clone() } else { parts.take() };
             let Some(mut head) = head else { break };
             head.uri = uri.clone();
+            // The protocol version is the hop's own: the router speaks
+            // HTTP/1.1 to the app whatever the client spoke.
+            head.version = axum::http::Version::HTTP_11;
             if !head.headers.contains_key(header::HOST)
                 && let Ok(v) = HeaderValue::from_str(&addr.to_string())
             {
@@ -142,6 +145,11 @@ impl Proxy {
             match tokio::time::timeout(self.config.upstream_timeout, upstreams.send(addr, up)).await {
                 Ok(Ok(resp)) => {
                     let (mut parts, incoming) = resp.into_parts();
+                    // And HTTP/1.1 to the client (hyper downgrades for a
+                    // 1.0 client): an app answering in HTTP/1.0 (Python's
+                    // http.server) would otherwise close every client's
+                    // keep-alive connection after one response.
+                    parts.version = axum::http::Version::HTTP_11;
                     strip_hop_by_hop(&mut parts.headers);
                     strip_platform_cookies(&mut parts.headers, &self.config.domain);
                     if let Ok(v) = HeaderValue::from_str(&route.deployment_id) {
@@ -256,6 +264,18 @@ mod tests {
     use super::*;
     use axum::http::HeaderMap;
 
+    /// App "slow", deployment d1, served by one replica at `addr`.
+    fn one_replica(addr: std::net::SocketAddr) -> Route {
+        Route {
+            deployment_id: Arc::from("d1"),
+            endpoints: vec![addr],
+            traffic: Arc::default(),
+            split: None,
+            chaos: None,
+            script: None,
+        }
+    }
+
     struct One(Route);
     impl Routes for One {
         fn route(&self, app: &str) -> Option<Route> {
@@ -275,14 +295,7 @@ mod tests {
                 open.push(tcp);
             }
         });
-        let route = Route {
-            deployment_id: Arc::from("d1"),
-            endpoints: vec![addr],
-            traffic: Arc::default(),
-            split: None,
-            chaos: None,
-            script: None,
-        };
+        let route = one_replica(addr);
         let config = RouterConfig { upstream_timeout: std::time::Duration::from_millis(150), ..Default::default() };
         let svc = crate::service(Arc::new(One(route)), config);
         let client = Downstream::new(std::net::SocketAddr::from(([127, 0, 0, 1], 40000)));
@@ -295,6 +308,50 @@ mod tests {
             let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
             assert_eq!(json["error"]["code"], "gateway_timeout");
             assert_eq!(json["error"]["message"], "app \"slow\" did not answer within 150ms");
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_of_an_http_1_0_app_get_http_1_1_and_keep_their_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // An app speaking HTTP/1.0: one response per connection, its end
+        // marked by the close.
+        let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = old.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = old.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nold").await;
+            }
+        });
+        let route = one_replica(addr);
+        let svc = crate::service(Arc::new(One(route)), RouterConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let router = listener.local_addr().expect("addr");
+        let timeouts = crate::ClientTimeouts::default();
+        tokio::spawn(crate::serve(crate::serve::nodelay(listener), svc, timeouts, std::future::pending()));
+        let mut client = tokio::net::TcpStream::connect(router).await.expect("connect");
+        for i in 0..3 {
+            client.write_all(b"GET / HTTP/1.1\r\nHost: slow.localhost\r\n\r\n").await.expect("write");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            // The body's length is unknown to the router: chunked, ended by
+            // the last chunk.
+            while !got.ends_with(b"0\r\n\r\n") {
+                let n = client.read(&mut buf).await.expect("read");
+                assert!(n > 0, "request {i}: the router closed the client's connection");
+                got.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 200"), "request {i}: {text}");
+            assert!(text.contains("\r\n3\r\nold\r\n"), "request {i}: {text}");
         }
     }
 

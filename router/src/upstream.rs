@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
 use axum::http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -29,9 +28,9 @@ pub const HELD: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the router knows of a client connection: its peer, and the
-/// upstream connections it holds. Serve a [`DownstreamListener`] with
-/// `into_make_service_with_connect_info::<Downstream>()`; a request
-/// without it (a service called directly) gets a connection of its own.
+/// upstream connections it holds. [`crate::serve()`] gives every request
+/// its connection's; a request without one (a service called directly)
+/// gets a connection of its own.
 #[derive(Clone, Debug)]
 pub struct Downstream {
     pub peer: SocketAddr,
@@ -45,36 +44,6 @@ impl Downstream {
 
     pub(crate) fn upstreams(&self) -> &Arc<Upstreams> {
         &self.upstreams
-    }
-}
-
-/// Any listener whose connections should carry a [`Downstream`] (a type
-/// of its own: axum's `Connected` impls for listeners' addresses would
-/// overlap with a blanket one).
-pub struct DownstreamListener<L>(pub L);
-
-impl<L> axum::serve::Listener for DownstreamListener<L>
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
-    type Io = L::Io;
-    type Addr = SocketAddr;
-
-    fn accept(&mut self) -> impl std::future::Future<Output = (Self::Io, SocketAddr)> + Send {
-        self.0.accept()
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-impl<L> Connected<axum::serve::IncomingStream<'_, DownstreamListener<L>>> for Downstream
-where
-    L: axum::serve::Listener<Addr = SocketAddr>,
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, DownstreamListener<L>>) -> Self {
-        Downstream::new(*stream.remote_addr())
     }
 }
 

@@ -755,3 +755,84 @@ async fn the_readme_start_command_deploys_an_example() {
     assert!(out.contains("live at http://hello-python.localhost:"), "{out}");
     assert!(out.contains("replicas healthy"), "{out}");
 }
+
+/// Slow clients cannot hold the router's connections: heads trickled a
+/// byte at a time (slowloris), connections that never send a request,
+/// keep-alive connections left idle after a response, and a webhook body
+/// that stops half-way are all closed by the platform, whose open descriptors return to what they were; the app
+/// answers throughout.
+#[tokio::test]
+async fn slow_and_idle_clients_are_disconnected_and_their_descriptors_freed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    // Long enough for all 150 connections to be open at once on a loaded
+    // machine (the test first checks the platform holds them).
+    let p = Platform::start_with(&[("BIFROST_CLIENT_HEADER_TIMEOUT", "10s")]);
+    let repo = hostile_app("slow", &[]);
+    add_project(&p, "slow", &repo);
+    let id = push(&p, &repo, "s-1").await;
+    healthy(&p, &id).await;
+    let addr = p.url.trim_start_matches("http://").to_string();
+    let port = addr.rsplit(':').next().expect("port").to_string();
+    let host = format!("slow.localhost:{port}");
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", p.pid())).map(|d| d.count()).unwrap_or(0);
+    let before = fds();
+
+    let mut held = Vec::new();
+    for i in 0..150 {
+        let mut tcp = TcpStream::connect(&addr).await.expect("connect");
+        match i % 3 {
+            // A head that never ends.
+            0 => tcp.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nX-Slow: ").as_bytes()).await.expect("write"),
+            // Nothing at all.
+            1 => {}
+            // One whole request through to the app, then silence.
+            _ => {
+                tcp.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+                    .await
+                    .expect("write");
+                let mut buf = [0u8; 1024];
+                let n = tcp.read(&mut buf).await.expect("response");
+                let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(got.starts_with("HTTP/1.1 200"), "request {i}: {got}");
+            }
+        }
+        held.push(tcp);
+    }
+    // A webhook whose body stops after its first bytes.
+    let mut stalled = TcpStream::connect(&addr).await.expect("connect");
+    let head = "POST /api/v1/webhooks/github HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n";
+    stalled.write_all(format!("{head}Content-Length: 4096\r\n\r\n{{\"ref\":").as_bytes()).await.expect("write");
+    held.push(stalled);
+    // (Accepted from the backlog as the platform gets to them; a few
+    // descriptors of its own come and go meanwhile.)
+    let start = Instant::now();
+    while fds() < before + 140 {
+        let held = fds().saturating_sub(before);
+        assert!(start.elapsed() < Duration::from_secs(5), "the platform held only {held} of the attack's connections");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The app keeps answering other clients meanwhile.
+    let ok = reqwest::Client::new().get(format!("{}/healthz", p.url)).header("host", &host).send().await.expect("app");
+    assert_eq!(ok.status().as_u16(), 200);
+
+    for (i, tcp) in held.iter_mut().enumerate() {
+        let closed = tokio::time::timeout(Duration::from_secs(60), async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection {i} was never closed by the platform");
+    }
+    drop(held);
+    let start = Instant::now();
+    while fds() > before + 5 {
+        assert!(start.elapsed() < Duration::from_secs(20), "descriptors not freed: {} before, {} now", before, fds());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

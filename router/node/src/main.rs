@@ -53,6 +53,16 @@ struct Args {
     /// `BIFROST_ROUTER_TOKEN`): `bifrost tokens create NAME --role router`.
     #[arg(long, env = "BIFROST_ROUTER_TOKEN_FILE")]
     token_file: Option<PathBuf>,
+    /// A client connection must send a complete request head within this,
+    /// from its start or the end of its previous response (so: the
+    /// keep-alive idle timeout too).
+    #[arg(long, env = "BIFROST_CLIENT_HEADER_TIMEOUT", default_value = "30s",
+        value_parser = bifrost_router::serve::parse_timeout)]
+    client_header_timeout: std::time::Duration,
+    /// A client that takes none of a response for this long is disconnected.
+    #[arg(long, env = "BIFROST_CLIENT_SEND_TIMEOUT", default_value = "60s",
+        value_parser = bifrost_router::serve::parse_timeout)]
+    client_send_timeout: std::time::Duration,
 }
 
 #[derive(Clone)]
@@ -324,12 +334,9 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
     if let Some(n) = bifrost_router::raise_open_files_limit() {
         tracing::info!(open_files = n, "open files limit");
     }
-    let listener = bifrost_router::DownstreamListener(axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    }));
-    axum::serve(listener, app.into_make_service_with_connect_info::<bifrost_router::Downstream>())
-        .with_graceful_shutdown(stop)
-        .await?;
+    let timeouts =
+        bifrost_router::ClientTimeouts { header: args.client_header_timeout, send: args.client_send_timeout };
+    bifrost_router::serve(bifrost_router::serve::nodelay(listener), app, timeouts, stop).await?;
     Ok(())
 }
 

@@ -204,6 +204,10 @@ pub trait Store: Send + Sync {
     /// Replaces single reports older than `before` by one-minute buckets;
     /// returns how many reports were folded.
     async fn downsample_health(&self, before: Timestamp) -> StoreResult<usize>;
+    /// Removes the time series older than `before`: health reports and
+    /// buckets, traffic minutes, and analytics results whose window starts
+    /// before it (the retention, `--retention`). Returns how many went.
+    async fn prune_series(&self, before: Timestamp) -> StoreResult<usize>;
 
     /// A project's secrets, for `[env]` entries written `{ secret = "name" }`.
     /// Values arrive sealed ([`crate::seal`]) and leave sealed: no store

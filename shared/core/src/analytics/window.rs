@@ -111,6 +111,26 @@ pub fn parse_every(text: &str) -> Result<Option<Duration>, String> {
     Ok(Some(every))
 }
 
+/// The shortest retention: a window the schedule still owes (up to
+/// [`CATCH_UP_LIMIT`] back) is analysed against [`crate::analytics::run::LOOKBACK`]
+/// before it, so both must still be kept, and a day more.
+pub const MIN_RETENTION: Duration = Duration::days(15);
+
+/// How long the time series are kept (`--retention`): `off` (for ever) or
+/// a length of at least [`MIN_RETENTION`].
+pub fn parse_retention(text: &str) -> Result<Option<Duration>, String> {
+    if text == "off" {
+        return Ok(None);
+    }
+    let keep = parse_length(text)?;
+    if keep < MIN_RETENTION {
+        return Err(format!(
+            "{text:?}: keep at least 15d (a window owed up to 7 days back is analysed against the 7 days before it), or off"
+        ));
+    }
+    Ok(Some(keep))
+}
+
 /// A positive whole number of seconds, minutes, hours or days.
 pub fn parse_length(text: &str) -> Result<Duration, String> {
     let (n, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
@@ -165,6 +185,14 @@ mod tests {
             let e = Window::parse(bad, now).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_retention_keeps_what_the_schedule_may_still_analyse_or_is_off() {
+        assert_eq!(parse_retention("30d"), Ok(Some(Duration::days(30))));
+        assert_eq!(parse_retention("off"), Ok(None));
+        assert!(parse_retention("14d").is_err_and(|e| e.contains("at least 15d")));
+        assert!(parse_retention("forever").is_err());
     }
 
     #[test]

@@ -569,6 +569,49 @@ impl Store for FirestoreStore {
         Ok(folded)
     }
 
+    async fn prune_series(&self, before: Timestamp) -> StoreResult<usize> {
+        let cutoff = before.timestamp_millis();
+        let mut pruned = 0;
+        let series = [
+            (self.cols.health.clone(), "at_ms"),
+            (self.cols.traffic_minutes.clone(), "minute_ms"),
+            (self.cols.analytics.clone(), "start_ms"),
+        ];
+        for (col, field) in series {
+            // A commit's worth at a time, until none is older.
+            loop {
+                let old: Vec<firestore::FirestoreDocument> = self
+                    .db
+                    .fluent()
+                    .select()
+                    .from(col.as_str())
+                    .filter(|q| q.field(field).less_than(cutoff))
+                    .limit((MAX_WRITES - 1) as u32)
+                    .query()
+                    .await
+                    .map_err(fs)?;
+                if old.is_empty() {
+                    break;
+                }
+                let ids: Vec<String> =
+                    old.iter().map(|d| d.name.rsplit('/').next().unwrap_or_default().to_string()).collect();
+                self.write(|tx| {
+                    let (col, ids) = (col.clone(), ids.clone());
+                    async move {
+                        for id in &ids {
+                            tx.delete(&col, id);
+                        }
+                        Ok(())
+                    }
+                    .boxed()
+                })
+                .await?;
+                pruned += ids.len();
+            }
+        }
+        Ok(pruned)
+    }
+
     async fn set_secret(&self, project_id: &str, name: &str, sealed: &str) -> StoreResult<()> {
         let doc = SecretDoc {
             value: sealed.to_string(),

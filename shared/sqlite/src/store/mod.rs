@@ -743,6 +743,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn prune_series(&self, before: Timestamp) -> StoreResult<usize> {
+        let cutoff = before.timestamp_millis();
+        self.run(move |inner| {
+            inner.write(move |tx, _| {
+                // Each by an index on its time (health: span_s is 0 or 60).
+                let mut pruned = 0;
+                for sql in [
+                    "DELETE FROM health WHERE span_s IN (0, 60) AND at_ms < ?1",
+                    "DELETE FROM traffic_minutes WHERE minute_ms < ?1",
+                    "DELETE FROM analytics WHERE start_ms < ?1",
+                ] {
+                    pruned += exec(tx, sql, [cutoff]).map_err(backend)?;
+                }
+                Ok(pruned)
+            })
+        })
+        .await
+    }
+
     async fn secret_values(
         &self,
         project_id: &str,

@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: i64 = 8;
+pub(super) const SCHEMA_VERSION: i64 = 9;
 
 /// Schema 4: a project's fault injection (JSON), `bifrost chaos`.
 pub(super) const MIGRATION_4: &str = "ALTER TABLE projects ADD COLUMN chaos TEXT;";
@@ -73,6 +73,12 @@ CREATE TABLE analytics_settings (
 ) WITHOUT ROWID;
 ";
 
+/// Schema 9: the time series are pruned by age (the retention), so each
+/// is found by its time alone.
+pub(super) const MIGRATION_9: &str = "
+CREATE INDEX traffic_minutes_by_minute ON traffic_minutes(minute_ms);
+CREATE INDEX analytics_by_start ON analytics(start_ms);
+";
 /// Schema 2: sidecar health reports.
 pub(super) const MIGRATION_2: &str = "
 CREATE TABLE health (
@@ -152,6 +158,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if version < 8 {
         tx.execute_batch(MIGRATION_8).map_err(backend)?;
+    }
+    if version < 9 {
+        tx.execute_batch(MIGRATION_9).map_err(backend)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(backend)?;
