@@ -404,8 +404,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             usize::from(bifrost_router::app_by_host(req, &domain).is_none())
         },
     );
-    let timeouts =
-        bifrost_router::ClientTimeouts { header: args.client_header_timeout, send: args.client_send_timeout };
+    let timeouts = bifrost_router::ClientTimeouts {
+        header: args.client_header_timeout,
+        send: args.client_send_timeout,
+        ..Default::default()
+    };
     // `--apps-listen`: apps by Host or by path, on an origin of their own.
     let apps_listener = match args.apps_listen {
         Some(addr) => {

@@ -48,12 +48,20 @@ pub struct ClientTimeouts {
     /// A response write blocked this long (the client stopped reading)
     /// ends the connection.
     pub send: Duration,
+    /// On shutdown, how long requests in flight may take to finish (a
+    /// stream that never ends must not keep the process up for ever).
+    pub drain: Duration,
 }
 
 impl Default for ClientTimeouts {
-    /// hyper's default header timeout; nginx's `send_timeout`.
+    /// hyper's default header timeout; nginx's `send_timeout`; a drain
+    /// inside Kubernetes' default 30 s grace period.
     fn default() -> Self {
-        ClientTimeouts { header: Duration::from_secs(30), send: Duration::from_secs(60) }
+        ClientTimeouts {
+            header: Duration::from_secs(30),
+            send: Duration::from_secs(60),
+            drain: Duration::from_secs(20),
+        }
     }
 }
 
@@ -68,7 +76,8 @@ pub fn parse_timeout(text: &str) -> Result<Duration, String> {
 
 /// Serves `service` on every connection `listener` accepts until
 /// `shutdown` resolves; then stops accepting, lets each connection finish
-/// its request in flight, and returns when all have closed. Each request
+/// its request in flight, and returns when all have closed or
+/// [`ClientTimeouts::drain`] has passed (the rest are dropped). Each request
 /// carries a `ConnectInfo<Downstream>` (its peer, and the upstream
 /// connections its client connection holds).
 pub async fn serve<L, S>(
@@ -96,7 +105,10 @@ where
     drop(listener);
     drop(stop_rx);
     let _ = stop_tx.send(true);
-    stop_tx.closed().await;
+    if tokio::time::timeout(timeouts.drain, stop_tx.closed()).await.is_err() {
+        let open = stop_tx.receiver_count();
+        tracing::warn!(open, "shutting down with requests still in flight after {:?}", timeouts.drain);
+    }
     Ok(())
 }
 
@@ -231,8 +243,11 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    const SHORT: ClientTimeouts =
-        ClientTimeouts { header: Duration::from_millis(300), send: Duration::from_millis(300) };
+    const SHORT: ClientTimeouts = ClientTimeouts {
+        header: Duration::from_millis(300),
+        send: Duration::from_millis(300),
+        drain: Duration::from_millis(300),
+    };
     /// A test's guard: far beyond any timeout here, so only a connection
     /// that is never closed reaches it.
     const NEVER: Duration = Duration::from_secs(20);
@@ -373,6 +388,28 @@ mod tests {
         .expect("the server kept the connection of a client that read nothing");
         assert!(endless.sent.load(Ordering::SeqCst) > 0);
         drop(tcp);
+    }
+
+    #[tokio::test]
+    async fn shutting_down_does_not_wait_for_ever_on_a_request_that_never_ends() {
+        let service = tower::service_fn(|_: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::from_stream(futures::stream::pending::<
+                Result<bytes::Bytes, Infallible>,
+            >())))
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(nodelay(listener), service, SHORT, async {
+            let _ = stop_rx.await;
+        }));
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("write");
+        let mut buf = [0u8; 1024];
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        stop_tx.send(()).expect("stop");
+        tokio::time::timeout(NEVER, server).await.expect("the server waited for ever").expect("join").expect("serve");
     }
 
     #[tokio::test]

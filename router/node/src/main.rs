@@ -10,7 +10,7 @@
 //! (`--gateway`, [`feed`]); without one every app answers the platform's
 //! JSON 404. Each node gossips the table version it serves and its load.
 //! On SIGTERM it says it is leaving in gossip, stops accepting, lets
-//! in-flight requests finish and exits.
+//! in-flight requests finish (for up to 20 s) and exits.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -334,8 +334,11 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
     if let Some(n) = bifrost_router::raise_open_files_limit() {
         tracing::info!(open_files = n, "open files limit");
     }
-    let timeouts =
-        bifrost_router::ClientTimeouts { header: args.client_header_timeout, send: args.client_send_timeout };
+    let timeouts = bifrost_router::ClientTimeouts {
+        header: args.client_header_timeout,
+        send: args.client_send_timeout,
+        ..Default::default()
+    };
     bifrost_router::serve(bifrost_router::serve::nodelay(listener), app, timeouts, stop).await?;
     Ok(())
 }
