@@ -1,7 +1,7 @@
 //! The data plane. A request for `<app>.<domain>` (or, on a listener of its
 //! own, `/apps/<app>/...`) goes to one of the healthy replicas of the app's
 //! live deployment, on an upstream connection the client's connection
-//! holds ([`upstream`]; serve with `ConnectInfo<Downstream>`). Built as a tower
+//! holds ([`upstream`]; [`serve()`] puts it on each request). Built as a tower
 //! stack, one layer per job, stacked in [`service`]: request id → access
 //! log → (the app and its route, looked up once) → (script) → split →
 //! metrics → rate limit → header rules → chaos → proxy. Listeners facing

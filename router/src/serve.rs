@@ -17,8 +17,9 @@
 //!   for this long ends the connection (nginx's `send_timeout`). Armed only
 //!   while a write is blocked, so it costs nothing on the fast path.
 //!
-//! A request body the client trickles is bounded by the proxy's upstream
-//! timeout; a slow app by the same. Connections speak HTTP/1.1 (TLS and
+//! A request body the client trickles to an app is bounded by the proxy's
+//! upstream timeout, as is a slow app; one sent to the platform itself, by
+//! the body timeout `bifrost up` puts on its own routes. Connections speak HTTP/1.1 (TLS and
 //! HTTP/2 end at the load balancer in front).
 
 use std::convert::Infallible;
@@ -166,9 +167,10 @@ impl<I> SendGuard<I> {
     /// The write was not taken: arm the deadline on the first refusal,
     /// and fail the write once it has passed.
     fn blocked<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let at = tokio::time::Instant::now() + self.limit;
         if !self.blocked {
             self.blocked = true;
+            // (The clock is read once per stall, not per refused write.)
+            let at = tokio::time::Instant::now() + self.limit;
             match &mut self.deadline {
                 Some(d) => d.as_mut().reset(at),
                 None => self.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
