@@ -2,13 +2,14 @@
 # Router throughput: wrk -t2 -c64 against one upstream, through the
 # Bifrost router and through nginx proxy_pass (keepalive), same upstream,
 # same run, twice: with no traffic rules, and with every layer on (a rate
-# limit too high to trigger, a request and a response header rule, access
-# log to a file; metrics are always on) against nginx with the equivalent
-# (limit_req, proxy_set_header, add_header, access_log). Goal: >= 1.2x
+# limit too high to trigger, a request and a response header rule, a 90/10
+# split between two deployments, access log to a file; metrics are always
+# on) against nginx with the equivalent (limit_req, proxy_set_header,
+# add_header, split_clients over two upstreams, access_log). Goal: >= 1.2x
 # nginx req/s and p99 <= nginx's.
 #
 # The upstream is an app deployed by Bifrost itself (a static site: one
-# replica of `bifrost serve-static`); nginx is pointed at that same replica.
+# replica of `bifrost serve-static`); nginx is pointed at the same replicas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${D:-10s}
@@ -42,11 +43,27 @@ start_platform() { # name log-filter site -> "URL PORT UPSTREAM"
   local url; url=$(sed -n 's/^bifrost: listening on //p' "$work/up-$name.out")
   BIFROST_SERVER=$url BIFROST_TOKEN=bench BIFROST_CONFIG_DIR=$work/cfg-$name $BIN deploy "$site" --wait --json > "$work/deploy-$name.json" 2>/dev/null
   local dep; dep=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/deploy-$name.json")
-  local up; up=$(curl -s -H "authorization: Bearer bench" "$url/api/v1/deployments/$dep/replicas" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
-  echo "$url ${url##*:} $up"
+  echo "$url ${url##*:} $(replica "$url" "$dep") $dep"
 }
-read -r URL PORT UP < <(start_platform plain warn "$work/site")
-read -r URL2 PORT2 UP2 < <(start_platform layered warn,bifrost::access=info "$work/layered")
+replica() { # url deployment -> the address of its first replica (waits for one)
+  for _ in $(seq 100); do
+    curl -s -H "authorization: Bearer bench" "$1/api/v1/deployments/$2/replicas" \
+      | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r[0]["address"]) if r else sys.exit(1)' && return
+    sleep 0.2
+  done
+  echo "deployment $2 has no replica" >&2
+  return 1
+}
+read -r URL PORT UP _ < <(start_platform plain warn "$work/site")
+read -r URL2 PORT2 CANARY CANARY_DEP < <(start_platform layered warn,bifrost::access=info "$work/layered")
+# Every layer includes a 90/10 split: a second deployment goes live (the
+# stable side) and the first takes 10 % of the clients (the canary side).
+cli2() { BIFROST_SERVER=$URL2 BIFROST_TOKEN=bench BIFROST_CONFIG_DIR=$work/cfg-layered $BIN "$@"; }
+printf 'the live build\n' > "$work/layered/public/index.html"
+cli2 deploy "$work/layered" --wait --json > "$work/deploy-layered2.json" 2>/dev/null
+UP2=$(replica "$URL2" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/deploy-layered2.json")")
+cli2 traffic split layered --to "$CANARY_DEP" --weight 10 >/dev/null
+CANARY=$(replica "$URL2" "$CANARY_DEP")
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 NGINX_PORT=$(free_port)
@@ -60,6 +77,8 @@ http {
   access_log off;
   upstream app { server $UP; keepalive 128; }
   upstream layered { server $UP2; keepalive 128; }
+  upstream canary { server $CANARY; keepalive 128; }
+  split_clients "\${remote_addr}layered" \$variant { 10% canary; * layered; }
   limit_req_zone \$server_name zone=app:1m rate=50000r/s;
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -75,7 +94,7 @@ http {
     access_log $work/nginx-access.log;
     location / {
       limit_req zone=app burst=50000 nodelay;
-      proxy_pass http://layered;
+      proxy_pass http://\$variant;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header Host \$host;

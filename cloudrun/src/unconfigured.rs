@@ -47,7 +47,7 @@ impl bifrost_core::scripts::Blobs for Unconfigured {
     async fn get(&self, _key: &str) -> Result<Option<(Vec<u8>, i64)>, String> {
         Err(self.why())
     }
-    async fn put(&self, _key: &str, _bytes: Vec<u8>) -> Result<i64, String> {
+    async fn put_if(&self, _key: &str, _bytes: Vec<u8>, _expected: i64) -> Result<Option<i64>, String> {
         Err(self.why())
     }
 }

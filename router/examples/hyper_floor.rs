@@ -6,7 +6,6 @@
 //!
 //! `cargo run --release -p bifrost-router --example hyper_floor -- UPSTREAM`
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
@@ -15,36 +14,26 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod peer;
 
 #[tokio::main]
 async fn main() {
-    let upstream: SocketAddr = std::env::args().nth(1).and_then(|a| a.parse().ok()).expect("UPSTREAM address");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    println!("listening on {}", listener.local_addr().expect("addr"));
-    loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
-        tokio::spawn(async move {
-            let _ = client.set_nodelay(true);
-            let Ok(up) = tokio::net::TcpStream::connect(upstream).await else { return };
-            let _ = up.set_nodelay(true);
-            let Ok((sender, conn)) = hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(up)).await
-            else {
-                return;
-            };
-            tokio::spawn(conn);
-            // One request at a time on an HTTP/1.1 connection: the lock is
-            // never contended, it only satisfies the service's `Fn`.
-            let sender = Arc::new(tokio::sync::Mutex::new(sender));
-            let proxy = service_fn(move |req: Request<Incoming>| {
-                let sender = sender.clone();
-                async move {
-                    let resp = sender.lock().await.send_request(req).await?;
-                    Ok::<_, hyper::Error>(resp.map(|b| b.boxed()))
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(client), proxy).await;
+    peer::serve(|client, up| async move {
+        let Ok((sender, conn)) = hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(up)).await else {
+            return;
+        };
+        tokio::spawn(conn);
+        // One request at a time on an HTTP/1.1 connection: the lock is
+        // never contended, it only satisfies the service's `Fn`.
+        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let proxy = service_fn(move |req: Request<Incoming>| {
+            let sender = sender.clone();
+            async move {
+                let resp = sender.lock().await.send_request(req).await?;
+                Ok::<_, hyper::Error>(resp.map(|b| b.boxed()))
+            }
         });
-    }
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(client), proxy).await;
+    })
+    .await;
 }

@@ -20,14 +20,23 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Actor, Timestamp, now};
 use crate::error::{StoreError, StoreResult};
 
-/// Where script objects live.
+/// Where script objects live. Several processes may write at once (gateway
+/// instances on Cloud Run), so every write is conditional: it lands only on
+/// the generation its writer read, as Cloud Storage's `ifGenerationMatch`.
 #[async_trait]
 pub trait Blobs: Send + Sync {
-    /// The object and its generation; `None` if it does not exist.
+    /// The object and its generation (> 0); `None` if it does not exist.
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, String>;
-    /// Writes the object whole; returns its new generation.
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<i64, String>;
+    /// Writes the object whole if its generation is still `expected` (`0`:
+    /// if it does not exist): `Ok(Some(new generation))`, or `Ok(None)` when
+    /// another writer changed it first (then nothing is written). A new
+    /// generation is never one the object had before.
+    async fn put_if(&self, key: &str, bytes: Vec<u8>, expected: i64) -> Result<Option<i64>, String>;
 }
+
+/// Read-modify-write rounds before a change gives up on writers that keep
+/// getting there first.
+const ATTEMPTS: u32 = 20;
 
 /// One pushed version of an app's script.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,9 +133,40 @@ impl Scripts {
         }
     }
 
-    async fn write_json(&self, key: &str, value: &impl Serialize) -> StoreResult<()> {
+    /// Writes `value` if `key` is still at `generation`; `false`: it moved.
+    async fn write_json_if(&self, key: &str, value: &impl Serialize, generation: i64) -> StoreResult<bool> {
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.blobs.put(key, bytes).await.map(drop).map_err(backend)
+        Ok(self.blobs.put_if(key, bytes, generation).await.map_err(backend)?.is_some())
+    }
+
+    /// Changes the app's manifest with `change` until the write lands on the
+    /// manifest it read (another writer may change it in between).
+    async fn update_manifest(
+        &self,
+        app: &str,
+        mut change: impl FnMut(&mut Manifest) -> StoreResult<()>,
+    ) -> StoreResult<Manifest> {
+        for _ in 0..ATTEMPTS {
+            let (mut manifest, generation) = self.read_json::<Manifest>(&manifest_key(app)).await?;
+            change(&mut manifest)?;
+            if self.write_json_if(&manifest_key(app), &manifest, generation).await? {
+                self.publish(app).await?;
+                return Ok(manifest);
+            }
+        }
+        Err(busy(app))
+    }
+
+    /// Claims the first free version number from `from` by creating its
+    /// object (a create fails if another writer made it first).
+    async fn claim(&self, app: &str, from: u32, source: &str) -> StoreResult<u32> {
+        for version in from..from.saturating_add(ATTEMPTS) {
+            let created = self.blobs.put_if(&source_key(app, version), source.as_bytes().to_vec(), 0).await;
+            if created.map_err(backend)?.is_some() {
+                return Ok(version);
+            }
+        }
+        Err(busy(app))
     }
 
     /// The app's versions, newest last, and which one runs.
@@ -144,46 +184,83 @@ impl Scripts {
             )));
         }
         let _one = self.write.lock().await;
-        let mut manifest = self.manifest(app).await?;
-        let version = manifest.versions.last().map_or(1, |v| v.version + 1);
-        let at = now();
-        let v =
-            ScriptVersion { version, sha256: sha256_hex(source), bytes: source.len(), pushed_by: actor.clone(), at };
-        self.blobs.put(&source_key(app, version), source.as_bytes().to_vec()).await.map_err(backend)?;
-        manifest.versions.push(v.clone());
-        manifest.active = Some(version);
-        manifest.changed_by = Some(actor);
-        manifest.changed_at = Some(at);
-        self.commit(app, &manifest).await?;
-        Ok(v)
+        let (sha256, at) = (sha256_hex(source), now());
+        let mut claimed: Option<u32> = None;
+        for _ in 0..ATTEMPTS {
+            let (mut manifest, generation) = self.read_json::<Manifest>(&manifest_key(app)).await?;
+            // Our own write, landed though its answer was lost (then retried).
+            if let Some(ours) =
+                manifest.versions.iter().find(|x| Some(x.version) == claimed && x.sha256 == sha256 && x.at == at)
+            {
+                let ours = ours.clone();
+                self.publish(app).await?;
+                return Ok(ours);
+            }
+            let next = manifest.versions.last().map_or(1, |v| v.version + 1);
+            // A number claimed in an earlier round stays ours while the
+            // manifest has not gone past it.
+            let version = match claimed {
+                Some(c) if c >= next => c,
+                _ => self.claim(app, next, source).await?,
+            };
+            claimed = Some(version);
+            let v =
+                ScriptVersion { version, sha256: sha256.clone(), bytes: source.len(), pushed_by: actor.clone(), at };
+            manifest.versions.push(v.clone());
+            manifest.active = Some(version);
+            manifest.changed_by = Some(actor.clone());
+            manifest.changed_at = Some(at);
+            if self.write_json_if(&manifest_key(app), &manifest, generation).await? {
+                self.publish(app).await?;
+                return Ok(v);
+            }
+        }
+        Err(busy(app))
     }
 
     /// Makes `version` the running one (`None`: back to the deployment's
     /// own script). Refuses a version that does not exist.
     pub async fn activate(&self, app: &str, version: Option<u32>, actor: Actor) -> StoreResult<Manifest> {
         let _one = self.write.lock().await;
-        let mut manifest = self.manifest(app).await?;
-        if let Some(v) = version
-            && !manifest.versions.iter().any(|x| x.version == v)
-        {
-            return Err(StoreError::not_found("script version", format!("{app} v{v}")));
-        }
-        manifest.active = version;
-        manifest.changed_by = Some(actor);
-        manifest.changed_at = Some(now());
-        self.commit(app, &manifest).await?;
-        Ok(manifest)
+        let at = now();
+        self.update_manifest(app, |manifest| {
+            if let Some(v) = version
+                && !manifest.versions.iter().any(|x| x.version == v)
+            {
+                return Err(StoreError::not_found("script version", format!("{app} v{v}")));
+            }
+            manifest.active = version;
+            manifest.changed_by = Some(actor.clone());
+            manifest.changed_at = Some(at);
+            Ok(())
+        })
+        .await
     }
 
-    /// Writes the manifest, then the index routers poll.
-    async fn commit(&self, app: &str, manifest: &Manifest) -> StoreResult<()> {
-        self.write_json(&manifest_key(app), manifest).await?;
-        let (mut index, _) = self.read_json::<BTreeMap<String, Running>>(INDEX).await?;
-        match manifest.active.and_then(|a| manifest.versions.iter().find(|v| v.version == a)) {
-            Some(v) => index.insert(app.to_string(), Running { version: v.version, sha256: v.sha256.clone() }),
-            None => index.remove(app),
-        };
-        self.write_json(INDEX, &index).await
+    /// Sets the app's entry of the index routers poll from its manifest as
+    /// it is now. The manifest is read after the index and the write lands
+    /// only on the index read, so the last write always carries the newest
+    /// manifest, whatever order concurrent writers finish in.
+    async fn publish(&self, app: &str) -> StoreResult<()> {
+        for _ in 0..ATTEMPTS {
+            let (mut index, generation) = self.read_json::<BTreeMap<String, Running>>(INDEX).await?;
+            let manifest = self.manifest(app).await?;
+            let running = manifest
+                .active
+                .and_then(|a| manifest.versions.iter().find(|v| v.version == a))
+                .map(|v| Running { version: v.version, sha256: v.sha256.clone() });
+            if index.get(app) == running.as_ref() && generation != 0 {
+                return Ok(());
+            }
+            match running {
+                Some(r) => index.insert(app.to_string(), r),
+                None => index.remove(app),
+            };
+            if self.write_json_if(INDEX, &index, generation).await? {
+                return Ok(());
+            }
+        }
+        Err(busy(app))
     }
 
     /// The index's generation: a router reads [`Scripts::running`] again
@@ -236,6 +313,12 @@ impl Scripts {
     }
 }
 
+fn busy(app: &str) -> StoreError {
+    StoreError::Backend(format!(
+        "the scripts of {app:?} kept changing under this write ({ATTEMPTS} attempts): try again"
+    ))
+}
+
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
@@ -246,19 +329,64 @@ mod tests {
     use super::*;
     use crate::domain::ActorKind;
 
+    /// Objects in memory. Each call yields first, so writers on one
+    /// thread interleave between their reads and writes as processes do.
     #[derive(Default)]
     struct Memory(Mutex<HashMap<String, (Vec<u8>, i64)>>);
 
     #[async_trait]
     impl Blobs for Memory {
         async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, String> {
+            tokio::task::yield_now().await;
             Ok(self.0.lock().map_err(|e| e.to_string())?.get(key).cloned())
         }
-        async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<i64, String> {
+        async fn put_if(&self, key: &str, bytes: Vec<u8>, expected: i64) -> Result<Option<i64>, String> {
+            tokio::task::yield_now().await;
             let mut m = self.0.lock().map_err(|e| e.to_string())?;
-            let g = m.get(key).map_or(1, |(_, g)| g + 1);
-            m.insert(key.to_string(), (bytes, g));
-            Ok(g)
+            let now = m.get(key).map_or(0, |(_, g)| *g);
+            if now != expected {
+                return Ok(None);
+            }
+            m.insert(key.to_string(), (bytes, now + 1));
+            Ok(Some(now + 1))
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_lose_no_version_and_the_index_follows_the_manifest() {
+        // Four gateway instances (each its own `Scripts`) over one bucket,
+        // pushing and rolling back two apps at once.
+        let blobs = Arc::new(Memory::default());
+        let instances: Vec<Arc<Scripts>> = (0..4).map(|_| Arc::new(Scripts::new(blobs.clone()))).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, s) in instances.iter().enumerate() {
+            for n in 0..4 {
+                let s = s.clone();
+                tasks.spawn(async move {
+                    let app = if n % 2 == 0 { "web" } else { "api" };
+                    let v = s.push(app, &format!("-- instance {i} push {n}"), alice()).await.expect("push");
+                    if n == 3 {
+                        s.activate(app, Some(v.version), alice()).await.expect("activate");
+                    }
+                    v
+                });
+            }
+        }
+        let pushed = tasks.join_all().await;
+        let s = Scripts::new(blobs.clone());
+        let index = s.running().await.expect("index");
+        for app in ["web", "api"] {
+            let m = s.manifest(app).await.expect("manifest");
+            let mine: Vec<&ScriptVersion> = pushed.iter().filter(|v| m.versions.iter().any(|x| x == *v)).collect();
+            assert_eq!(m.versions.len(), 8, "{app}: every push kept: {:?}", m.versions);
+            assert_eq!(mine.len(), 8, "{app}: the versions pushed are the ones listed");
+            assert!(m.versions.windows(2).all(|w| w[0].version < w[1].version), "{app}: numbers rise");
+            for v in &m.versions {
+                let text = s.source(app, v.version, &v.sha256).await.expect("read").expect("source kept");
+                assert_eq!(sha256_hex(&text), v.sha256, "{app} v{}: its text is the one pushed", v.version);
+            }
+            let active = m.versions.iter().find(|v| Some(v.version) == m.active).expect("active");
+            assert_eq!(index[app].0, Running { version: active.version, sha256: active.sha256.clone() });
         }
     }
 

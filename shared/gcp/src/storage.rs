@@ -62,9 +62,51 @@ impl Gcs {
         Ok(written.generation)
     }
 
+    /// Writes an object whole only if its generation is still `expected`
+    /// (`0`: only if it does not exist, Cloud Storage's `ifGenerationMatch`):
+    /// `Ok(Some(generation))`, or `Ok(None)` when it changed first (412).
+    pub async fn put_if(
+        &self,
+        bucket: &str,
+        object: &str,
+        bytes: Bytes,
+        content_type: &str,
+        expected: i64,
+    ) -> Result<Option<i64>, String> {
+        let written = self
+            .client
+            .write_object(bucket_name(bucket), object, bytes)
+            .set_content_type(content_type)
+            .set_if_generation_match(expected)
+            .send_unbuffered()
+            .await;
+        match written {
+            Ok(o) => Ok(Some(o.generation)),
+            Err(e) if e.http_status_code() == Some(412) => Ok(None),
+            Err(e) => Err(format!("writing gs://{bucket}/{object}: {e}")),
+        }
+    }
+
     /// Reads an object whole; `Ok(None)` if it does not exist.
     pub async fn get(&self, bucket: &str, object: &str) -> Result<Option<Bytes>, String> {
         self.get_from(bucket, object, 0).await
+    }
+
+    /// Reads an object whole with its generation; `Ok(None)` if it does
+    /// not exist.
+    pub async fn get_versioned(&self, bucket: &str, object: &str) -> Result<Option<(Bytes, i64)>, String> {
+        let what = || format!("gs://{bucket}/{object}");
+        let mut resp = match self.client.read_object(bucket_name(bucket), object).send().await {
+            Ok(r) => r,
+            Err(e) if e.http_status_code() == Some(404) => return Ok(None),
+            Err(e) => return Err(format!("reading {}: {e}", what())),
+        };
+        let generation = resp.object().generation;
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| format!("reading {}: {e}", what()))?);
+        }
+        Ok(Some((Bytes::from(out), generation)))
     }
 
     /// Reads an object from `offset` to its end (a growing log's new
@@ -181,9 +223,9 @@ impl Sources for GcsSources {
     }
 }
 
-/// One bucket's objects as [`Blobs`]: the routing scripts bucket. An
-/// object's generation is its content's digest (a router compares it only
-/// with itself to see that `index.json` moved).
+/// One bucket's objects as [`Blobs`]: the routing scripts bucket, with
+/// Cloud Storage's own generations (so concurrent gateway instances write
+/// conditionally on them).
 #[derive(Clone, Debug)]
 pub struct GcsBlobs {
     gcs: Gcs,
@@ -196,23 +238,13 @@ impl GcsBlobs {
     }
 }
 
-fn digest_generation(bytes: &[u8]) -> i64 {
-    let d = Sha256::digest(bytes);
-    i64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]) & i64::MAX
-}
-
 #[async_trait]
 impl Blobs for GcsBlobs {
     async fn get(&self, key: &str) -> Result<Option<(Vec<u8>, i64)>, String> {
-        Ok(self.gcs.get(&self.bucket, key).await?.map(|b| {
-            let g = digest_generation(&b);
-            (b.to_vec(), g)
-        }))
+        Ok(self.gcs.get_versioned(&self.bucket, key).await?.map(|(b, g)| (b.to_vec(), g)))
     }
 
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<i64, String> {
-        let g = digest_generation(&bytes);
-        self.gcs.put(&self.bucket, key, Bytes::from(bytes), "application/octet-stream").await?;
-        Ok(g)
+    async fn put_if(&self, key: &str, bytes: Vec<u8>, expected: i64) -> Result<Option<i64>, String> {
+        self.gcs.put_if(&self.bucket, key, Bytes::from(bytes), "application/octet-stream", expected).await
     }
 }

@@ -148,10 +148,14 @@ impl Drop for Emulator {
 
 /// `gcp-storage-emulator` answers object downloads without the
 /// `x-goog-generation` header Cloud Storage always sends, and Google's
-/// client refuses a read without it. This loopback proxy forwards every
-/// request unchanged and, on a download lacking the header, adds it from
-/// the object's own metadata: the adapter talks to the emulator exactly as
-/// it talks to Cloud Storage.
+/// client refuses a read without it; and it ignores the `ifGenerationMatch`
+/// precondition of an upload. This loopback proxy forwards every request
+/// unchanged and, on a download lacking the header, adds it from the
+/// object's own metadata; an upload with a precondition is checked against
+/// the object's generation first and, when it does not hold, answered 412
+/// with Cloud Storage's error body (checks and uploads one at a time, so
+/// the check and the write are one step). The adapter talks to the emulator
+/// exactly as it talks to Cloud Storage.
 mod storage_shim {
     use std::convert::Infallible;
 
@@ -193,6 +197,15 @@ mod storage_shim {
         Ok((host, stop))
     }
 
+    /// An upload's `ifGenerationMatch`: the object's metadata path and the
+    /// generation it must have (0: must not exist).
+    fn precondition(path: &str, query: &str) -> Option<(String, i64)> {
+        let bucket = path.strip_prefix("/upload/storage/v1/b/")?.strip_suffix("/o")?;
+        let param = |key: &str| query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='));
+        let expected = param("ifGenerationMatch")?.parse().ok()?;
+        Some((format!("/storage/v1/b/{bucket}/o/{}", param("name")?), expected))
+    }
+
     async fn forward(
         client: &reqwest::Client,
         upstream: &str,
@@ -209,6 +222,40 @@ mod storage_shim {
             Ok(b) => b.to_bytes(),
             Err(e) => return fail(e.to_string()),
         };
+        // Preconditions: one conditional upload at a time, checked first.
+        static UPLOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let condition = (parts.method == hyper::Method::POST)
+            .then(|| precondition(parts.uri.path(), parts.uri.query().unwrap_or("")))
+            .flatten();
+        let _one = match &condition {
+            Some(_) => Some(UPLOADS.lock().await),
+            None => None,
+        };
+        if let Some((meta_path, expected)) = &condition {
+            let current = match client.get(format!("{upstream}{meta_path}")).send().await {
+                Ok(m) if m.status() == hyper::StatusCode::NOT_FOUND => Some(0),
+                Ok(m) => m.json::<serde_json::Value>().await.ok().and_then(|v| match &v["generation"] {
+                    serde_json::Value::String(s) => s.parse::<i64>().ok(),
+                    serde_json::Value::Number(n) => n.as_i64(),
+                    _ => None,
+                }),
+                Err(_) => None,
+            };
+            if current != Some(*expected) {
+                let body = serde_json::json!({"error": {
+                    "code": 412,
+                    "message": "At least one of the pre-conditions you specified did not hold.",
+                    "errors": [{"message": "At least one of the pre-conditions you specified did not hold.",
+                                "domain": "global", "reason": "conditionNotMet",
+                                "locationType": "header", "location": "If-Match"}],
+                }});
+                let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+                *r.status_mut() = StatusCode::PRECONDITION_FAILED;
+                r.headers_mut()
+                    .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+                return r;
+            }
+        }
         let mut out = client.request(parts.method.clone(), format!("{upstream}{path_and_query}")).body(body);
         for (name, value) in &parts.headers {
             if name != hyper::header::HOST {
