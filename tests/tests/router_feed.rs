@@ -307,3 +307,83 @@ async fn a_kill_9_under_load_costs_the_survivors_clients_nothing() {
         assert_eq!(s["cluster_health"], "HEALTHY", "two of three: {s:#}");
     }
 }
+
+/// On GKE the routers are processes of their own: a pushed script failing
+/// there reaches `bifrost scripts list` through the router's reports (the
+/// gateway keeps them in the scripts store), with its count and line.
+#[tokio::test]
+async fn a_scripts_failures_in_a_router_process_show_in_scripts_list() {
+    let p = Platform::start();
+    let repo = app_repo("v1");
+    p.add_project("web", &repo);
+    let d1 = p.push(&repo, "scripted-edge").await;
+    p.healthy(&d1).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let script = dir.path().join("edge.lua");
+    std::fs::write(
+        &script,
+        "function handle(req)\n  if req.path == \"/boom\" then\n    error(\"boom at the edge\")\n  end\nend\n",
+    )
+    .expect("script");
+    let out = p.cli(&["scripts", "push", "web", script.to_str().expect("path")]);
+    assert_eq!(out.code, 0, "{out:?}");
+
+    let token = p.router_token("edge").await;
+    let router = RouterProc::spawn(
+        "edge",
+        None,
+        &["--listen", "127.0.0.1:0", "--gateway", &p.url],
+        &[("BIFROST_ROUTER_TOKEN", &token)],
+        None,
+    );
+    router.ready().await;
+    // Only the router process runs these requests (not the platform's own
+    // router), so every failure listed came through its reports.
+    let client = reqwest::Client::new();
+    let boom = || client.get(format!("{}/boom", router.url)).header("host", "web.localhost").send();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut failed = 0;
+    while failed < 3 {
+        let resp = boom().await.expect("router");
+        if resp.status().as_u16() == 500 {
+            let body: Value = resp.json().await.expect("json");
+            assert_eq!(body["error"]["code"], "script_error", "{body}");
+            failed += 1;
+        } else {
+            assert!(Instant::now() < deadline, "the router never ran the pushed script ({})", resp.status());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = p.client().get("/api/v1/projects/web/scripts").await;
+        assert_eq!(listed.status, 200, "{:?}", listed.body);
+        let health = &listed.body["versions"][0]["health"];
+        if health["errors"] == failed {
+            assert_eq!(health["line"], 3, "{health}");
+            assert!(health["last_error"].as_str().is_some_and(|e| e.contains("boom at the edge")), "{health}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "scripts list still shows {health} after the router's reports");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Reports that cannot be true are refused whole, naming what is wrong.
+    let as_router = p.client().with_token(&token);
+    let sha = p.client().get("/api/v1/projects/web/scripts").await.body["versions"][0]["sha256"].clone();
+    let sha = sha.as_str().expect("sha256").to_string();
+    for (scripts, why) in [
+        (json!({"../etc": {sha.clone(): {"errors": 1, "at_ms": 1}}}), "not an app name"),
+        (json!({"web": {"not-a-digest": {"errors": 1, "at_ms": 1}}}), "not a sha256"),
+        (json!({"web": {sha.clone(): {"errors": 0, "at_ms": 1}}}), "errors"),
+        (json!({"web": {sha.clone(): {"errors": 99}}}), "at_ms"),
+    ] {
+        let report =
+            json!({"local_node": "forger", "traffic": {"started_ms": 1, "deployments": {}}, "scripts": scripts});
+        let r = as_router.post("/api/v1/routers/report", report).await;
+        assert_eq!(r.status, 422, "{why}: {:?}", r.body);
+        assert!(r.body["error"]["message"].as_str().is_some_and(|m| m.contains(why)), "{why}: {:?}", r.body);
+    }
+    let listed = p.client().get("/api/v1/projects/web/scripts").await;
+    assert_eq!(listed.body["versions"][0]["health"]["errors"], failed, "nothing of a refused report is kept");
+}

@@ -9,6 +9,7 @@
 //! version if this gateway still has it, else a snapshot; nothing if the
 //! table has not moved.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use bifrost_core::Role;
 use bifrost_core::ports::{RouterTally, TrafficCounts};
 use bifrost_core::routes::RouteTable;
+use bifrost_core::scripts::{MAX_REPORTED_APPS, MAX_REPORTED_SCRIPTS, ScriptHealth};
 use futures::Stream;
 
 use super::AppState;
@@ -134,6 +136,12 @@ pub async fn report(
         })?,
         None => (0, vec![]),
     };
+    let scripts = match status.as_object_mut().and_then(|o| o.remove("scripts")) {
+        Some(v) => script_failures(&v).map_err(|e| {
+            ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("scripts: {e}"))
+        })?,
+        None => vec![],
+    };
     let node = status["local_node"]
         .as_str()
         .filter(|n| !n.is_empty() && n.len() <= 253)
@@ -146,6 +154,10 @@ pub async fn report(
         })?
         .to_string();
     let (started_ms, counts) = traffic;
+    let router = format!("{node}@{started_ms}");
+    for (app, failures) in &scripts {
+        s.ctx.scripts.record_router_errors(app, &router, failures).await?;
+    }
     if !counts.is_empty() {
         let at = bifrost_core::domain::now();
         let tallies = counts
@@ -187,6 +199,49 @@ fn tallies(t: &serde_json::Value) -> Result<(i64, Vec<(String, TrafficCounts)>),
         })
         .collect::<Result<_, String>>()?;
     Ok((started_ms, counts))
+}
+
+/// One app's scripts' failures in one router process, by sha256.
+type ScriptFailures = BTreeMap<String, ScriptHealth>;
+
+/// A report's `scripts`: `{app: {sha256: {"errors", "last_error", "line",
+/// "at_ms"}}}`, the router process's cumulative failures of each script it
+/// ran (shown by `bifrost scripts list`), each checked before anything is
+/// kept. The error text is the router's Lua error, cut to 500 characters.
+fn script_failures(v: &serde_json::Value) -> Result<Vec<(String, ScriptFailures)>, String> {
+    let apps = v.as_object().ok_or("an object of apps to their scripts' failures")?;
+    if apps.len() > MAX_REPORTED_APPS {
+        return Err(format!("failures of {} apps (at most {MAX_REPORTED_APPS} a report)", apps.len()));
+    }
+    apps.iter()
+        .map(|(app, scripts)| {
+            if !bifrost_core::domain::is_dns_label(app) {
+                return Err(format!("{app:?} is not an app name"));
+            }
+            let scripts = scripts.as_object().ok_or_else(|| format!("{app}: an object of sha256 to failures"))?;
+            if scripts.len() > MAX_REPORTED_SCRIPTS {
+                return Err(format!("{app}: {} scripts (at most {MAX_REPORTED_SCRIPTS})", scripts.len()));
+            }
+            let failures = scripts
+                .iter()
+                .map(|(sha256, f)| {
+                    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                        return Err(format!("{app}: {sha256:?} is not a sha256"));
+                    }
+                    let errors = f["errors"].as_u64().filter(|n| *n > 0).ok_or_else(|| format!("{app}: errors"))?;
+                    let at = f["at_ms"].as_i64().and_then(chrono::DateTime::from_timestamp_millis);
+                    let health = ScriptHealth {
+                        errors,
+                        last_error: f["last_error"].as_str().map(|e| e.chars().take(500).collect()),
+                        line: f["line"].as_u64().and_then(|l| u32::try_from(l).ok()),
+                        at: Some(at.ok_or_else(|| format!("{app}: at_ms, a time in ms"))?),
+                    };
+                    Ok((sha256.clone(), health))
+                })
+                .collect::<Result<BTreeMap<_, _>, String>>()?;
+            Ok((app.clone(), failures))
+        })
+        .collect()
 }
 
 #[utoipa::path(get, path = "/api/v1/routers", tag = "routes",

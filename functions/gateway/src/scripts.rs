@@ -31,8 +31,10 @@ pub fn pushed_name(app: &str, version: u32) -> String {
 }
 
 async fn scripts_out(s: &AppState, project: &bifrost_core::Project, manifest: Manifest) -> ApiResult<ScriptsOut> {
-    let scripts = &s.ctx.scripts;
     let app = &project.name;
+    // This process's router and every router process that reported.
+    let health = s.ctx.scripts.health_of(app).await?;
+    let health = |sha256: &str| health_out(health.get(sha256).cloned().unwrap_or_default());
     let deployment_script = match &project.live_deployment_id {
         Some(id) => {
             let d = s.ctx.store.get_deployment(id).await?;
@@ -43,7 +45,7 @@ async fn scripts_out(s: &AppState, project: &bifrost_core::Project, manifest: Ma
                     deployment_id: id.clone(),
                     path: c.config.traffic.script.unwrap_or_default(),
                     state: if manifest.active.is_some() { "overridden" } else { "running" }.into(),
-                    health: health_out(scripts.health(app, &sha256)),
+                    health: health(&sha256),
                     sha256,
                 })
             })
@@ -60,7 +62,7 @@ async fn scripts_out(s: &AppState, project: &bifrost_core::Project, manifest: Ma
             pushed_by: v.pushed_by.to_string(),
             at: rfc3339(&v.at),
             state: if manifest.active == Some(v.version) { "running" } else { "kept" }.into(),
-            health: health_out(scripts.health(app, &v.sha256)),
+            health: health(&v.sha256),
         })
         .collect();
     Ok(ScriptsOut { project: app.clone(), running: manifest.active, deployment_script, versions })

@@ -8,14 +8,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bifrost_api::sse::{SseEvent, SseParser};
 use bifrost_core::routes::{RouteChange, RouteEntry, RouteTable};
+use bifrost_core::scripts::{MAX_REPORTED_APPS, MAX_REPORTED_SCRIPTS};
 use bifrost_router::traffic::TrafficSpec;
-use bifrost_router::{ChaosRule, Route, Routes, Split, TrafficRules};
-use bifrost_scripts::{Limits, Script};
+use bifrost_router::{ChaosRule, Route, Routes, ScriptReports, Split, TrafficRules};
+use bifrost_scripts::{Limits, Script, ScriptError};
 use futures::StreamExt;
 
 /// Longest silence on the stream (the gateway sends a keep-alive every
@@ -250,10 +251,72 @@ const MAX_REPORTED: usize = 200;
 /// answered for that changed since the gateway last took them (`traffic`:
 /// a canary's analysis and the dashboard's numbers when the routers run
 /// apart from the platform). Failures are logged once per kind.
+/// This process's failed runs of routing scripts, cumulative per (app,
+/// sha256), for its reports: the gateway shows them in `bifrost scripts
+/// list` with the last error and its line.
+#[derive(Default)]
+pub struct ScriptFailures(Mutex<HashMap<AppScript, Failures>>);
+
+/// (app, sha256 of the script).
+type AppScript = (String, String);
+
+#[derive(Clone, Debug, PartialEq)]
+struct Failures {
+    errors: u64,
+    last_error: String,
+    line: Option<u32>,
+    at_ms: i64,
+}
+
+impl ScriptReports for ScriptFailures {
+    fn report(&self, app: &str, script: &Script, error: &ScriptError) {
+        let at_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let f = m.entry((app.to_string(), script.sha256.clone())).or_insert(Failures {
+            errors: 0,
+            last_error: String::new(),
+            line: None,
+            at_ms,
+        });
+        f.errors += 1;
+        f.last_error = error.message.chars().take(500).collect();
+        f.line = error.line;
+        f.at_ms = at_ms;
+    }
+}
+
+impl ScriptFailures {
+    /// The failures not yet taken by the gateway (at most what one report
+    /// may carry): `{app: {sha256: {...}}}`, and their counts to mark taken.
+    fn untaken(&self, taken: &HashMap<AppScript, u64>) -> (serde_json::Value, Vec<(AppScript, u64)>) {
+        let m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut body = serde_json::Map::new();
+        let mut counts = Vec::new();
+        for ((app, sha256), f) in m.iter().filter(|(k, f)| taken.get(*k) != Some(&f.errors)) {
+            if !body.contains_key(app) {
+                if body.len() >= MAX_REPORTED_APPS {
+                    continue;
+                }
+                body.insert(app.clone(), serde_json::json!({}));
+            }
+            let scripts = body.get_mut(app).and_then(|s| s.as_object_mut());
+            let Some(scripts) = scripts.filter(|s| s.len() < MAX_REPORTED_SCRIPTS) else { continue };
+            scripts.insert(
+                sha256.clone(),
+                serde_json::json!({"errors": f.errors, "last_error": f.last_error, "line": f.line, "at_ms": f.at_ms}),
+            );
+            counts.push(((app.clone(), sha256.clone()), f.errors));
+        }
+        (serde_json::Value::Object(body), counts)
+    }
+}
+
 pub async fn report(
     gateway: String,
     token: String,
     metrics: Arc<bifrost_router::RouterMetrics>,
+    failures: Arc<ScriptFailures>,
     status: impl Fn() -> serde_json::Value + Send + 'static,
 ) {
     let Ok(client) = reqwest::Client::builder().timeout(Duration::from_secs(5)).build() else { return };
@@ -262,6 +325,7 @@ pub async fn report(
     let started_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut taken: HashMap<String, u64> = HashMap::new();
+    let mut scripts_taken: HashMap<AppScript, u64> = HashMap::new();
     let mut last_problem = String::new();
     loop {
         let changed: serde_json::Map<String, serde_json::Value> = metrics
@@ -277,11 +341,16 @@ pub async fn report(
             .collect();
         let mut body = status();
         body["traffic"] = serde_json::json!({"started_ms": started_ms, "deployments": changed});
+        let (scripts, script_counts) = failures.untaken(&scripts_taken);
+        if !script_counts.is_empty() {
+            body["scripts"] = scripts;
+        }
         let problem = match client.post(&url).bearer_auth(&token).json(&body).send().await {
             Ok(r) if r.status().is_success() => {
                 for (id, c) in &changed {
                     taken.insert(id.clone(), c["requests"].as_u64().unwrap_or_default());
                 }
+                scripts_taken.extend(script_counts);
                 String::new()
             }
             Ok(r) => format!("the gateway answered {}", r.status()),

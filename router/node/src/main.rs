@@ -298,9 +298,12 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
     }
     let state =
         App { node: node.clone(), settings: Arc::new(settings), metrics: metrics.clone(), routes: routes.clone() };
+    // Scripts' failures go to the gateway with the reports.
+    let script_failures = Arc::new(feed::ScriptFailures::default());
     if let (Some(gateway), Ok(token)) = (&args.gateway, router_token(&args)) {
         let reporting = state.clone();
-        tokio::spawn(feed::report(gateway.clone(), token, state.metrics.clone(), move || {
+        let failures = script_failures.clone();
+        tokio::spawn(feed::report(gateway.clone(), token, state.metrics.clone(), failures, move || {
             serde_json::to_value(reporting.status()).unwrap_or_default()
         }));
     }
@@ -311,7 +314,13 @@ async fn run(args: Args, settings: ClusterSettings) -> anyhow::Result<()> {
     let peer_counts = node.clone().map(|n| Arc::new(GossipCounts(n)) as Arc<dyn bifrost_router::PeerCounts>);
     let apps = bifrost_router::service(
         table,
-        bifrost_router::RouterConfig { domain: args.domain.clone(), metrics, peer_counts, ..Default::default() },
+        bifrost_router::RouterConfig {
+            domain: args.domain.clone(),
+            metrics,
+            peer_counts,
+            script_reports: Some(script_failures),
+            ..Default::default()
+        },
     );
     let app = Router::new()
         .route("/health", get(health))

@@ -83,6 +83,11 @@ pub struct ScriptHealth {
 /// Largest script accepted (bytes).
 pub const MAX_SCRIPT_BYTES: usize = 256 * 1024;
 
+/// What one router report may tell of scripts' failures: apps, and
+/// scripts of one app.
+pub const MAX_REPORTED_APPS: usize = 64;
+pub const MAX_REPORTED_SCRIPTS: usize = 16;
+
 const INDEX: &str = "index.json";
 
 /// The scripts of every app over one [`Blobs`].
@@ -112,6 +117,28 @@ fn manifest_key(app: &str) -> String {
 
 fn source_key(app: &str, version: u32) -> String {
     format!("{app}/v{version}.lua")
+}
+
+/// The router processes' reports of the app's script failures.
+fn errors_key(app: &str) -> String {
+    format!("{app}/errors.json")
+}
+
+/// sha256 → router process (`node@started_ms`) → its cumulative failures.
+type RouterErrors = BTreeMap<String, BTreeMap<String, ScriptHealth>>;
+
+/// Router processes whose reports are kept per script: the ones heard from
+/// last (a restarted router is a new process).
+const ROUTERS_KEPT: usize = 64;
+
+/// Adds `h` to `into`: counts sum, the newest error stays.
+fn merge(into: &mut ScriptHealth, h: &ScriptHealth) {
+    into.errors += h.errors;
+    if h.at > into.at {
+        into.last_error.clone_from(&h.last_error);
+        into.line = h.line;
+        into.at = h.at;
+    }
 }
 
 impl Scripts {
@@ -311,6 +338,54 @@ impl Scripts {
     pub fn health(&self, app: &str, sha256: &str) -> ScriptHealth {
         self.health.lock().ok().and_then(|m| m.get(&(app.to_string(), sha256.to_string())).cloned()).unwrap_or_default()
     }
+
+    /// Keeps what a router process (`node@started_ms`) reports of the app's
+    /// scripts failing: its cumulative counts by sha256. A report with no
+    /// more errors than the one kept (late, or repeated) changes nothing.
+    pub async fn record_router_errors(
+        &self,
+        app: &str,
+        router: &str,
+        reports: &BTreeMap<String, ScriptHealth>,
+    ) -> StoreResult<()> {
+        for _ in 0..ATTEMPTS {
+            let (mut all, generation) = self.read_json::<RouterErrors>(&errors_key(app)).await?;
+            let mut changed = false;
+            for (sha256, h) in reports {
+                let by_router = all.entry(sha256.clone()).or_default();
+                if by_router.get(router).is_none_or(|kept| h.errors > kept.errors) {
+                    by_router.insert(router.to_string(), h.clone());
+                    changed = true;
+                }
+                while by_router.len() > ROUTERS_KEPT {
+                    let oldest = by_router.iter().min_by_key(|(_, h)| h.at).map(|(r, _)| r.clone());
+                    oldest.map(|r| by_router.remove(&r));
+                }
+            }
+            if !changed || self.write_json_if(&errors_key(app), &all, generation).await? {
+                return Ok(());
+            }
+        }
+        Err(busy(app))
+    }
+
+    /// How each of the app's scripts fares, by sha256: in this process's
+    /// router and in every router process that reported.
+    pub async fn health_of(&self, app: &str) -> StoreResult<HashMap<String, ScriptHealth>> {
+        let (all, _) = self.read_json::<RouterErrors>(&errors_key(app)).await?;
+        let mut out: HashMap<String, ScriptHealth> = HashMap::new();
+        for (sha256, by_router) in &all {
+            for h in by_router.values() {
+                merge(out.entry(sha256.clone()).or_default(), h);
+            }
+        }
+        if let Ok(m) = self.health.lock() {
+            for ((_, sha256), h) in m.iter().filter(|((a, _), _)| a == app) {
+                merge(out.entry(sha256.clone()).or_default(), h);
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn busy(app: &str) -> StoreError {
@@ -415,6 +490,33 @@ mod tests {
         let m = s.manifest("web").await.expect("manifest");
         assert_eq!((m.versions.len(), m.active), (2, None));
         assert!(s.push("web", &"x".repeat(MAX_SCRIPT_BYTES + 1), alice()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn router_reports_of_failures_add_up_and_a_late_report_changes_nothing() {
+        let s = Scripts::new(Arc::new(Memory::default()));
+        let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms);
+        let report = |errors: u64, line: u32, ms: i64| {
+            let h = ScriptHealth {
+                errors,
+                last_error: Some(format!("web.lua:{line}: boom")),
+                line: Some(line),
+                at: at(ms),
+            };
+            BTreeMap::from([("aa".to_string(), h)])
+        };
+        s.record_router_errors("web", "edge-1@100", &report(3, 3, 1_000)).await.expect("kept");
+        s.record_router_errors("web", "edge-2@200", &report(2, 7, 2_000)).await.expect("kept");
+        // edge-1 again, late: fewer errors than it already said.
+        s.record_router_errors("web", "edge-1@100", &report(1, 9, 3_000)).await.expect("ignored");
+        s.report_error("web", "aa", "web.lua:5: in this process", Some(5));
+        let health = s.health_of("web").await.expect("health");
+        let h = &health["aa"];
+        assert_eq!(h.errors, 3 + 2 + 1, "each router process's count, once");
+        assert_eq!((h.line, h.last_error.as_deref()), (Some(5), Some("web.lua:5: in this process")), "the newest");
+        assert!(s.health_of("api").await.expect("health").is_empty(), "another app's are its own");
+        s.record_router_errors("web", "edge-1@100", &report(4, 8, 500)).await.expect("kept");
+        assert_eq!(s.health_of("web").await.expect("health")["aa"].errors, 4 + 2 + 1);
     }
 
     #[test]
