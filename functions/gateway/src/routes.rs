@@ -155,9 +155,6 @@ pub async fn report(
         .to_string();
     let (started_ms, counts) = traffic;
     let router = format!("{node}@{started_ms}");
-    for (app, failures) in &scripts {
-        s.ctx.scripts.record_router_errors(app, &router, failures).await?;
-    }
     if !counts.is_empty() {
         let at = bifrost_core::domain::now();
         let tallies = counts
@@ -169,6 +166,11 @@ pub async fn report(
     if let Ok(mut m) = s.routers.by_node.lock() {
         m.retain(|_, (_, at)| at.elapsed() < REPORT_KEPT);
         m.insert(node, (status, std::time::Instant::now()));
+    }
+    // Last: when the scripts store fails, the counts and the status are
+    // kept, and the router sends all again (its counts are cumulative).
+    for (app, failures) in &scripts {
+        s.ctx.scripts.record_router_errors(app, &router, failures).await?;
     }
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
