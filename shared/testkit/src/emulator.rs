@@ -153,9 +153,11 @@ impl Drop for Emulator {
 /// unchanged and, on a download lacking the header, adds it from the
 /// object's own metadata; an upload with a precondition is checked against
 /// the object's generation first and, when it does not hold, answered 412
-/// with Cloud Storage's error body (checks and uploads one at a time, so
-/// the check and the write are one step). The adapter talks to the emulator
-/// exactly as it talks to Cloud Storage.
+/// with Cloud Storage's error body. Uploads and downloads pass one at a
+/// time, so a check and its write are one step, and a download's content
+/// and the generation added to it are of one write (as Cloud Storage's
+/// own answers are). The adapter talks to the emulator exactly as it talks
+/// to Cloud Storage.
 mod storage_shim {
     use std::convert::Infallible;
 
@@ -222,15 +224,14 @@ mod storage_shim {
             Ok(b) => b.to_bytes(),
             Err(e) => return fail(e.to_string()),
         };
-        // Preconditions: one conditional upload at a time, checked first.
-        static UPLOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-        let condition = (parts.method == hyper::Method::POST)
-            .then(|| precondition(parts.uri.path(), parts.uri.query().unwrap_or("")))
-            .flatten();
-        let _one = match &condition {
-            Some(_) => Some(UPLOADS.lock().await),
-            None => None,
-        };
+        // One upload or download at a time: a precondition's check and its
+        // write are one step, and a download's content and the generation
+        // added to it (read after it) are of the same write.
+        static OBJECTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let upload = parts.method == hyper::Method::POST && parts.uri.path().starts_with("/upload/");
+        let download = parts.method == hyper::Method::GET && path_and_query.contains("alt=media");
+        let _one = if upload || download { Some(OBJECTS.lock().await) } else { None };
+        let condition = upload.then(|| precondition(parts.uri.path(), parts.uri.query().unwrap_or(""))).flatten();
         if let Some((meta_path, expected)) = &condition {
             let current = match client.get(format!("{upstream}{meta_path}")).send().await {
                 Ok(m) if m.status() == hyper::StatusCode::NOT_FOUND => Some(0),
@@ -268,7 +269,6 @@ mod storage_shim {
         };
         let mut headers = resp.headers().clone();
         let status = resp.status();
-        let download = parts.method == hyper::Method::GET && path_and_query.contains("alt=media");
         if download && status.is_success() && !headers.contains_key("x-goog-generation") {
             let meta_url = format!("{upstream}{}", parts.uri.path());
             let generation = match client.get(meta_url).send().await {
