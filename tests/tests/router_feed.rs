@@ -40,6 +40,19 @@ async fn via_router(r: &RouterProc) -> (u16, Option<String>, Option<String>, Str
     (resp.status().as_u16(), deployment, via, resp.text().await.unwrap_or_default())
 }
 
+/// One router process, `edge`, following the platform's routes with `token`.
+async fn edge_router(p: &Platform, token: &str) -> RouterProc {
+    let router = RouterProc::spawn(
+        "edge",
+        None,
+        &["--listen", "127.0.0.1:0", "--gateway", &p.url],
+        &[("BIFROST_ROUTER_TOKEN", token)],
+        None,
+    );
+    router.ready().await;
+    router
+}
+
 /// The first event of the route stream, resuming from `last`.
 async fn first_event(url: &str, token: &str, last: Option<&str>) -> (String, Option<String>, Value) {
     let mut rb = reqwest::Client::new().get(format!("{url}/api/v1/routes/stream")).bearer_auth(token);
@@ -82,14 +95,7 @@ async fn a_router_process_serves_the_gateways_routes_and_follows_a_new_deploymen
     assert!(!route["endpoints"].as_array().expect("endpoints").is_empty(), "{route:#}");
     let v1_version = table.body["version"].as_str().expect("version").to_string();
 
-    let router = RouterProc::spawn(
-        "edge",
-        None,
-        &["--listen", "127.0.0.1:0", "--gateway", &p.url],
-        &[("BIFROST_ROUTER_TOKEN", &token)],
-        None,
-    );
-    router.ready().await;
+    let router = edge_router(&p, &token).await;
     let (status, deployment, via, body) = via_router(&router).await;
     assert_eq!((status, body.as_str()), (200, "v1"));
     assert_eq!(deployment.as_deref(), Some(d1.as_str()));
@@ -329,14 +335,7 @@ async fn a_scripts_failures_in_a_router_process_show_in_scripts_list() {
     assert_eq!(out.code, 0, "{out:?}");
 
     let token = p.router_token("edge").await;
-    let router = RouterProc::spawn(
-        "edge",
-        None,
-        &["--listen", "127.0.0.1:0", "--gateway", &p.url],
-        &[("BIFROST_ROUTER_TOKEN", &token)],
-        None,
-    );
-    router.ready().await;
+    let router = edge_router(&p, &token).await;
     // Only the router process runs these requests (not the platform's own
     // router), so every failure listed came through its reports.
     let client = reqwest::Client::new();
