@@ -9,7 +9,9 @@ done
 cargo build --release --quiet -p bifrost-router --example many_apps
 work=$(mktemp -d)
 chmod 755 "$work"  # nginx workers (www-data) read the upstream's file
-cleanup() { kill $(jobs -p) 2>/dev/null || true; for p in "$work"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; rm -rf "$work"; }
+# (Every kill may fail — a job already gone — and must not end the trap
+# under `set -e` before the nginx masters are stopped.)
+cleanup() { kill $(jobs -p) 2>/dev/null || true; for p in "$work"/*.pid; do kill $(tr , ' ' < "$p") 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
