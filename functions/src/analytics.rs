@@ -5,7 +5,8 @@
 //! publishes again the outbox events the bus never confirmed, folds
 //! health reports older than an hour into one-minute buckets, and removes
 //! the time series (health, traffic minutes, analytics results) older than
-//! the retention (`--retention`, 30 days).
+//! the retention (`--retention`, 30 days), and the routers' tallies not
+//! reported for as long (those of a serving deployment stay).
 //!
 //! The same run analyses the windows its schedule owes (`bifrost up
 //! --analytics-every`, `BIFROST_ANALYTICS_EVERY` on Cloud Run): for every
@@ -61,7 +62,10 @@ impl Function for Analytics {
         let republished = ctx.dead_letters.republish_unconfirmed(UNCONFIRMED_AFTER).await.map_err(|e| e.to_string())?;
         let folded = ctx.store.downsample_health(now() - FOLD_AFTER).await.map_err(|e| e.to_string())?;
         let pruned = match ctx.settings.retention {
-            Some(keep) => ctx.store.prune_series(now() - keep).await.map_err(|e| e.to_string())?,
+            Some(keep) => {
+                let series = ctx.store.prune_series(now() - keep).await.map_err(|e| e.to_string())?;
+                series + prune_tallies(&*ctx.store, now() - keep).await?
+            }
             None => 0,
         };
         let every = ctx.settings.analytics_every;
@@ -73,9 +77,17 @@ impl Function for Analytics {
         tracing::info!(republished, folded, pruned, analysed, "analytics run");
         Ok(format!(
             "republished {republished} events; folded {folded} health reports; \
-             removed {pruned} series rows past the retention; analysed {analysed} windows"
+             removed {pruned} series rows and tallies past the retention; analysed {analysed} windows"
         ))
     }
+}
+
+/// Routers' tallies not reported since `before`, except those of the
+/// deployments serving now (live, or the second side of a split).
+async fn prune_tallies(store: &dyn Store, before: Timestamp) -> Result<usize, String> {
+    let projects = store.list_projects().await.map_err(|e| e.to_string())?;
+    let serving: Vec<String> = projects.iter().flat_map(|p| p.serving().map(str::to_string)).collect();
+    store.prune_tallies(before, &serving).await.map_err(|e| e.to_string())
 }
 
 /// The price table's key among the analytics settings.

@@ -153,16 +153,8 @@ pub fn run(ctx: Ctx, recorder: Arc<TrafficRecorder>) {
         loop {
             tick.tick().await;
             let Ok(projects) = ctx.store.list_projects().await else { continue };
-            let project_of: HashMap<String, String> = projects
-                .iter()
-                .flat_map(|p| {
-                    p.live_deployment_id
-                        .iter()
-                        .cloned()
-                        .chain(p.split.iter().map(|s| s.deployment.clone()))
-                        .map(|d| (d, p.id.clone()))
-                })
-                .collect();
+            let project_of: HashMap<String, String> =
+                projects.iter().flat_map(|p| p.serving().map(|d| (d.to_string(), p.id.clone()))).collect();
             let serving: Vec<String> = project_of.keys().cloned().collect();
             recorder.sample(&serving).await;
             let minutes = recorder.close_minutes(&project_of);

@@ -191,6 +191,12 @@ pub struct NewProject {
 }
 
 impl Project {
+    /// The deployments taking its traffic now: the live one, and the
+    /// second side of a split.
+    pub fn serving(&self) -> impl Iterator<Item = &str> {
+        self.live_deployment_id.as_deref().into_iter().chain(self.split.as_ref().map(|s| s.deployment.as_str()))
+    }
+
     /// A new project, its name checked: it becomes the app's URL.
     pub fn create(p: NewProject) -> Result<Project, StoreError> {
         if !is_dns_label(&p.name) {

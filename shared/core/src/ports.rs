@@ -251,6 +251,12 @@ pub trait Store: Send + Sync {
     async fn record_tallies(&self, tallies: Vec<RouterTally>) -> StoreResult<()>;
     /// Every router's tally of a deployment.
     async fn tallies(&self, deployment_id: &str) -> StoreResult<Vec<RouterTally>>;
+    /// Removes the tallies no router has reported since `before` (routers
+    /// long gone, deployments long retired), except those of `serving`:
+    /// a quiet router's tally of a deployment still taking traffic is the
+    /// only record of its counts, and dropping it would make its next
+    /// report look like a jump. Returns how many went.
+    async fn prune_tallies(&self, before: Timestamp, serving: &[String]) -> StoreResult<usize>;
 
     // Analytics (`bifrost_core::analytics`).
     /// Per-minute traffic of serving deployments (the gateway's sampler);

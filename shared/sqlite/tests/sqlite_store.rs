@@ -93,6 +93,36 @@ async fn state_survives_reopen() {
     assert!(matches!(skip, Err(StoreError::InvalidTransition { .. })));
 }
 
+/// A data dir from before tallies kept their time apart (schema 9): each
+/// tally takes it from its JSON, so the retention prunes the stale one and
+/// keeps the recent one.
+#[tokio::test]
+async fn tallies_of_an_older_data_dir_are_pruned_by_the_time_in_their_json() {
+    use bifrost_core::ports::{RouterTally, TrafficCounts};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().expect("time");
+    let tally = |dep: &str, at| RouterTally {
+        router: "r".into(),
+        started_ms: 1,
+        deployment_id: dep.into(),
+        counts: TrafficCounts::default(),
+        at,
+    };
+    {
+        let store = open(&dir);
+        let (old, new) = (tally("old", at("2003-01-01T10:00:00.123456789Z")), tally("new", at("2003-03-01T00:00:00Z")));
+        store.record_tallies(vec![old, new]).await.expect("tallies");
+        for sql in ["DROP INDEX tallies_by_at", "ALTER TABLE tallies DROP COLUMN at_ms", "PRAGMA user_version = 9"] {
+            store.execute_raw(sql).expect(sql);
+        }
+    }
+    let store = open(&dir);
+    // Between the two: only the older goes.
+    assert_eq!(store.prune_tallies(at("2003-01-01T10:00:01Z"), &[]).await.expect("prune"), 1);
+    assert_eq!(store.tallies("new").await.expect("tallies").len(), 1);
+    assert!(store.tallies("old").await.expect("tallies").is_empty());
+}
+
 /// A data dir from before secrets were sealed and belonged to projects
 /// (schema 2: one global `secrets` table, plaintext, and a plaintext
 /// webhook secret): opening it gives each secret to the projects whose

@@ -84,6 +84,7 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) -> Result<(), String> 
     health_series(&*store, prefix).await?;
     series_retention(&*store, prefix).await?;
     router_tallies(&*store, prefix).await?;
+    tally_retention(&*store, prefix).await?;
     analytics_results(&*store, prefix).await?;
     racing_transitions(store.clone(), prefix, 1000, 8).await?;
     Ok(())
@@ -738,6 +739,48 @@ pub async fn router_tallies(store: &dyn Store, prefix: &str) -> Result<(), Strin
     let infinite = got[2].counts.latency_buckets.last().is_some_and(|(le, n)| le.is_infinite() && *n == 30);
     check!(infinite, "the +Inf bucket survives storage: {:?}", got[2].counts.latency_buckets);
     check!(store.tallies(&format!("{prefix}tally-none")).await.map_err(|e| e.to_string())?.is_empty(), "none");
+    Ok(())
+}
+
+/// The retention on tallies: one not reported since the cutoff goes,
+/// unless its deployment is serving; a newer one stays; a late report
+/// (fewer requests) does not make a tally newer; a second pass finds
+/// nothing. (Its times are in 2002, which no other check uses: the pass is
+/// store-wide.)
+pub async fn tally_retention(store: &dyn Store, prefix: &str) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().map_err(|e| e.to_string());
+    let (old, cutoff, new) = (at("2002-01-01T00:00:00Z")?, at("2002-06-01T00:00:00Z")?, at("2002-12-01T00:00:00Z")?);
+    let (retired, serving, quiet) =
+        (format!("{prefix}tret-retired"), format!("{prefix}tret-serving"), format!("{prefix}tret-quiet"));
+    let tally = |dep: &str, router: &str, requests: u64, at| RouterTally {
+        router: router.into(),
+        started_ms: 1,
+        deployment_id: dep.to_string(),
+        counts: TrafficCounts { requests, errors: 0, latency_buckets: vec![(f64::INFINITY, requests)] },
+        at,
+    };
+    store
+        .record_tallies(vec![
+            tally(&retired, "gone", 5, old),
+            tally(&retired, "alive", 7, new),
+            tally(&serving, "gone", 9, old),
+            tally(&quiet, "r", 3, old),
+        ])
+        .await
+        .map_err(e)?;
+    // Late and smaller: changes nothing, its time included.
+    store.record_tallies(vec![tally(&quiet, "r", 2, new)]).await.map_err(e)?;
+    let pruned = store.prune_tallies(cutoff, std::slice::from_ref(&serving)).await.map_err(e)?;
+    check!(pruned == 2, "removed {pruned} tallies, expected 2 (the retired deployment's stale one, the quiet one)");
+    let left = |dep: String| async move {
+        store.tallies(&dep).await.map(|t| t.iter().map(|t| t.router.clone()).collect::<Vec<_>>()).map_err(e)
+    };
+    check!(left(retired.clone()).await? == ["alive"], "the retired deployment keeps its recent tally only");
+    check!(left(serving.clone()).await? == ["gone"], "a serving deployment keeps its stale tally");
+    check!(left(quiet.clone()).await?.is_empty(), "a late report made a stale tally look recent");
+    let again = store.prune_tallies(cutoff, std::slice::from_ref(&serving)).await.map_err(e)?;
+    check!(again == 0, "a second pass removed {again}");
     Ok(())
 }
 

@@ -132,6 +132,10 @@ pub(super) struct TallyDoc {
     pub(super) deployment_id: String,
     pub(super) requests: i64,
     pub(super) data: String,
+    /// When it was last reported: what the retention prunes by. (Tallies
+    /// written before this field have none; the next report adds it.)
+    #[serde(default)]
+    pub(super) at_ms: Option<i64>,
 }
 
 pub(super) fn tally_doc_id(t: &bifrost_core::ports::RouterTally) -> String {

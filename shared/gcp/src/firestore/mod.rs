@@ -595,17 +595,7 @@ impl Store for FirestoreStore {
                 }
                 let ids: Vec<String> =
                     old.iter().map(|d| d.name.rsplit('/').next().unwrap_or_default().to_string()).collect();
-                self.write(|tx| {
-                    let (col, ids) = (col.clone(), ids.clone());
-                    async move {
-                        for id in &ids {
-                            tx.delete(&col, id);
-                        }
-                        Ok(())
-                    }
-                    .boxed()
-                })
-                .await?;
+                self.delete_all(&col, &ids).await?;
                 pruned += ids.len();
             }
         }
@@ -799,6 +789,7 @@ impl Store for FirestoreStore {
                             deployment_id: t.deployment_id.clone(),
                             requests: t.counts.requests as i64,
                             data: to_data(t)?,
+                            at_ms: Some(t.at.timestamp_millis()),
                         };
                         tx.set(&col, &id, &doc)?;
                     }
@@ -825,6 +816,54 @@ impl Store for FirestoreStore {
         let mut out: Vec<RouterTally> = docs.iter().map(|d| from_data(&d.data)).collect::<StoreResult<_>>()?;
         out.sort_by(|a, b| (&a.router, a.started_ms).cmp(&(&b.router, b.started_ms)));
         Ok(out)
+    }
+
+    async fn prune_tallies(&self, before: Timestamp, serving: &[String]) -> StoreResult<usize> {
+        let cutoff = before.timestamp_millis();
+        let col = self.cols.tallies.clone();
+        let mut pruned = 0;
+        // Pages of stale tallies, in `at_ms` order: the serving ones are
+        // skipped (kept), the rest deleted a commit's worth at a time.
+        let mut after: Option<i64> = None;
+        loop {
+            let page: Vec<TallyDoc> = self
+                .db
+                .fluent()
+                .select()
+                .from(col.as_str())
+                .filter(|q| {
+                    q.for_all([
+                        q.field("at_ms").less_than(cutoff),
+                        after.and_then(|a| q.field("at_ms").greater_than_or_equal(a)),
+                    ])
+                })
+                .order(|o| o.fields([o.field("at_ms").asc()]))
+                .limit((MAX_WRITES - 1) as u32)
+                .obj()
+                .query()
+                .await
+                .map_err(fs)?;
+            let stale: Vec<String> = page
+                .iter()
+                .filter(|d| !serving.contains(&d.deployment_id))
+                .filter_map(|d| from_data::<RouterTally>(&d.data).ok())
+                .map(|t| tally_doc_id(&t))
+                .collect();
+            if !stale.is_empty() {
+                self.delete_all(&col, &stale).await?;
+                pruned += stale.len();
+            }
+            let last = page.last().and_then(|d| d.at_ms);
+            // A full page of kept tallies moves on past their time; a
+            // page with deletions reads from the same time again.
+            if page.len() < MAX_WRITES - 1 || last.is_none() {
+                break;
+            }
+            if stale.is_empty() {
+                after = last.map(|l| l + 1);
+            }
+        }
+        Ok(pruned)
     }
 
     async fn record_traffic_minutes(&self, minutes: Vec<TrafficMinute>) -> StoreResult<()> {

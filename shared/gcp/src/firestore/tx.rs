@@ -120,6 +120,22 @@ impl FirestoreStore {
         Tx { db: self.db.clone(), cols: &self.cols, ops: vec![], seq: None, anchor: None, events: vec![], feed: vec![] }
     }
 
+    /// Deletes documents of one collection in one commit (at most a
+    /// commit's worth: the caller pages).
+    pub(super) async fn delete_all(&self, col: &str, ids: &[String]) -> StoreResult<()> {
+        self.write(|tx| {
+            let (col, ids) = (col.to_string(), ids.to_vec());
+            async move {
+                for id in &ids {
+                    tx.delete(&col, id);
+                }
+                Ok(())
+            }
+            .boxed()
+        })
+        .await
+    }
+
     /// Runs `logic` in a Firestore transaction, retried on contention; on
     /// success publishes the feed items it produced. A store error from
     /// `logic` (a refusal) rolls back and writes nothing.

@@ -923,10 +923,19 @@ impl Store for SqliteStore {
                 // A late report (fewer requests) never replaces a newer one.
                 exec(
                     &tx,
-                    "INSERT INTO tallies (router, started_ms, deployment_id, requests, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO tallies (router, started_ms, deployment_id, requests, doc, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (deployment_id, router, started_ms) DO UPDATE
-                     SET requests = excluded.requests, doc = excluded.doc WHERE excluded.requests >= tallies.requests",
-                    params![t.router, t.started_ms, t.deployment_id, t.counts.requests as i64, doc],
+                     SET requests = excluded.requests, doc = excluded.doc, at_ms = excluded.at_ms
+                     WHERE excluded.requests >= tallies.requests",
+                    params![
+                        t.router,
+                        t.started_ms,
+                        t.deployment_id,
+                        t.counts.requests as i64,
+                        doc,
+                        t.at.timestamp_millis()
+                    ],
                 )
                 .map_err(backend)?;
             }
@@ -946,6 +955,35 @@ impl Store for SqliteStore {
                 let docs: Vec<String> =
                     stmt.query_map([&id], |r| r.get(0)).map_err(backend)?.collect::<Result<_, _>>().map_err(backend)?;
                 docs.iter().map(|d| serde_json::from_str(d).map_err(backend)).collect()
+            })
+        })
+        .await
+    }
+
+    async fn prune_tallies(&self, before: Timestamp, serving: &[String]) -> StoreResult<usize> {
+        let (cutoff, serving) = (before.timestamp_millis(), serving.to_vec());
+        self.run(move |inner| {
+            inner.write(move |tx, _| {
+                // Found by the index on `at_ms`; the few serving ones kept.
+                let stale: Vec<(String, String, i64)> = {
+                    let mut stmt = tx
+                        .prepare_cached("SELECT deployment_id, router, started_ms FROM tallies WHERE at_ms < ?1")
+                        .map_err(backend)?;
+                    stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .map_err(backend)?
+                        .collect::<Result<_, _>>()
+                        .map_err(backend)?
+                };
+                let mut pruned = 0;
+                for (dep, router, started) in stale.iter().filter(|(d, _, _)| !serving.contains(d)) {
+                    pruned += exec(
+                        tx,
+                        "DELETE FROM tallies WHERE deployment_id = ?1 AND router = ?2 AND started_ms = ?3",
+                        params![dep, router, started],
+                    )
+                    .map_err(backend)?;
+                }
+                Ok(pruned)
             })
         })
         .await

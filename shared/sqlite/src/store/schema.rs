@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) const SCHEMA: &str = include_str!("schema.sql");
-pub(super) const SCHEMA_VERSION: i64 = 9;
+pub(super) const SCHEMA_VERSION: i64 = 10;
 
 /// Schema 4: a project's fault injection (JSON), `bifrost chaos`.
 pub(super) const MIGRATION_4: &str = "ALTER TABLE projects ADD COLUMN chaos TEXT;";
@@ -78,6 +78,15 @@ CREATE TABLE analytics_settings (
 pub(super) const MIGRATION_9: &str = "
 CREATE INDEX traffic_minutes_by_minute ON traffic_minutes(minute_ms);
 CREATE INDEX analytics_by_start ON analytics(start_ms);
+";
+/// Schema 10: tallies are pruned by when they were last reported (the
+/// retention), so each keeps that time beside its JSON; the tallies of
+/// an older store take it from their JSON (`at`, RFC 3339).
+pub(super) const MIGRATION_10: &str = "
+ALTER TABLE tallies ADD COLUMN at_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE tallies SET at_ms =
+    COALESCE(CAST(ROUND((julianday(json_extract(doc, '$.at')) - 2440587.5) * 86400000.0) AS INTEGER), 0);
+CREATE INDEX tallies_by_at ON tallies(at_ms);
 ";
 /// Schema 2: sidecar health reports.
 pub(super) const MIGRATION_2: &str = "
@@ -161,6 +170,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     }
     if version < 9 {
         tx.execute_batch(MIGRATION_9).map_err(backend)?;
+    }
+    if version < 10 {
+        tx.execute_batch(MIGRATION_10).map_err(backend)?;
     }
     if version < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(backend)?;
