@@ -213,7 +213,7 @@ impl EmbeddedRoutes {
 impl Routes for EmbeddedRoutes {
     fn route(&self, app: &str) -> Option<Route> {
         let (deployment_id, traffic, own_script) = self.live.read().ok()?.get(app)?.clone();
-        let endpoints = self.runtime.endpoints(&deployment_id);
+        let endpoints = self.runtime.endpoints(&deployment_id).into();
         let chaos = self.chaos.read().ok().and_then(|m| m.get(app).cloned());
         let script = self.pushed.read().ok().and_then(|m| m.get(app).cloned()).or(own_script);
         // A split to the live deployment itself, or to one with no healthy
@@ -224,7 +224,7 @@ impl Routes for EmbeddedRoutes {
             .ok()
             .and_then(|m| m.get(app).cloned())
             .filter(|(d, _)| *d != deployment_id)
-            .map(|(d, weight)| Split { endpoints: self.runtime.endpoints(&d), deployment_id: d, weight })
+            .map(|(d, weight)| Split { endpoints: self.runtime.endpoints(&d).into(), deployment_id: d, weight })
             .filter(|s| !s.endpoints.is_empty());
         Some(Route { deployment_id, endpoints, traffic, split, chaos, script })
     }

@@ -42,9 +42,9 @@ fn route() -> Route {
     };
     Route {
         deployment_id: Arc::from("01stable"),
-        endpoints: vec![std::net::SocketAddr::from(([127, 0, 0, 1], 9000))],
+        endpoints: Arc::from([std::net::SocketAddr::from(([127, 0, 0, 1], 9000))]),
         traffic: Arc::new(TrafficRules::new(spec)),
-        split: Some(Split { deployment_id: Arc::from("01canary"), endpoints: vec![], weight: 10 }),
+        split: Some(Split { deployment_id: Arc::from("01canary"), endpoints: vec![].into(), weight: 10 }),
         chaos: None,
         script: None,
     }

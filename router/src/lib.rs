@@ -111,8 +111,9 @@ pub const ROUTER_HEADERS: [&str; 8] = [
 pub struct Route {
     /// The live deployment (sent back as `X-Bifrost-Deployment`).
     pub deployment_id: Arc<str>,
-    /// Healthy replicas; empty means the app is down (503).
-    pub endpoints: Vec<SocketAddr>,
+    /// Healthy replicas; empty means the app is down (503). (Shared: a
+    /// route is cloned for every request.)
+    pub endpoints: Arc<[SocketAddr]>,
     /// The live deployment's `[traffic]`, compiled, with the app's limiter.
     pub traffic: Arc<TrafficRules>,
     /// A second deployment taking a share of clients (canary, A/B).
@@ -221,7 +222,8 @@ pub type RouterService = BoxCloneSyncService<Request<Body>, Response<Body>, Infa
 
 /// The router's tower stack.
 pub fn service(routes: Arc<dyn Routes>, config: RouterConfig) -> RouterService {
-    let (domain, by_path) = (config.domain.clone(), config.path_routing);
+    // (An `Arc`: the stack, closures included, is cloned for every request.)
+    let (domain, by_path) = (Arc::<str>::from(config.domain.as_str()), config.path_routing);
     let table = routes.clone();
     let stack = ServiceBuilder::new()
         .layer(RequestIdLayer)

@@ -369,7 +369,7 @@ mod tests {
             let mut req = Request::builder().uri("/").body(Body::empty()).expect("request");
             req.extensions_mut().insert(Route {
                 deployment_id: Arc::from("d1"),
-                endpoints: vec![],
+                endpoints: vec![].into(),
                 traffic: Arc::new(TrafficRules::default()),
                 split: None,
                 chaos: None,

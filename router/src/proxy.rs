@@ -63,7 +63,8 @@ impl Service<Request<Body>> for Proxy {
 
 impl Proxy {
     async fn forward(&self, mut req: Request<Body>) -> Response<Body> {
-        let target = match req.extensions().get::<AppTarget>().cloned() {
+        // (Taken, not cloned: nothing below the proxy reads it.)
+        let target = match req.extensions_mut().remove::<AppTarget>() {
             Some(t) => t,
             None => match app_of(&req, &self.config.domain, self.config.path_routing) {
                 Some((app, path)) => AppTarget { app, path },
@@ -93,7 +94,7 @@ impl Proxy {
             req.headers_mut().insert(X_FORWARDED_HOST, h);
         }
         if let Some(ip) = peer
-            && let Ok(v) = HeaderValue::try_from(ip.to_string())
+            && let Some(v) = ip_header(ip)
         {
             req.headers_mut().append(X_FORWARDED_FOR, v);
         }
@@ -155,7 +156,11 @@ impl Proxy {
                     if let Ok(v) = HeaderValue::from_str(&route.deployment_id) {
                         parts.headers.insert(X_BIFROST_DEPLOYMENT, v);
                     }
-                    parts.extensions.insert(crate::Upstream(addr));
+                    // For the access log only (an extension map costs two
+                    // allocations on every response).
+                    if crate::access_log::enabled() {
+                        parts.extensions.insert(crate::Upstream(addr));
+                    }
                     return Response::from_parts(parts, Body::new(incoming));
                 }
                 Ok(Err(SendError::Connect(e))) => {
@@ -220,6 +225,9 @@ pub(crate) fn strip_credentials(headers: &mut axum::http::HeaderMap) {
 /// `Domain` covers the platform's domain (`Domain=localhost` from
 /// `hello.localhost`) would reach the dashboard, and is dropped.
 pub(crate) fn strip_platform_cookies(headers: &mut axum::http::HeaderMap, domain: &str) {
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
     let domain = domain.trim_start_matches('.').to_ascii_lowercase();
     let keep: Vec<HeaderValue> = headers
         .get_all(header::SET_COOKIE)
@@ -234,22 +242,38 @@ pub(crate) fn strip_platform_cookies(headers: &mut axum::http::HeaderMap, domain
         })
         .cloned()
         .collect();
-    if headers.contains_key(header::SET_COOKIE) {
-        headers.remove(header::SET_COOKIE);
-        for v in keep {
-            headers.append(header::SET_COOKIE, v);
-        }
+    headers.remove(header::SET_COOKIE);
+    for v in keep {
+        headers.append(header::SET_COOKIE, v);
     }
 }
 
+/// An address as a header value, written on the stack (this runs on every
+/// request).
+fn ip_header(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut w = &mut buf[..];
+    write!(w, "{ip}").ok()?;
+    let len = 48 - w.len();
+    HeaderValue::from_bytes(&buf[..len]).ok()
+}
+
 fn strip_hop_by_hop(headers: &mut axum::http::HeaderMap) {
-    // Also drop headers the Connection header names.
+    // Also drop headers the Connection header names. The common values
+    // (`keep-alive`, `close`, `upgrade`) name nothing beyond the fixed
+    // list, and cost no allocation.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-        .filter_map(|s| HeaderName::from_bytes(s.as_bytes()).ok())
+        .flat_map(|v| v.split(',').map(str::trim))
+        .filter(|s| {
+            !s.is_empty()
+                && !s.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP.iter().any(|h| s.eq_ignore_ascii_case(h.as_str()))
+        })
+        .filter_map(|s| HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()).ok())
         .collect();
     for h in named {
         headers.remove(h);
@@ -268,7 +292,7 @@ mod tests {
     fn one_replica(addr: std::net::SocketAddr) -> Route {
         Route {
             deployment_id: Arc::from("d1"),
-            endpoints: vec![addr],
+            endpoints: vec![addr].into(),
             traffic: Arc::default(),
             split: None,
             chaos: None,

@@ -229,7 +229,7 @@ mod tests {
         let mut req = req;
         req.extensions_mut().insert(Route {
             deployment_id: Arc::from("d1"),
-            endpoints: vec![],
+            endpoints: vec![].into(),
             traffic: Arc::new(TrafficRules::default()),
             split: None,
             chaos: None,

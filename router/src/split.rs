@@ -23,7 +23,7 @@ pub const VARIANT_COOKIE: &str = "bifrost_variant";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Split {
     pub deployment_id: Arc<str>,
-    pub endpoints: Vec<std::net::SocketAddr>,
+    pub endpoints: Arc<[std::net::SocketAddr]>,
     /// 0–100: the share of clients sent here.
     pub weight: u8,
 }
@@ -133,9 +133,9 @@ mod tests {
     fn route(weight: u8) -> Route {
         Route {
             deployment_id: Arc::from("stable"),
-            endpoints: vec![],
+            endpoints: vec![].into(),
             traffic: Arc::new(TrafficRules::default()),
-            split: Some(Split { deployment_id: Arc::from("canary"), endpoints: vec![], weight }),
+            split: Some(Split { deployment_id: Arc::from("canary"), endpoints: vec![].into(), weight }),
             chaos: None,
             script: None,
         }

@@ -92,14 +92,14 @@ async fn compile(entry: &RouteEntry, before: Option<&Route>) -> Route {
             (!endpoints.is_empty()).then(|| Split {
                 deployment_id: Arc::from(s.deployment.as_str()),
                 weight: s.weight,
-                endpoints,
+                endpoints: endpoints.into(),
             })
         }
         None => None,
     };
     Route {
         deployment_id: Arc::from(entry.deployment.as_str()),
-        endpoints: resolve(&entry.endpoints).await,
+        endpoints: resolve(&entry.endpoints).await.into(),
         traffic,
         split,
         chaos: entry.chaos.as_ref().map(|c| ChaosRule::new(c.deployment.as_deref(), &c.fault, &c.until)),
