@@ -8,7 +8,9 @@
 #   a bare hyper proxy (router/examples/hyper_floor): hyper's own floor;
 #   a TCP relay (router/examples/tcp_relay): no HTTP at all, the least CPU
 #   any proxy can spend per request here (its socket calls alone);
-#   the router answering itself (a 404, no upstream hop).
+#   the router answering itself (a 404, no upstream hop);
+#   the router writing its access log to a file, in batches as shipped,
+#   and one write per line (as before batching).
 # CPU is the process's user and system time (/proc/PID/stat) over the run,
 # per request. Then one pass under `perf stat` counts syscalls and context
 # switches per request (counting slows every process: compare the
@@ -48,6 +50,12 @@ start() {
 start router target/release/examples/many_apps 1 "127.0.0.1:$UP_PORT" plain
 start floor target/release/examples/hyper_floor "127.0.0.1:$UP_PORT"
 start relay target/release/examples/tcp_relay "127.0.0.1:$UP_PORT"
+# A router logging to $work/NAME.log (exec all the way down: the pid start()
+# records is the router's).
+logged() { exec env BIFROST_LOG=warn,bifrost::access=info "${@:2}" sh -c 'exec "$0" "$@" 2>"'"$work/$1.log"'"' \
+  target/release/examples/many_apps 1 "127.0.0.1:$UP_PORT" plain; }
+start logged logged logged
+start logdirect logged logdirect BIFROST_BENCH_LOG=direct
 [ -n "${BEFORE:-}" ] && start before "$BEFORE" 1 "127.0.0.1:$UP_PORT" plain
 sleep 0.5
 echo "$(pgrep -d, -P "$(cat "$work/nginx.pid")")" > "$work/nginxw.pid"
@@ -60,6 +68,8 @@ ROWS=(
   "bare hyper proxy (the floor)|floor|app0.localhost"
   "TCP relay, no HTTP (the ceiling)|relay|app0.localhost"
   "router answering itself (404)|router|nope.localhost"
+  "router, access log to a file (batched, as shipped)|logged|app0.localhost"
+  "router, access log, one write per line|logdirect|app0.localhost"
 )
 [ -n "${BEFORE:-}" ] && ROWS+=("router, the BEFORE build|before|app0.localhost")
 ticks() { for p in ${1//,/ }; do awk '{print $14, $15}' "/proc/$p/stat"; done | awk '{u+=$1; s+=$2} END{print u, s}'; }

@@ -19,7 +19,7 @@ done
 cargo build --release --quiet -p bifrost-cli
 BIN=$PWD/target/release/bifrost
 work=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; pkill -f -- "--data-dir $work/data-" 2>/dev/null || true; [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi; }
+cleanup() { kill $(jobs -p) 2>/dev/null || true; pkill -f -- "--data-dir $work/data-" 2>/dev/null || true; { [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")"; } 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 
 mkdir -p "$work/site/public"
@@ -91,7 +91,9 @@ http {
   }
   server {
     listen 127.0.0.1:$NGINX_LAYERED;
-    access_log $work/nginx-access.log;
+    # Written in batches, as the router writes its own (at most 256 KiB or
+    # 50 ms behind).
+    access_log $work/nginx-access.log combined buffer=256k flush=50ms;
     location / {
       limit_req zone=app burst=50000 nodelay;
       proxy_pass http://\$variant;

@@ -445,16 +445,13 @@ enum TokensCmd {
     },
 }
 
-fn init_tracing(verbose_default: &str) {
+/// Logs on stderr, in batches (hold the guard until the command ends).
+fn init_tracing(verbose_default: &str) -> bifrost_service::batched::Flush {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("BIFROST_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(verbose_default));
-    if std::env::var_os("K_SERVICE").is_some() {
-        tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    }
+    bifrost_service::init_cli_logging(filter, std::env::var_os("K_SERVICE").is_some())
 }
 
 // glibc malloc showed up as ~5% of the router's CPU profile under load.
@@ -491,16 +488,16 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     if let Command::Up(args) = cli.command {
-        init_tracing("info,tower_http=info");
+        let _log = init_tracing("info,tower_http=info");
         up::run(args).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::ServeStatic(args) = cli.command {
-        init_tracing("warn");
+        let _log = init_tracing("warn");
         serve_static::run(args).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    init_tracing("warn");
+    let _log = init_tracing("warn");
     if let Command::Validate { file, schema, explain } = &cli.command {
         return commands::validate(file.clone(), *schema, *explain, cli.json);
     }

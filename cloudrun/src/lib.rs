@@ -50,7 +50,7 @@ pub fn main(function: &'static str) -> ExitCode {
     let gcp_project = env("BIFROST_GCP_PROJECT").unwrap_or_else(|| "bifrost-local".into());
     // reqwest (Cloud Build calls) is built without a default TLS provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    bifrost_service::init_logging(&gcp_project);
+    let _log = bifrost_service::init_logging(&gcp_project);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -33,6 +33,18 @@ end
 "#;
 
 fn main() {
+    // BIFROST_LOG set: the access log as `bifrost up` writes it (tracing's
+    // text lines on stderr, in batches); BIFROST_BENCH_LOG=direct: one
+    // write per line instead, as before batching (the bench's peer row).
+    let _log = std::env::var("BIFROST_LOG").ok().map(|filter| {
+        let filter = tracing_subscriber::EnvFilter::new(filter);
+        if std::env::var("BIFROST_BENCH_LOG").as_deref() == Ok("direct") {
+            tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).init();
+            None
+        } else {
+            Some(bifrost_service::init_cli_logging(filter, false))
+        }
+    });
     // BIFROST_BENCH_PER_CORE=N: N threads, each a current-thread runtime
     // with its own SO_REUSEPORT listener and upstream pool (no cross-thread
     // wake-ups); otherwise one multi-thread runtime, as `bifrost up` runs.
@@ -86,7 +98,7 @@ async fn run(port: Option<u16>) {
             };
             let route = Route {
                 deployment_id: Arc::from(format!("d{i:05}").as_str()),
-                endpoints: vec![upstream],
+                endpoints: vec![upstream].into(),
                 traffic: Arc::new(TrafficRules::new(spec)),
                 split: None,
                 chaos: None,

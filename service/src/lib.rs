@@ -4,6 +4,7 @@
 //! carrying its Cloud Trace id, and a SIGTERM drain that ends within
 //! Cloud Run's 10 s grace period even when streams (SSE) stay open.
 
+pub mod batched;
 mod logging;
 
 use std::time::Duration;
@@ -21,10 +22,13 @@ pub const DRAIN: Duration = Duration::from_secs(9);
 
 /// Logging for a service: Cloud Logging JSON on Cloud Run (`K_SERVICE`
 /// set), traces attributed to `gcp_project`; tracing's text otherwise.
-/// `BIFROST_LOG` filters (default `info`).
-pub fn init_logging(gcp_project: &str) {
-    logging::init(std::env::var_os("K_SERVICE").is_some(), gcp_project);
+/// `BIFROST_LOG` filters (default `info`). Lines are written in batches
+/// ([`batched`]): hold the guard until the process ends.
+pub fn init_logging(gcp_project: &str) -> batched::Flush {
+    logging::init(std::env::var_os("K_SERVICE").is_some(), gcp_project)
 }
+
+pub use logging::init_cli as init_cli_logging;
 
 /// Every request runs in a span carrying Cloud Trace's id from
 /// `X-Cloud-Trace-Context` (`TRACE_ID/SPAN_ID;o=1`), which the JSON logs

@@ -3,24 +3,50 @@
 //! fields, and `logging.googleapis.com/trace` from the request span's
 //! `trace` field. Elsewhere: tracing's plain text.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::{DefaultFields, Format};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub fn init(cloud_run: bool, gcp_project: &str) {
+use crate::batched::{Batched, Flush};
+
+pub fn init(cloud_run: bool, gcp_project: &str) -> Flush {
     let filter = EnvFilter::try_from_env("BIFROST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     if cloud_run {
-        let _ = registry.with(CloudLogging { project: gcp_project.to_string() }).try_init();
+        let (out, flush) = Batched::stdout();
+        let _ = registry.with(CloudLogging { project: gcp_project.to_string(), out }).try_init();
+        flush
     } else {
-        let _ = registry.with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).try_init();
+        let (out, flush) = Batched::stderr();
+        let _ = registry.with(text_layer(out)).try_init();
+        flush
     }
+}
+
+/// The CLI's logging (`bifrost up` and the other commands) on stderr, in
+/// batches: tracing's text, or its JSON lines with `json`.
+pub fn init_cli(filter: EnvFilter, json: bool) -> Flush {
+    let (out, flush) = Batched::stderr();
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = if json {
+        registry.with(tracing_subscriber::fmt::layer().json().with_writer(out)).try_init()
+    } else {
+        registry.with(text_layer(out)).try_init()
+    };
+    flush
+}
+
+/// tracing's text lines, colored only on a terminal (escape codes would
+/// litter a file or a log collector).
+fn text_layer<S>(out: Batched) -> tracing_subscriber::fmt::Layer<S, DefaultFields, Format, Batched> {
+    tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(out)
 }
 
 /// The router's access log (`bifrost_router`'s access-log layer).
@@ -50,6 +76,7 @@ fn http_request(fields: &mut Map<String, Value>) {
 
 struct CloudLogging {
     project: String,
+    out: Batched,
 }
 
 /// A span's trace id, kept in its extensions.
@@ -128,9 +155,10 @@ where
             http_request(&mut fields.0);
         }
         line.extend(fields.0);
-        let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, &Value::Object(line));
-        let _ = out.write_all(b"\n");
+        // One write per line: lines of concurrent events never mix.
+        let Ok(mut text) = serde_json::to_vec(&Value::Object(line)) else { return };
+        text.push(b'\n');
+        let _ = self.out.clone().write_all(&text);
     }
 }
 

@@ -213,6 +213,20 @@ impl Platform {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The first log line `pred` accepts, waiting for it (lines are
+    /// written in batches, a moment after they are logged).
+    pub async fn log_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let text = self.log_text();
+            if let Some(line) = text.lines().find(|l| pred(l)) {
+                return line.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no log line for {what}:\n{text}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("running")
     }

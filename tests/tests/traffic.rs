@@ -126,11 +126,7 @@ async fn header_rules_apply_both_ways_and_every_request_has_an_id() {
     assert_eq!(seen.get("x-forwarded-host"), Some(&app.host));
 
     // The access log's line (seed 003's shape) names the request and its id.
-    let logged = p.log_text();
-    let line = logged
-        .lines()
-        .find(|l| l.contains("| GET /headers") && l.contains("client-chosen-42"))
-        .unwrap_or_else(|| panic!("no access-log line for the request:\n{logged}"));
+    let line = p.log_line("the request", |l| l.contains("| GET /headers") && l.contains("client-chosen-42")).await;
     assert!(line.contains("200 | ") && line.contains("s | 127.0.0.1:"), "{line}");
 
     // No id, or one that is not a short visible-ASCII token: the router makes one.

@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Cloud Logging JSON on Cloud Run, like the function services.
     let gcp_project = std::env::var("BIFROST_GCP_PROJECT").unwrap_or_else(|_| "bifrost-local".into());
-    bifrost_service::init_logging(&gcp_project);
+    let _log = bifrost_service::init_logging(&gcp_project);
     let args = Args::parse();
     let listen = match args.listen {
         Some(a) => a,

@@ -205,7 +205,7 @@ async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     // TLS to the gateway (Cloud Run is https): rustls with ring, as the CLI.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    bifrost_service::init_logging("");
+    let _log = bifrost_service::init_logging("");
     let settings = match settings(&args) {
         Ok(s) => s,
         Err(errors) => {
