@@ -961,29 +961,17 @@ impl Store for SqliteStore {
     }
 
     async fn prune_tallies(&self, before: Timestamp, serving: &[String]) -> StoreResult<usize> {
-        let (cutoff, serving) = (before.timestamp_millis(), serving.to_vec());
+        let cutoff = before.timestamp_millis();
+        let serving = serde_json::to_string(serving).map_err(backend)?;
         self.run(move |inner| {
             inner.write(move |tx, _| {
-                // Found by the index on `at_ms`; the few serving ones kept.
-                let stale: Vec<(String, String, i64)> = {
-                    let mut stmt = tx
-                        .prepare_cached("SELECT deployment_id, router, started_ms FROM tallies WHERE at_ms < ?1")
-                        .map_err(backend)?;
-                    stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .map_err(backend)?
-                        .collect::<Result<_, _>>()
-                        .map_err(backend)?
-                };
-                let mut pruned = 0;
-                for (dep, router, started) in stale.iter().filter(|(d, _, _)| !serving.contains(d)) {
-                    pruned += exec(
-                        tx,
-                        "DELETE FROM tallies WHERE deployment_id = ?1 AND router = ?2 AND started_ms = ?3",
-                        params![dep, router, started],
-                    )
-                    .map_err(backend)?;
-                }
-                Ok(pruned)
+                // Found by the index on `at_ms`; the serving ones kept.
+                exec(
+                    tx,
+                    "DELETE FROM tallies WHERE at_ms < ?1 AND deployment_id NOT IN (SELECT value FROM json_each(?2))",
+                    params![cutoff, serving],
+                )
+                .map_err(backend)
             })
         })
         .await
