@@ -1,8 +1,9 @@
 //! One line per request on the `bifrost::access` target. As text, seed
 //! 003's shape — `status | 0.003s | upstream | METHOD path` (the formatter
-//! adds the time) — with app, deployment and request id as fields; on Cloud
-//! Run the JSON logger turns the same fields into Cloud Logging's
-//! `httpRequest`. Filter it with BIFROST_LOG.
+//! adds the time; `bifrost_service` writes the line in a format of its own)
+//! — with app, deployment and request id as fields; on Cloud Run the JSON
+//! logger turns the same fields into Cloud Logging's `httpRequest`. Filter
+//! it with BIFROST_LOG.
 
 use std::time::Instant;
 
@@ -39,9 +40,11 @@ layer!(AccessLogLayer => AccessLog, |self, req| {
         let path = uri.path_and_query().map_or("", |p| p.as_str());
         let (request_id, user_agent) = (text(&request_id), text(&user_agent));
         let (remote_ip, deployment, upstream) = (Hyphen(remote_ip), deployment.unwrap_or("-"), Hyphen(upstream));
+        // Text as `&str` (recorded as strings: the text line quotes one with
+        // spaces, the user agent); the message is seed 003's line.
         tracing::info!(
             target: "bifrost::access",
-            app = %target, %method, %path, status, seconds, %deployment, %request_id, %remote_ip, %user_agent,
+            app = target.as_str(), %method, path, status, seconds, deployment, request_id, %remote_ip, user_agent,
             "{status} | {seconds:.3}s | {upstream} | {method} {path}"
         );
         Ok(resp)

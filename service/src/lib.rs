@@ -4,6 +4,7 @@
 //! carrying its Cloud Trace id, and a SIGTERM drain that ends within
 //! Cloud Run's 10 s grace period even when streams (SSE) stay open.
 
+mod access_line;
 pub mod batched;
 mod logging;
 

@@ -14,6 +14,7 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::access_line::{ACCESS_TARGET, AccessOrDefault};
 use crate::batched::{Batched, Flush};
 
 pub fn init(cloud_run: bool, gcp_project: &str) -> Flush {
@@ -44,13 +45,17 @@ pub fn init_cli(filter: EnvFilter, json: bool) -> Flush {
 }
 
 /// tracing's text lines, colored only on a terminal (escape codes would
-/// litter a file or a log collector).
-fn text_layer<S>(out: Batched) -> tracing_subscriber::fmt::Layer<S, DefaultFields, Format, Batched> {
-    tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(out)
+/// litter a file or a log collector); the access log's in its own short
+/// format ([`AccessOrDefault`]).
+fn text_layer<S>(out: Batched) -> tracing_subscriber::fmt::Layer<S, DefaultFields, AccessOrDefault, Batched>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .event_format(AccessOrDefault(Format::default()))
+        .with_writer(out)
 }
-
-/// The router's access log (`bifrost_router`'s access-log layer).
-const ACCESS_TARGET: &str = "bifrost::access";
 
 /// An access-log event's fields as the `httpRequest` object Cloud Logging
 /// shows as a request (method, URL, status, latency as `"0.003s"`, client,

@@ -128,6 +128,10 @@ async fn header_rules_apply_both_ways_and_every_request_has_an_id() {
     // The access log's line (seed 003's shape) names the request and its id.
     let line = p.log_line("the request", |l| l.contains("| GET /headers") && l.contains("client-chosen-42")).await;
     assert!(line.contains("200 | ") && line.contains("s | 127.0.0.1:"), "{line}");
+    // The rest once each, after the message (not method, path, status and
+    // time again as fields).
+    assert!(line.contains(&format!(" app=headers deployment={id} request_id=client-chosen-42 ")), "{line}");
+    assert!(!line.contains(" path=") && !line.contains(" status="), "{line}");
 
     // No id, or one that is not a short visible-ASCII token: the router makes one.
     let a = app.get("/", &[]).await;
