@@ -112,6 +112,11 @@ pub struct UpArgs {
     #[arg(long, env = "BIFROST_RETENTION", default_value = "30d",
         value_parser = |s: &str| bifrost_core::analytics::window::parse_retention(s).map(Every))]
     pub retention: Every,
+    /// Open files each process of an app or a build may hold (its soft
+    /// and hard limit, which it cannot raise; the host's hard limit if lower).
+    #[arg(long, env = "BIFROST_APP_OPEN_FILES", default_value_t = bifrost_local::sandbox::DEFAULT_OPEN_FILES,
+        value_parser = clap::value_parser!(u64).range(64..))]
+    pub app_open_files: u64,
     /// Largest upload (`bifrost deploy DIR`), in bytes.
     #[arg(long, env = "BIFROST_MAX_UPLOAD_BYTES", default_value_t = 100 << 20)]
     pub max_upload_bytes: usize,
@@ -218,6 +223,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("making {} private", data_dir.display()))?;
     }
 
+    // Clients hold descriptors: at the common soft limit of 1,024, a
+    // thousand idle connections would leave the database, builds and
+    // replicas none. Apps get a limit of their own (the sandbox sets it).
+    if let Some(n) = bifrost_router::raise_open_files_limit() {
+        tracing::info!(open_files = n, "open files limit");
+    }
+
     // One platform per data dir: a second `bifrost up` would race the first.
     let lock = std::fs::File::create(data_dir.join("bifrost.lock")).context("creating the lock file")?;
     lock.try_lock()
@@ -256,6 +268,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         apps_root: apps_dir.clone(),
         insecure: args.insecure_no_sandbox,
         uid_base: args.app_uid_base,
+        open_files: args.app_open_files,
     })?;
     let isolation = sandbox.isolation();
     if let Some(w) = &isolation.warning {

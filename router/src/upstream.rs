@@ -51,9 +51,8 @@ impl Downstream {
 /// `worker_rlimit_nofile` and Go's runtime do: a client connection costs
 /// the router two descriptors (its own and a held upstream one), and the
 /// common soft default of 1,024 would refuse clients long before memory
-/// runs out. Returns the limit now in force. Called by the router node,
-/// which starts no apps; `bifrost up` does not, so the apps it starts keep
-/// the soft limit they had.
+/// runs out. Returns the limit now in force. Called by the router node and
+/// `bifrost up` (whose sandbox gives apps a limit of their own).
 pub fn raise_open_files_limit() -> Option<u64> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;

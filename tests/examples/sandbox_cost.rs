@@ -51,6 +51,7 @@ async fn main() {
         apps_root: work.path().join("apps"),
         insecure: false,
         uid_base: DEFAULT_UID_BASE,
+        open_files: bifrost_local::sandbox::DEFAULT_OPEN_FILES,
     })
     .expect("sandbox");
     let project = "p_bench";

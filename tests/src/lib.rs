@@ -101,6 +101,8 @@ pub struct Platform {
     extra_env: Vec<(String, String)>,
     /// Run `bifrost up` as this uid (and gid) instead of the test's own.
     run_as: Option<u32>,
+    /// Start `bifrost up` with this soft limit on open files (`prlimit`).
+    soft_open_files: Option<u64>,
     pub log: PathBuf,
 }
 
@@ -119,7 +121,17 @@ impl Platform {
         Self::start_as(&[], Some(uid))
     }
 
+    /// `bifrost up` started with a soft limit of `n` open files (as a
+    /// systemd session's 1,024), its hard limit unchanged.
+    pub fn start_with_soft_open_files(n: u64, env: &[(&str, &str)]) -> Platform {
+        Self::build(env, None, Some(n))
+    }
+
     fn start_as(env: &[(&str, &str)], run_as: Option<u32>) -> Platform {
+        Self::build(env, run_as, None)
+    }
+
+    fn build(env: &[(&str, &str)], run_as: Option<u32>, soft_open_files: Option<u64>) -> Platform {
         let home = tempfile::tempdir().expect("tempdir");
         if let Some(uid) = run_as {
             std::os::unix::fs::chown(home.path(), Some(uid), Some(uid)).expect("chown home");
@@ -140,6 +152,7 @@ impl Platform {
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             run_as,
+            soft_open_files,
         };
         p.spawn(&[], "127.0.0.1:0");
         p
@@ -154,7 +167,14 @@ impl Platform {
                     .arg(bifrost_bin());
                 c
             }
-            None => Command::new(bifrost_bin()),
+            None => match self.soft_open_files {
+                Some(n) => {
+                    let mut c = Command::new("prlimit");
+                    c.arg(format!("--nofile={n}:")).arg("--").arg(bifrost_bin());
+                    c
+                }
+                None => Command::new(bifrost_bin()),
+            },
         };
         cmd.args(["up", "--listen", listen, "--ingest-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)

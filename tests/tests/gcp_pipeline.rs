@@ -103,6 +103,7 @@ async fn a_webhook_drives_a_deployment_to_building_through_pubsub_pushes() {
         apps_root: dir.path().join("apps"),
         insecure: true,
         uid_base: bifrost_local::sandbox::DEFAULT_UID_BASE,
+        open_files: bifrost_local::sandbox::DEFAULT_OPEN_FILES,
     })
     .expect("sandbox");
     let (runtime, _events) = ProcessRuntime::new(logs.clone(), sandbox.clone(), None);

@@ -756,6 +756,63 @@ async fn the_readme_start_command_deploys_an_example() {
     assert!(out.contains("replicas healthy"), "{out}");
 }
 
+/// The soft and hard limits on open files of a process, from /proc.
+fn open_files_limit(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a Max open files line");
+    let n: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    (n[0], n[1])
+}
+
+/// A thousand idle client connections do not starve the platform of
+/// descriptors when it was started at a systemd session's soft limit of
+/// 1,024: it raises its own to the hard limit. An app gets the limit
+/// configured for apps (`--app-open-files`), soft and hard, and cannot
+/// raise it.
+#[tokio::test]
+async fn idle_connections_past_a_soft_limit_of_1024_do_not_starve_the_platform_and_apps_cannot_raise_their_limit() {
+    let p = Platform::start_with_soft_open_files(1024, &[("BIFROST_APP_OPEN_FILES", "1500")]);
+    let (soft, hard) = open_files_limit(p.pid());
+    assert_eq!(soft, hard, "the platform kept the soft limit it was started with");
+    assert!(hard > 2_000, "this host's hard limit ({hard}) is too low to run this test");
+    let want = 1500;
+    let rlimit = "__import__('resource')";
+    let targets = [
+        ("limit", format!("{rlimit}.getrlimit({rlimit}.RLIMIT_NOFILE)")),
+        ("raise", format!("{rlimit}.setrlimit({rlimit}.RLIMIT_NOFILE, ({0}, {0}))", want + 1)),
+    ];
+    let repo = hostile_app("files", &targets);
+    add_project(&p, "files", &repo);
+    let id = push(&p, &repo, "f-1").await;
+    healthy(&p, &id).await;
+
+    // 1,100 connections that send nothing, all accepted by the platform.
+    let addr = p.url.trim_start_matches("http://").to_string();
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", p.pid())).map(|d| d.count()).unwrap_or(0);
+    let before = fds();
+    let mut held = Vec::new();
+    for _ in 0..1_100 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.expect("connect"));
+    }
+    let start = Instant::now();
+    while fds() < before + 1_050 {
+        assert!(start.elapsed() < Duration::from_secs(20), "the platform accepted only {}", fds() - before);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The API and the app (through the router) still answer.
+    let within = Duration::from_secs(20);
+    let api = tokio::time::timeout(within, p.client().get(&format!("/api/v1/deployments/{id}"))).await;
+    assert_eq!(api.expect("the API stopped answering").status, 200);
+    let app =
+        tokio::time::timeout(within, p.client().app_get("files", "/")).await.expect("the router stopped answering");
+    let (status, _, body) = app.expect("files answers");
+    assert_eq!(status, 200, "{body}");
+    let results: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(results["limit"].as_str(), Some(format!("OPEN ({want}, {want})").as_str()), "{results}");
+    assert!(results["raise"].as_str().unwrap_or("").starts_with("refused"), "{results}");
+    drop(held);
+}
+
 /// Slow clients cannot hold the router's connections: heads trickled a
 /// byte at a time (slowloris), connections that never send a request,
 /// keep-alive connections left idle after a response, and a webhook body

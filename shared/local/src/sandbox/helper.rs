@@ -183,10 +183,26 @@ fn enter(spec: &Spec) -> i32 {
     }
     // No core dumps of apps that hold secrets in memory.
     let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    if let Some(n) = spec.open_files {
+        open_files_limit(n);
+    }
     let Some((program, args)) = spec.command.split_first() else { return SETUP_FAILED };
     let err = Command::new(program).args(args).current_dir(&spec.dir).exec();
     eprintln!("[bifrost] cannot run {}: {err}", program.to_string_lossy());
     127
+}
+
+/// Every app gets the same descriptor limit however the platform was
+/// started (which raises its own soft limit for its clients), and a hard
+/// one it cannot raise: a hostile app cannot pin the host's kernel memory
+/// in a million open files (uncharged to a cgroup v1 memory limit).
+fn open_files_limit(n: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let hard = getrlimit(Resource::RLIMIT_NOFILE).map_or(n, |(_, hard)| hard);
+    let n = hard.min(n);
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, n, n) {
+        eprintln!("[bifrost] sandbox: cannot limit open files to {n}: {e}");
+    }
 }
 
 /// The outer half: start `enter`, reap and watch, end the tree on demand.

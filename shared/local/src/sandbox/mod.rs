@@ -52,7 +52,15 @@ pub struct SandboxConfig {
     pub insecure: bool,
     /// First uid handed to a project (root only).
     pub uid_base: u32,
+    /// Open files each process of an app or a build may hold (soft and
+    /// hard; the host's hard limit if lower): [`DEFAULT_OPEN_FILES`].
+    pub open_files: u64,
 }
+
+/// Apps' and builds' limit on open files unless configured: what
+/// production servers are commonly given (nginx, databases), far below
+/// the millions a host's hard limit may allow.
+pub const DEFAULT_OPEN_FILES: u64 = 65_536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -95,6 +103,7 @@ struct Inner {
     toolchain: Toolchain,
     /// The file server static sites run (the `bifrost` binary), when app users can run it.
     static_server: Option<PathBuf>,
+    open_files: u64,
 }
 
 /// One process to confine.
@@ -327,6 +336,7 @@ impl Sandbox {
                 cgroups: cgroup::detect(),
                 toolchain: toolchain(root),
                 static_server,
+                open_files: cfg.open_files,
             }),
         })
     }
@@ -464,6 +474,7 @@ impl Sandbox {
             memory_bytes: jail.limits.memory_bytes,
             cpu_millis: jail.limits.cpu_millis,
             pids_max: jail.limits.pids_max,
+            open_files: Some(i.open_files),
             landlock: i.landlock,
             grace_ms: 10_000,
             command: jail.command.clone(),

@@ -27,6 +27,8 @@ pub struct Spec {
     /// CPU limit in millicores.
     pub cpu_millis: Option<u32>,
     pub pids_max: Option<u32>,
+    /// RLIMIT_NOFILE, soft and hard (at most the inherited hard limit).
+    pub open_files: Option<u64>,
     /// Landlock is required (the default); `false` only with `--insecure-no-sandbox`.
     pub landlock: bool,
     /// How long the tree gets between SIGTERM and SIGKILL when stopped.
@@ -67,6 +69,9 @@ impl Spec {
         if let Some(p) = self.pids_max {
             flag("pids", p.to_string().into());
         }
+        if let Some(n) = self.open_files {
+            flag("open-files", n.to_string().into());
+        }
         flag("landlock", if self.landlock { "required" } else { "off" }.into());
         flag("grace-ms", self.grace_ms.to_string().into());
         a.push("--".into());
@@ -105,6 +110,7 @@ impl Spec {
                 "memory" => spec.memory_bytes = Some(num(text()?)?),
                 "cpu" => spec.cpu_millis = Some(num(text()?)? as u32),
                 "pids" => spec.pids_max = Some(num(text()?)? as u32),
+                "open-files" => spec.open_files = Some(num(text()?)?),
                 "landlock" => spec.landlock = text()? != "off",
                 "grace-ms" => spec.grace_ms = num(text()?)?,
                 other => return Err(format!("unknown flag --{other}")),
@@ -134,6 +140,7 @@ mod tests {
             memory_bytes: Some(64 << 20),
             cpu_millis: Some(250),
             pids_max: Some(256),
+            open_files: Some(4096),
             landlock: true,
             grace_ms: 10_000,
             command: vec!["sh".into(), "-c".into(), "exec python3 app.py --flag -- x".into()],
