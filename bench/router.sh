@@ -19,7 +19,9 @@ done
 cargo build --release --quiet -p bifrost-cli
 BIN=$PWD/target/release/bifrost
 work=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; pkill -f -- "--data-dir $work/data-" 2>/dev/null || true; { [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")"; } 2>/dev/null || true; if [ -n "${KEEP:-}" ]; then echo "kept $work" >&2; else rm -rf "$work"; fi; }
+# A failed run keeps its work directory (the platforms' data and logs: a
+# replica replaced mid-run shows there), as KEEP=1 does.
+cleanup() { local rc=$?; kill $(jobs -p) 2>/dev/null || true; pkill -f -- "--data-dir $work/data-" 2>/dev/null || true; { [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")"; } 2>/dev/null || true; if [ -n "${KEEP:-}" ] || [ "$rc" != 0 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 
 mkdir -p "$work/site/public"
@@ -43,6 +45,9 @@ start_platform() { # name log-filter site -> "URL PORT UPSTREAM"
   local url; url=$(sed -n 's/^bifrost: listening on //p' "$work/up-$name.out")
   BIFROST_SERVER=$url BIFROST_TOKEN=bench BIFROST_CONFIG_DIR=$work/cfg-$name $BIN deploy "$site" --wait --json > "$work/deploy-$name.json" 2>/dev/null
   local dep; dep=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/deploy-$name.json")
+  # (e.g. the default policy refuses deploys while the host's load is high,
+  # as right after another bench: wait for it to settle.)
+  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); d["status"] == "failed" and sys.exit("deploying the upstream failed: " + str(d.get("reason")))' "$work/deploy-$name.json"
   echo "$url ${url##*:} $(replica "$url" "$dep") $dep"
 }
 replica() { # url deployment -> the address of its first replica (waits for one)
