@@ -469,7 +469,15 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::ServeStatic(_) = cli.command {
+        // Files are read on tokio's blocking pool; unbounded (512 threads)
+        // it grew past 360 threads under 64 clients and the kernel killed
+        // the replica at its memory limit. A few threads keep up with any
+        // disk here: requests queue for them instead.
+        builder.max_blocking_threads(serve_static::BLOCKING_THREADS);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -8,6 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+/// Threads reading files at once (tokio's blocking pool; its default, 512,
+/// is what a replica's memory limit cannot hold).
+pub const BLOCKING_THREADS: usize = 8;
+
 #[derive(clap::Args, Debug)]
 pub struct ServeStaticArgs {
     /// The folder to serve.

@@ -2,6 +2,7 @@
 //! WebDriver (chromedriver + fantoccini) against a real `bifrost up`.
 //! Screenshots land in `target/test-artifacts/`.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use serde_json::{Value, json};
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// A headless Chromium session; the driver is killed on drop.
+/// A headless Chromium session. On drop its whole process group ends:
+/// killing chromedriver alone leaves the browser it started running.
 struct Browser {
     client: Client,
     driver: Child,
@@ -22,6 +24,9 @@ struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // chromedriver leads its own group, and Chromium stays in it.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -47,6 +52,7 @@ async fn browser() -> Option<Browser> {
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("start chromedriver");
     let profile = tempfile::tempdir().expect("profile dir");

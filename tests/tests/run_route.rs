@@ -331,6 +331,27 @@ async fn a_replica_that_keeps_crashing_fails_the_deployment_with_its_last_lines(
     assert!(logs.stdout.matches("starting up").count() >= 3, "it was restarted with backoff:\n{}", logs.stdout);
 }
 
+/// A replica the kernel kills at its memory limit says so: the
+/// deployment's reason (its last lines) names the limit, not only a signal.
+#[tokio::test]
+async fn a_replica_killed_at_its_memory_limit_fails_the_deployment_saying_out_of_memory() {
+    let p = Platform::start();
+    let repo = GitRepo::new(&[
+        (
+            "deploy.toml",
+            "[app]\nname = \"hungry\"\nruntime = \"python\"\n\n[run]\ncommand = \"python3 eat.py\"\n\n[resources]\nmemory = \"48Mi\"\n",
+        ),
+        ("eat.py", "print('eating', flush=True)\nheap = b'x' * (200 * 1024 * 1024)\n"),
+    ]);
+    add_project(&p, "hungry", &repo);
+    let id = push(&p, &repo, "m-1").await;
+    let d = p.client().wait_deployment(&id, "finished", finished).await;
+    assert_eq!(d["status"], "failed", "{d:#}");
+    let reason = d["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("killed by SIGKILL"), "{reason}");
+    assert!(reason.contains("out of memory") && reason.contains("memory limit of 48 MiB"), "{reason}");
+}
+
 #[tokio::test]
 async fn live_events_stream_status_and_logs_and_resume_without_gaps() {
     let p = Platform::start();
@@ -372,4 +393,72 @@ async fn live_events_stream_status_and_logs_and_resume_without_gaps() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("healthy"), "{text}");
     assert!(text.contains("\"GET / HTTP/1.1\" 200"), "the live request's log line is missing:\n{text}");
+}
+
+/// The threads of a process (`Threads:` in /proc/PID/status).
+fn threads_of(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+}
+
+/// A static site under 256 concurrent clients stays one process of a few
+/// threads inside a 64 MiB limit, answering every request: its file server
+/// once started a thread per waiting read (past 450 under load) until the
+/// kernel killed the replica at its memory limit.
+#[tokio::test]
+async fn a_static_site_under_256_concurrent_clients_keeps_its_replica_and_a_few_threads() {
+    let p = Platform::start();
+    let repo = GitRepo::new(&[
+        (
+            "deploy.toml",
+            "[app]\nname = \"busy\"\nruntime = \"static\"\n\n[health]\npath = \"/\"\ninterval = \"30s\"\n\n[resources]\ncpu = \"2\"\nmemory = \"64Mi\"\n",
+        ),
+        ("public/index.html", "hello under load\n"),
+    ]);
+    add_project(&p, "busy", &repo);
+    let id = push(&p, &repo, "busy-1").await;
+    let c = p.client();
+    let d = c.wait_deployment(&id, "finished", finished).await;
+    assert_eq!(d["status"], "healthy", "{d:#}\nlog:\n{}", p.log_text());
+    let replicas = c.get(&format!("/api/v1/deployments/{id}/replicas")).await.body;
+    let addr = replicas[0]["address"].as_str().expect("address").to_string();
+    let pid = replica_pids(&replicas)[0];
+
+    // 256 clients, each on its own keep-alive connection, straight at the replica.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..256 {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(1).build().expect("client");
+        let (url, stop, answered, failed) = (format!("http://{addr}/"), stop.clone(), answered.clone(), failed.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ok = match http.get(&url).send().await {
+                    Ok(r) => r.status() == 200 && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok { &answered } else { &failed }.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let mut most_threads = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        most_threads = most_threads.max(threads_of(pid).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.expect("client");
+    }
+    let (answered, failed) = (answered.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(answered >= 256, "only {answered} requests answered");
+    assert_eq!(failed, 0, "{failed} requests failed ({answered} answered)\nlog:\n{}", p.log_text());
+    assert!(alive(pid), "the replica (pid {pid}) is gone\nlog:\n{}", p.log_text());
+    let after = c.get(&format!("/api/v1/deployments/{id}/replicas")).await.body;
+    assert_eq!(after[0]["restarts"], 0, "{after:#}");
+    assert!(
+        most_threads > 0 && most_threads <= 32,
+        "the replica ran {most_threads} threads ({answered} requests answered)"
+    );
 }

@@ -174,6 +174,16 @@ impl Cgroup {
         Ok(())
     }
 
+    /// How many processes the kernel killed in this group at its memory
+    /// limit (`oom_kill` of v2's `memory.events`, v1's `memory.oom_control`).
+    pub fn oom_kills(&self) -> u64 {
+        let file = match self.version {
+            Version::V2 => "memory.events",
+            Version::V1 => "memory.oom_control",
+        };
+        self.dirs.iter().filter_map(|d| std::fs::read_to_string(d.join(file)).ok()).map(|t| oom_kill_count(&t)).sum()
+    }
+
     /// Kills everything in the group and removes it.
     pub fn destroy(self) {
         kill_all(&self.dirs);
@@ -181,6 +191,11 @@ impl Cgroup {
             let _ = std::fs::remove_dir(d);
         }
     }
+}
+
+/// The `oom_kill N` line of a memory controller's event file (0 without one).
+fn oom_kill_count(text: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
 }
 
 fn procs_of(dirs: &[PathBuf]) -> Vec<i32> {
@@ -230,4 +245,19 @@ pub fn sweep(owner: &str) -> usize {
         }
     }
     killed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kills_are_read_from_both_hierarchies_event_files() {
+        let v2 = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n";
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 5\n";
+        assert_eq!(oom_kill_count(v2), 2);
+        assert_eq!(oom_kill_count(v1), 5);
+        // Kernels before 4.13 (v1) have no counter.
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), 0);
+    }
 }

@@ -291,7 +291,16 @@ fn supervise(spec: &Spec) -> i32 {
         }
     }
     if let Some(version) = cgroup::mounted() {
-        Cgroup::existing(&version, &spec.owner, &spec.name).destroy();
+        let group = Cgroup::existing(&version, &spec.owner, &spec.name);
+        // Otherwise the app's log would only say "killed by SIGKILL".
+        let killed = group.oom_kills();
+        if killed > 0 {
+            let limit = spec.memory_bytes.map_or(String::new(), |b| format!(" of {} MiB", b.div_ceil(1 << 20)));
+            eprintln!(
+                "[bifrost] out of memory: the kernel killed {killed} process(es) here at the memory limit{limit} ([resources] memory)"
+            );
+        }
+        group.destroy();
     }
     match outcome {
         Some(WaitStatus::Exited(_, code)) => code,
