@@ -295,10 +295,11 @@ fn supervise(spec: &Spec) -> i32 {
         // Otherwise the app's log would only say "killed by SIGKILL".
         let killed = group.oom_kills();
         if killed > 0 {
-            let limit = spec.memory_bytes.map_or(String::new(), |b| format!(" of {} MiB", b.div_ceil(1 << 20)));
-            eprintln!(
-                "[bifrost] out of memory: the kernel killed {killed} process(es) here at the memory limit{limit} ([resources] memory)"
-            );
+            // (Builds have no limit of their own: the host ran out.)
+            let at = spec.memory_bytes.map_or(String::new(), |b| {
+                format!(" at the memory limit of {} MiB ([resources] memory)", b.div_ceil(1 << 20))
+            });
+            eprintln!("[bifrost] out of memory: the kernel killed {killed} process(es) here{at}");
         }
         group.destroy();
     }
