@@ -107,7 +107,8 @@ t = sys.stdin.read()
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 m = re.search(r"99%\s+([\d.]+)(us|ms|s)", t)
 scale = dict(us=0.001, ms=1, s=1000)[m.group(2)]
-print(f"{rps:.0f} {float(m.group(1)) * scale:.2f}")'; }
+n = int(re.search(r"(\d+) requests in", t).group(1))
+print(f"{rps:.0f} {float(m.group(1)) * scale:.2f} {n}")'; }
 : > "$work/n.txt"; : > "$work/r.txt"; : > "$work/d.txt"
 for _ in $(seq "$ROUNDS"); do
   run "http://127.0.0.1:$NP_PORT/" >> "$work/n.txt"
@@ -161,19 +162,32 @@ nginx -c "$work/lua.conf" -p "$work"
 sleep 0.5
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$NL_PORT/admin")" = 403 ] || { echo "nginx lua does not run the script"; exit 1; }
 : > "$work/nl.txt"; : > "$work/rs.txt"; : > "$work/n2.txt"; : > "$work/r2.txt"
+# The proxy's own CPU (user + system, workers summed) per request, beside
+# the old estimate from throughput on the shared cores.
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'; }
+workers() { pgrep -P "$(cat "$work/$1")" | tr '\n' ' '; }
+run_cpu() { # FILE PIDS WRK-ARGS...: appends "req/s p99 requests cpu-µs-per-request"
+  local file=$1 pids=$2 a b line
+  shift 2
+  a=$(ticks $pids)
+  line=$(run "$@")
+  b=$(ticks $pids)
+  python3 -c "import sys; r, p, n = sys.argv[1].split(); print(r, p, n, f'{($b - $a) * 1e6 / $(getconf CLK_TCK) / int(n):.1f}')" "$line" >> "$file"
+}
 for _ in $(seq "$ROUNDS"); do
-  run "http://127.0.0.1:$NP_PORT/" >> "$work/n2.txt"
-  run "http://127.0.0.1:$NL_PORT/" >> "$work/nl.txt"
-  run -H "Host: app0.localhost" "http://127.0.0.1:$P_PORT/" >> "$work/r2.txt"
-  run -H "Host: app0.localhost" "http://127.0.0.1:$S_PORT/" >> "$work/rs.txt"
+  run_cpu "$work/n2.txt" "$(workers nginx-plain.pid)" "http://127.0.0.1:$NP_PORT/"
+  run_cpu "$work/nl.txt" "$(workers nginx-lua.pid)" "http://127.0.0.1:$NL_PORT/"
+  run_cpu "$work/r2.txt" "$(cat "$work/plain.pid")" -H "Host: app0.localhost" "http://127.0.0.1:$P_PORT/"
+  run_cpu "$work/rs.txt" "$(cat "$work/script.pid")" -H "Host: app0.localhost" "http://127.0.0.1:$S_PORT/"
 done
 read -r n2 _ <<< "$(med "$work/n2.txt")"; read -r nl _ <<< "$(med "$work/nl.txt")"
 read -r r2 _ <<< "$(med "$work/r2.txt")"; read -r rs _ <<< "$(med "$work/rs.txt")"
+cpu() { cut -d' ' -f4 "$1" | sort -g | sed -n "$(( (ROUNDS + 1) / 2 ))p"; }
 echo
-echo "# a Lua script per request — wrk -t2 -c64 -d$D, median of $ROUNDS; CPU per request = $(nproc) cores / req/s"
-echo "| proxy | without script req/s | with script req/s | script's cost per request (µs of CPU, 2 cores) |"
-echo "|---|---|---|---|"
+echo "# a Lua script per request — wrk -t2 -c64 -d$D, median of $ROUNDS"
+echo "| proxy | without script req/s | with script req/s | from throughput: $(nproc) cores / req/s, with − without (µs) | the proxy's own CPU per request without → with (µs) | script's share of the proxy's CPU (µs) |"
+echo "|---|---|---|---|---|---|"
 python3 -c "
 c = $(nproc) * 1e6
-print(f'| nginx 1.22 + ngx_http_lua | $n2 | $nl | {c/$nl - c/$n2:.1f} |')
-print(f'| bifrost router | $r2 | $rs | {c/$rs - c/$r2:.1f} |')"
+print(f'| nginx 1.22 + ngx_http_lua | $n2 | $nl | {c/$nl - c/$n2:.1f} | $(cpu "$work/n2.txt") → $(cpu "$work/nl.txt") | {$(cpu "$work/nl.txt") - $(cpu "$work/n2.txt"):.1f} |')
+print(f'| bifrost router | $r2 | $rs | {c/$rs - c/$r2:.1f} | $(cpu "$work/r2.txt") → $(cpu "$work/rs.txt") | {$(cpu "$work/rs.txt") - $(cpu "$work/r2.txt"):.1f} |')"

@@ -24,6 +24,11 @@ function handle(req)
   return { response_headers = { ["x-served-by"] = "lua" } }
 end
 "#;
+// The allocator the router ships with (`bifrost up`, `bifrost-router-node`):
+// a layer's allocations cost what they cost in production.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures::FutureExt;
 use tower::{Layer, Service};
@@ -50,13 +55,36 @@ fn route() -> Route {
     }
 }
 
-fn request(route: &Route) -> Request<Body> {
-    let mut req = Request::builder()
-        .uri("/orders?id=7")
-        .header("host", "web.localhost")
-        .header("user-agent", "bench")
-        .body(Body::empty())
-        .expect("request");
+/// What wrk sends (and the rows without a note use).
+const FEW_HEADERS: &[(&str, &str)] = &[("host", "web.localhost"), ("user-agent", "bench")];
+
+/// What a browser sends on a page load (Chromium's set, trimmed values).
+const BROWSER_HEADERS: &[(&str, &str)] = &[
+    ("host", "web.localhost"),
+    (
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    ),
+    ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"),
+    ("accept-language", "en-GB,en;q=0.9"),
+    ("accept-encoding", "gzip, deflate, br"),
+    ("cookie", "theme=dark; _ga=GA1.1.123456789.1700000000"),
+    ("referer", "https://web.localhost/"),
+    ("sec-ch-ua", "\"Chromium\";v=\"120\", \"Not_A Brand\";v=\"8\""),
+    ("sec-ch-ua-mobile", "?0"),
+    ("sec-ch-ua-platform", "\"Linux\""),
+    ("sec-fetch-dest", "document"),
+    ("sec-fetch-mode", "navigate"),
+    ("sec-fetch-site", "same-origin"),
+    ("upgrade-insecure-requests", "1"),
+];
+
+fn request(route: &Route, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut req = Request::builder().uri("/orders?id=7");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let mut req = req.body(Body::empty()).expect("request");
     req.extensions_mut().insert(route.clone());
     req.extensions_mut().insert(AppTarget { app: "web".into(), path: None });
     req.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from(([10, 0, 0, 7], 40000))));
@@ -73,7 +101,14 @@ fn once<S>(svc: &mut S, route: &Route)
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
 {
-    let resp = svc.call(request(route)).now_or_never().expect("ready at once").expect("infallible");
+    once_with(svc, route, FEW_HEADERS)
+}
+
+fn once_with<S>(svc: &mut S, route: &Route, headers: &[(&str, &str)])
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    let resp = svc.call(request(route, headers)).now_or_never().expect("ready at once").expect("infallible");
     std::hint::black_box(resp);
 }
 
@@ -102,6 +137,12 @@ fn layers(c: &mut Criterion) {
             Route { script: Some(Arc::new(Script::new("bench.lua", source, Limits::default()))), ..route.clone() };
         let mut svc = script_layer.layer(inner());
         g.bench_function(name, |b| b.iter(|| once(&mut svc, &scripted)));
+        if name == "script: representative" {
+            let headers = BROWSER_HEADERS;
+            g.bench_function("baseline, a browser's 14 headers", |b| b.iter(|| once_with(&mut base, &route, headers)));
+            let row = "script: representative, a browser's 14 headers";
+            g.bench_function(row, |b| b.iter(|| once_with(&mut svc, &scripted, headers)));
+        }
     }
     let mut all = tower::ServiceBuilder::new()
         .layer(RequestIdLayer)

@@ -138,6 +138,54 @@ pub fn peer_ip(req: &Request<Body>) -> Option<std::net::IpAddr> {
         .or_else(|| ext.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
 }
 
+/// An IP address's text on the stack: layers that read the client's IP on
+/// every request (the split's key, a script's `req.client_ip`) skip
+/// `Display`'s machinery and a `String`.
+pub(crate) struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    pub(crate) fn of(ip: Option<std::net::IpAddr>) -> IpText {
+        let mut t = IpText { buf: [0; 45], len: 0 };
+        match ip {
+            Some(std::net::IpAddr::V4(v4)) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if octet >= 100 {
+                        t.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        t.push(b'0' + octet / 10 % 10);
+                    }
+                    t.push(b'0' + octet % 10);
+                }
+            }
+            Some(v6) => {
+                use std::io::Write;
+                let mut rest = &mut t.buf[..];
+                let _ = write!(rest, "{v6}");
+                let left = rest.len();
+                t.len = t.buf.len() - left;
+            }
+            None => {}
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
 /// The routing table the router reads for every request.
 pub trait Routes: Send + Sync + 'static {
     /// `None`: no such app, or it has no live deployment.
@@ -273,6 +321,17 @@ mod tests {
 
     fn req(host: &str, path: &str) -> Request<Body> {
         Request::builder().uri(path).header(header::HOST, host).body(Body::empty()).expect("request")
+    }
+
+    #[test]
+    fn an_ip_text_is_what_display_writes() {
+        let ips = ["0.0.0.0", "9.10.99.100", "255.255.255.255", "192.0.2.1", "::1", "2001:db8::8a2e:370:7334"]
+            .map(|t| t.parse::<std::net::IpAddr>().expect("ip"));
+        let longest: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().expect("ip");
+        for ip in ips.into_iter().chain([longest]) {
+            assert_eq!(IpText::of(Some(ip)).as_str(), ip.to_string());
+        }
+        assert_eq!(IpText::of(None).as_str(), "");
     }
 
     #[test]

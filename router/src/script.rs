@@ -98,7 +98,7 @@ where
         };
         let started = Instant::now();
         strip_credentials(req.headers_mut());
-        let outcome = run(&script, &target, &deployment, &req).and_then(|action| {
+        let outcome = run(&script, &target, &deployment, &mut req).and_then(|action| {
             if let Action::Change(c) = &action {
                 refuse_owned(&script, c.set_headers.iter().map(|(n, _)| n).chain(&c.remove_headers))?;
                 refuse_owned(&script, c.response_headers.iter().map(|(n, _)| n))?;
@@ -175,23 +175,27 @@ fn deployment_header(resp: &mut Response<Body>, deployment: &str) {
     }
 }
 
-/// The request as the script sees it, and its decision.
-fn run(script: &Script, target: &AppTarget, deployment: &str, req: &Request<Body>) -> Result<Action, ScriptError> {
+/// The request as the script sees it, and its decision. The headers are
+/// lent to the script's state for the call (moved, not copied).
+fn run(script: &Script, target: &AppTarget, deployment: &str, req: &mut Request<Body>) -> Result<Action, ScriptError> {
+    let mut headers = std::mem::take(req.headers_mut());
     let (path, query) = match &target.path {
         Some(p) => p.split_once('?').unwrap_or((p.as_str(), "")),
         None => (req.uri().path(), req.uri().query().unwrap_or("")),
     };
-    let ip = crate::peer_ip(req).map(|ip| ip.to_string()).unwrap_or_default();
-    let view = bifrost_scripts::Request {
+    let ip = crate::IpText::of(crate::peer_ip(req));
+    let mut view = bifrost_scripts::Request {
         method: req.method().as_str(),
         path,
         query,
-        headers: Some(req.headers()),
-        client_ip: &ip,
+        headers: Some(&mut headers),
+        client_ip: ip.as_str(),
         app: &target.app,
         deployment,
     };
-    Engine::run(&target.app, script, &view)
+    let out = Engine::run(&target.app, script, &mut view);
+    *req.headers_mut() = headers;
+    out
 }
 
 #[cfg(test)]

@@ -60,8 +60,8 @@ fn client_key(req: &Request<Body>) -> (String, bool) {
     match from_cookie {
         Some(v) => (v.to_ascii_lowercase(), true),
         None => {
-            let ip = crate::peer_ip(req).map(|ip| ip.to_string()).unwrap_or_default();
-            (format!("{:016x}", fnv1a(&[b"ip", ip.as_bytes()])), false)
+            let ip = crate::IpText::of(crate::peer_ip(req));
+            (format!("{:016x}", fnv1a(&[b"ip", ip.as_str().as_bytes()])), false)
         }
     }
 }

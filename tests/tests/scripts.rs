@@ -97,6 +97,12 @@ async fn scripts_run_from_the_repo_change_on_push_refuse_hostile_ones_and_roll_b
             "function handle(req)\n  local s = string.rep(\"a\", 20000)\n  return { status = 200, body = tostring(s:find(\".-.-.-.-b\")) }\nend\n",
             "pattern limit",
         ),
+        (
+            // A number's text is matched too: this held a router thread for minutes.
+            "number.lua",
+            "function handle(req)\n  return { status = 200, body = tostring(string.find(1111111111111111111, (\".-\"):rep(16) .. \"x\")) }\nend\n",
+            "pattern limit",
+        ),
         ("nohandle.lua", "x = 1\n", "must define `function handle(req)`"),
     ] {
         let file = script_file(name, text);

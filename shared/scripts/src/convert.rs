@@ -3,19 +3,21 @@
 //! router's), and Lua's errors as [`ScriptError`]s with their line.
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use mlua::{Lua, Table, Value};
+use mlua::{Table, Value};
 
 use crate::{ErrorKind, ScriptError};
 
 /// What `handle(req)` sees of a request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Request<'a> {
     pub method: &'a str,
     pub path: &'a str,
     /// Without the `?`; empty if none.
     pub query: &'a str,
-    /// `req.headers`: lowercase name → value (repeated ones joined by ", ").
-    pub headers: Option<&'a HeaderMap>,
+    /// `req.headers`: lowercase name → value (repeated ones joined by ", "),
+    /// fetched as the script reads them. Lent to the script's state for
+    /// the call (taken and put back: no copy).
+    pub headers: Option<&'a mut HeaderMap>,
     pub client_ip: &'a str,
     pub app: &'a str,
     pub deployment: &'a str,
@@ -60,47 +62,63 @@ pub enum Action {
 /// fields faster than six calls through mlua can set them. The router
 /// pushes the parts without a memory limit (mlua then pushes strings
 /// unprotected); `arm` puts the limit on before the script's own code runs.
-/// Neither is reachable from the script (upvalues, not globals).
+///
+/// `req.headers` starts empty and reads through: a name read is fetched
+/// (`get`, each time), and `pairs(req.headers)` puts every header in the
+/// table first (`fill`). A browser sends a dozen headers and most scripts read one or
+/// none. None of these functions is reachable from the script (upvalues,
+/// not globals).
 pub(crate) const TRAMPOLINE: &str = r#"
-local handle, arm = ...
-return function(headers, method, path, query, client_ip, app, deployment)
+local handle, arm, get, fill = ...
+local setmetatable, next = setmetatable, next
+local lazy = {
+  __metatable = false,
+  __index = get,
+  __pairs = function(headers)
+    fill(headers)
+    return next, headers, nil
+  end,
+}
+return function(method, path, query, client_ip, app, deployment)
   arm()
-  return handle({ method = method, path = path, query = query, headers = headers,
+  return handle({ method = method, path = path, query = query, headers = setmetatable({}, lazy),
                   client_ip = client_ip, app = app, deployment = deployment })
 end
 "#;
 
-/// Calls `handle(req)` through the [`TRAMPOLINE`] (headers as a table).
-/// Called with the memory limit off; the trampoline arms it.
-pub(crate) fn call_handle(lua: &Lua, trampoline: &mlua::Function, req: &Request<'_>) -> mlua::Result<Value> {
-    let headers = headers_table(lua, req.headers)?;
-    trampoline.call::<Value>((headers, req.method, req.path, req.query, req.client_ip, req.app, req.deployment))
+/// Calls `handle(req)` through the [`TRAMPOLINE`], with the memory limit
+/// off; the trampoline arms it.
+pub(crate) fn call_handle(trampoline: &mlua::Function, req: &Request<'_>) -> mlua::Result<Value> {
+    trampoline.call::<Value>((req.method, req.path, req.query, req.client_ip, req.app, req.deployment))
 }
 
-fn headers_table(lua: &Lua, map: Option<&HeaderMap>) -> mlua::Result<Table> {
-    let headers = lua.create_table_with_capacity(0, map.map_or(0, HeaderMap::keys_len))?;
-    if let Some(map) = map {
-        for name in map.keys() {
-            let mut values = map.get_all(name).iter();
-            let Some(first) = values.next() else { continue };
-            match values.next() {
-                // &str is the one type mlua pushes without a registry ref.
-                None => match first.to_str() {
-                    Ok(text) => headers.raw_set(name.as_str(), text)?,
-                    Err(_) => headers.raw_set(name.as_str(), lua.create_string(first.as_bytes())?)?,
-                },
-                Some(second) => {
-                    let mut joined = [first.as_bytes(), b", ", second.as_bytes()].concat();
-                    for v in values {
-                        joined.extend_from_slice(b", ");
-                        joined.extend_from_slice(v.as_bytes());
-                    }
-                    headers.raw_set(name.as_str(), lua.create_string(joined)?)?
-                }
-            }
+/// One header as `req.headers` shows it: by its lowercase name, repeated
+/// values joined by ", ".
+pub(crate) fn header(map: &HeaderMap, name: &[u8]) -> Option<Vec<u8>> {
+    if name.iter().any(u8::is_ascii_uppercase) {
+        return None;
+    }
+    // By &str: looked up without making a `HeaderName` (an allocation for
+    // a name that is not a standard one).
+    let mut values = map.get_all(std::str::from_utf8(name).ok()?).iter();
+    let mut text = values.next()?.as_bytes().to_vec();
+    for v in values {
+        text.extend_from_slice(b", ");
+        text.extend_from_slice(v.as_bytes());
+    }
+    Some(text)
+}
+
+/// Puts every header in `table` that is not there yet (`pairs(req.headers)`).
+pub(crate) fn fill(map: &HeaderMap, table: &Table) -> mlua::Result<()> {
+    for name in map.keys() {
+        if table.raw_get::<Value>(name.as_str())?.is_nil()
+            && let Some(text) = header(map, name.as_str().as_bytes())
+        {
+            table.raw_set(name.as_str(), mlua::BString::from(text))?;
         }
     }
-    Ok(headers)
+    Ok(())
 }
 
 fn runtime(name: &str, message: String) -> ScriptError {
@@ -119,28 +137,41 @@ pub(crate) fn action(name: &str, out: Value) -> Result<Action, ScriptError> {
     };
     let (mut status, mut body, mut headers) = (Value::Nil, Value::Nil, Value::Nil);
     let mut changes = Changes::default();
-    for pair in t.pairs::<Value, Value>() {
-        let (k, v) = pair.map_err(|e| runtime(name, e.to_string()))?;
-        let Value::String(k) = k else { continue };
-        match &k.as_bytes()[..] {
-            b"status" => status = v,
-            b"body" => body = v,
-            b"headers" => headers = v,
-            b"set_headers" => changes.set_headers = header_pairs(name, "set_headers", v)?,
-            b"response_headers" => changes.response_headers = header_pairs(name, "response_headers", v)?,
-            b"remove_headers" => changes.remove_headers = header_list(name, v)?,
-            b"path" => changes.path = Some(path(name, v)?),
-            b"variant" => {
-                changes.variant = Some(match &v {
-                    Value::String(s) if s.as_bytes() == b"stable" => Variant::Stable,
-                    Value::String(s) if s.as_bytes() == b"canary" => Variant::Canary,
-                    _ => return Err(runtime(name, "`variant` must be \"stable\" or \"canary\"".into())),
-                })
+    // `for_each` keeps the key on Lua's stack (`pairs` makes a registry
+    // reference of each); the script's error stops the walk.
+    let mut failed = None;
+    let walked = t.for_each::<Value, Value>(|k, v| {
+        let Value::String(k) = k else { return Ok(()) };
+        let read = || -> Result<(), ScriptError> {
+            match &k.as_bytes()[..] {
+                b"status" => status = v,
+                b"body" => body = v,
+                b"headers" => headers = v,
+                b"set_headers" => changes.set_headers = header_pairs(name, "set_headers", v)?,
+                b"response_headers" => changes.response_headers = header_pairs(name, "response_headers", v)?,
+                b"remove_headers" => changes.remove_headers = header_list(name, v)?,
+                b"path" => changes.path = Some(path(name, v)?),
+                b"variant" => {
+                    changes.variant = Some(match &v {
+                        Value::String(s) if s.as_bytes() == b"stable" => Variant::Stable,
+                        Value::String(s) if s.as_bytes() == b"canary" => Variant::Canary,
+                        _ => return Err(runtime(name, "`variant` must be \"stable\" or \"canary\"".into())),
+                    })
+                }
+                // Unknown keys are the script's own business.
+                _ => {}
             }
-            // Unknown keys are the script's own business.
-            _ => {}
-        }
+            Ok(())
+        };
+        read().map_err(|e| {
+            failed = Some(e);
+            mlua::Error::runtime("stopped")
+        })
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
+    walked.map_err(|e| runtime(name, e.to_string()))?;
     if status.is_nil() {
         return Ok(Action::Change(changes));
     }
@@ -201,15 +232,31 @@ fn header_pairs(name: &str, what: &str, v: Value) -> Result<Vec<(HeaderName, Hea
     let mut out = Vec::new();
     // Read as Rust strings straight off the stack (no registry refs); Lua
     // turns numbers into strings, anything else is an error here.
-    for pair in t.pairs::<mlua::BString, mlua::BString>() {
-        let (k, v) =
-            pair.map_err(|_| runtime(name, format!("`{what}` must map header names to values (strings or numbers)")))?;
-        let n = HeaderName::from_bytes(&k)
-            .map_err(|_| runtime(name, format!("`{what}` holds something that is not a header name")))?;
-        let value = HeaderValue::from_bytes(&v)
-            .map_err(|_| runtime(name, format!("`{what}.{n}` must be a header value (a string without newlines)")))?;
-        out.push((n, value));
+    let mut failed = None;
+    let walked = t.for_each::<mlua::BString, mlua::BString>(|k, v| {
+        let pair = HeaderName::from_bytes(&k)
+            .map_err(|_| runtime(name, format!("`{what}` holds something that is not a header name")))
+            .and_then(|n| match HeaderValue::from_maybe_shared(bytes::Bytes::from(Vec::from(v))) {
+                Ok(value) => Ok((n, value)),
+                Err(_) => {
+                    Err(runtime(name, format!("`{what}.{n}` must be a header value (a string without newlines)")))
+                }
+            });
+        match pair {
+            Ok(pair) => {
+                out.push(pair);
+                Ok(())
+            }
+            Err(e) => {
+                failed = Some(e);
+                Err(mlua::Error::runtime("stopped"))
+            }
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
+    walked.map_err(|_| runtime(name, format!("`{what}` must map header names to values (strings or numbers)")))?;
     Ok(out)
 }
 

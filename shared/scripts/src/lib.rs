@@ -161,14 +161,14 @@ pub fn synthetic_request() -> (http::HeaderMap, Request<'static>) {
 /// [`synthetic_request`] under its limits: what a push must pass.
 pub fn dry_run(script: &Script) -> Result<Action, ScriptError> {
     let loaded = sandbox::Loaded::new(script)?;
-    let (headers, mut req) = synthetic_request();
-    req.headers = Some(&headers);
-    loaded.call(script, &req)
+    let (mut headers, mut req) = synthetic_request();
+    req.headers = Some(&mut headers);
+    loaded.call(script, &mut req)
 }
 
 /// Lua states one worker thread keeps (one per app whose script it ran);
 /// beyond this the least recently used goes (and is made again if needed,
-/// ~100 µs). ~31 KiB each: at most ~32 MiB a thread however many apps run
+/// ~100 µs). ~35 KiB each: at most ~36 MiB a thread however many apps run
 /// scripts. Not lower: traffic spread evenly over more apps than the cap
 /// would make a state on every request (measured, BENCHMARKS.md).
 pub const STATES_PER_THREAD: usize = 1024;
@@ -190,7 +190,7 @@ pub struct Engine;
 
 impl Engine {
     /// Runs `script` (the current one of `app`) for `req`.
-    pub fn run(app: &str, script: &Script, req: &Request<'_>) -> Result<Action, ScriptError> {
+    pub fn run(app: &str, script: &Script, req: &mut Request<'_>) -> Result<Action, ScriptError> {
         STATES.with(|states| {
             let mut states = states.borrow_mut();
             let States { by_app, clock } = &mut *states;

@@ -10,6 +10,20 @@
 
 /// Upper bound of the steps `pattern` takes on a subject of `n` bytes.
 pub fn cost(pattern: &[u8], n: usize) -> f64 {
+    let Shape { exponent, factor } = shape(pattern);
+    factor * ((n as f64) + 1.0).powi(exponent)
+}
+
+/// A pattern's bound on a subject of n bytes is `factor × (n + 1)^exponent`;
+/// the sandbox learns a pattern's shape once and applies it to each subject.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Shape {
+    pub exponent: i32,
+    pub factor: f64,
+}
+
+/// The shape of `pattern`'s bound (see [`cost`]).
+pub fn shape(pattern: &[u8]) -> Shape {
     let (anchored, mut i) = if pattern.first() == Some(&b'^') { (true, 1) } else { (false, 0) };
     let mut exponent: i32 = if anchored { 0 } else { 1 };
     let mut factor = 1.0_f64;
@@ -59,7 +73,7 @@ pub fn cost(pattern: &[u8], n: usize) -> f64 {
             _ => {}
         }
     }
-    factor * ((n as f64) + 1.0).powi(exponent)
+    Shape { exponent, factor }
 }
 
 /// The index after a `[set]` starting at `i` (or the pattern's end).

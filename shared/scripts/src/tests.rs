@@ -11,16 +11,16 @@ fn run(s: &Script, path: &str) -> Result<Action, ScriptError> {
     headers.insert("x-variant", http::HeaderValue::from_static("b"));
     headers.append("accept", http::HeaderValue::from_static("text/html"));
     headers.append("accept", http::HeaderValue::from_static("*/*"));
-    let req = Request {
+    let mut req = Request {
         method: "GET",
         path,
         query: "a=1",
-        headers: Some(&headers),
+        headers: Some(&mut headers),
         client_ip: "10.0.0.1",
         app: "web",
         deployment: "d1",
     };
-    Engine::run("web", s, &req)
+    Engine::run("web", s, &mut req)
 }
 
 #[test]
@@ -49,6 +49,61 @@ fn a_script_sees_the_request_and_its_answers_come_back_checked() {
     assert_eq!(c.path.as_deref(), Some("/new?x=1"));
     assert_eq!(c.remove_headers[0].as_str(), "x-variant");
     assert_eq!(c.response_headers[0].1.to_str().ok(), Some("web"));
+}
+
+#[test]
+fn req_headers_are_fetched_as_read_and_the_request_gets_its_headers_back() {
+    let s = script(
+        r#"
+        local kept
+        function handle(req)
+          local h = req.headers
+          if req.path == "/count" then
+            h.accept = "mine"
+            local n, seen = 0, {}
+            for name, value in pairs(h) do n = n + 1 seen[#seen + 1] = name .. "=" .. value end
+            table.sort(seen)
+            return { status = 200, body = n .. " " .. table.concat(seen, ";") }
+          end
+          if req.path == "/one" then
+            local v = h["x-variant"]
+            return { status = 200, body = v .. " " .. tostring(rawget(h, "accept")) .. " " .. tostring(h["X-Variant"])
+                                       .. " " .. tostring(h["x-none"]) .. " " .. tostring(h[1]) .. " " .. tostring(h[h]) }
+          end
+          if req.path == "/keep" then kept = req return nil end
+          if req.path == "/kept" then return { status = 200, body = tostring(kept.headers["x-variant"]) } end
+          return { status = 200, body = tostring(next(h)) }
+        end
+        "#,
+    );
+    let answer = |path: &str| match run(&s, path) {
+        Ok(Action::Answer(a)) => String::from_utf8(a.body).expect("text"),
+        other => panic!("{path}: {other:?}"),
+    };
+    assert_eq!(answer("/"), "nil", "nothing fetched while unread");
+    assert_eq!(answer("/one"), "b nil nil nil nil nil", "a read fetches that name alone; names are lowercase");
+    assert_eq!(answer("/count"), "2 accept=mine;x-variant=b", "pairs fetches the rest; the script's own value stays");
+    assert_eq!(run(&s, "/keep"), Ok(Action::Pass));
+    assert_eq!(answer("/kept"), "b", "a kept req reads the current request's headers");
+
+    // The map is lent for the call and comes back whole, read or not.
+    for path in ["/", "/count"] {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-variant", http::HeaderValue::from_static("b"));
+        headers.append("accept", http::HeaderValue::from_static("*/*"));
+        let before = headers.clone();
+        let mut req = Request {
+            method: "GET",
+            path,
+            query: "",
+            headers: Some(&mut headers),
+            client_ip: "",
+            app: "web",
+            deployment: "d1",
+        };
+        assert!(Engine::run("web", &s, &mut req).is_ok());
+        assert_eq!(headers, before, "{path}");
+    }
 }
 
 #[test]
@@ -115,7 +170,7 @@ fn binary_chunks_are_refused() {
     assert!(e.message.contains("binary") || e.message.contains("text"), "{}", e.message);
 }
 
-fn assert_contained(body: &str, expect: &str) {
+fn assert_contained(body: &str, expect: &str) -> ScriptError {
     let s = script(&format!("function handle(req)\n  {body}\nend"));
     let started = Instant::now();
     let e = run(&s, "/").expect_err(body);
@@ -126,6 +181,7 @@ fn assert_contained(body: &str, expect: &str) {
     let ok = script("function handle(req) return nil end");
     assert_eq!(run(&ok, "/").expect("a good script runs after"), Action::Pass);
     eprintln!("{body}: stopped after {took:?}: {}", e.message);
+    e
 }
 
 #[test]
@@ -162,16 +218,47 @@ fn string_rep_of_a_gigabyte_is_refused_before_it_runs() {
 
 #[test]
 fn a_pathological_pattern_is_refused_before_it_runs() {
-    assert_contained(
+    let e = assert_contained(
         "local s = string.rep('a', 5000) return { status = 200, body = tostring(s:find('.-.-.-.-.-.-b')) }",
         "pattern limit",
     );
+    assert_eq!(e.line, Some(2), "the script's line, not the guard's: {}", e.message);
     assert_contained("local s = string.rep('a', 5000) for m in s:gmatch('(a*)*b') do end", "pattern limit");
     // The same pattern, plain, on the same subject: linear, allowed.
     let s = script(
         "function handle(req) local s = string.rep('a', 5000) return { status = 200, body = tostring(s:find('.-.-b', 1, true)) } end",
     );
     assert!(matches!(run(&s, "/"), Ok(Action::Answer(_))));
+}
+
+#[test]
+fn a_number_as_subject_or_pattern_is_bounded_like_a_string() {
+    // Lua turns a number into its text for the pattern functions: on 19
+    // digits, sixteen lazy repeats are billions of steps in one C call.
+    assert_contained(
+        "return { body = tostring(string.find(1111111111111111111, ('.-'):rep(16) .. 'x')) }",
+        "pattern limit",
+    );
+    assert_contained(
+        "local s = ('9'):rep(5000) return { body = tostring(s:find(('.-'):rep(4) .. 'x')) }",
+        "pattern limit",
+    );
+}
+
+#[test]
+fn a_slow_pattern_call_past_the_deadline_is_refused_before_the_count_hook_runs() {
+    // Each call may be ~10 ms: a loop of them must not wait for the hook
+    // (every 1,000 instructions) to see the clock. A zero deadline makes
+    // the first costly call the one past it.
+    let limits = Limits { deadline: std::time::Duration::ZERO, ..Limits::default() };
+    let body = "local s = ('a'):rep(200)\n  s:find('a-b')";
+    let s = Script::new("routes/app.lua", &format!("function handle(req)\n  {body}\nend"), limits);
+    let e = run(&s, "/").expect_err("past the deadline");
+    assert_eq!((e.kind, e.line), (ErrorKind::Limit, Some(3)), "{}", e.message);
+    assert!(e.message.contains("time limit exceeded in a pattern function"), "{}", e.message);
+    // A cheap pattern (anchored, nothing repeated) does not read the clock.
+    let s = Script::new("routes/app.lua", "function handle(req) return req.path:find('^/a') and {} end", limits);
+    assert_eq!(run(&s, "/a"), Ok(Action::Change(Changes::default())));
 }
 
 #[test]
@@ -218,13 +305,12 @@ fn the_dry_run_refuses_what_fails_on_the_synthetic_request() {
 #[test]
 fn a_thread_keeps_a_bounded_number_of_states_dropping_the_least_recently_used() {
     let s = script("function handle(req) return { status = 200, body = req.app } end");
-    let (headers, mut req) = synthetic_request();
-    req.headers = Some(&headers);
+    let (mut headers, mut req) = synthetic_request();
+    req.headers = Some(&mut headers);
     let apps: Vec<String> = (0..STATES_PER_THREAD + 10).map(|i| format!("bounded-{i}")).collect();
     for app in &apps {
-        let mut r = req;
-        r.app = app;
-        let Ok(Action::Answer(a)) = Engine::run(app, &s, &r) else { panic!("answers") };
+        let mut r = Request { app, headers: req.headers.as_deref_mut(), ..req };
+        let Ok(Action::Answer(a)) = Engine::run(app, &s, &mut r) else { panic!("answers") };
         assert_eq!(a.body, app.as_bytes());
     }
     let kept = |app: &str| STATES.with(|st| st.borrow().by_app.contains_key(app));
@@ -232,10 +318,9 @@ fn a_thread_keeps_a_bounded_number_of_states_dropping_the_least_recently_used() 
     assert!(!kept(&apps[0]) && !kept(&apps[9]), "the first ones were dropped");
     assert!(kept(&apps[10]) && kept(apps.last().expect("apps")), "the recent ones stay");
     // Used again, the oldest kept one becomes the newest; the next oldest goes.
-    let run = |app: &String| {
-        let mut r = req;
-        r.app = app;
-        assert!(matches!(Engine::run(app, &s, &r), Ok(Action::Answer(_))));
+    let mut run = |app: &String| {
+        let mut r = Request { app, headers: req.headers.as_deref_mut(), ..req };
+        assert!(matches!(Engine::run(app, &s, &mut r), Ok(Action::Answer(_))));
     };
     run(&apps[10]);
     run(&apps[0]);
